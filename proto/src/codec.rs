@@ -1,0 +1,106 @@
+//! The one place that knows the binary format.
+//!
+//! Every blob starts with [`FORMAT_VERSION`], followed by the value in
+//! bincode 2 (standard configuration: little-endian, varint integers). Decoding
+//! checks the version byte, bounds every allocation by [`MAX_BLOB`], and
+//! refuses trailing bytes, so random, truncated or foreign input is an
+//! [`Error::Decode`], never a panic or a huge allocation.
+//!
+//! bincode is not self-describing: types encoded here must not use
+//! `#[serde(flatten)]`, `untagged`, internally tagged enums or
+//! `skip_serializing_if`, and enum variants are only ever added at the end.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+
+/// Version of the binary format; the first byte of every blob.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Upper bound on what one blob may claim to hold (bytes). Protects the
+/// decoder from length prefixes in random input.
+pub const MAX_BLOB: usize = 512 << 20;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_BLOB>()
+}
+
+/// Encodes `value` as `[FORMAT_VERSION, bincode...]`.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+    let mut out = vec![FORMAT_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, config())
+        .map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes a blob made by [`encode`]. Wrong version, truncated input, bad
+/// contents and trailing bytes are all errors.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let (&version, body) = bytes
+        .split_first()
+        .ok_or_else(|| Error::Decode("empty input".into()))?;
+    if version != FORMAT_VERSION {
+        return Err(Error::Decode(format!(
+            "format version {version}, expected {FORMAT_VERSION}"
+        )));
+    }
+    let (value, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    if used != body.len() {
+        return Err(Error::Decode(format!(
+            "{} trailing bytes after the value",
+            body.len() - used
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn wrong_version_is_an_error() {
+        let mut blob = encode(&42u64).expect("encode");
+        blob[0] = FORMAT_VERSION + 1;
+        assert!(
+            matches!(decode::<u64>(&blob), Err(Error::Decode(m)) if m.contains("format version"))
+        );
+        assert!(decode::<u64>(&[]).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let mut blob = encode(&7u32).expect("encode");
+        blob.push(0);
+        assert!(matches!(decode::<u32>(&blob), Err(Error::Decode(m)) if m.contains("trailing")));
+    }
+
+    #[test]
+    fn huge_length_prefix_does_not_allocate() {
+        // version, then a varint length of u64::MAX for a Vec<u8>.
+        let blob = [
+            FORMAT_VERSION,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+        ];
+        assert!(decode::<Vec<u8>>(&blob).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<Vec<String>>(&bytes);
+            let _ = decode::<(u64, Option<String>, Vec<u32>)>(&bytes);
+        }
+    }
+}
