@@ -1,1 +1,119 @@
-//! placeholder
+//! The node manager (agent): runs, watches and restores modules on one node
+//! for the supervisor cluster.
+//!
+//! ## Role
+//! The supervisor leader decides; the agent executes and reports. It runs
+//! every module as a child process in its own process group, notices an
+//! exit the moment it happens (and probe failures), and tells the leader in
+//! its heartbeat: one 3-bit status code per module, plus the module table
+//! when it changed. The leader's replies carry directives (install, restore,
+//! stop), each fenced by the module's epoch, and renew the agent's lease;
+//! without renewal the agent stops its `at-most-one` modules before the
+//! lease ends, so the cluster can move them without ever running two copies.
+//!
+//! ## Parts
+//! - [`config`]: flags and environment, validated once.
+//! - [`manager`]: the module state and every operation on it (the core).
+//! - [`decide`]: the pure rules (directive acceptance, lease, fencing).
+//! - [`heartbeat`]: the loop that talks to the supervisors.
+//! - [`archive`]: fetching, verifying, caching and safely unpacking
+//!   configuration packages.
+//! - [`process`], [`spawner`], [`probe`]: module processes, the thread that
+//!   forks them (parent-death signal), and health probes.
+//! - [`state`]: the durable state file and data dir layout.
+//! - [`http`]: the status API.
+//!
+//! [`run`] wires them together; `src/main.rs` is the thin binary around it.
+
+pub mod archive;
+pub mod config;
+pub mod decide;
+pub mod heartbeat;
+pub mod http;
+pub mod manager;
+pub mod probe;
+pub mod process;
+pub mod spawner;
+pub mod state;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use manager::Agent;
+
+/// Everything that can go wrong in the agent library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag or environment value that breaks a rule; names the flag.
+    #[error("{0}")]
+    Config(String),
+    /// The data dir cannot be used; names the path and the problem.
+    #[error("unusable data dir {0}")]
+    DataDir(String),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {0}")]
+    Listen(String),
+    /// Something that should not happen (a thread or client that cannot be
+    /// created).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Runs the agent until `shutdown` is cancelled, then stops every module,
+/// sends a last heartbeat and returns.
+pub async fn run(
+    cfg: Config,
+    listener: tokio::net::TcpListener,
+    state_file: state::StateFile,
+    persisted: state::PersistedState,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let tasks = TaskTracker::new();
+    let spawner = spawner::Spawner::start(tokio::runtime::Handle::current())
+        .map_err(|e| Error::Internal(format!("cannot start the spawner thread: {e}")))?;
+    let agent = Agent::new(
+        manager::AgentOptions {
+            node: cfg.node.clone(),
+            addr: cfg.listen.clone(),
+            labels: cfg.label_map()?,
+            stop_grace: cfg.stop_grace(),
+            fetch_timeout: cfg.fetch_timeout(),
+            default_depmgr: cfg.depmgr.clone(),
+            state_file,
+            persisted,
+        },
+        spawner,
+        tasks.clone(),
+        shutdown.clone(),
+    )?;
+    tracing::info!(
+        node = %cfg.node,
+        listen = %cfg.listen,
+        incarnation = agent.incarnation(),
+        modules = agent.status().modules.len(),
+        "agent started"
+    );
+    tasks.spawn(agent.clone().fence_loop());
+    tasks.spawn(heartbeat::run(
+        agent.clone(),
+        heartbeat::HeartbeatSettings {
+            supervisors: cfg.supervisors.clone(),
+            period: cfg.heartbeat_period(),
+            request_timeout: cfg.request_timeout(),
+        },
+        shutdown.clone(),
+    ));
+    let server = axum::serve(listener, http::router(agent.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tasks.spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!("status API stopped: {e}");
+        }
+    });
+    shutdown.cancelled().await;
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!("agent stopped");
+    Ok(())
+}

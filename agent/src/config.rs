@@ -1,0 +1,221 @@
+//! The agent's configuration: one typed struct, filled from flags or from the
+//! matching environment variables (`AGENT_NODE`, `AGENT_LISTEN`, …), then
+//! validated once at start-up ([`Config::validate`]).
+//!
+//! The contract flags (`--node`, `--listen`, `--data-dir`, `--supervisors`,
+//! `--label`, `--heartbeat-ms`) keep their names; the others are additions
+//! with defaults, so a contract command line is always complete.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::Error;
+
+/// Flags and environment of the `agent` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "agent",
+    about = "Node manager: runs, watches and restores modules for the supervisor cluster"
+)]
+pub struct Config {
+    /// Name of this node in the cluster (letters, digits, `.`, `_`, `-`).
+    #[arg(long, env = "AGENT_NODE")]
+    pub node: String,
+
+    /// `host:port` the status API listens on; also the address the agent
+    /// announces to the supervisor in its module table.
+    #[arg(long, env = "AGENT_LISTEN")]
+    pub listen: String,
+
+    /// Directory for the state file, the package cache and the unpacked
+    /// modules. Created when missing.
+    #[arg(long, env = "AGENT_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Supervisors to heartbeat to (`host:port,host:port,...`); the agent
+    /// follows the leader hint in replies and moves on when one is
+    /// unreachable.
+    #[arg(
+        long,
+        env = "AGENT_SUPERVISORS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub supervisors: Vec<String>,
+
+    /// A `key=value` label of this node (repeatable); placement constraints
+    /// match on them.
+    #[arg(long = "label", env = "AGENT_LABEL", value_delimiter = ',')]
+    pub labels: Vec<String>,
+
+    /// Period of the heartbeat in milliseconds (a status change sends one at
+    /// once, whatever the period).
+    #[arg(long, env = "AGENT_HEARTBEAT_MS", default_value_t = 300)]
+    pub heartbeat_ms: u64,
+
+    /// Grace in milliseconds between SIGTERM and SIGKILL when a module is
+    /// stopped; the lease fence starts this long before the lease ends.
+    #[arg(long, env = "AGENT_STOP_GRACE_MS", default_value_t = 1000)]
+    pub stop_grace_ms: u64,
+
+    /// Timeout in milliseconds of one heartbeat request; past it the agent
+    /// moves on to the next supervisor.
+    #[arg(long, env = "AGENT_REQUEST_TIMEOUT_MS", default_value_t = 1000)]
+    pub request_timeout_ms: u64,
+
+    /// Timeout in milliseconds of one archive download from depmgr.
+    #[arg(long, env = "AGENT_FETCH_TIMEOUT_MS", default_value_t = 60_000)]
+    pub fetch_timeout_ms: u64,
+
+    /// Fallback depmgr base URL (`http://host:port`), used only when an
+    /// install directive names none.
+    #[arg(long, env = "AGENT_DEPMGR")]
+    pub depmgr: Option<String>,
+}
+
+impl Config {
+    /// Checks every field; the error names the flag.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Error::Config(m);
+        proto::names::check("--node", &self.node).map_err(bad)?;
+        check_host_port("--listen", &self.listen)?;
+        if self.supervisors.is_empty() {
+            return Err(bad("--supervisors names no supervisor".into()));
+        }
+        for s in &self.supervisors {
+            check_host_port("--supervisors", s)?;
+        }
+        self.label_map()?;
+        if self.heartbeat_ms == 0 || self.heartbeat_ms > 60_000 {
+            return Err(bad(format!(
+                "--heartbeat-ms {} must be between 1 and 60000",
+                self.heartbeat_ms
+            )));
+        }
+        if self.stop_grace_ms > 600_000 {
+            return Err(bad(format!(
+                "--stop-grace-ms {} is over the limit of 600000",
+                self.stop_grace_ms
+            )));
+        }
+        if self.request_timeout_ms == 0 || self.fetch_timeout_ms == 0 {
+            return Err(bad(
+                "--request-timeout-ms and --fetch-timeout-ms must be above 0".into(),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(bad("--data-dir is empty".into()));
+        }
+        if let Some(d) = &self.depmgr
+            && !d.starts_with("http://")
+        {
+            return Err(bad(format!("--depmgr {d:?} must start with http://")));
+        }
+        Ok(())
+    }
+
+    /// The `--label` flags as a map; an error names the bad label.
+    pub fn label_map(&self) -> Result<BTreeMap<String, String>, Error> {
+        let mut map = BTreeMap::new();
+        for label in &self.labels {
+            let (k, v) = label
+                .split_once('=')
+                .ok_or_else(|| Error::Config(format!("--label {label:?} is not key=value")))?;
+            proto::spec::check_label(k, v).map_err(|m| Error::Config(format!("--label: {m}")))?;
+            map.insert(k.to_string(), v.to_string());
+        }
+        Ok(map)
+    }
+
+    pub fn heartbeat_period(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_millis(self.stop_grace_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn fetch_timeout(&self) -> Duration {
+        Duration::from_millis(self.fetch_timeout_ms)
+    }
+}
+
+fn check_host_port(flag: &str, s: &str) -> Result<(), Error> {
+    let ok = s
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("{flag} {s:?} is not host:port")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut all = vec!["agent"];
+        all.extend_from_slice(args);
+        let c = Config::try_parse_from(all).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    const BASE: [&str; 6] = [
+        "--node",
+        "a",
+        "--listen",
+        "127.0.0.1:7100",
+        "--data-dir",
+        "/tmp/x",
+    ];
+
+    #[test]
+    fn contract_flags_parse_with_defaults() {
+        let mut args = BASE.to_vec();
+        args.extend([
+            "--supervisors",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--label",
+            "zone=east",
+            "--label",
+            "disk=ssd",
+        ]);
+        let c = parse(&args).expect("valid");
+        assert_eq!(c.supervisors, ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(c.heartbeat_ms, 300);
+        assert_eq!(c.stop_grace_ms, 1000);
+        let labels = c.label_map().expect("labels");
+        assert_eq!(labels["zone"], "east");
+        assert_eq!(labels["disk"], "ssd");
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let cases: [(&[&str], &str); 5] = [
+            (&["--supervisors", "nope"], "--supervisors"),
+            (&["--supervisors", "h:1", "--label", "zone"], "--label"),
+            (
+                &["--supervisors", "h:1", "--heartbeat-ms", "0"],
+                "--heartbeat-ms",
+            ),
+            (&["--supervisors", "h:1", "--depmgr", "ftp://x"], "--depmgr"),
+            (&[], "--supervisors"),
+        ];
+        for (extra, needle) in cases {
+            let mut args = BASE.to_vec();
+            args.extend_from_slice(extra);
+            let err = parse(&args).expect_err(needle);
+            assert!(err.contains(needle), "{extra:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The heartbeat loop: the agent's only conversation with the supervisors.
+//!
+//! Every `--heartbeat-ms`, and at once when the [`Agent`] signals a change,
+//! the loop sends `POST http://<supervisor>/v1/agent/heartbeat` with
+//! `proto::encode(&Heartbeat)` and reads a `HeartbeatReply` back. One
+//! heartbeat is in flight at a time, so `seq` order is send order.
+//!
+//! ## Whom to talk to ([`Targets`])
+//! The current target is the leader hint from the last `NotLeader` reply,
+//! else the next of `--supervisors`. A hint is followed at once; an
+//! unreachable supervisor, a timeout, an HTTP error or an undecodable reply
+//! moves on to the next one (at once while untried ones remain in this
+//! round, then after one period).
+//!
+//! ## What a reply does
+//! - `Accepted{table_version}`: the leader holds that table version (the
+//!   table is left out from now on until it changes), the reports carried
+//!   are dropped, the lease is renewed from the moment the heartbeat was
+//!   *sent*, and the directives are executed.
+//! - `need_table`: the next heartbeat carries the table and goes at once.
+//! - `NotLeader`: follow the hint, or move on; the next target gets the
+//!   table. `Stale`: logged; the next heartbeat has a higher `seq`.
+//!
+//! On shutdown the loop stops every module and sends one last heartbeat
+//! that shows them stopped.
+
+use std::time::Duration;
+
+use proto::heartbeat::{HeartbeatReply, ReplyOutcome};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::manager::Agent;
+
+/// Where heartbeats go.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    list: Vec<String>,
+    index: usize,
+    hint: Option<String>,
+}
+
+impl Targets {
+    pub fn new(list: Vec<String>) -> Targets {
+        Targets {
+            list,
+            index: 0,
+            hint: None,
+        }
+    }
+
+    /// The supervisor to send to now.
+    pub fn current(&self) -> &str {
+        match &self.hint {
+            Some(h) => h,
+            None => self.list.get(self.index).map_or("", String::as_str),
+        }
+    }
+
+    /// Follows a leader hint; false when it names the current target (no
+    /// progress to be had by following it).
+    pub fn follow(&mut self, leader: &str) -> bool {
+        if leader == self.current() {
+            return false;
+        }
+        self.hint = Some(leader.to_string());
+        true
+    }
+
+    /// Moves on: drops the hint, else goes to the next supervisor.
+    pub fn advance(&mut self) {
+        if self.hint.take().is_none() && !self.list.is_empty() {
+            self.index = (self.index + 1) % self.list.len();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+/// Settings of the loop.
+#[derive(Debug, Clone)]
+pub struct HeartbeatSettings {
+    pub supervisors: Vec<String>,
+    pub period: Duration,
+    pub request_timeout: Duration,
+}
+
+/// How one exchange ended, for the scheduling of the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Normal: one period after this heartbeat was sent.
+    Period,
+    /// At once (table wanted, leader hint to follow, next supervisor).
+    Now,
+}
+
+/// Runs until `shutdown`, then stops the modules and sends a last
+/// heartbeat.
+pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: CancellationToken) {
+    let client = match reqwest::Client::builder()
+        .timeout(settings.request_timeout)
+        .connect_timeout(settings.request_timeout)
+        .pool_max_idle_per_host(2)
+        .tcp_nodelay(true)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot build the heartbeat http client: {e}");
+            shutdown.cancel();
+            return;
+        }
+    };
+    let mut hb = Heartbeater {
+        agent: agent.clone(),
+        client,
+        targets: Targets::new(settings.supervisors.clone()),
+        seq: 0,
+        acked_table: None,
+        failures_in_row: 0,
+        quick_in_row: 0,
+    };
+    let mut due = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = agent.changed().notified() => {}
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        let sent_at = Instant::now();
+        let next = hb.exchange(true).await;
+        due = match next {
+            Next::Now if hb.quick_in_row <= hb.targets.len() + 1 => Instant::now(),
+            _ => sent_at + settings.period,
+        };
+    }
+    agent.stop_all().await;
+    // The last word: every module stopped. One try to the current target.
+    let _ = hb.exchange(false).await;
+    tracing::info!("sent the last heartbeat");
+}
+
+struct Heartbeater {
+    agent: Agent,
+    client: reqwest::Client,
+    targets: Targets,
+    seq: u64,
+    /// Table version the current target acknowledged.
+    acked_table: Option<u64>,
+    failures_in_row: u32,
+    /// Exchanges in a row that asked for an immediate retry.
+    quick_in_row: usize,
+}
+
+impl Heartbeater {
+    /// Sends one heartbeat and handles the reply; `apply` = execute its
+    /// directives (not on the last heartbeat).
+    async fn exchange(&mut self, apply: bool) -> Next {
+        self.seq += 1;
+        let (heartbeat, reports) = self.agent.heartbeat(self.seq, self.acked_table);
+        let body = match proto::encode(&heartbeat) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot encode a heartbeat: {e}");
+                return Next::Period;
+            }
+        };
+        let target = self.targets.current().to_string();
+        let url = format!("http://{target}/v1/agent/heartbeat");
+        let sent_at = Instant::now();
+        let reply = match self.send(&url, body).await {
+            Ok(r) => r,
+            Err(why) => return self.failed(&target, &why),
+        };
+        if self.failures_in_row > 0 {
+            tracing::info!(supervisor = %target, "supervisor reachable again");
+        }
+        self.failures_in_row = 0;
+        match reply.outcome {
+            ReplyOutcome::Accepted { table_version } => {
+                self.acked_table = (!reply.need_table).then_some(table_version);
+                self.agent
+                    .accepted(reports, sent_at, reply.lease_ms, &target);
+                if apply && !reply.directives.is_empty() {
+                    self.agent.apply(reply.directives).await;
+                }
+                if reply.need_table {
+                    self.quick_in_row += 1;
+                    Next::Now
+                } else {
+                    self.quick_in_row = 0;
+                    Next::Period
+                }
+            }
+            ReplyOutcome::NotLeader { leader } => {
+                self.acked_table = None;
+                self.agent.lost_leader();
+                self.quick_in_row += 1;
+                match leader {
+                    Some(l) if self.targets.follow(&l) => {
+                        tracing::info!(from = %target, to = %l, "following the leader hint");
+                        Next::Now
+                    }
+                    _ => {
+                        tracing::debug!(supervisor = %target, "not the leader and no hint; moving on");
+                        self.targets.advance();
+                        Next::Period
+                    }
+                }
+            }
+            ReplyOutcome::Stale => {
+                tracing::warn!(supervisor = %target, seq = self.seq, "heartbeat refused as stale");
+                self.quick_in_row = 0;
+                Next::Period
+            }
+        }
+    }
+
+    async fn send(&self, url: &str, body: Vec<u8>) -> Result<HeartbeatReply, String> {
+        let resp = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("{e}"))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("reading reply: {e}"))?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<proto::ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            return Err(format!("{status}: {msg}"));
+        }
+        proto::decode::<HeartbeatReply>(&bytes).map_err(|e| format!("bad reply: {e}"))
+    }
+
+    fn failed(&mut self, target: &str, why: &str) -> Next {
+        self.failures_in_row += 1;
+        if self.failures_in_row == 1 || self.failures_in_row.is_power_of_two() {
+            tracing::warn!(supervisor = %target, failures = self.failures_in_row, "heartbeat failed: {why}");
+        }
+        self.agent.lost_leader();
+        self.acked_table = None;
+        self.targets.advance();
+        self.quick_in_row += 1;
+        Next::Now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_rotate_and_follow_hints() {
+        let mut t = Targets::new(vec!["a:1".into(), "b:1".into(), "c:1".into()]);
+        assert_eq!(t.current(), "a:1");
+        t.advance();
+        assert_eq!(t.current(), "b:1");
+        assert!(t.follow("z:9"));
+        assert_eq!(t.current(), "z:9");
+        assert!(
+            !t.follow("z:9"),
+            "a hint naming the current target is no progress"
+        );
+        // Losing the hinted leader goes back to the list where it was.
+        t.advance();
+        assert_eq!(t.current(), "b:1");
+        t.advance();
+        t.advance();
+        assert_eq!(t.current(), "a:1");
+    }
+}

@@ -1,0 +1,109 @@
+//! The `agent` binary: parses the configuration, opens the data dir, binds
+//! the status API, and runs the node manager until SIGTERM or SIGINT.
+//!
+//! Exit status: 0 after a clean shutdown; 2 for bad flags, an unusable data
+//! dir or an address that cannot be bound (one line on stderr); 1 for a
+//! failure while running.
+
+use std::process::ExitCode;
+
+use agent::Config;
+use agent::state::{DataDir, StateFile};
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cfg = match Config::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            if e.use_stderr() {
+                let msg = e.to_string();
+                let line = msg
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("bad arguments");
+                eprintln!("agent: {}", line.trim_start_matches("error: "));
+                return ExitCode::from(2);
+            }
+            let _ = e.print(); // --help, --version
+            return ExitCode::SUCCESS;
+        }
+    };
+    if let Err(e) = cfg.validate() {
+        eprintln!("agent: {e}");
+        return ExitCode::from(2);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Startup::Usage(msg)) => {
+            eprintln!("agent: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Startup::Failed(e)) => {
+            eprintln!("agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Startup {
+    /// Bad input: exit 2.
+    Usage(String),
+    Failed(anyhow::Error),
+}
+
+async fn start(cfg: Config) -> Result<(), Startup> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let (state_file, persisted) = StateFile::open(DataDir::new(&cfg.data_dir), now_ms)
+        .map_err(|e| Startup::Usage(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| {
+            Startup::Usage(agent::Error::Listen(format!("{}: {e}", cfg.listen)).to_string())
+        })?;
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        match wait_for_signal().await {
+            Ok(name) => tracing::info!("{name} received: shutting down"),
+            Err(e) => tracing::error!("cannot listen for signals: {e:#}"),
+        }
+        signals.cancel();
+    });
+    agent::run(cfg, listener, state_file, persisted, shutdown)
+        .await
+        .context("agent failed")
+        .map_err(Startup::Failed)
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

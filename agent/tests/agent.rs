@@ -1,0 +1,651 @@
+//! The agent binary against a fake supervisor and a package server, with
+//! real module processes (the shell scripts in `tests/modules/`).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use proto::heartbeat::{ModuleStatus, ReportKind};
+use proto::spec::Fencing;
+
+const SLEEPER: &str = include_str!("modules/sleeper.sh");
+const FORKER: &str = include_str!("modules/forker.sh");
+const FLAKY: &str = include_str!("modules/flaky.sh");
+const ENVDUMP: &str = include_str!("modules/envdump.sh");
+const T: Duration = Duration::from_secs(10);
+
+fn package(name: &str, script: &str, manifest_extra: &str) -> BuiltPackage {
+    PackageBuilder::new(
+        name,
+        "1.0.0",
+        &format!("command = \"bin/run\"\n{manifest_extra}"),
+    )
+    .file("bin/run", script, 0o755)
+    .build()
+}
+
+struct World {
+    tmp: tempfile::TempDir,
+    sup: FakeSupervisor,
+    pkgs: PackageServer,
+}
+
+impl World {
+    async fn new() -> World {
+        World {
+            tmp: tempfile::tempdir().expect("tempdir"),
+            sup: FakeSupervisor::start().await,
+            pkgs: PackageServer::start().await,
+        }
+    }
+    fn data(&self) -> std::path::PathBuf {
+        self.tmp.path().join("data")
+    }
+    async fn agent(&self, f: impl FnOnce(&mut AgentArgs)) -> AgentProc {
+        let data = self.data();
+        let mut args = AgentArgs::new(&data, &self.sup.addr);
+        f(&mut args);
+        let a = AgentProc::spawn(args);
+        a.ready().await;
+        a
+    }
+}
+
+#[tokio::test]
+async fn exit_is_reported_within_one_round_trip() {
+    let w = World::new().await;
+    let web = package("web", SLEEPER, "");
+    w.pkgs.put(&web);
+    // A long period: only the edge-triggered heartbeat can be fast.
+    let agent = w.agent(|a| a.heartbeat_ms = 5000).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        1,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    // The first heartbeat went before the directive was set: wait for one
+    // period at most, then the install runs.
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let pid = agent.wait_pid("web", T).await;
+    let from = w.sup.beat_count();
+    let killed = Instant::now();
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+    let beat = eventually("a heartbeat showing web failed", T, || {
+        w.sup.first_beat_with(from, "web", ModuleStatus::Failed)
+    })
+    .await;
+    let latency = beat.at.duration_since(killed);
+    println!("kill -> heartbeat showing the failure: {latency:?}");
+    assert!(latency < Duration::from_millis(1000), "took {latency:?}");
+    let r = w.sup.wait_report("web", ReportKind::Failed, T).await;
+    assert!(r.message.contains("signal 9"), "{r:?}");
+}
+
+#[tokio::test]
+async fn stop_kills_the_whole_process_group() {
+    let w = World::new().await;
+    let out = w.tmp.path().join("grandchild.pid");
+    let web = package(
+        "web",
+        FORKER,
+        &format!("[env]\nOUT = \"{}\"\n", out.display()),
+    );
+    w.pkgs.put(&web);
+    let agent = w.agent(|a| a.stop_grace_ms = 300).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        1,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let leader = agent.wait_pid("web", T).await;
+    let grandchild: u32 = eventually("grandchild pid file", T, || {
+        std::fs::read_to_string(&out).ok()?.trim().parse().ok()
+    })
+    .await;
+    assert!(pid_alive(grandchild));
+    w.sup.set_directives(vec![stop("web", 1)]);
+    w.sup.wait_gone("web", T).await;
+    eventually("module and grandchild dead", T, || {
+        (!pid_alive(leader) && !pid_alive(grandchild)).then_some(())
+    })
+    .await;
+    // Forgotten: the status API no longer lists it.
+    let s = agent.status().await.expect("status");
+    assert!(s["modules"].as_array().expect("modules").is_empty(), "{s}");
+}
+
+#[tokio::test]
+async fn failing_probe_is_reported_as_failed() {
+    let w = World::new().await;
+    let web = package(
+        "web",
+        FLAKY,
+        "[health]\nexec = [\"test\", \"-f\", \"healthy\"]\ninterval_ms = 100\ntimeout_ms = 500\nfailure_threshold = 2\n",
+    );
+    w.pkgs.put(&web);
+    let agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        1,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let pid = agent.wait_pid("web", T).await;
+    w.sup.wait_status("web", ModuleStatus::Failed, T).await;
+    let r = w.sup.wait_report("web", ReportKind::Failed, T).await;
+    assert!(r.message.contains("health probe failed 2 times"), "{r:?}");
+    // A failed module does not keep running unsupervised.
+    eventually("the unhealthy process stopped", T, || {
+        (!pid_alive(pid)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn install_verifies_unpacks_dependencies_and_restores_from_cache() {
+    let w = World::new().await;
+    let out = w.tmp.path().join("env.txt");
+    let base = PackageBuilder::new("base", "1.0.0", "")
+        .file("share/greeting.txt", "from base", 0o644)
+        .build();
+    let web = package(
+        "web",
+        ENVDUMP,
+        &format!(
+            "args = [\"--port\", \"8080\"]\n[env]\nGREETING = \"hello\"\nOUT = \"{}\"\n[dependencies]\nbase = \"1.0.0\"\n",
+            out.display()
+        ),
+    );
+    w.pkgs.put(&base);
+    w.pkgs.put(&web);
+    let agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        3,
+        Fencing::AtMostOne,
+        &[&base, &web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let first_pid = agent.wait_pid("web", T).await;
+    let env = eventually("env dump", T, || std::fs::read_to_string(&out).ok()).await;
+    let module_dir = w.data().join("modules/web/3/web-1.0.0");
+    for line in [
+        "MODULE_NAME=web".to_string(),
+        "MODULE_EPOCH=3".to_string(),
+        "MODULE_NODE=node-a".to_string(),
+        format!("MODULE_DIR={}", module_dir.display()),
+        format!("PWD={}", module_dir.display()),
+        "GREETING=hello".to_string(),
+        "ARGS=--port 8080".to_string(),
+        "BASE=from base".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == line), "missing {line:?} in\n{env}");
+    }
+    assert!(
+        w.data()
+            .join("modules/web/3/base-1.0.0/share/greeting.txt")
+            .is_file()
+    );
+    for p in [&base, &web] {
+        assert!(
+            w.data()
+                .join(format!("cache/{}.tar.gz", p.digest))
+                .is_file()
+        );
+    }
+    assert_eq!(w.pkgs.fetches(), 2);
+
+    // The restore needs no depmgr: it is gone now.
+    w.pkgs.shutdown();
+    std::fs::remove_file(&out).expect("rm");
+    w.sup.set_directives(vec![
+        install("web", 3, Fencing::AtMostOne, &[&base, &web], &w.pkgs.url),
+        restore("web", 3, 1),
+    ]);
+    let seen = eventually("restore 1 executed and running", T, || {
+        w.sup
+            .module("web")
+            .filter(|s| s.restore_seq == 1 && s.status == ModuleStatus::Running)
+    })
+    .await;
+    assert_eq!(seen.epoch, 3);
+    let second_pid = agent.wait_pid("web", T).await;
+    assert_ne!(first_pid, second_pid);
+    assert!(!pid_alive(first_pid));
+    eventually("env dump after restore", T, || {
+        std::fs::read_to_string(&out).ok()
+    })
+    .await;
+    let s = agent.status().await.expect("status");
+    assert_eq!(s["modules"][0]["restarts"], 1, "{s}");
+    assert_eq!(s["modules"][0]["state"], "running", "{s}");
+}
+
+#[tokio::test]
+async fn tampered_archive_is_refused() {
+    let w = World::new().await;
+    let web = package("web", SLEEPER, "");
+    let mut tampered = web.bytes.clone();
+    let n = tampered.len();
+    tampered[n - 10] ^= 0xff;
+    w.pkgs.put_bytes("web", "1.0.0", tampered);
+    let agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        1,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup
+        .wait_status("web", ModuleStatus::InstallFailed, T)
+        .await;
+    let r = w.sup.wait_report("web", ReportKind::InstallFailed, T).await;
+    assert!(r.message.contains("digest mismatch"), "{r:?}");
+    assert!(!w.data().join("modules/web/1/web-1.0.0").exists());
+    assert!(
+        !w.data()
+            .join(format!("cache/{}.tar.gz", web.digest))
+            .exists()
+    );
+    // The repeated directive is a no-op: one fetch only, status unchanged.
+    let fetches = w.pkgs.fetches();
+    let n = w.sup.beat_count();
+    eventually("a few more heartbeats", T, || {
+        (w.sup.beat_count() > n + 3).then_some(())
+    })
+    .await;
+    assert_eq!(w.pkgs.fetches(), fetches);
+    assert_eq!(
+        w.sup.module("web").map(|s| s.status),
+        Some(ModuleStatus::InstallFailed)
+    );
+    let s = agent.status().await.expect("the agent keeps running");
+    assert!(
+        s["modules"][0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("digest"),
+        "{s}"
+    );
+}
+
+#[tokio::test]
+async fn escaping_archives_are_refused() {
+    let w = World::new().await;
+    let abs = format!("/tmp/agent-test-abs-{}", std::process::id());
+    // Package dir is <data>/modules/<m>/1/<m>-1.0.0: five levels up is the
+    // temp dir that holds <data>.
+    let cases: Vec<(&str, Vec<(&str, &[u8], Option<&str>)>, &str)> = vec![
+        (
+            "dotdot",
+            vec![("../../../../../escaped.txt", b"x", None)],
+            "escapes",
+        ),
+        ("absolute", vec![(abs.as_str(), b"x", None)], "absolute"),
+        (
+            "link",
+            vec![
+                ("up", b"", Some("../../../../..")),
+                ("bin/run", SLEEPER.as_bytes(), None),
+            ],
+            "outside",
+        ),
+        (
+            "through",
+            vec![
+                ("dir", b"", Some(".")),
+                ("dir/../../escaped2.txt", b"x", None),
+            ],
+            "escapes",
+        ),
+    ];
+    let mut directives = Vec::new();
+    let mut needles = Vec::new();
+    for (name, entries, needle) in &cases {
+        let bytes = raw_archive(entries);
+        let manifest = proto::manifest::Manifest::from_toml(&format!(
+            "name = \"{name}\"\nversion = \"1.0.0\"\ncommand = \"bin/run\""
+        ))
+        .expect("manifest");
+        let built = BuiltPackage {
+            name: name.to_string(),
+            version: "1.0.0".into(),
+            digest: sha256_hex(&bytes),
+            bytes,
+            manifest,
+        };
+        w.pkgs.put(&built);
+        directives.push(install(name, 1, Fencing::AtMostOne, &[&built], &w.pkgs.url));
+        needles.push((name.to_string(), needle.to_string()));
+    }
+    let agent = w.agent(|_| {}).await;
+    w.sup.set_directives(directives);
+    for (name, needle) in &needles {
+        w.sup
+            .wait_status(name, ModuleStatus::InstallFailed, T)
+            .await;
+        let r = w.sup.wait_report(name, ReportKind::InstallFailed, T).await;
+        assert!(r.message.contains(needle.as_str()), "{name}: {r:?}");
+    }
+    assert!(!w.tmp.path().join("escaped.txt").exists());
+    assert!(!w.tmp.path().join("escaped2.txt").exists());
+    assert!(!Path::new(&abs).exists());
+    assert!(agent.status().await.is_some(), "the agent keeps running");
+}
+
+#[tokio::test]
+async fn missing_command_fails_the_install() {
+    let w = World::new().await;
+    let web = PackageBuilder::new("web", "1.0.0", "command = \"bin/nope\"\n")
+        .file("bin/run", SLEEPER, 0o755)
+        .build();
+    w.pkgs.put(&web);
+    let _agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        1,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    let r = w.sup.wait_report("web", ReportKind::InstallFailed, T).await;
+    assert!(r.message.contains("bin/nope does not exist"), "{r:?}");
+}
+
+#[tokio::test]
+async fn stale_epoch_directives_are_refused() {
+    let w = World::new().await;
+    let web = package("web", SLEEPER, "");
+    w.pkgs.put(&web);
+    let agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        10,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let pid = agent.wait_pid("web", T).await;
+    w.sup
+        .send_once(install("web", 5, Fencing::AtMostOne, &[&web], &w.pkgs.url));
+    w.sup.send_once(restore("web", 9, 1));
+    w.sup.send_once(stop("web", 4));
+    let stale = eventually("three stale-directive reports", T, || {
+        let r: Vec<_> = w
+            .sup
+            .reports()
+            .into_iter()
+            .filter(|r| r.kind == ReportKind::StaleDirective)
+            .collect();
+        (r.len() >= 3).then_some(r)
+    })
+    .await;
+    assert!(
+        stale
+            .iter()
+            .all(|r| r.module == "web" && r.message.contains("older")),
+        "{stale:?}"
+    );
+    let seen = w.sup.module("web").expect("web");
+    assert_eq!((seen.epoch, seen.status), (10, ModuleStatus::Running));
+    assert_eq!(agent.module_pid("web").await, Some(pid));
+    let s = agent.status().await.expect("status");
+    assert_eq!(s["refused"].as_array().map(Vec::len), Some(3), "{s}");
+}
+
+#[tokio::test]
+async fn lease_expiry_fences_at_most_one_and_spares_at_least_one() {
+    let w = World::new().await;
+    let amo = package("amo", SLEEPER, "");
+    let alo = package("alo", SLEEPER, "");
+    w.pkgs.put(&amo);
+    w.pkgs.put(&alo);
+    w.sup.set_lease_ms(1500);
+    let agent = w.agent(|a| a.stop_grace_ms = 200).await;
+    w.sup.set_directives(vec![
+        install("amo", 1, Fencing::AtMostOne, &[&amo], &w.pkgs.url),
+        install("alo", 2, Fencing::AtLeastOne, &[&alo], &w.pkgs.url),
+    ]);
+    w.sup.wait_status("amo", ModuleStatus::Running, T).await;
+    w.sup.wait_status("alo", ModuleStatus::Running, T).await;
+    let amo_pid = agent.wait_pid("amo", T).await;
+    let alo_pid = agent.wait_pid("alo", T).await;
+
+    // The leader goes silent. The agent's lease runs from the *sending* of
+    // the last accepted heartbeat, which is before its arrival here.
+    w.sup.set_mode(Mode::Hang);
+    let last_accepted = w.sup.beats().last().expect("beats").at;
+    let lease_end = last_accepted + Duration::from_millis(1500);
+    let dead_at = eventually("the at-most-one module is stopped", T, || {
+        (!pid_alive(amo_pid)).then(Instant::now)
+    })
+    .await;
+    assert!(
+        dead_at < lease_end,
+        "at-most-one module died {:?} after the lease ended",
+        dead_at.duration_since(lease_end)
+    );
+    println!(
+        "at-most-one module dead {:?} before the lease ended",
+        lease_end.duration_since(dead_at)
+    );
+    tokio::time::sleep_until((lease_end + Duration::from_millis(500)).into()).await;
+    assert!(pid_alive(alo_pid), "the at-least-one module keeps running");
+
+    // The leader is back: the agent reports the fence and waits for orders.
+    w.sup.set_directives(vec![]);
+    w.sup.set_mode(Mode::Accept);
+    w.sup.wait_status("amo", ModuleStatus::Fenced, T).await;
+    let r = w.sup.wait_report("amo", ReportKind::Fenced, T).await;
+    assert!(r.message.contains("lease expired"), "{r:?}");
+    assert_eq!(
+        w.sup.module("alo").map(|s| s.status),
+        Some(ModuleStatus::Running)
+    );
+    assert_eq!(agent.module_pid("alo").await, Some(alo_pid));
+    // Not restarted on its own; a restore brings it back.
+    assert_eq!(agent.module_pid("amo").await, None);
+    w.sup.set_directives(vec![restore("amo", 1, 1)]);
+    w.sup.wait_status("amo", ModuleStatus::Running, T).await;
+}
+
+#[tokio::test]
+async fn sigkill_of_the_agent_takes_its_modules_along() {
+    let w = World::new().await;
+    let web = package("web", SLEEPER, "");
+    w.pkgs.put(&web);
+    let mut agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        1,
+        Fencing::AtLeastOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let pid = agent.wait_pid("web", T).await;
+    signal(agent.pid(), nix::sys::signal::Signal::SIGKILL);
+    agent.wait_exit(T).await;
+    eventually("the module died with its agent", T, || {
+        (!pid_alive(pid)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn restart_on_the_same_data_dir_keeps_incarnation_and_epochs() {
+    let w = World::new().await;
+    let web = package("web", SLEEPER, "");
+    w.pkgs.put(&web);
+    let mut agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        7,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let pid = agent.wait_pid("web", T).await;
+    let first_incarnation = w.sup.beats()[0].hb.incarnation;
+
+    // Clean shutdown: modules stopped, a last heartbeat says so, exit 0.
+    let status = agent.terminate(T).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", agent.log_text());
+    assert!(!pid_alive(pid));
+    assert_eq!(
+        w.sup.module("web").map(|s| s.status),
+        Some(ModuleStatus::Stopped)
+    );
+    drop(agent);
+
+    // Back on the same data dir, with depmgr gone and a new leader.
+    w.pkgs.shutdown();
+    let sup2 = FakeSupervisor::start().await;
+    let data = w.data();
+    let mut args = AgentArgs::new(&data, &sup2.addr);
+    args.heartbeat_ms = 100;
+    let agent = AgentProc::spawn(args);
+    agent.ready().await;
+    let first = eventually("first heartbeat", T, || sup2.beats().first().cloned()).await;
+    assert_eq!(first.hb.incarnation, first_incarnation + 1);
+    let table = first.hb.table.expect("first heartbeat carries the table");
+    assert_eq!(table.modules.len(), 1);
+    assert_eq!(
+        (table.modules[0].module.as_str(), table.modules[0].epoch),
+        ("web", 7)
+    );
+    assert_eq!(
+        first.hb.statuses.unpack(),
+        Some(vec![ModuleStatus::Stopped])
+    );
+    assert_eq!(
+        agent.module_pid("web").await,
+        None,
+        "not restarted on its own"
+    );
+
+    sup2.send_once(install(
+        "web",
+        6,
+        Fencing::AtMostOne,
+        &[&web],
+        "http://127.0.0.1:1",
+    ));
+    let r = sup2.wait_report("web", ReportKind::StaleDirective, T).await;
+    assert_eq!(r.epoch, 6);
+    sup2.set_directives(vec![restore("web", 7, 1)]);
+    sup2.wait_status("web", ModuleStatus::Running, T).await;
+    let s = agent.status().await.expect("status");
+    assert_eq!(s["modules"][0]["epoch"], 7);
+    assert_eq!(s["incarnation"], first_incarnation + 1);
+}
+
+#[tokio::test]
+async fn follows_the_leader_hint_and_skips_unreachable_supervisors() {
+    let w = World::new().await;
+    let follower = FakeSupervisor::start().await;
+    follower.set_mode(Mode::NotLeader(Some(w.sup.addr.clone())));
+    let dead = free_addr();
+    let data = w.data();
+    let mut args = AgentArgs::new(&data, &dead);
+    args.supervisors = vec![dead, follower.addr.clone()];
+    let agent = AgentProc::spawn(args);
+    agent.ready().await;
+    let beat = eventually("a heartbeat at the leader", T, || {
+        w.sup.beats().first().cloned()
+    })
+    .await;
+    assert!(beat.hb.table.is_some(), "a new leader gets the table");
+    assert!(follower.beat_count() >= 1);
+    let deadline = Instant::now() + T;
+    let s = loop {
+        let s = agent.status().await.expect("status");
+        if s["leader"] == w.sup.addr.as_str() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "leader never shown: {s}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(s["lease_ms_left"].as_u64().unwrap_or(0) > 0, "{s}");
+}
+
+#[tokio::test]
+async fn bad_flags_and_unusable_data_dir_exit_2() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let file = file.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--node", "a", "--listen", "127.0.0.1:1"], "--data-dir"),
+        (
+            vec![
+                "--node",
+                "a",
+                "--listen",
+                "nope",
+                "--data-dir",
+                "/tmp/x",
+                "--supervisors",
+                "h:1",
+            ],
+            "--listen",
+        ),
+        (
+            vec![
+                "--node",
+                "a",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                "/tmp/x",
+                "--supervisors",
+                "h:1",
+                "--heartbeat-ms",
+                "0",
+            ],
+            "--heartbeat-ms",
+        ),
+        (
+            vec![
+                "--node",
+                "a",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &file,
+                "--supervisors",
+                "h:1",
+            ],
+            "not-a-dir",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run agent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read(&file).expect("read"),
+        b"x",
+        "nothing changed on disk"
+    );
+}
