@@ -18,11 +18,15 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             if e.use_stderr() {
+                // One line: clap's message without its usage and help hints.
                 let msg = e.to_string();
                 let line = msg
                     .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("bad arguments");
+                    .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 eprintln!("agent: {}", line.trim_start_matches("error: "));
                 return ExitCode::from(2);
             }
