@@ -1,0 +1,249 @@
+//! Download benchmark for the dependency manager (not a test).
+//!
+//! Builds a package around an incompressible payload (100 MiB by default),
+//! pushes it to a real `depmgr` process, restarts that process (so its peak
+//! memory reflects serving only), then in the same run and alternating
+//! rounds measures:
+//!
+//! - `cat <archive file> > /dev/null`: the raw read speed of the very file
+//!   depmgr serves (warm page cache, like the downloads);
+//! - `curl -o /dev/null` of `GET /v1/packages/{name}/{version}/archive`
+//!   (if curl is installed);
+//! - an in-process reqwest download that discards the bytes;
+//! - then 4 concurrent curl downloads;
+//!
+//! and reads depmgr's peak resident memory (`VmHWM` in
+//! `/proc/<pid>/status`) before and after the downloads.
+//!
+//! Run: `depmgr/scripts/bench-download.sh [--size-mib N] [--rounds N]`
+//! (it builds the release binaries and runs this example).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+struct Args {
+    size_mib: usize,
+    rounds: usize,
+    depmgr: PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let exe = std::env::current_exe()?;
+    // target/release/examples/bench_download -> target/release/depmgr
+    let default_bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("depmgr"))
+        .context("cannot locate the depmgr binary")?;
+    let mut args = Args {
+        size_mib: 100,
+        rounds: 5,
+        depmgr: default_bin,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--size-mib" => args.size_mib = value()?.parse()?,
+            "--rounds" => args.rounds = value()?.parse()?,
+            "--depmgr" => args.depmgr = value()?.into(),
+            other => bail!("unknown argument {other} (--size-mib N, --rounds N, --depmgr PATH)"),
+        }
+    }
+    Ok(args)
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(bin: &Path, data: &Path) -> Result<Server> {
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("depmgr listening on ")
+            .with_context(|| format!("unexpected first line {line:?}"))?
+            .to_string();
+        Ok(Server { child, addr })
+    }
+
+    fn status_kib(&self, field: &str) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} in /proc/<pid>/status"))
+    }
+
+    fn stop(mut self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+fn mb_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn timed(cmd: &mut Command) -> Result<Duration> {
+    let t = Instant::now();
+    let status = cmd.stdout(Stdio::null()).status()?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(t.elapsed())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let tmp = tempfile::tempdir()?;
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src)?;
+    std::fs::write(
+        src.join("manifest.toml"),
+        "name = \"bench\"\nversion = \"1.0.0\"\ncommand = \"payload\"\n",
+    )?;
+    {
+        use rand::{RngCore, SeedableRng};
+        let mut payload = vec![0u8; args.size_mib << 20];
+        rand::rngs::StdRng::seed_from_u64(1).fill_bytes(&mut payload);
+        std::fs::write(src.join("payload"), payload)?;
+    }
+    let archive = depmgr::archive::pack_dir(&src)?;
+    let size = archive.len() as u64;
+    let data = tmp.path().join("data");
+
+    let server = Server::start(&args.depmgr, &data)?;
+    let client = depmgr::client::Client::new(&server.addr)?;
+    let t = Instant::now();
+    let (answer, _) = client.push("bench", "1.0.0", archive).await?;
+    let push_time = t.elapsed();
+    let upload_hwm = server.status_kib("VmHWM:")?;
+    server.stop()?;
+
+    let server = Server::start(&args.depmgr, &data)?;
+    let rss_start = server.status_kib("VmHWM:")?;
+    let file = data.join("archives").join(&answer.digest);
+    let url = format!("http://{}/v1/packages/bench/1.0.0/archive", server.addr);
+    let have_curl = Command::new("curl")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(30))
+        .build()?;
+
+    // Warm the page cache once, then alternate.
+    timed(Command::new("cat").arg(&file))?;
+    let (mut cat, mut curl, mut reqw) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        cat.push(mb_s(size, timed(Command::new("cat").arg(&file))?));
+        if have_curl {
+            let d = timed(Command::new("curl").args(["-sf", "-o", "/dev/null", &url]))?;
+            curl.push(mb_s(size, d));
+        }
+        let t = Instant::now();
+        let mut resp = http.get(&url).send().await?.error_for_status()?;
+        let mut got = 0u64;
+        while let Some(chunk) = resp.chunk().await? {
+            got += chunk.len() as u64;
+        }
+        if got != size {
+            bail!("downloaded {got} of {size} bytes");
+        }
+        reqw.push(mb_s(size, t.elapsed()));
+    }
+    let hwm_sequential = server.status_kib("VmHWM:")?;
+    let mut parallel_rate = None;
+    if have_curl {
+        let t = Instant::now();
+        let kids: Vec<Child> = (0..4)
+            .map(|_| {
+                Command::new("curl")
+                    .args(["-sf", "-o", "/dev/null", &url])
+                    .spawn()
+            })
+            .collect::<Result<_, _>>()?;
+        for mut k in kids {
+            if !k.wait()?.success() {
+                bail!("parallel curl failed");
+            }
+        }
+        parallel_rate = Some(mb_s(4 * size, t.elapsed()));
+    }
+    let hwm_after = server.status_kib("VmHWM:")?;
+    server.stop()?;
+
+    let cat_m = median(cat);
+    println!(
+        "archive: {size} bytes ({:.1} MiB), rounds: {}",
+        size as f64 / 1048576.0,
+        args.rounds
+    );
+    println!(
+        "push (upload + inspect + commit): {:.0} MB/s",
+        mb_s(size, push_time)
+    );
+    println!("cat  archive file > /dev/null:      median {cat_m:.0} MB/s");
+    if !curl.is_empty() {
+        let m = median(curl);
+        println!(
+            "curl download -o /dev/null:         median {m:.0} MB/s ({:.2}x slower than cat)",
+            cat_m / m
+        );
+    }
+    let m = median(reqw);
+    println!(
+        "reqwest download (in-process):      median {m:.0} MB/s ({:.2}x slower than cat)",
+        cat_m / m
+    );
+    if let Some(p) = parallel_rate {
+        println!("4 concurrent curl downloads:        {p:.0} MB/s aggregate");
+    }
+    println!(
+        "depmgr VmHWM after start:           {:.1} MiB",
+        rss_start as f64 / 1024.0
+    );
+    println!(
+        "depmgr VmHWM after sequential:      {:.1} MiB",
+        hwm_sequential as f64 / 1024.0
+    );
+    println!(
+        "depmgr VmHWM after 4 concurrent:    {:.1} MiB",
+        hwm_after as f64 / 1024.0
+    );
+    println!(
+        "depmgr VmHWM of the uploading run:  {:.1} MiB",
+        upload_hwm as f64 / 1024.0
+    );
+    Ok(())
+}

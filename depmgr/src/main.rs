@@ -1,0 +1,126 @@
+//! `depmgr`: the dependency manager's program.
+//!
+//! Parses and checks its configuration ([`depmgr::config::Config`]), binds
+//! the listener, opens the store, prints `depmgr listening on <addr>` on
+//! stdout (so a parent process can find a port chosen with `:0`), and
+//! serves until SIGTERM or SIGINT. Bad flags, an unusable data dir or an
+//! address that cannot be bound: one line on stderr, exit status 2, nothing
+//! on disk changed. Logs go to stderr (`RUST_LOG`, default `info`).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use depmgr::config::Config;
+use depmgr::store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// Start-up failures: one line on stderr, exit status 2.
+fn refuse(message: impl std::fmt::Display) -> ExitCode {
+    let line = message.to_string().replace('\n', " ");
+    eprintln!("depmgr: {line}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // clap's first paragraph says what is wrong (sometimes over
+            // several lines); tips and usage follow after a blank line.
+            let rendered = e.to_string();
+            let what: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            return refuse(what.join(" ").trim_start_matches("error: "));
+        }
+    };
+    if let Err(e) = config.validate() {
+        return refuse(e);
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return refuse(format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(start(config))
+}
+
+async fn start(config: Config) -> ExitCode {
+    // Bind first: a busy port must not leave a fresh data dir behind.
+    let listener = match tokio::net::TcpListener::bind(&config.listen).await {
+        Ok(l) => l,
+        Err(e) => return refuse(format!("cannot listen on {}: {e}", config.listen)),
+    };
+    let dir = config.data_dir.clone();
+    let store = match tokio::task::spawn_blocking(move || Store::open(&dir)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return refuse(format!(
+                "data dir {} is unusable: {e}",
+                config.data_dir.display()
+            ));
+        }
+        Err(e) => return refuse(format!("cannot open the store: {e}")),
+    };
+    match serve(config, listener, store).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    store: Store,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().context("listener address")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "depmgr serving");
+    {
+        // For a parent process that chose port 0; nobody reading is fine.
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "depmgr listening on {addr}").and_then(|()| stdout.flush());
+    }
+    depmgr::server::run(&config, listener, store, shutdown)
+        .await
+        .context("serving")
+}
+
+/// Fires `shutdown` on SIGTERM or SIGINT.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}
