@@ -235,7 +235,7 @@ enum Follow {
         name: ModuleName,
         op: u64,
         old: Option<ProcessHandle>,
-        install: Install,
+        install: Box<Install>,
         cancel: CancellationToken,
     },
     Restore {
@@ -611,7 +611,7 @@ impl Agent {
             name: i.module.clone(),
             op,
             old,
-            install: i,
+            install: Box::new(i),
             cancel,
         })
     }
@@ -663,7 +663,7 @@ impl Agent {
         name: ModuleName,
         op: u64,
         old: Option<ProcessHandle>,
-        i: Install,
+        i: Box<Install>,
         cancel: CancellationToken,
     ) {
         if let Some(h) = old {

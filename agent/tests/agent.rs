@@ -286,7 +286,7 @@ async fn escaping_archives_are_refused() {
     let abs = format!("/tmp/agent-test-abs-{}", std::process::id());
     // Package dir is <data>/modules/<m>/1/<m>-1.0.0: five levels up is the
     // temp dir that holds <data>.
-    let cases: Vec<(&str, Vec<(&str, &[u8], Option<&str>)>, &str)> = vec![
+    let cases: Vec<(&str, Vec<RawEntry>, &str)> = vec![
         (
             "dotdot",
             vec![("../../../../../escaped.txt", b"x", None)],

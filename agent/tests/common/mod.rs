@@ -406,9 +406,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// A raw archive entry: name, contents, symlink target.
+pub type RawEntry<'a> = (&'a str, &'a [u8], Option<&'a str>);
+
 /// A tar.gz whose raw entry names are written as given (so `../x` and
 /// absolute names can be made), with optional symlink entries.
-pub fn raw_archive(entries: &[(&str, &[u8], Option<&str>)]) -> Vec<u8> {
+pub fn raw_archive(entries: &[RawEntry]) -> Vec<u8> {
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::fast(),
@@ -473,11 +476,14 @@ pub fn stop(module: &str, epoch: u64) -> Directive {
     })
 }
 
+/// name@version → archive bytes.
+type Archives = BTreeMap<(String, String), Vec<u8>>;
+
 /// Serves archives at `GET /v1/packages/{name}/{version}/archive`.
 #[derive(Clone)]
 pub struct PackageServer {
     pub url: String,
-    archives: Arc<Mutex<BTreeMap<(String, String), Vec<u8>>>>,
+    archives: Arc<Mutex<Archives>>,
     fetches: Arc<Mutex<u32>>,
     stop: CancellationToken,
 }
