@@ -1,1 +1,41 @@
-//! placeholder
+//! The supervisor cluster: three or more replicas that keep software modules
+//! alive across a fleet of nodes (patent US 9,201,744 B2, claims 1 and 2).
+//!
+//! ## Data flow
+//! ```text
+//!  agent ──heartbeat (packed status codes)──► http::answer_heartbeat
+//!                                             │ leader only
+//!            ┌────────────────────────────────▼───────────────┐
+//!            │ leader::Leader   observed heartbeats (memory)  │
+//!            │   control loop: plan(state, observed, now)     │
+//!            │   ──► transitions, one log entry per pass      │
+//!            │   ──► package retrieval from depmgr            │
+//!            └────────────────┬───────────────────────────────┘
+//!                             ▼ openraft (raft-store on RocksDB)
+//!            state::ClusterState::apply  (every replica, pure)
+//!                             │
+//!  agent ◄──reply: lease + plan::directives_for(state, table)
+//! ```
+//!
+//! ## Modules
+//! - [`state`]: the replicated state and its deterministic `apply`.
+//! - [`plan`]: the pure reconciler and the directives derived from state.
+//! - [`leader`]: the leader-only control loop (I/O edge of `plan`).
+//! - [`raft`], [`network`]: openraft type configuration and HTTP Raft RPC.
+//! - [`http`], [`views`]: the admin API, the agent endpoint, metrics.
+//! - [`app`], [`server`], [`config`]: wiring, start and stop.
+//! - [`client`]: the admin API client used by `supctl`.
+
+pub mod app;
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod leader;
+pub mod network;
+pub mod plan;
+pub mod raft;
+#[cfg(test)]
+mod scenarios;
+pub mod server;
+pub mod state;
+pub mod views;

@@ -1,0 +1,285 @@
+//! The state machine side: applies committed entries to the application's
+//! [`ReplicatedState`], builds, stores, installs and reloads snapshots.
+//!
+//! The state is held in memory behind a [`StateHandle`] that the application
+//! reads from (admin API, control loop). A snapshot is the application's
+//! encoded state plus openraft's snapshot metadata; the current one is kept
+//! (synced) in RocksDB and reloaded when the store opens.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    AnyError, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError,
+    StoredMembership,
+};
+use rocksdb::{DB, WriteOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{CF_SM, KEY_SNAPSHOT};
+use crate::{Error, ReplicatedState, StoreConfig};
+
+type NodeIdOf<C> = <C as openraft::RaftTypeConfig>::NodeId;
+type NodeOf<C> = <C as openraft::RaftTypeConfig>::Node;
+
+struct Applied<C: StoreConfig, S> {
+    last_applied: Option<LogId<NodeIdOf<C>>>,
+    membership: StoredMembership<NodeIdOf<C>, NodeOf<C>>,
+    state: S,
+}
+
+/// Shared, read-mostly access to the applied state.
+pub struct StateHandle<C: StoreConfig, S> {
+    inner: Arc<RwLock<Applied<C, S>>>,
+}
+
+impl<C: StoreConfig, S> Clone for StateHandle<C, S> {
+    fn clone(&self) -> Self {
+        StateHandle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C: StoreConfig, S> StateHandle<C, S> {
+    fn read_guard(&self) -> RwLockReadGuard<'_, Applied<C, S>> {
+        self.inner
+            .read()
+            .expect("state machine lock poisoned: an apply panicked")
+    }
+
+    fn write_guard(&self) -> RwLockWriteGuard<'_, Applied<C, S>> {
+        self.inner
+            .write()
+            .expect("state machine lock poisoned: an apply panicked")
+    }
+
+    /// Runs `f` on the applied state (keep it short: applies wait meanwhile).
+    pub fn read<T>(&self, f: impl FnOnce(&S) -> T) -> T {
+        f(&self.read_guard().state)
+    }
+
+    /// Index of the last applied entry (0 before any).
+    pub fn last_applied_index(&self) -> u64 {
+        self.read_guard()
+            .last_applied
+            .as_ref()
+            .map_or(0, |id| id.index)
+    }
+}
+
+/// What is stored for the current snapshot.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+struct StoredSnapshot<C: StoreConfig> {
+    meta: SnapshotMeta<NodeIdOf<C>, NodeOf<C>>,
+    data: Vec<u8>,
+}
+
+/// openraft's `RaftStateMachine` over a [`ReplicatedState`].
+pub struct StateMachineStore<C: StoreConfig, S> {
+    db: Arc<DB>,
+    handle: StateHandle<C, S>,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl<C: StoreConfig, S> Clone for StateMachineStore<C, S> {
+    fn clone(&self) -> Self {
+        StateMachineStore {
+            db: self.db.clone(),
+            handle: self.handle.clone(),
+            snapshot_seq: self.snapshot_seq.clone(),
+        }
+    }
+}
+
+/// Builds snapshots of a [`StateMachineStore`].
+pub type SnapshotBuilder<C, S> = StateMachineStore<C, S>;
+
+fn any(e: impl std::error::Error + 'static) -> AnyError {
+    AnyError::new(&e)
+}
+
+impl<C, S> StateMachineStore<C, S>
+where
+    C: StoreConfig,
+    S: ReplicatedState<Command = C::D, Response = C::R>,
+{
+    /// Loads the stored snapshot, if any, into a fresh state.
+    pub(crate) fn load(db: Arc<DB>) -> Result<Self, Error> {
+        let store = StateMachineStore {
+            db,
+            handle: StateHandle {
+                inner: Arc::new(RwLock::new(Applied {
+                    last_applied: None,
+                    membership: StoredMembership::default(),
+                    state: S::default(),
+                })),
+            },
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        };
+        if let Some(stored) = store.read_stored().map_err(|e| Error::Decode {
+            what: "snapshot",
+            source: proto::Error::Decode(e.to_string()),
+        })? {
+            let state = S::restore(&stored.data).map_err(|source| Error::Decode {
+                what: "snapshot state",
+                source,
+            })?;
+            let mut applied = store.handle.write_guard();
+            applied.last_applied = stored.meta.last_log_id.clone();
+            applied.membership = stored.meta.last_membership.clone();
+            applied.state = state;
+        }
+        Ok(store)
+    }
+
+    /// A handle for reading the applied state.
+    pub fn handle(&self) -> StateHandle<C, S> {
+        self.handle.clone()
+    }
+
+    fn cf(&self) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(CF_SM)
+            .expect("column families are created when the store is opened")
+    }
+
+    fn read_stored(&self) -> Result<Option<StoredSnapshot<C>>, AnyError> {
+        match self.db.get_cf(self.cf(), KEY_SNAPSHOT).map_err(any)? {
+            None => Ok(None),
+            Some(bytes) => proto::decode(&bytes).map(Some).map_err(any),
+        }
+    }
+
+    fn write_stored(&self, stored: &StoredSnapshot<C>) -> Result<(), AnyError> {
+        let bytes = proto::encode(stored).map_err(any)?;
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db
+            .put_cf_opt(self.cf(), KEY_SNAPSHOT, bytes, &opts)
+            .map_err(any)
+    }
+}
+
+impl<C, S> RaftSnapshotBuilder<C> for StateMachineStore<C, S>
+where
+    C: StoreConfig,
+    S: ReplicatedState<Command = C::D, Response = C::R>,
+{
+    async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<NodeIdOf<C>>> {
+        let (meta, data) = {
+            let applied = self.handle.read_guard();
+            let data = applied
+                .state
+                .snapshot()
+                .map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+            let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+            let snapshot_id = match &applied.last_applied {
+                Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
+                None => format!("empty-{seq}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied.clone(),
+                last_membership: applied.membership.clone(),
+                snapshot_id,
+            };
+            (meta, data)
+        };
+        let stored = StoredSnapshot::<C> { meta, data };
+        self.write_stored(&stored)
+            .map_err(|e| StorageIOError::write_snapshot(Some(stored.meta.signature()), e))?;
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+impl<C, S> RaftStateMachine<C> for StateMachineStore<C, S>
+where
+    C: StoreConfig,
+    S: ReplicatedState<Command = C::D, Response = C::R>,
+{
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<
+        (
+            Option<LogId<NodeIdOf<C>>>,
+            StoredMembership<NodeIdOf<C>, NodeOf<C>>,
+        ),
+        StorageError<NodeIdOf<C>>,
+    > {
+        let applied = self.handle.read_guard();
+        Ok((applied.last_applied.clone(), applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<C::R>, StorageError<NodeIdOf<C>>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut applied = self.handle.write_guard();
+        let mut responses = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id.clone();
+            let response = match &entry.payload {
+                EntryPayload::Blank => C::R::default(),
+                EntryPayload::Normal(command) => applied.state.apply(log_id.index, command),
+                EntryPayload::Membership(m) => {
+                    applied.membership = StoredMembership::new(Some(log_id.clone()), m.clone());
+                    C::R::default()
+                }
+            };
+            applied.last_applied = Some(log_id);
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeIdOf<C>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeIdOf<C>, NodeOf<C>>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeIdOf<C>>> {
+        let stored = StoredSnapshot::<C> {
+            meta: meta.clone(),
+            data: snapshot.into_inner(),
+        };
+        let state = S::restore(&stored.data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
+        self.write_stored(&stored)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        let mut applied = self.handle.write_guard();
+        applied.last_applied = meta.last_log_id.clone();
+        applied.membership = meta.last_membership.clone();
+        applied.state = state;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<C>>, StorageError<NodeIdOf<C>>> {
+        let stored = self
+            .read_stored()
+            .map_err(|e| StorageIOError::read_snapshot(None, e))?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}

@@ -1,0 +1,185 @@
+//! The running replica: Raft handle, applied state, leader session,
+//! metrics, and the one place where transitions are proposed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::leader::{Leader, stamp};
+use crate::raft::{Raft, StateHandle, SupervisorId};
+use crate::state::{BatchResponse, Transition};
+
+/// Counters exported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub heartbeats: AtomicU64,
+    pub heartbeats_rejected: AtomicU64,
+    pub directives: AtomicU64,
+    pub transitions: AtomicU64,
+    pub batches: AtomicU64,
+    pub forwarded: AtomicU64,
+}
+
+/// Why a proposal did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this replica is not the leader")]
+    NotLeader {
+        leader: Option<(SupervisorId, String)>,
+    },
+    #[error("no quorum: {0}")]
+    Unavailable(String),
+}
+
+/// Shared by every task and handler of the replica.
+pub struct App {
+    pub id: SupervisorId,
+    pub config: Config,
+    pub raft: Raft,
+    pub state: StateHandle,
+    /// Client for depmgr and for forwarding admin requests to the leader.
+    pub http: reqwest::Client,
+    pub tasks: TaskTracker,
+    pub cancel: CancellationToken,
+    leader: RwLock<Option<Arc<Leader>>>,
+    pub metrics: Metrics,
+}
+
+impl App {
+    pub fn new(
+        config: Config,
+        raft: Raft,
+        state: StateHandle,
+        cancel: CancellationToken,
+    ) -> Arc<App> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .expect("building an HTTP client with static settings");
+        Arc::new(App {
+            id: config.id,
+            config,
+            raft,
+            state,
+            http,
+            tasks: TaskTracker::new(),
+            cancel,
+            leader: RwLock::new(None),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The leader session, when this replica leads.
+    pub fn leader(&self) -> Option<Arc<Leader>> {
+        self.leader.read().expect("leader lock poisoned").clone()
+    }
+
+    /// The current leader's id and address, as this replica knows it.
+    pub fn leader_addr(&self) -> Option<(SupervisorId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?;
+        Some((id, node.addr.clone()))
+    }
+
+    /// Proposes transitions as one log entry and waits until applied.
+    pub async fn propose(
+        &self,
+        transitions: Vec<Transition>,
+    ) -> Result<BatchResponse, ProposeError> {
+        match self.raft.client_write(stamp(transitions)).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
+            }
+            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Follows Raft's view of leadership: starts a leader session when this
+    /// replica becomes leader of a term, ends it the moment it is not.
+    pub async fn watch_leadership(self: Arc<Self>) {
+        let mut rx = self.raft.metrics();
+        loop {
+            let (is_leader, term) = {
+                let m = rx.borrow_and_update();
+                (
+                    m.state == ServerState::Leader && m.current_leader == Some(self.id),
+                    m.current_term,
+                )
+            };
+            {
+                let mut slot = self.leader.write().expect("leader lock poisoned");
+                let same_term = slot.as_ref().is_some_and(|l| l.term == term);
+                if !is_leader || !same_term {
+                    if let Some(old) = slot.take() {
+                        old.cancel.cancel();
+                        tracing::info!(term = old.term, "no longer leader: control loop stopped");
+                    }
+                }
+                if is_leader && slot.is_none() {
+                    *slot = Some(Leader::start(self.clone(), term, &self.cancel));
+                }
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                changed = rx.changed() => if changed.is_err() { break },
+            }
+        }
+        if let Some(old) = self.leader.write().expect("leader lock poisoned").take() {
+            old.cancel.cancel();
+        }
+    }
+
+    /// Initialises an empty cluster when this replica has the lowest id of
+    /// --peers; others wait to be reached. Idempotent.
+    pub async fn bootstrap(&self) -> Result<(), String> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| e.to_string())?;
+        let lowest = self.config.peers.0.keys().next().copied();
+        if initialized || lowest != Some(self.id) {
+            return Ok(());
+        }
+        let members: BTreeMap<SupervisorId, BasicNode> = self
+            .config
+            .peers
+            .0
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => {
+                tracing::info!(peers = ?self.config.peers.0, "initialised a new cluster");
+                Ok(())
+            }
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Voter ids of the current membership.
+    pub fn voters(&self) -> BTreeSet<SupervisorId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    pub fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,253 @@
+//! `supctl`: the operator's command line for the supervisor cluster.
+//!
+//! Output is a readable table by default and JSON with `--json`. The admin
+//! token, when the cluster wants one, comes from `SUPCTL_TOKEN`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use supervisor::client::AdminClient;
+use supervisor::views::{EventView, ModuleView, NodeView};
+
+#[derive(Debug, Parser)]
+#[command(name = "supctl", version, about = "Operate a supervisor cluster")]
+struct Cli {
+    /// Supervisor address(es), host:port, comma-separated; any replica will do.
+    #[arg(
+        long,
+        env = "SUPCTL_ADDR",
+        default_value = "127.0.0.1:7001",
+        global = true
+    )]
+    addr: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Admin token (sent as a bearer token).
+    #[arg(long, env = "SUPCTL_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Cluster, leader, nodes and modules at a glance.
+    Status,
+    /// Nodes and their modules.
+    Nodes,
+    /// Modules and where they run.
+    Modules,
+    /// The event record of every decision.
+    Events {
+        /// Keep printing new events as they come.
+        #[arg(long)]
+        follow: bool,
+        /// Only events after this index.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Deploy a module from a spec file (.json or .toml).
+    Deploy { spec: PathBuf },
+    /// Stop and remove a module.
+    Remove { module: String },
+    /// Move a node's modules away and keep new ones off it.
+    Drain { node: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("supctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(cli: &Cli) -> AdminClient {
+    let addrs = cli
+        .addr
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    AdminClient::new(addrs, cli.token.clone())
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let c = client(&cli);
+    match &cli.cmd {
+        Cmd::Status => {
+            let cluster = c.cluster().await?;
+            let nodes = c.nodes().await?;
+            let modules = c.modules().await?;
+            if cli.json {
+                return print_json(
+                    &serde_json::json!({"cluster": cluster, "nodes": nodes, "modules": modules}),
+                );
+            }
+            let leader = cluster.leader.map_or("none".to_string(), |l| l.to_string());
+            println!(
+                "cluster: leader {leader}, term {}, applied {}, {} members",
+                cluster.term,
+                cluster.last_applied,
+                cluster.members.len()
+            );
+            for m in &cluster.members {
+                let role = if Some(m.id) == cluster.leader {
+                    "leader"
+                } else if m.voter {
+                    "voter"
+                } else {
+                    "learner"
+                };
+                println!("  supervisor {:<3} {:<22} {role}", m.id, m.addr);
+            }
+            println!();
+            print_nodes(&nodes);
+            println!();
+            print_modules(&modules);
+        }
+        Cmd::Nodes => {
+            let nodes = c.nodes().await?;
+            if cli.json {
+                return print_json(&nodes);
+            }
+            print_nodes(&nodes);
+        }
+        Cmd::Modules => {
+            let modules = c.modules().await?;
+            if cli.json {
+                return print_json(&modules);
+            }
+            print_modules(&modules);
+        }
+        Cmd::Events { follow, after } => {
+            let mut after = *after;
+            loop {
+                let events = match c.events(after).await {
+                    Ok(e) => e,
+                    Err(e) if *follow => {
+                        eprintln!("supctl: {e} (retrying)");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                for e in &events {
+                    after = after.max(e.index);
+                    if cli.json {
+                        println!("{}", serde_json::to_string(e)?);
+                    } else {
+                        print_event(e);
+                    }
+                }
+                if !follow {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Cmd::Deploy { spec } => {
+            let text = std::fs::read_to_string(spec)
+                .with_context(|| format!("reading {}", spec.display()))?;
+            let value: serde_json::Value = match spec.extension().and_then(|e| e.to_str()) {
+                Some("toml") => {
+                    let v: toml::Value = toml::from_str(&text)
+                        .with_context(|| format!("parsing {}", spec.display()))?;
+                    serde_json::to_value(v)?
+                }
+                Some("json") | None => serde_json::from_str(&text)
+                    .with_context(|| format!("parsing {}", spec.display()))?,
+                Some(other) => bail!(
+                    "{}: unknown spec format .{other} (use .json or .toml)",
+                    spec.display()
+                ),
+            };
+            let d = c.deploy(&value).await?;
+            if cli.json {
+                return print_json(&d);
+            }
+            println!("deployed {} (epoch {})", d.name, d.epoch);
+        }
+        Cmd::Remove { module } => {
+            let r = c.remove(module).await?;
+            if cli.json {
+                return print_json(&r);
+            }
+            println!("removed {module}");
+        }
+        Cmd::Drain { node } => {
+            let r = c.drain(node).await?;
+            if cli.json {
+                return print_json(&r);
+            }
+            println!("draining {node}: its modules move away one by one");
+        }
+    }
+    Ok(())
+}
+
+fn print_nodes(nodes: &[NodeView]) {
+    println!(
+        "{:<16} {:<22} {:<9} {:<24} MODULES",
+        "NODE", "ADDR", "STATUS", "LABELS"
+    );
+    for n in nodes {
+        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<16} {:<22} {:<9} {:<24} {}",
+            n.id,
+            n.addr,
+            n.status,
+            labels.join(","),
+            n.modules.join(",")
+        );
+    }
+}
+
+fn print_modules(modules: &[ModuleView]) {
+    println!(
+        "{:<16} {:<12} {:<12} {:>6} {:>8} {:>9}  {:<20} REASON",
+        "MODULE", "NODE", "STATE", "EPOCH", "RESTORES", "FAILOVERS", "PACKAGE"
+    );
+    for m in modules {
+        println!(
+            "{:<16} {:<12} {:<12} {:>6} {:>8} {:>9}  {:<20} {}",
+            m.name,
+            m.node.as_deref().unwrap_or("-"),
+            m.state,
+            m.epoch.map_or("-".to_string(), |e| e.to_string()),
+            m.restore_attempts,
+            m.failovers,
+            m.package.to_string(),
+            m.reason.as_deref().unwrap_or("")
+        );
+    }
+}
+
+fn print_event(e: &EventView) {
+    let secs = e.at_ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let detail: Vec<String> = e.detail.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "{:>6}  {h:02}:{m:02}:{s:02}.{:03}Z  {:<20} {:<14} {:<12} {}",
+        e.index,
+        e.at_ms % 1000,
+        e.kind,
+        e.module.as_deref().unwrap_or("-"),
+        e.node.as_deref().unwrap_or("-"),
+        detail.join(" ")
+    );
+}

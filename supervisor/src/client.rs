@@ -1,0 +1,149 @@
+//! A small client of the admin API (what `supctl` and the tests use).
+//!
+//! It knows several replica addresses and moves on to the next when one
+//! cannot be reached; any replica answers (followers forward to the leader).
+//! Every request has a timeout.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::views::{ClusterView, Deployed, EventView, ModuleView, NodeView};
+
+/// An admin API failure, with the server's message when it gave one.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{status}: {message}")]
+    Api { status: StatusCode, message: String },
+    #[error("no supervisor reachable ({0})")]
+    Unreachable(String),
+    #[error("bad answer from {url}: {message}")]
+    BadAnswer { url: String, message: String },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    addrs: Vec<String>,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl AdminClient {
+    /// `addrs`: `host:port` of one or more replicas.
+    pub fn new(addrs: Vec<String>, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .expect("building an HTTP client with static settings");
+        AdminClient {
+            http,
+            addrs,
+            token,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub async fn request<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let mut unreachable = Vec::new();
+        for addr in &self.addrs {
+            let url = format!("http://{addr}{path}");
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .timeout(self.timeout);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    unreachable.push(format!("{addr}: {e}"));
+                    continue;
+                }
+            };
+            let status = resp.status();
+            let bytes = resp.bytes().await.map_err(|e| ClientError::BadAnswer {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+            if !status.is_success() {
+                let message = serde_json::from_slice::<proto::ErrorBody>(&bytes)
+                    .map(|b| b.error)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+                if status == StatusCode::SERVICE_UNAVAILABLE && self.addrs.len() > 1 {
+                    unreachable.push(format!("{addr}: {message}"));
+                    continue;
+                }
+                return Err(ClientError::Api { status, message });
+            }
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer {
+                url,
+                message: e.to_string(),
+            });
+        }
+        Err(ClientError::Unreachable(unreachable.join("; ")))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.request::<(), T>(Method::GET, path, None).await
+    }
+
+    pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
+        self.get("/v1/cluster").await
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+        self.get("/v1/nodes").await
+    }
+
+    pub async fn modules(&self) -> Result<Vec<ModuleView>, ClientError> {
+        self.get("/v1/modules").await
+    }
+
+    pub async fn module(&self, name: &str) -> Result<ModuleView, ClientError> {
+        self.get(&format!("/v1/modules/{name}")).await
+    }
+
+    pub async fn events(&self, after: u64) -> Result<Vec<EventView>, ClientError> {
+        self.get(&format!("/v1/events?after={after}")).await
+    }
+
+    pub async fn deploy(&self, spec: &serde_json::Value) -> Result<Deployed, ClientError> {
+        self.request(Method::POST, "/v1/modules", Some(spec)).await
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        self.request::<(), _>(Method::DELETE, &format!("/v1/modules/{name}"), None)
+            .await
+    }
+
+    pub async fn drain(&self, node: &str) -> Result<serde_json::Value, ClientError> {
+        self.request::<(), _>(Method::POST, &format!("/v1/nodes/{node}/drain"), None)
+            .await
+    }
+}

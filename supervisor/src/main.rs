@@ -1,0 +1,45 @@
+//! `supervisor`: one replica of the supervisor cluster (see CONTRACT.md).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use supervisor::config::Config;
+use supervisor::server::{run, terminated};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    if let Err(e) = config.validate() {
+        eprintln!("supervisor: {e}");
+        return ExitCode::from(2);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("supervisor: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            terminated().await;
+            on_signal.cancel();
+        });
+        match run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("supervisor: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
+}

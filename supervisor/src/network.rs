@@ -1,0 +1,135 @@
+//! Raft RPC between replicas over HTTP on the `--listen` port.
+//!
+//! `POST /raft/append`, `/raft/vote`, `/raft/snapshot`; bodies are
+//! [`proto::codec`] blobs (bincode with a format byte): the request, and in
+//! return `Result<response, RaftError>`. Every call has a timeout (openraft's
+//! per-RPC hard TTL, capped), so a partitioned peer turns into an
+//! `Unreachable` error and never hangs a replication task.
+
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{NetworkError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::raft::typ::*;
+use crate::raft::{SupervisorId, TypeConfig};
+
+/// Longest any Raft RPC may take (snapshots included).
+const MAX_RPC: Duration = Duration::from_secs(10);
+
+/// Builds one [`PeerClient`] per peer; all share one HTTP connection pool.
+#[derive(Clone)]
+pub struct Network {
+    http: reqwest::Client,
+}
+
+impl Network {
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .expect("building an HTTP client with static settings");
+        Network { http }
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: SupervisorId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            http: self.http.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+/// Raft RPC client for one peer.
+pub struct PeerClient {
+    http: reqwest::Client,
+    target: SupervisorId,
+    addr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failure(String);
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, openraft::error::RPCError<SupervisorId, BasicNode, RaftError<E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = proto::encode(req).map_err(|e| NetworkError::new(&e))?;
+        let timeout = option.hard_ttl().min(MAX_RPC);
+        let url = format!("http://{}/raft/{path}", self.addr);
+        let resp = self
+            .http
+            .post(&url)
+            .timeout(timeout)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Unreachable::new(&Failure(format!("{url}: {e}"))))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Unreachable::new(&Failure(format!("{url}: {e}"))))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes);
+            return Err(NetworkError::new(&Failure(format!("{url}: {status}: {text}"))).into());
+        }
+        let result: Result<Resp, RaftError<E>> =
+            proto::decode(&bytes).map_err(|e| NetworkError::new(&e))?;
+        result.map_err(|e| {
+            RemoteError::new_with_node(self.target, BasicNode::new(&self.addr), e).into()
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse, RPCError> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse, RPCError<InstallSnapshotError>> {
+        self.call("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError> {
+        self.call("vote", &rpc, &option).await
+    }
+}

@@ -1,0 +1,668 @@
+//! The leader's reconciler: a pure `plan(state, observed, now) -> Plan`.
+//!
+//! Level-triggered and idempotent (the Kubernetes controller pattern): the
+//! plan looks at the replicated [`ClusterState`] and at what the leader has
+//! observed from heartbeats ([`Observed`]), and says which transitions to
+//! commit and which configuration packages to retrieve. Running it twice on
+//! the same inputs gives the same plan; a transition that was already
+//! committed is rejected by `apply`'s preconditions, so a repeated plan is
+//! harmless. Directives for a node's agent are derived the same way, by
+//! [`directives_for`], from the committed state only, so what an agent is
+//! told has always been decided durably first.
+//!
+//! The recovery flow of claims 1 and 2, as the plan drives it for a module
+//! placed on node N at epoch E:
+//! 1. heartbeat shows it down → `FailureDetected` + `RestoreOrdered(1)`;
+//!    the restore directive goes out with the next reply to N;
+//! 2. N's table shows restore `seq` executed: running for `min_healthy_ms` →
+//!    `Healthy` (restored); down again → next `RestoreOrdered`, or after
+//!    `restart.attempts`, failover;
+//! 3. failover: a node that is ready, matches the labels, has the fewest
+//!    modules and has not failed this module yet → `Place` (new epoch) →
+//!    package retrieved from depmgr (`PackageRetrieved`) → install directive
+//!    → healthy → `Healthy` (failover completed); install or first start
+//!    fails → `InstallFailed` and the next failover node (claim 2), up to
+//!    `failover.max_nodes`, then `GiveUp`;
+//! 4. a node silent for the TTL is suspect; silent for the lease plus the
+//!    drift margin it is down, and its modules fail over (at-least-one
+//!    modules already when it is suspect).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proto::heartbeat::{
+    Directive, Heartbeat, Install, ModuleStatus, ModuleTable, ReportKind, Restore, Stop, TableEntry,
+};
+use proto::manifest::PackageRef;
+use proto::spec::Fencing;
+use proto::{Epoch, ModuleName, NodeId};
+
+use crate::state::{
+    ClusterState, FailStage, FailureDetected, GiveUp, Healthy, InstallFailed, ModuleRecord,
+    ModuleState, NodeHealth, Place, PlaceCause, RegisterNode, ReleasePrevious, RestoreOrdered,
+    SetNodeHealth, Transition,
+};
+
+/// Timing of the failure detector (all in ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Silent this long: suspect.
+    pub heartbeat_ttl_ms: u64,
+    /// Lease granted to agents.
+    pub lease_ms: u64,
+    /// Clock-drift margin added to the lease before a node is declared down.
+    pub drift_ms: u64,
+}
+
+impl Timing {
+    /// Silent this long: down (never before the lease plus the drift margin).
+    pub fn down_after_ms(&self) -> u64 {
+        self.heartbeat_ttl_ms.max(self.lease_ms + self.drift_ms)
+    }
+}
+
+/// What the leader knows of one node from its heartbeats (memory only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeObservation {
+    /// A heartbeat was taken.
+    pub heard: bool,
+    /// Leader clock (ms) of the last accepted heartbeat.
+    pub last_seen_ms: u64,
+    /// Agent incarnation and heartbeat number last accepted.
+    pub incarnation: u64,
+    pub seq: u64,
+    /// Version of `table`.
+    pub table_version: u64,
+    /// The agent's module table, once received.
+    pub table: Option<ModuleTable>,
+    /// Status of each table position.
+    pub statuses: Vec<ModuleStatus>,
+    /// Leader clock (ms) since which each position has had its current
+    /// entry and status.
+    pub since_ms: Vec<u64>,
+    /// Latest failure message per module (install failures and the like).
+    pub messages: BTreeMap<ModuleName, (Epoch, ReportKind, String)>,
+}
+
+/// What became of a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingest {
+    /// Older than one already taken (incarnation, seq): ignored.
+    Stale,
+    /// Taken. `changed`: a module's entry or status changed (the reconciler
+    /// should look at once). `need_table`: statuses could not be read
+    /// without the agent's table; ask for it.
+    Accepted { changed: bool, need_table: bool },
+}
+
+impl NodeObservation {
+    /// Takes a heartbeat received at leader clock `now`. Pure.
+    pub fn ingest(&mut self, hb: &Heartbeat, now: u64) -> Ingest {
+        if self.heard
+            && (hb.incarnation < self.incarnation
+                || (hb.incarnation == self.incarnation && hb.seq <= self.seq))
+        {
+            return Ingest::Stale;
+        }
+        if self.heard && hb.incarnation != self.incarnation {
+            self.messages.clear();
+        }
+        let new_incarnation = !self.heard || hb.incarnation != self.incarnation;
+        self.heard = true;
+        self.last_seen_ms = now;
+        self.seq = hb.seq;
+        self.incarnation = hb.incarnation;
+        for r in &hb.reports {
+            self.messages
+                .insert(r.module.clone(), (r.epoch, r.kind, r.message.clone()));
+        }
+        let statuses = match hb.statuses.unpack() {
+            Some(s) => s,
+            None => {
+                return Ingest::Accepted {
+                    changed: false,
+                    need_table: true,
+                };
+            }
+        };
+        let old: Vec<(TableEntry, ModuleStatus, u64)> = match (&self.table, new_incarnation) {
+            (Some(t), false) => t
+                .modules
+                .iter()
+                .cloned()
+                .zip(self.statuses.iter().copied())
+                .zip(self.since_ms.iter().copied())
+                .map(|((e, s), t)| (e, s, t))
+                .collect(),
+            _ => Vec::new(),
+        };
+        match &hb.table {
+            Some(table) => {
+                self.table = Some(table.clone());
+                self.table_version = hb.table_version;
+            }
+            None if new_incarnation
+                || self.table.is_none()
+                || hb.table_version != self.table_version =>
+            {
+                self.table = None;
+                self.statuses.clear();
+                self.since_ms.clear();
+                return Ingest::Accepted {
+                    changed: false,
+                    need_table: true,
+                };
+            }
+            None => {}
+        }
+        let table = self.table.as_ref().expect("table set above");
+        if table.modules.len() != statuses.len() {
+            self.table = None;
+            self.statuses.clear();
+            self.since_ms.clear();
+            return Ingest::Accepted {
+                changed: false,
+                need_table: true,
+            };
+        }
+        let mut changed = old.len() != statuses.len();
+        let since: Vec<u64> = table
+            .modules
+            .iter()
+            .zip(&statuses)
+            .map(
+                |(entry, status)| match old.iter().find(|(e, _, _)| e == entry) {
+                    Some((_, s, t)) if s == status => *t,
+                    _ => {
+                        changed = true;
+                        now
+                    }
+                },
+            )
+            .collect();
+        self.statuses = statuses;
+        self.since_ms = since;
+        Ingest::Accepted {
+            changed,
+            need_table: false,
+        }
+    }
+
+    /// The table entry of `module`, with its status and since when.
+    pub fn module(&self, module: &str) -> Option<(&TableEntry, ModuleStatus, u64)> {
+        let table = self.table.as_ref()?;
+        let pos = table.modules.iter().position(|e| e.module == module)?;
+        Some((
+            &table.modules[pos],
+            *self.statuses.get(pos)?,
+            *self.since_ms.get(pos)?,
+        ))
+    }
+}
+
+/// Everything the leader observed since it became leader.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Leader clock (ms) when this replica became leader: every node's
+    /// grace window starts here.
+    pub leader_since_ms: u64,
+    pub nodes: BTreeMap<NodeId, NodeObservation>,
+}
+
+/// A configuration package to retrieve from depmgr for a placement.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fetch {
+    pub module: ModuleName,
+    pub epoch: Epoch,
+    pub package: PackageRef,
+}
+
+/// The output of one planning pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub transitions: Vec<Transition>,
+    pub fetches: Vec<Fetch>,
+}
+
+struct Planner<'a> {
+    state: &'a ClusterState,
+    observed: &'a Observed,
+    now: u64,
+    timing: Timing,
+    /// Node health after this pass's node transitions.
+    health: BTreeMap<&'a str, NodeHealth>,
+    /// Modules per node, including placements made in this pass.
+    load: BTreeMap<String, usize>,
+    plan: Plan,
+}
+
+/// Plans the next transitions. Pure: `now` is the leader's clock in ms.
+pub fn plan(state: &ClusterState, observed: &Observed, now: u64, timing: Timing) -> Plan {
+    let mut p = Planner {
+        state,
+        observed,
+        now,
+        timing,
+        health: state
+            .nodes
+            .iter()
+            .map(|(n, r)| (n.as_str(), r.health))
+            .collect(),
+        load: state
+            .load_by_node()
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect(),
+        plan: Plan::default(),
+    };
+    p.nodes();
+    for (name, m) in &state.modules {
+        p.module(name, m);
+    }
+    p.drains();
+    p.plan
+}
+
+impl<'a> Planner<'a> {
+    fn push(&mut self, t: Transition) {
+        self.plan.transitions.push(t);
+    }
+
+    /// Registration and the failure detector.
+    fn nodes(&mut self) {
+        for (node, obs) in &self.observed.nodes {
+            let Some(table) = &obs.table else { continue };
+            let known = self.state.nodes.get(node);
+            if known.is_none_or(|n| n.addr != table.addr || n.labels != table.labels) {
+                self.push(Transition::RegisterNode(RegisterNode {
+                    node: node.clone(),
+                    addr: table.addr.clone(),
+                    labels: table.labels.clone(),
+                }));
+                if known.is_none() {
+                    self.health.insert(node.as_str(), NodeHealth::Ready);
+                    self.load.entry(node.clone()).or_default();
+                }
+            }
+        }
+        for (node, record) in &self.state.nodes {
+            let heard = self.observed.nodes.get(node);
+            let last = heard
+                .map_or(self.observed.leader_since_ms, |o| o.last_seen_ms)
+                .max(self.observed.leader_since_ms);
+            let silent = self.now.saturating_sub(last);
+            let desired = if silent >= self.timing.down_after_ms() {
+                NodeHealth::Down
+            } else if silent >= self.timing.heartbeat_ttl_ms {
+                NodeHealth::Suspect
+            } else if heard.is_some() {
+                NodeHealth::Ready
+            } else {
+                record.health
+            };
+            if desired != record.health {
+                self.health.insert(node.as_str(), desired);
+                self.push(Transition::SetNodeHealth(SetNodeHealth {
+                    node: node.clone(),
+                    health: desired,
+                    detail: format!("no heartbeat for {silent} ms"),
+                }));
+            }
+        }
+    }
+
+    /// Eligible nodes for `m`, best first, excluding `exclude`.
+    fn eligible(&self, m: &ModuleRecord, exclude: &BTreeSet<&str>) -> Vec<String> {
+        let mut nodes: Vec<(usize, &String)> = self
+            .state
+            .nodes
+            .iter()
+            .filter(|(name, n)| {
+                self.health.get(name.as_str()) == Some(&NodeHealth::Ready)
+                    && !n.draining
+                    && !exclude.contains(name.as_str())
+                    && m.spec
+                        .placement
+                        .labels
+                        .iter()
+                        .all(|(k, v)| n.labels.get(k) == Some(v))
+            })
+            .map(|(name, _)| (self.load.get(name).copied().unwrap_or(0), name))
+            .collect();
+        nodes.sort();
+        nodes.into_iter().map(|(_, n)| n.clone()).collect()
+    }
+
+    fn place(&mut self, module: &str, node: String, expect: Option<Epoch>, cause: PlaceCause) {
+        *self.load.entry(node.clone()).or_default() += 1;
+        self.push(Transition::Place(Place {
+            module: module.to_string(),
+            node,
+            expect_epoch: expect,
+            cause,
+        }));
+    }
+
+    /// Fails the module over from its current node (claim 1), or to the next
+    /// node when the failover node failed too (claim 2).
+    fn failover(&mut self, name: &str, m: &ModuleRecord, epoch: Epoch, from: &str, reason: String) {
+        let mut tried: BTreeSet<&str> = m.tried_nodes.iter().map(String::as_str).collect();
+        tried.insert(from);
+        let tried_list = tried.iter().copied().collect::<Vec<_>>().join(", ");
+        if m.episode_failovers >= m.spec.failover.max_nodes {
+            self.push(Transition::GiveUp(GiveUp {
+                module: name.to_string(),
+                epoch: Some(epoch),
+                reason: format!(
+                    "{reason}; failover.max_nodes = {} reached (tried: {tried_list})",
+                    m.spec.failover.max_nodes
+                ),
+            }));
+            return;
+        }
+        match self.eligible(m, &tried).into_iter().next() {
+            Some(node) => {
+                if let Some(c) = self.load.get_mut(from) {
+                    *c = c.saturating_sub(1);
+                }
+                self.place(name, node, Some(epoch), PlaceCause::Failover { reason });
+            }
+            None => self.push(Transition::GiveUp(GiveUp {
+                module: name.to_string(),
+                epoch: Some(epoch),
+                reason: format!(
+                    "{reason}; no eligible node left for failover (tried: {tried_list})"
+                ),
+            })),
+        }
+    }
+
+    fn restore_or_failover(
+        &mut self,
+        name: &str,
+        m: &ModuleRecord,
+        epoch: Epoch,
+        node: &str,
+        status: ModuleStatus,
+    ) {
+        if m.restore_attempts < m.spec.restart.attempts {
+            self.push(Transition::RestoreOrdered(RestoreOrdered {
+                module: name.to_string(),
+                epoch,
+                seq: m.restore_seq + 1,
+            }));
+        } else {
+            self.failover(
+                name,
+                m,
+                epoch,
+                node,
+                format!(
+                    "not restored on {node} after {} attempts (last status {})",
+                    m.restore_attempts,
+                    status.as_str()
+                ),
+            );
+        }
+    }
+
+    fn module(&mut self, name: &str, m: &ModuleRecord) {
+        if matches!(m.state, ModuleState::Failed | ModuleState::Stopped) {
+            return;
+        }
+        let Some(p) = &m.placement else {
+            let preferred = m.spec.placement.node.as_deref();
+            let mut candidates = self.eligible(m, &BTreeSet::new());
+            if let Some(pos) = preferred.and_then(|n| candidates.iter().position(|c| c == n)) {
+                let node = candidates.remove(pos);
+                candidates.insert(0, node);
+            }
+            if let Some(node) = candidates.into_iter().next() {
+                self.place(name, node, None, PlaceCause::Initial);
+            }
+            return;
+        };
+        let health = self.health.get(p.node.as_str()).copied();
+        let node_lost = match (health, m.spec.fencing) {
+            (Some(NodeHealth::Down) | None, _) => true,
+            (Some(NodeHealth::Suspect), Fencing::AtLeastOne) => true,
+            _ => false,
+        };
+        if node_lost {
+            let how = if health == Some(NodeHealth::Suspect) {
+                "suspect"
+            } else {
+                "down"
+            };
+            self.failover(
+                name,
+                m,
+                p.epoch,
+                &p.node,
+                format!("node {} is {how}", p.node),
+            );
+            return;
+        }
+        if let Some(prev) = &p.previous {
+            if self.released(name, prev, m.spec.fencing) {
+                self.push(Transition::ReleasePrevious(ReleasePrevious {
+                    module: name.to_string(),
+                    epoch: p.epoch,
+                }));
+            } else if m.package.is_some() {
+                return;
+            }
+        }
+        if m.package.is_none() {
+            self.plan.fetches.push(Fetch {
+                module: name.to_string(),
+                epoch: p.epoch,
+                package: m.spec.package.clone(),
+            });
+            return;
+        }
+        let Some(obs) = self.observed.nodes.get(&p.node) else {
+            return;
+        };
+        let Some((entry, status, since)) = obs.module(name) else {
+            return;
+        };
+        if entry.epoch != p.epoch {
+            return; // not installed yet: the install directive is on its way
+        }
+        let healthy_for = self.now.saturating_sub(since);
+        let healthy =
+            status == ModuleStatus::Running && healthy_for >= m.spec.restart.min_healthy_ms;
+        let message = |kind: ReportKind| {
+            obs.messages
+                .get(name)
+                .filter(|(e, k, _)| *e == p.epoch && *k == kind)
+                .map(|(_, _, msg)| msg.clone())
+        };
+        match m.state {
+            ModuleState::Installing | ModuleState::FailingOver => {
+                if healthy {
+                    self.push(Transition::Healthy(Healthy {
+                        module: name.to_string(),
+                        epoch: p.epoch,
+                    }));
+                } else if status == ModuleStatus::InstallFailed || status.is_down() {
+                    let (stage, reason) = if status == ModuleStatus::InstallFailed {
+                        let why = message(ReportKind::InstallFailed)
+                            .unwrap_or_else(|| "no reason given".into());
+                        (
+                            FailStage::Install,
+                            format!("install on {} failed: {why}", p.node),
+                        )
+                    } else {
+                        let why =
+                            message(ReportKind::Failed).unwrap_or_else(|| status.as_str().into());
+                        (
+                            FailStage::Start,
+                            format!(
+                                "module went down on {} before it was healthy: {why}",
+                                p.node
+                            ),
+                        )
+                    };
+                    if stage == FailStage::Start && m.state == ModuleState::Installing {
+                        // A fresh deploy that crashed: restore in place first.
+                        self.push(Transition::FailureDetected(FailureDetected {
+                            module: name.to_string(),
+                            epoch: p.epoch,
+                            status: status.as_str().to_string(),
+                        }));
+                        self.restore_or_failover(name, m, p.epoch, &p.node, status);
+                        return;
+                    }
+                    self.push(Transition::InstallFailed(InstallFailed {
+                        module: name.to_string(),
+                        epoch: p.epoch,
+                        stage,
+                        reason: reason.clone(),
+                    }));
+                    self.failover(name, m, p.epoch, &p.node, reason);
+                }
+            }
+            ModuleState::Running => {
+                if status.is_down() {
+                    self.push(Transition::FailureDetected(FailureDetected {
+                        module: name.to_string(),
+                        epoch: p.epoch,
+                        status: status.as_str().to_string(),
+                    }));
+                    self.restore_or_failover(name, m, p.epoch, &p.node, status);
+                }
+            }
+            ModuleState::Restoring => {
+                if m.restore_seq == 0 {
+                    self.restore_or_failover(name, m, p.epoch, &p.node, status);
+                } else if entry.restore_seq == m.restore_seq {
+                    if healthy {
+                        self.push(Transition::Healthy(Healthy {
+                            module: name.to_string(),
+                            epoch: p.epoch,
+                        }));
+                    } else if status.is_down() {
+                        self.restore_or_failover(name, m, p.epoch, &p.node, status);
+                    }
+                }
+            }
+            ModuleState::Pending | ModuleState::Failed | ModuleState::Stopped => {}
+        }
+    }
+
+    /// Whether the copy on `prev` is known not to run (or need not be
+    /// waited for), so the new placement may start.
+    fn released(&self, module: &str, prev: &str, fencing: Fencing) -> bool {
+        if fencing == Fencing::AtLeastOne {
+            return true;
+        }
+        match self.health.get(prev) {
+            None | Some(NodeHealth::Down) => return true,
+            _ => {}
+        }
+        match self.observed.nodes.get(prev) {
+            Some(obs) if obs.table.is_some() => match obs.module(module) {
+                None => true,
+                Some((_, status, _)) => status.is_down(),
+            },
+            _ => false,
+        }
+    }
+
+    /// Moves modules off draining nodes, one at a time per node.
+    fn drains(&mut self) {
+        for (node, record) in &self.state.nodes {
+            if !record.draining {
+                continue;
+            }
+            let moving = self.state.modules.values().any(|m| {
+                m.placement.as_ref().is_some_and(|p| {
+                    p.cause == PlaceCause::Drain
+                        && p.previous.as_deref() == Some(node.as_str())
+                        && m.state == ModuleState::Installing
+                })
+            });
+            if moving || self.plan_touches_drain(node) {
+                continue;
+            }
+            let next = self
+                .state
+                .modules_on(node)
+                .find(|(_, m)| m.state == ModuleState::Running);
+            if let Some((name, m)) = next {
+                let epoch = m.placement.as_ref().map(|p| p.epoch);
+                let exclude = BTreeSet::from([node.as_str()]);
+                if let Some(target) = self.eligible(m, &exclude).into_iter().next() {
+                    self.place(name, target, epoch, PlaceCause::Drain);
+                }
+            }
+        }
+    }
+
+    fn plan_touches_drain(&self, _node: &str) -> bool {
+        self.plan
+            .transitions
+            .iter()
+            .any(|t| matches!(t, Transition::Place(p) if p.cause == PlaceCause::Drain))
+    }
+}
+
+/// The directives for a node's agent, derived from committed state and the
+/// node's table: install what is placed there and not installed, repeat a
+/// restore not yet executed, stop what is not placed there.
+pub fn directives_for(
+    state: &ClusterState,
+    node: &str,
+    table: &ModuleTable,
+    depmgr: &str,
+) -> Vec<Directive> {
+    let mut out = Vec::new();
+    let installed: BTreeMap<&str, &TableEntry> = table
+        .modules
+        .iter()
+        .map(|e| (e.module.as_str(), e))
+        .collect();
+    for (name, m) in state.modules_on(node) {
+        let (Some(p), Some(package)) = (&m.placement, &m.package) else {
+            continue;
+        };
+        if matches!(m.state, ModuleState::Failed | ModuleState::Stopped) || p.previous.is_some() {
+            continue;
+        }
+        match installed.get(name.as_str()) {
+            Some(e) if e.epoch > p.epoch => {}
+            Some(e) if e.epoch == p.epoch => {
+                if m.state == ModuleState::Restoring && e.restore_seq < m.restore_seq {
+                    out.push(Directive::Restore(Restore {
+                        module: name.clone(),
+                        epoch: p.epoch,
+                        seq: m.restore_seq,
+                        backoff_ms: m.spec.restart.backoff_ms,
+                    }));
+                }
+            }
+            _ => out.push(Directive::Install(Install {
+                module: name.clone(),
+                epoch: p.epoch,
+                fencing: m.spec.fencing,
+                package: package.clone(),
+                depmgr: depmgr.to_string(),
+            })),
+        }
+    }
+    for e in &table.modules {
+        let placed_here = state
+            .modules
+            .get(&e.module)
+            .and_then(|m| m.placement.as_ref())
+            .is_some_and(|p| p.node == node && p.epoch >= e.epoch);
+        if !placed_here {
+            out.push(Directive::Stop(Stop {
+                module: e.module.clone(),
+                epoch: state.last_index.max(e.epoch),
+            }));
+        }
+    }
+    out
+}

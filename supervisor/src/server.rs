@@ -1,0 +1,87 @@
+//! Starting and stopping a replica: open the store, start Raft, bootstrap,
+//! serve HTTP, and on shutdown drain everything in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::network::Network;
+use crate::raft::Raft;
+use crate::state::ClusterState;
+
+/// Why a replica could not start (exit status 2: nothing was changed).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] raft_store::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Runs a replica until `shutdown` fires, then stops cleanly.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let raft_config = config
+        .raft_config()
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let (log, sm) =
+        raft_store::Store::open::<crate::raft::TypeConfig, ClusterState>(&config.data_dir)?;
+    let state = sm.handle();
+    let raft = Raft::new(config.id, Arc::new(raft_config), Network::new(), log, sm)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let app = App::new(config, raft, state, shutdown.child_token());
+    app.bootstrap().await.map_err(StartError::Raft)?;
+    tracing::info!(id = app.id, listen = %app.config.listen, data_dir = %app.config.data_dir.display(), "supervisor replica serving");
+    app.tasks.spawn(app.clone().watch_leadership());
+
+    let router = crate::http::router(app.clone());
+    let stop = app.cancel.clone();
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+    app.cancel.cancel();
+    app.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), app.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not finish within 5 s of shutdown");
+    }
+    if let Err(e) = app.raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    tracing::info!(id = app.id, "supervisor replica stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
