@@ -56,6 +56,9 @@ enum Cmd {
     Remove { module: String },
     /// Move a node's modules away and keep new ones off it.
     Drain { node: String },
+    /// Configuration packages in the dependency manager (depmgr).
+    #[command(subcommand)]
+    Package(depmgr::cli::PackageCmd),
 }
 
 #[tokio::main]
@@ -88,6 +91,7 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     let c = client(&cli);
     match &cli.cmd {
+        Cmd::Package(cmd) => return depmgr::cli::run(cmd.clone()).await,
         Cmd::Status => {
             let cluster = c.cluster().await?;
             let nodes = c.nodes().await?;
