@@ -231,6 +231,9 @@ pub enum ReplyOutcome {
 }
 
 /// An order for a node manager, fenced by the module's epoch.
+// Install is large (it carries the package), but directives are few and
+// short-lived; boxing it would only complicate every match on them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Directive {
     Restore(Restore),

@@ -30,6 +30,9 @@
 //! - A data dir of another format version, or a corrupt one, is refused at
 //!   open with an [`Error`] naming the problem, and nothing in it is changed.
 
+// openraft's StorageError is large, and its traits dictate it.
+#![allow(clippy::result_large_err)]
+
 mod db;
 mod log_store;
 mod state_machine;

@@ -90,7 +90,7 @@ async fn group_commit_shares_syncs_without_skipping_any() {
         t.await.expect("appender");
     }
     let syncs = log.sync_count();
-    assert!(syncs >= 1 && syncs <= 400, "{syncs} syncs for 400 appends");
+    assert!((1..=400).contains(&syncs), "{syncs} syncs for 400 appends");
     let mut log = log;
     let state = log.get_log_state().await.expect("state");
     assert_eq!(state.last_log_id.map(|l| l.index), Some(1 + 7 * 1000 + 49));

@@ -29,6 +29,8 @@ impl StoreBuilder<KvConfig, LogStore<KvConfig>, StateMachineStore<KvConfig, Kv>,
 }
 
 #[test]
-fn openraft_storage_suite_passes() -> Result<(), StorageError<u64>> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite_passes() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("storage suite failed: {e}");
+    }
 }

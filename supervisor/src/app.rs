@@ -119,11 +119,11 @@ impl App {
             {
                 let mut slot = self.leader.write().expect("leader lock poisoned");
                 let same_term = slot.as_ref().is_some_and(|l| l.term == term);
-                if !is_leader || !same_term {
-                    if let Some(old) = slot.take() {
-                        old.cancel.cancel();
-                        tracing::info!(term = old.term, "no longer leader: control loop stopped");
-                    }
+                if (!is_leader || !same_term)
+                    && let Some(old) = slot.take()
+                {
+                    old.cancel.cancel();
+                    tracing::info!(term = old.term, "no longer leader: control loop stopped");
                 }
                 if is_leader && slot.is_none() {
                     *slot = Some(Leader::start(self.clone(), term, &self.cancel));

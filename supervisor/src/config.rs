@@ -118,10 +118,10 @@ impl Config {
         if !(self.depmgr.starts_with("http://") || self.depmgr.starts_with("https://")) {
             return Err(format!("--depmgr {:?} must be an http:// URL", self.depmgr));
         }
-        if let Some(t) = &self.admin_token {
-            if t.is_empty() {
-                return Err("--admin-token is empty".into());
-            }
+        if let Some(t) = &self.admin_token
+            && t.is_empty()
+        {
+            return Err("--admin-token is empty".into());
         }
         Ok(())
     }

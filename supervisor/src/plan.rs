@@ -422,11 +422,10 @@ impl<'a> Planner<'a> {
             return;
         };
         let health = self.health.get(p.node.as_str()).copied();
-        let node_lost = match (health, m.spec.fencing) {
-            (Some(NodeHealth::Down) | None, _) => true,
-            (Some(NodeHealth::Suspect), Fencing::AtLeastOne) => true,
-            _ => false,
-        };
+        let node_lost = matches!(
+            (health, m.spec.fencing),
+            (Some(NodeHealth::Down) | None, _) | (Some(NodeHealth::Suspect), Fencing::AtLeastOne)
+        );
         if node_lost {
             let how = if health == Some(NodeHealth::Suspect) {
                 "suspect"

@@ -422,12 +422,12 @@ impl ClusterState {
                         "module {name:?} already exists"
                     )));
                 }
-                if let Some(node) = &d.spec.placement.node {
-                    if !self.nodes.contains_key(node) {
-                        return Err(Rejection::NotFound(format!(
-                            "placement.node: unknown node {node:?}"
-                        )));
-                    }
+                if let Some(node) = &d.spec.placement.node
+                    && !self.nodes.contains_key(node)
+                {
+                    return Err(Rejection::NotFound(format!(
+                        "placement.node: unknown node {node:?}"
+                    )));
                 }
                 self.modules.insert(
                     name.clone(),
@@ -817,10 +817,10 @@ impl ClusterState {
                     p.node, p.module
                 )));
             }
-            if let Some(from) = &from {
-                if !m.tried_nodes.contains(from) {
-                    m.tried_nodes.push(from.clone());
-                }
+            if let Some(from) = &from
+                && !m.tried_nodes.contains(from)
+            {
+                m.tried_nodes.push(from.clone());
             }
             m.episode_failovers += 1;
             m.failovers += 1;
