@@ -106,6 +106,11 @@ impl ModuleSpec {
             Error::InvalidManifest(m) => bad(m),
             other => other,
         })?;
+        if self.restart.attempts == 0 {
+            return Err(bad(
+                "restart.attempts must be at least 1 (the restores tried before a failover)".into(),
+            ));
+        }
         if self.restart.attempts > MAX_ATTEMPTS {
             return Err(bad(format!(
                 "restart.attempts {} is over the limit of {MAX_ATTEMPTS}",
@@ -199,6 +204,13 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("restart.attempts")
+        );
+        spec.restart.attempts = 0;
+        assert!(
+            spec.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("restart.attempts must be at least 1")
         );
         spec.restart.attempts = 1;
         spec.name = "a b".into();
