@@ -301,9 +301,19 @@ async fn forward_to_leader(State(app): State<Arc<App>>, req: Request, next: Next
 
 async fn forward(app: &App, req: Request, addr: &str) -> Result<Response, String> {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, app.config.max_body)
-        .await
-        .map_err(|e| e.to_string())?;
+    let bytes = match axum::body::to_bytes(body, app.config.max_body).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Ok(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body is over the limit of {} bytes",
+                    app.config.max_body
+                ),
+            )
+            .into_response());
+        }
+    };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut out = app
         .http
@@ -530,7 +540,17 @@ pub fn parse_spec(headers: &HeaderMap, body: &[u8]) -> ApiResult<ModuleSpec> {
             std::str::from_utf8(body).map_err(|_| ApiError::bad("module spec is not UTF-8"))?;
         toml::from_str(text).map_err(|e| ApiError::bad(format!("module spec: {e}")))?
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("module spec: {e}")))?
+        // The path names the field that is wrong (`fencing: unknown variant`).
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || inner.is_syntax() || inner.is_eof() {
+                ApiError::bad(format!("module spec: {inner}"))
+            } else {
+                ApiError::bad(format!("module spec: {path}: {inner}"))
+            }
+        })?
     };
     spec.validate().map_err(|e| ApiError::bad(e.to_string()))?;
     Ok(spec)

@@ -141,12 +141,19 @@ impl Cluster {
         i
     }
 
+    /// The admin token the replicas were started with, if any.
+    pub fn token(&self) -> Option<String> {
+        let i = self.extra_args.iter().position(|a| a == "--admin-token")?;
+        self.extra_args.get(i + 1).cloned()
+    }
+
     pub fn client(&self) -> AdminClient {
-        AdminClient::new(self.addrs.clone(), None).with_timeout(Duration::from_secs(5))
+        AdminClient::new(self.addrs.clone(), self.token()).with_timeout(Duration::from_secs(5))
     }
 
     pub fn client_of(&self, i: usize) -> AdminClient {
-        AdminClient::new(vec![self.addrs[i].clone()], None).with_timeout(Duration::from_secs(5))
+        AdminClient::new(vec![self.addrs[i].clone()], self.token())
+            .with_timeout(Duration::from_secs(5))
     }
 
     pub fn running(&self, i: usize) -> bool {
