@@ -592,7 +592,7 @@ impl AgentProc {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_agent"))
+        let child = Command::new(agent_bin())
             .args(["--node", a.node, "--listen", &listen])
             .arg("--data-dir")
             .arg(a.data_dir)
@@ -706,6 +706,26 @@ impl Drop for AgentProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- agent log tail ({}) ---", self.log.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// The agent binary: cargo's path in tests, the sibling of the running
+/// example otherwise.
+pub fn agent_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_agent") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.parent()?.parent()?.join("agent")))
+            .expect("target dir"),
     }
 }
 
