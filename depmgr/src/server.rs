@@ -82,7 +82,7 @@ impl IntoResponse for Error {
                 StatusCode::BAD_GATEWAY
             }
         };
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "request failed");
         } else {
             tracing::debug!(error = %self, %status, "request refused");
