@@ -74,25 +74,14 @@ async fn main() {
     );
 
     let data = tmp.path().join("data");
-    let listen = free_addr();
-    let log = std::fs::File::create(tmp.path().join("agent.log")).expect("log");
-    let mut child = std::process::Command::new(agent_bin())
-        .args([
-            "--node",
-            "bench",
-            "--listen",
-            &listen,
-            "--supervisors",
-            &sup.addr,
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--heartbeat-ms", &heartbeat_ms.to_string()])
-        .env("RUST_LOG", "warn")
-        .stderr(log)
-        .spawn()
-        .expect("spawn agent (build it first: cargo build --release -p agent)");
-    let pid = child.id();
+    let mut args = AgentArgs::new(&data, &sup.addr);
+    args.node = "bench";
+    args.heartbeat_ms = heartbeat_ms;
+    // Killed on drop, so a failing run leaves no agent behind.
+    let mut agent = AgentProc::spawn(args);
+    agent.ready().await;
+    let pid = agent.pid();
+    let listen = agent.listen.clone();
 
     let t = Instant::now();
     eventually("all modules running", Duration::from_secs(120), || {
@@ -109,6 +98,8 @@ async fn main() {
         "{modules} modules installed and running in {:?}",
         t.elapsed()
     );
+    // Like the leader, stop repeating directives once they took effect.
+    sup.set_directives(vec![]);
     // Settle, then measure idle overhead.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let beats0 = sup.beat_count();
@@ -176,8 +167,7 @@ async fn main() {
         status_kib(pid, "VmRSS:") as f64 / 1024.0
     );
 
-    signal(pid, nix::sys::signal::Signal::SIGTERM);
     let t = Instant::now();
-    let code = child.wait().expect("wait");
+    let code = agent.terminate(Duration::from_secs(30)).await;
     println!("shutdown with {modules} modules: {:?}, {code}", t.elapsed());
 }

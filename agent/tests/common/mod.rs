@@ -201,15 +201,15 @@ impl FakeSupervisor {
     /// with `status` (decoded against the table in force).
     pub fn first_beat_with(&self, from: usize, name: &str, status: ModuleStatus) -> Option<Beat> {
         let st = self.state.lock().expect("lock");
-        let mut table: Option<ModuleTable> = None;
+        let mut table: Option<&ModuleTable> = None;
         for (i, b) in st.beats.iter().enumerate() {
             if let Some(t) = &b.hb.table {
-                table = Some(t.clone());
+                table = Some(t);
             }
             if i < from {
                 continue;
             }
-            let (Some(t), Some(statuses)) = (&table, b.hb.statuses.unpack()) else {
+            let (Some(t), Some(statuses)) = (table, b.hb.statuses.unpack()) else {
                 continue;
             };
             if let Some(pos) = t.modules.iter().position(|m| m.module == name)
