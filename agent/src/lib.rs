@@ -69,6 +69,10 @@ pub async fn run(
     persisted: state::PersistedState,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let orphans = process::sweep_orphans(&cfg.node, &state_file.dir().root().join("modules"));
+    if !orphans.is_empty() {
+        tracing::warn!(pids = ?orphans, "killed leftovers of an earlier agent's modules");
+    }
     let tasks = TaskTracker::new();
     let spawner = spawner::Spawner::start(tokio::runtime::Handle::current())
         .map_err(|e| Error::Internal(format!("cannot start the spawner thread: {e}")))?;

@@ -122,6 +122,7 @@ struct State {
     /// Directives already logged as refused or unusable (log once).
     logged: HashSet<String>,
     refusals: VecDeque<String>,
+    warned_short_lease: bool,
 }
 
 #[derive(Debug)]
@@ -331,6 +332,7 @@ impl Agent {
             rev: 1,
             logged: HashSet::new(),
             refusals: VecDeque::new(),
+            warned_short_lease: false,
         };
         Ok(Agent {
             sh: Arc::new(Shared {
@@ -414,6 +416,15 @@ impl Agent {
         let n = sent_reports.min(st.reports.len());
         st.reports.drain(..n);
         st.lease = decide::renew(st.lease, sent_at, lease_ms);
+        let floor = self.sh.stop_grace + decide::FENCE_MARGIN;
+        if lease_ms > 0 && Duration::from_millis(lease_ms) <= floor && !st.warned_short_lease {
+            st.warned_short_lease = true;
+            tracing::warn!(
+                lease_ms,
+                stop_grace_ms = self.sh.stop_grace.as_millis() as u64,
+                "the granted lease is not longer than the stop grace: at-most-one modules are fenced at once"
+            );
+        }
         if st.leader.as_deref() != Some(leader) {
             tracing::info!(leader, "heartbeats accepted by the leader");
             st.leader = Some(leader.to_string());

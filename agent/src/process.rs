@@ -135,3 +135,59 @@ where
     });
     Ok(ProcessHandle { pid, exited: rx })
 }
+
+/// Kills what is left of an earlier incarnation's modules: processes whose
+/// environment says they are a module of this node under this data dir
+/// (`MODULE_NODE`, `MODULE_DIR` under `modules_root`), with their process
+/// groups. The parent-death signal only reaches a module's direct child, so
+/// a grandchild can outlive an agent killed with SIGKILL; this sweep at
+/// start-up makes "every module is stopped after a restart" true. Returns
+/// the pids killed.
+pub fn sweep_orphans(node: &str, modules_root: &std::path::Path) -> Vec<u32> {
+    let me = std::process::id();
+    let want_node = format!("MODULE_NODE={node}");
+    let want_dir = format!("MODULE_DIR={}/", modules_root.display());
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut killed = Vec::new();
+    for entry in proc_dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let mut node_ok = false;
+        let mut dir_ok = false;
+        for var in environ.split(|&b| b == 0) {
+            let var = String::from_utf8_lossy(var);
+            node_ok |= var == want_node;
+            dir_ok |= var.starts_with(&want_dir);
+        }
+        if !(node_ok && dir_ok) {
+            continue;
+        }
+        let pgid = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let rest = stat.rsplit_once(')')?.1.to_string();
+                rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+            });
+        if let Some(pgid) = pgid {
+            signal_group(pgid, Signal::SIGKILL);
+        }
+        if let Ok(raw) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(raw), Signal::SIGKILL);
+        }
+        killed.push(pid);
+    }
+    killed
+}

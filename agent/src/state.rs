@@ -163,6 +163,9 @@ impl StateFile {
             Error::DataDir(format!("{}: {what}: {e}", root.display()))
         };
         fs::create_dir_all(&root).map_err(|e| unusable("cannot create", e))?;
+        // Absolute from here on: MODULE_DIR and friends derive from it.
+        let root = fs::canonicalize(&root).map_err(|e| unusable("cannot resolve", e))?;
+        let dir = DataDir::new(&root);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -649,3 +649,49 @@ async fn bad_flags_and_unusable_data_dir_exit_2() {
         "nothing changed on disk"
     );
 }
+
+#[tokio::test]
+async fn grandchildren_left_by_a_killed_agent_are_swept_at_restart() {
+    let w = World::new().await;
+    let out = w.tmp.path().join("grandchild.pid");
+    let web = package(
+        "web",
+        FORKER,
+        &format!("[env]\nOUT = \"{}\"\n", out.display()),
+    );
+    w.pkgs.put(&web);
+    let mut agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        1,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let pid = agent.wait_pid("web", T).await;
+    let grandchild: u32 = eventually("grandchild pid file", T, || {
+        std::fs::read_to_string(&out).ok()?.trim().parse().ok()
+    })
+    .await;
+    signal(agent.pid(), nix::sys::signal::Signal::SIGKILL);
+    agent.wait_exit(T).await;
+    eventually("the module died with its agent", T, || {
+        (!pid_alive(pid)).then_some(())
+    })
+    .await;
+    // The parent-death signal reaches only the direct child: the
+    // grandchild is still there until the agent comes back.
+    assert!(pid_alive(grandchild));
+    drop(agent);
+    let agent = w.agent(|_| {}).await;
+    eventually("the grandchild swept at restart", T, || {
+        (!pid_alive(grandchild)).then_some(())
+    })
+    .await;
+    assert!(
+        agent.log_text().contains("killed leftovers"),
+        "{}",
+        agent.log_text()
+    );
+}

@@ -28,6 +28,9 @@ use anyhow::{Context, Result, bail};
 struct Args {
     size_mib: usize,
     rounds: usize,
+    /// Also measure with the file evicted from the page cache before each
+    /// read (GNU dd iflag=nocache).
+    cold: bool,
     depmgr: PathBuf,
 }
 
@@ -42,6 +45,7 @@ fn parse_args() -> Result<Args> {
     let mut args = Args {
         size_mib: 100,
         rounds: 5,
+        cold: false,
         depmgr: default_bin,
     };
     let mut it = std::env::args().skip(1);
@@ -51,7 +55,10 @@ fn parse_args() -> Result<Args> {
             "--size-mib" => args.size_mib = value()?.parse()?,
             "--rounds" => args.rounds = value()?.parse()?,
             "--depmgr" => args.depmgr = value()?.into(),
-            other => bail!("unknown argument {other} (--size-mib N, --rounds N, --depmgr PATH)"),
+            "--cold" => args.cold = true,
+            other => {
+                bail!("unknown argument {other} (--size-mib N, --rounds N, --cold, --depmgr PATH)")
+            }
         }
     }
     Ok(args)
@@ -111,6 +118,53 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The loopback ceiling: the same file sent over a plain TCP connection by
+/// `std::io::copy` (sendfile on Linux, no HTTP, no copies in user space),
+/// read by a client that discards it.
+fn raw_tcp(file: &Path, size: u64) -> Result<f64> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let path = file.to_path_buf();
+    let sender = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut sock, _) = listener.accept()?;
+        let mut f = std::fs::File::open(path)?;
+        std::io::copy(&mut f, &mut sock)
+    });
+    let t = Instant::now();
+    let mut sock = std::net::TcpStream::connect(addr)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    loop {
+        let n = sock.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    let d = t.elapsed();
+    sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    if got != size {
+        bail!("raw TCP moved {got} of {size} bytes");
+    }
+    Ok(mb_s(size, d))
+}
+
+/// Drops `file` from the page cache (posix_fadvise DONTNEED via GNU dd), so
+/// the next read comes from the disk (or whatever caches below the VM).
+fn evict(file: &Path) -> Result<()> {
+    let status = Command::new("dd")
+        .arg(format!("if={}", file.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status()?;
+    if !status.success() {
+        bail!("dd iflag=nocache failed");
+    }
+    Ok(())
+}
+
 fn timed(cmd: &mut Command) -> Result<Duration> {
     let t = Instant::now();
     let status = cmd.stdout(Stdio::null()).status()?;
@@ -164,9 +218,11 @@ async fn main() -> Result<()> {
 
     // Warm the page cache once, then alternate.
     timed(Command::new("cat").arg(&file))?;
-    let (mut cat, mut curl, mut reqw) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cat, mut curl, mut reqw, mut raw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut cold_cat, mut cold_curl) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         cat.push(mb_s(size, timed(Command::new("cat").arg(&file))?));
+        raw.push(raw_tcp(&file, size)?);
         if have_curl {
             let d = timed(Command::new("curl").args(["-sf", "-o", "/dev/null", &url]))?;
             curl.push(mb_s(size, d));
@@ -181,6 +237,15 @@ async fn main() -> Result<()> {
             bail!("downloaded {got} of {size} bytes");
         }
         reqw.push(mb_s(size, t.elapsed()));
+        if args.cold {
+            evict(&file)?;
+            cold_cat.push(mb_s(size, timed(Command::new("cat").arg(&file))?));
+            if have_curl {
+                evict(&file)?;
+                let d = timed(Command::new("curl").args(["-sf", "-o", "/dev/null", &url]))?;
+                cold_curl.push(mb_s(size, d));
+            }
+        }
     }
     let hwm_sequential = server.status_kib("VmHWM:")?;
     let mut parallel_rate = None;
@@ -204,6 +269,7 @@ async fn main() -> Result<()> {
     server.stop()?;
 
     let cat_m = median(cat);
+    let raw_m = median(raw);
     println!(
         "archive: {size} bytes ({:.1} MiB), rounds: {}",
         size as f64 / 1048576.0,
@@ -213,7 +279,11 @@ async fn main() -> Result<()> {
         "push (upload + inspect + commit): {:.0} MB/s",
         mb_s(size, push_time)
     );
-    println!("cat  archive file > /dev/null:      median {cat_m:.0} MB/s");
+    println!("cat  archive file > /dev/null:      median {cat_m:.0} MB/s (page cache)");
+    println!(
+        "raw TCP loopback (sendfile, no HTTP): median {raw_m:.0} MB/s ({:.2}x slower than cat)",
+        cat_m / raw_m
+    );
     if !curl.is_empty() {
         let m = median(curl);
         println!(
@@ -226,6 +296,17 @@ async fn main() -> Result<()> {
         "reqwest download (in-process):      median {m:.0} MB/s ({:.2}x slower than cat)",
         cat_m / m
     );
+    if !cold_cat.is_empty() {
+        let c = median(cold_cat);
+        println!("cold cat (file evicted first):      median {c:.0} MB/s");
+        if !cold_curl.is_empty() {
+            let d = median(cold_curl);
+            println!(
+                "cold curl download (evicted first): median {d:.0} MB/s ({:.2}x slower than cold cat)",
+                c / d
+            );
+        }
+    }
     if let Some(p) = parallel_rate {
         println!("4 concurrent curl downloads:        {p:.0} MB/s aggregate");
     }

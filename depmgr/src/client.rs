@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use proto::ErrorBody;
-use proto::manifest::{ArtifactRef, Manifest, check_digest};
+use proto::manifest::{ArtifactRef, ConfigPackage, Manifest, check_digest};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -203,6 +203,18 @@ impl Client {
     pub async fn closure(&self, name: &str, version: &str) -> Result<Vec<ArtifactRef>> {
         self.get_json(&format!("/v1/packages/{name}/{version}/closure"))
             .await
+    }
+
+    /// The configuration package of `name@version` as the supervisor sends
+    /// it to a node manager: the package's manifest and its resolved
+    /// dependency closure in install order (the package itself last).
+    pub async fn config_package(&self, name: &str, version: &str) -> Result<ConfigPackage> {
+        let info = self.show(name, version).await?;
+        let artifacts = self.closure(name, version).await?;
+        Ok(ConfigPackage {
+            manifest: info.manifest,
+            artifacts,
+        })
     }
 
     /// Downloads the archive of `name@version` to `dest`, checking it

@@ -222,6 +222,14 @@ async fn closure_of_a_three_level_tree_is_in_install_order() -> Result<()> {
     let typed = client.closure("app", "1.0.0").await?;
     assert_eq!(typed.len(), 4);
     assert_eq!(typed[3].name, "app");
+    // The configuration package the supervisor sends to an agent.
+    let cp = client.config_package("app", "1.0.0").await?;
+    assert_eq!(cp.manifest.name, "app");
+    assert_eq!(
+        cp.own_artifact().map(|a| a.digest.as_str()),
+        Some(digests["app"].as_str())
+    );
+    assert_eq!(cp.artifacts, typed);
     // A leaf's closure is itself.
     let leaf = client.closure("base", "1.0.0").await?;
     assert_eq!(leaf.len(), 1);

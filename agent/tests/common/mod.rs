@@ -201,15 +201,15 @@ impl FakeSupervisor {
     /// with `status` (decoded against the table in force).
     pub fn first_beat_with(&self, from: usize, name: &str, status: ModuleStatus) -> Option<Beat> {
         let st = self.state.lock().expect("lock");
-        let mut table: Option<ModuleTable> = None;
+        let mut table: Option<&ModuleTable> = None;
         for (i, b) in st.beats.iter().enumerate() {
             if let Some(t) = &b.hb.table {
-                table = Some(t.clone());
+                table = Some(t);
             }
             if i < from {
                 continue;
             }
-            let (Some(t), Some(statuses)) = (&table, b.hb.statuses.unpack()) else {
+            let (Some(t), Some(statuses)) = (table, b.hb.statuses.unpack()) else {
                 continue;
             };
             if let Some(pos) = t.modules.iter().position(|m| m.module == name)
@@ -592,7 +592,7 @@ impl AgentProc {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_agent"))
+        let child = Command::new(agent_bin())
             .args(["--node", a.node, "--listen", &listen])
             .arg("--data-dir")
             .arg(a.data_dir)
@@ -706,6 +706,26 @@ impl Drop for AgentProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- agent log tail ({}) ---", self.log.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// The agent binary: cargo's path in tests, the sibling of the running
+/// example otherwise.
+pub fn agent_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_agent") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.parent()?.parent()?.join("agent")))
+            .expect("target dir"),
     }
 }
 
