@@ -216,27 +216,21 @@ pub async fn answer_heartbeat(app: &App, hb: &Heartbeat) -> HeartbeatReply {
     if !leader.confirm().await {
         return not_leader();
     }
-    let (table, version) = {
+    let (directives, acked) = {
         let observed = leader.observed.lock().expect("observed lock poisoned");
-        let node = observed.nodes.get(&hb.node);
-        (
-            node.and_then(|n| n.table.clone()),
-            node.map_or(0, |n| n.table_version),
-        )
-    };
-    let directives = match &table {
-        Some(t) => app
-            .state
-            .read(|s| directives_for(s, &hb.node, t, &app.config.depmgr)),
-        None => vec![],
+        match observed.nodes.get(&hb.node).and_then(|n| Some((n.table.as_ref()?, n.table_version))) {
+            Some((table, version)) => (
+                app.state.read(|s| directives_for(s, &hb.node, table, &app.config.depmgr)),
+                version,
+            ),
+            None => (vec![], 0),
+        }
     };
     app.metrics
         .directives
         .fetch_add(directives.len() as u64, Ordering::Relaxed);
     HeartbeatReply {
-        outcome: ReplyOutcome::Accepted {
-            table_version: if table.is_some() { version } else { 0 },
-        },
+        outcome: ReplyOutcome::Accepted { table_version: acked },
         need_table,
         lease_ms: app.config.lease_ms,
         directives,

@@ -81,6 +81,8 @@ pub struct NodeObservation {
     pub since_ms: Vec<u64>,
     /// Latest failure message per module (install failures and the like).
     pub messages: BTreeMap<ModuleName, (Epoch, ReportKind, String)>,
+    /// Position of each module in `table`.
+    positions: BTreeMap<ModuleName, usize>,
 }
 
 /// What became of a heartbeat.
@@ -96,6 +98,10 @@ pub enum Ingest {
 
 impl NodeObservation {
     /// Takes a heartbeat received at leader clock `now`. Pure.
+    ///
+    /// Steady state (no table in the heartbeat, same table version) costs a
+    /// positional comparison of the status codes; a new table re-indexes
+    /// and keeps `since` for every (entry, status) that did not change.
     pub fn ingest(&mut self, hb: &Heartbeat, now: u64) -> Ingest {
         if self.heard
             && (hb.incarnation < self.incarnation
@@ -103,10 +109,10 @@ impl NodeObservation {
         {
             return Ingest::Stale;
         }
-        if self.heard && hb.incarnation != self.incarnation {
+        let new_incarnation = !self.heard || hb.incarnation != self.incarnation;
+        if new_incarnation {
             self.messages.clear();
         }
-        let new_incarnation = !self.heard || hb.incarnation != self.incarnation;
         self.heard = true;
         self.last_seen_ms = now;
         self.seq = hb.seq;
@@ -115,82 +121,80 @@ impl NodeObservation {
             self.messages
                 .insert(r.module.clone(), (r.epoch, r.kind, r.message.clone()));
         }
-        let statuses = match hb.statuses.unpack() {
-            Some(s) => s,
-            None => {
-                return Ingest::Accepted {
-                    changed: false,
-                    need_table: true,
-                };
-            }
-        };
-        let old: Vec<(TableEntry, ModuleStatus, u64)> = match (&self.table, new_incarnation) {
-            (Some(t), false) => t
-                .modules
-                .iter()
-                .cloned()
-                .zip(self.statuses.iter().copied())
-                .zip(self.since_ms.iter().copied())
-                .map(|((e, s), t)| (e, s, t))
-                .collect(),
-            _ => Vec::new(),
+        let Some(statuses) = hb.statuses.unpack() else {
+            return self.forget_table();
         };
         match &hb.table {
             Some(table) => {
+                if table.modules.len() != statuses.len() {
+                    return self.forget_table();
+                }
+                let old_table = if new_incarnation { None } else { self.table.take() };
+                let mut changed = old_table.is_none();
+                let since = table
+                    .modules
+                    .iter()
+                    .zip(&statuses)
+                    .map(|(entry, status)| {
+                        let old = old_table.as_ref().and_then(|t| {
+                            let pos = *self.positions.get(&entry.module)?;
+                            (t.modules.get(pos)? == entry).then_some(pos)
+                        });
+                        match old {
+                            Some(pos) if self.statuses.get(pos) == Some(status) => self.since_ms[pos],
+                            _ => {
+                                changed = true;
+                                now
+                            }
+                        }
+                    })
+                    .collect();
+                changed |= old_table.is_some_and(|t| t.modules.len() != table.modules.len());
+                self.positions = table
+                    .modules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (e.module.clone(), i))
+                    .collect();
                 self.table = Some(table.clone());
                 self.table_version = hb.table_version;
+                self.statuses = statuses;
+                self.since_ms = since;
+                Ingest::Accepted { changed, need_table: false }
             }
-            None if new_incarnation
-                || self.table.is_none()
-                || hb.table_version != self.table_version =>
-            {
-                self.table = None;
-                self.statuses.clear();
-                self.since_ms.clear();
-                return Ingest::Accepted {
-                    changed: false,
-                    need_table: true,
-                };
-            }
-            None => {}
-        }
-        let table = self.table.as_ref().expect("table set above");
-        if table.modules.len() != statuses.len() {
-            self.table = None;
-            self.statuses.clear();
-            self.since_ms.clear();
-            return Ingest::Accepted {
-                changed: false,
-                need_table: true,
-            };
-        }
-        let mut changed = old.len() != statuses.len();
-        let since: Vec<u64> = table
-            .modules
-            .iter()
-            .zip(&statuses)
-            .map(
-                |(entry, status)| match old.iter().find(|(e, _, _)| e == entry) {
-                    Some((_, s, t)) if s == status => *t,
-                    _ => {
+            None => {
+                if new_incarnation
+                    || self.table.is_none()
+                    || hb.table_version != self.table_version
+                    || statuses.len() != self.statuses.len()
+                {
+                    return self.forget_table();
+                }
+                let mut changed = false;
+                for (i, status) in statuses.iter().enumerate() {
+                    if self.statuses[i] != *status {
+                        self.statuses[i] = *status;
+                        self.since_ms[i] = now;
                         changed = true;
-                        now
                     }
-                },
-            )
-            .collect();
-        self.statuses = statuses;
-        self.since_ms = since;
-        Ingest::Accepted {
-            changed,
-            need_table: false,
+                }
+                Ingest::Accepted { changed, need_table: false }
+            }
         }
+    }
+
+    fn forget_table(&mut self) -> Ingest {
+        self.table = None;
+        self.positions.clear();
+        self.statuses.clear();
+        self.since_ms.clear();
+        Ingest::Accepted { changed: false, need_table: true }
     }
 
     /// The table entry of `module`, with its status and since when.
     pub fn module(&self, module: &str) -> Option<(&TableEntry, ModuleStatus, u64)> {
         let table = self.table.as_ref()?;
-        let pos = table.modules.iter().position(|e| e.module == module)?;
+        let pos = *self.positions.get(module)?;
         Some((
             &table.modules[pos],
             *self.statuses.get(pos)?,

@@ -153,6 +153,8 @@ pub struct ClusterState {
     pub modules: BTreeMap<ModuleName, ModuleRecord>,
     pub events: VecDeque<Event>,
     pub next_event: u64,
+    /// Index: the modules placed on each node (kept by `apply`).
+    pub placed: BTreeMap<NodeId, BTreeSet<ModuleName>>,
     /// Last applied log index (the epoch source).
     pub last_index: u64,
 }
@@ -402,10 +404,9 @@ impl ClusterState {
     /// Number of modules placed on each node (failed ones excluded).
     pub fn load_by_node(&self) -> BTreeMap<&str, usize> {
         let mut load: BTreeMap<&str, usize> = self.nodes.keys().map(|n| (n.as_str(), 0)).collect();
-        for m in self.modules.values() {
-            if let (Some(p), false) = (&m.placement, m.state == ModuleState::Failed) {
-                *load.entry(p.node.as_str()).or_default() += 1;
-            }
+        for (node, _) in &self.placed {
+            let n = self.modules_on(node).filter(|(_, m)| m.state != ModuleState::Failed).count();
+            load.insert(node.as_str(), n);
         }
         load
     }
@@ -463,6 +464,9 @@ impl ClusterState {
                     .remove(&r.module)
                     .ok_or_else(|| not_found("module", &r.module))?;
                 let node = m.placement.map(|p| p.node);
+                if let Some(n) = &node {
+                    self.unindex(n, &r.module);
+                }
                 self.event(
                     index,
                     at,
@@ -828,6 +832,11 @@ impl ClusterState {
         } else {
             m.state = ModuleState::Installing;
         }
+        if let Some(from) = &from {
+            self.unindex(from, &p.module);
+        }
+        self.placed.entry(p.node.clone()).or_default().insert(p.module.clone());
+        let m = self.modules.get_mut(&p.module).expect("checked above");
         m.placement = Some(Placement {
             node: p.node.clone(),
             epoch: index,
@@ -858,14 +867,25 @@ impl ClusterState {
         Ok(())
     }
 
-    /// Modules placed on `node` (their names), in name order.
+    /// Modules placed on `node`, in name order (from the index).
     pub fn modules_on<'a>(
         &'a self,
-        node: &'a str,
+        node: &str,
     ) -> impl Iterator<Item = (&'a ModuleName, &'a ModuleRecord)> + 'a {
-        self.modules
-            .iter()
-            .filter(move |(_, m)| m.placement.as_ref().is_some_and(|p| p.node == node))
+        self.placed
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.modules.get_key_value(name))
+    }
+
+    fn unindex(&mut self, node: &str, module: &str) {
+        if let Some(set) = self.placed.get_mut(node) {
+            set.remove(module);
+            if set.is_empty() {
+                self.placed.remove(node);
+            }
+        }
     }
 
     /// Nodes a module may move to, best first: ready, not draining, labels
@@ -889,5 +909,78 @@ impl ClusterState {
             .collect();
         nodes.sort();
         nodes.into_iter().map(|(_, n)| n.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(name: &str) -> ModuleSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "package": {"name": "p", "version": "1.0.0"}
+        }))
+        .expect("spec")
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Deploy(usize),
+        Remove(usize),
+        Place(usize, usize, bool),
+        Health(usize, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..4usize).prop_map(Op::Deploy),
+            (0..4usize).prop_map(Op::Remove),
+            (0..4usize, 0..3usize, any::<bool>()).prop_map(|(m, n, f)| Op::Place(m, n, f)),
+            (0..3usize, 0..3u8).prop_map(|(n, h)| Op::Health(n, h)),
+        ]
+    }
+
+    proptest! {
+        /// The modules-by-node index always equals what the placements say,
+        /// whatever sequence of (valid or rejected) transitions is applied.
+        #[test]
+        fn placement_index_matches_placements(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut s = ClusterState::default();
+            let nodes = ["a", "b", "c"];
+            let mut index = 0;
+            let mut apply = |s: &mut ClusterState, t: Transition| {
+                index += 1;
+                s.apply(index, &Batch { at_ms: index, transitions: vec![t] });
+            };
+            for n in nodes {
+                apply(&mut s, Transition::RegisterNode(RegisterNode { node: n.into(), addr: format!("{n}:1"), labels: BTreeMap::new() }));
+            }
+            for o in ops {
+                let t = match o {
+                    Op::Deploy(m) => Transition::Deploy(Deploy { spec: spec(&format!("m{m}")) }),
+                    Op::Remove(m) => Transition::Remove(Remove { module: format!("m{m}") }),
+                    Op::Place(m, n, failover) => {
+                        let name = format!("m{m}");
+                        let expect = s.modules.get(&name).and_then(|r| r.placement.as_ref()).map(|p| p.epoch);
+                        let cause = if failover { PlaceCause::Failover { reason: "x".into() } } else { PlaceCause::Initial };
+                        Transition::Place(Place { module: name, node: nodes[n].into(), expect_epoch: expect, cause })
+                    }
+                    Op::Health(n, h) => Transition::SetNodeHealth(SetNodeHealth {
+                        node: nodes[n].into(),
+                        health: [NodeHealth::Ready, NodeHealth::Suspect, NodeHealth::Down][h as usize],
+                        detail: String::new(),
+                    }),
+                };
+                apply(&mut s, t);
+                let mut derived: BTreeMap<NodeId, BTreeSet<ModuleName>> = BTreeMap::new();
+                for (name, m) in &s.modules {
+                    if let Some(p) = &m.placement {
+                        derived.entry(p.node.clone()).or_default().insert(name.clone());
+                    }
+                }
+                prop_assert_eq!(&s.placed, &derived);
+            }
+        }
     }
 }

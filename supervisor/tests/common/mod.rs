@@ -97,22 +97,30 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("s{}", self.ids[i])))
             .args(["--peers", peers, "--depmgr", &self.depmgr])
-            .args([
-                "--heartbeat-ttl-ms",
-                "800",
-                "--lease-ms",
-                "1000",
-                "--lease-drift-ms",
-                "200",
-            ])
-            .args(["--election-timeout-ms", "500"])
-            .args(&self.extra_args)
+            .args(self.flags())
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn supervisor");
         self.procs[i] = Some(child);
+    }
+
+    /// Fast failure-detector settings, overridden by `extra_args`.
+    fn flags(&self) -> Vec<String> {
+        let mut flags: Vec<String> = Vec::new();
+        for (flag, value) in [
+            ("--heartbeat-ttl-ms", "800"),
+            ("--lease-ms", "1000"),
+            ("--lease-drift-ms", "200"),
+            ("--election-timeout-ms", "500"),
+        ] {
+            if !self.extra_args.iter().any(|a| a == flag) {
+                flags.extend([flag.to_string(), value.to_string()]);
+            }
+        }
+        flags.extend(self.extra_args.iter().cloned());
+        flags
     }
 
     /// SIGKILLs replica `i`.
@@ -154,6 +162,11 @@ impl Cluster {
     pub fn client_of(&self, i: usize) -> AdminClient {
         AdminClient::new(vec![self.addrs[i].clone()], self.token())
             .with_timeout(Duration::from_secs(5))
+    }
+
+    /// OS pid of replica `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().map(Child::id)
     }
 
     pub fn running(&self, i: usize) -> bool {

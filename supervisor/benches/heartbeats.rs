@@ -1,0 +1,312 @@
+//! Heartbeat ingest, crash-to-restore latency and a failure storm, measured
+//! against a real 3-replica cluster on loopback with simulated agents.
+//!
+//! `cargo bench -p supervisor --bench heartbeats` (env: BENCH_AGENTS,
+//! default 200; BENCH_MODULES per agent, default 64; BENCH_SECS, default 10;
+//! BENCH_CONNS concurrent heartbeat senders, default 16).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, eventually, fake_depmgr};
+use proto::heartbeat::{
+    Directive, Heartbeat, HeartbeatReply, ModuleStatus, ModuleTable, PackedStatuses, ReplyOutcome, TableEntry,
+};
+use tokio::sync::Mutex;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A simulated agent driven by the bench (not on a timer).
+struct SimAgent {
+    node: String,
+    seq: u64,
+    table_version: u64,
+    acked: u64,
+    modules: Vec<(TableEntry, ModuleStatus)>,
+}
+
+impl SimAgent {
+    fn heartbeat(&mut self) -> Heartbeat {
+        self.seq += 1;
+        Heartbeat {
+            node: self.node.clone(),
+            incarnation: 1,
+            seq: self.seq,
+            table_version: self.table_version,
+            table: (self.acked != self.table_version).then(|| ModuleTable {
+                addr: format!("{}:1", self.node),
+                labels: BTreeMap::new(),
+                modules: self.modules.iter().map(|(e, _)| e.clone()).collect(),
+            }),
+            statuses: PackedStatuses::pack(&self.modules.iter().map(|(_, s)| *s).collect::<Vec<_>>()),
+            reports: vec![],
+        }
+    }
+
+    /// Takes a reply: acknowledgement and directives (installs and restores
+    /// succeed at once). Returns whether a restore was among them.
+    fn take(&mut self, reply: HeartbeatReply) -> bool {
+        let mut restored = false;
+        if let ReplyOutcome::Accepted { table_version } = reply.outcome {
+            self.acked = if reply.need_table { 0 } else { table_version };
+        }
+        for d in reply.directives {
+            match d {
+                Directive::Install(i) => {
+                    self.modules.retain(|(e, _)| e.module != i.module);
+                    self.modules.push((TableEntry { module: i.module, epoch: i.epoch, restore_seq: 0 }, ModuleStatus::Running));
+                }
+                Directive::Restore(r) => {
+                    for (e, s) in &mut self.modules {
+                        if e.module == r.module {
+                            e.restore_seq = r.seq;
+                            *s = ModuleStatus::Running;
+                            restored = true;
+                        }
+                    }
+                }
+                Directive::Stop(s) => self.modules.retain(|(e, _)| e.module != s.module),
+            }
+            self.table_version += 1;
+        }
+        restored
+    }
+}
+
+async fn send(http: &reqwest::Client, addr: &str, hb: &Heartbeat) -> Option<HeartbeatReply> {
+    let resp = http
+        .post(format!("http://{addr}/v1/agent/heartbeat"))
+        .timeout(Duration::from_secs(5))
+        .body(proto::encode(hb).ok()?)
+        .send()
+        .await
+        .ok()?;
+    proto::decode(&resp.bytes().await.ok()?).ok()
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
+}
+
+type Agents = Arc<Vec<Mutex<SimAgent>>>;
+
+/// Every agent heartbeats once (concurrently, `conns` at a time).
+async fn round(http: &reqwest::Client, addr: &str, agents: &Agents, conns: usize) {
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let (http, addr, agents, next) = (http.clone(), addr.to_string(), agents.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(agent) = agents.get(i) else { break };
+                    let mut a = agent.lock().await;
+                    let hb = a.heartbeat();
+                    if let Some(r) = send(&http, &addr, &hb).await {
+                        a.take(r);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n_agents = env("BENCH_AGENTS", 200) as usize;
+    let n_modules = env("BENCH_MODULES", 64) as usize;
+    let secs = env("BENCH_SECS", 10);
+    let conns = env("BENCH_CONNS", 16) as usize;
+    println!("{n_agents} simulated agents x {n_modules} modules, {conns} concurrent senders, {secs}s per phase");
+    let depmgr = fake_depmgr().await;
+    let cluster = Cluster::start_with(3, &depmgr, &["--heartbeat-ttl-ms", "30000", "--lease-ms", "30000"]).await;
+    let leader = cluster.wait_leader(Duration::from_secs(20)).await;
+    let addr = cluster.addrs[leader].clone();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(conns * 2).build().expect("client");
+    let agents: Agents = Arc::new(
+        (0..n_agents)
+            .map(|i| Mutex::new(SimAgent { node: format!("n{i:04}"), seq: 0, table_version: 1, acked: 0, modules: vec![] }))
+            .collect(),
+    );
+
+    // Register every node, deploy every module pinned to its node, install.
+    let admin = cluster.client_of(leader);
+    eventually("every node registered", Duration::from_secs(60), || async {
+        round(&http, &addr, &agents, conns).await;
+        (admin.nodes().await.ok()?.len() == n_agents).then_some(())
+    })
+    .await;
+    let t0 = Instant::now();
+    let total = n_agents * n_modules;
+    let next = Arc::new(AtomicU64::new(0));
+    let deployers: Vec<_> = (0..32)
+        .map(|_| {
+            let (admin, next) = (admin.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= total {
+                        break;
+                    }
+                    let spec = serde_json::json!({
+                        "name": format!("m{i:06}"), "package": {"name": "web", "version": "1.0.0"},
+                        "restart": {"attempts": 3, "backoff_ms": 0, "min_healthy_ms": 0},
+                        "placement": {"node": format!("n{:04}", i / n_modules)},
+                    });
+                    admin.deploy(&spec).await.expect("deploy");
+                }
+            })
+        })
+        .collect();
+    for d in deployers {
+        d.await.expect("deployer");
+    }
+    println!("deployed {total} modules in {:.1}s", t0.elapsed().as_secs_f64());
+    eventually("every module installed", Duration::from_secs(600), || async {
+        round(&http, &addr, &agents, conns).await;
+        let mut installed = 0;
+        for a in agents.iter() {
+            installed += a.lock().await.modules.len();
+        }
+        (installed == total).then_some(())
+    })
+    .await;
+    let admin_all = cluster.client();
+    eventually("every module running", Duration::from_secs(600), || async {
+        round(&http, &addr, &agents, conns).await;
+        let m = admin_all.modules().await.ok()?;
+        m.iter().all(|m| m.state == "running").then_some(())
+    })
+    .await;
+    println!("all {total} modules running after {:.1}s", t0.elapsed().as_secs_f64());
+
+    // Phase 1: steady-state ingest, closed loop.
+    let term_before = cluster.view(leader).await.expect("view").term;
+    let pid = cluster.pid(leader).expect("leader pid");
+    let cpu0 = cpu_ticks(pid);
+    let start = Instant::now();
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = start + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..conns)
+        .map(|w| {
+            let (http, addr, agents, count) = (http.clone(), addr.clone(), agents.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut i = w;
+                while Instant::now() < deadline {
+                    let mut a = agents[i % agents.len()].lock().await;
+                    let hb = a.heartbeat();
+                    if let Some(r) = send(&http, &addr, &hb).await {
+                        a.take(r);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += conns;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(pid) - cpu0) as f64 / 100.0;
+    let beats = count.load(Ordering::Relaxed);
+    let hb_size = proto::encode(&agents[0].lock().await.heartbeat()).expect("encode").len();
+    let term_after = cluster.view(leader).await.expect("view").term;
+    println!(
+        "ingest: {:.0} heartbeats/s ({beats} in {elapsed:.1}s, {hb_size} bytes each); leader CPU {:.0}% of one core; term {term_before} -> {term_after}",
+        beats as f64 / elapsed,
+        cpu / elapsed * 100.0
+    );
+
+    // Phase 2: crash-to-restore latency, one module at a time, while the
+    // other agents keep heartbeating in the background.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background: Vec<_> = (0..conns / 2)
+        .map(|w| {
+            let (http, addr, agents, stop) = (http.clone(), addr.clone(), agents.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = w + 1;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut a = agents[i % agents.len()].lock().await;
+                    let hb = a.heartbeat();
+                    if let Some(r) = send(&http, &addr, &hb).await {
+                        a.take(r);
+                    }
+                    i += conns / 2;
+                }
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let samples = 200.min(total);
+    for k in 0..samples {
+        let mut a = agents[(k * 7919) % n_agents].lock().await;
+        let pos = k % a.modules.len();
+        a.modules[pos].1 = ModuleStatus::Failed;
+        let hb = a.heartbeat();
+        let t = Instant::now();
+        let reply = send(&http, &addr, &hb).await.expect("reply");
+        let got = a.take(reply);
+        lat.push(t.elapsed());
+        assert!(got, "the reply to the failing heartbeat carries the restore directive");
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in background {
+        let _ = t.await;
+    }
+    lat.sort();
+    println!(
+        "crash-to-restore: heartbeat reporting the failure -> reply carrying the restore directive: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        pct(&lat, 1.0),
+        lat.len()
+    );
+
+    // Phase 3: a storm: one module fails on every agent at once.
+    let metrics = |body: String, name: &str| -> u64 {
+        body.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    let scrape = || async { reqwest::get(format!("http://{addr}/metrics")).await.ok()?.text().await.ok() };
+    let before = scrape().await.expect("metrics");
+    let (t0, b0) = (metrics(before.clone(), "supervisor_transitions_total"), metrics(before, "supervisor_batches_total"));
+    for a in agents.iter() {
+        let mut a = a.lock().await;
+        if let Some(m) = a.modules.last_mut() {
+            m.1 = ModuleStatus::Failed;
+        }
+    }
+    let start = Instant::now();
+    round(&http, &addr, &agents, conns).await;
+    let storm = start.elapsed().as_secs_f64();
+    let after = scrape().await.expect("metrics");
+    let (t1, b1) = (metrics(after.clone(), "supervisor_transitions_total"), metrics(after, "supervisor_batches_total"));
+    println!(
+        "storm: {n_agents} modules failed at once; every failing heartbeat answered with its restore in {storm:.2}s; {} transitions in {} log entries ({:.0} transitions/s, {:.1} per entry)",
+        t1 - t0,
+        b1 - b0,
+        (t1 - t0) as f64 / storm,
+        (t1 - t0) as f64 / (b1 - b0).max(1) as f64
+    );
+    let term_end = cluster.view(leader).await.expect("view").term;
+    println!("term at the end: {term_end} (no election during the bench: {})", term_end == term_before);
+}
