@@ -695,3 +695,53 @@ async fn grandchildren_left_by_a_killed_agent_are_swept_at_restart() {
         agent.log_text()
     );
 }
+
+#[tokio::test]
+async fn a_newer_epoch_replaces_the_running_placement() {
+    let w = World::new().await;
+    let web = package("web", SLEEPER, "");
+    w.pkgs.put(&web);
+    let agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        1,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let old = agent.wait_pid("web", T).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        4,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    let seen = eventually("epoch 4 running", T, || {
+        w.sup
+            .module("web")
+            .filter(|s| s.epoch == 4 && s.status == ModuleStatus::Running)
+    })
+    .await;
+    assert_eq!(seen.restore_seq, 0);
+    let new = agent.wait_pid("web", T).await;
+    assert_ne!(old, new);
+    eventually("old process gone", T, || (!pid_alive(old)).then_some(())).await;
+    eventually("old placement removed", T, || {
+        (!w.data().join("modules/web/1").exists()).then_some(())
+    })
+    .await;
+    assert!(w.data().join("modules/web/4/web-1.0.0/bin/run").is_file());
+    // The replaced placement's exit is not a failure of the module.
+    assert!(
+        !w.sup.reports().iter().any(|r| r.kind == ReportKind::Failed),
+        "{:?}",
+        w.sup.reports()
+    );
+    // A late directive for the old placement is refused.
+    w.sup.send_once(restore("web", 1, 1));
+    w.sup
+        .wait_report("web", ReportKind::StaleDirective, T)
+        .await;
+}
