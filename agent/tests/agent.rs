@@ -745,3 +745,48 @@ async fn a_newer_epoch_replaces_the_running_placement() {
         .wait_report("web", ReportKind::StaleDirective, T)
         .await;
 }
+
+#[tokio::test]
+async fn a_restore_waits_its_backoff_and_reports_its_seq() {
+    let w = World::new().await;
+    let web = package("web", SLEEPER, "");
+    w.pkgs.put(&web);
+    let agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        2,
+        Fencing::AtLeastOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let pid = agent.wait_pid("web", T).await;
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+    w.sup.wait_status("web", ModuleStatus::Failed, T).await;
+    let mut order = match restore("web", 2, 1) {
+        proto::heartbeat::Directive::Restore(r) => r,
+        other => panic!("{other:?}"),
+    };
+    order.backoff_ms = 800;
+    let ordered = Instant::now();
+    // Repeated in every reply, as the leader does until it sees the effect.
+    w.sup
+        .set_directives(vec![proto::heartbeat::Directive::Restore(order)]);
+    let restoring = w.sup.wait_status("web", ModuleStatus::Restoring, T).await;
+    assert_eq!(restoring.restore_seq, 1);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    assert!(
+        ordered.elapsed() >= Duration::from_millis(800),
+        "restarted after {:?}, before the backoff",
+        ordered.elapsed()
+    );
+    // The repeats were no-ops: one restart only.
+    let n = w.sup.beat_count();
+    eventually("a few more heartbeats", T, || {
+        (w.sup.beat_count() > n + 3).then_some(())
+    })
+    .await;
+    let s = agent.status().await.expect("status");
+    assert_eq!(s["modules"][0]["restarts"], 1, "{s}");
+    assert_eq!(s["modules"][0]["state"], "running", "{s}");
+}
