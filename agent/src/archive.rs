@@ -90,12 +90,12 @@ impl Fetcher {
             a.name,
             a.version
         );
-        let resp = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("{what}: fetching {url}: {e}"))?;
+        let resp = self.client.get(&url).send().await.map_err(|e| {
+            format!(
+                "{what}: fetching {url}: {}",
+                crate::heartbeat::error_chain(&e)
+            )
+        })?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -112,10 +112,12 @@ impl Fetcher {
                 "{what}: archive larger than {MAX_ARCHIVE_BYTES} bytes"
             ));
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("{what}: reading {url}: {e}"))?;
+        let bytes = resp.bytes().await.map_err(|e| {
+            format!(
+                "{what}: reading {url}: {}",
+                crate::heartbeat::error_chain(&e)
+            )
+        })?;
         let got = sha256_hex(&bytes);
         if got != a.digest {
             return Err(format!(

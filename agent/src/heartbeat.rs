@@ -144,7 +144,11 @@ pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: Cancellati
     agent.stop_all().await;
     // The last word: every module stopped. One try to the current target.
     let _ = hb.exchange(false).await;
-    tracing::info!("sent the last heartbeat");
+    if hb.failures_in_row == 0 {
+        tracing::info!(supervisor = %hb.targets.current(), "last heartbeat delivered");
+    } else {
+        tracing::warn!("the last heartbeat could not be delivered");
+    }
 }
 
 struct Heartbeater {
@@ -231,7 +235,7 @@ impl Heartbeater {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("{e}"))?;
+            .map_err(|e| error_chain(&e))?;
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -257,6 +261,22 @@ impl Heartbeater {
         self.quick_in_row += 1;
         Next::Now
     }
+}
+
+/// An error with its sources: reqwest's own message hides the cause
+/// (connection refused, timeout, ...).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 #[cfg(test)]

@@ -695,3 +695,98 @@ async fn grandchildren_left_by_a_killed_agent_are_swept_at_restart() {
         agent.log_text()
     );
 }
+
+#[tokio::test]
+async fn a_newer_epoch_replaces_the_running_placement() {
+    let w = World::new().await;
+    let web = package("web", SLEEPER, "");
+    w.pkgs.put(&web);
+    let agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        1,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let old = agent.wait_pid("web", T).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        4,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    let seen = eventually("epoch 4 running", T, || {
+        w.sup
+            .module("web")
+            .filter(|s| s.epoch == 4 && s.status == ModuleStatus::Running)
+    })
+    .await;
+    assert_eq!(seen.restore_seq, 0);
+    let new = agent.wait_pid("web", T).await;
+    assert_ne!(old, new);
+    eventually("old process gone", T, || (!pid_alive(old)).then_some(())).await;
+    eventually("old placement removed", T, || {
+        (!w.data().join("modules/web/1").exists()).then_some(())
+    })
+    .await;
+    assert!(w.data().join("modules/web/4/web-1.0.0/bin/run").is_file());
+    // The replaced placement's exit is not a failure of the module.
+    assert!(
+        !w.sup.reports().iter().any(|r| r.kind == ReportKind::Failed),
+        "{:?}",
+        w.sup.reports()
+    );
+    // A late directive for the old placement is refused.
+    w.sup.send_once(restore("web", 1, 1));
+    w.sup
+        .wait_report("web", ReportKind::StaleDirective, T)
+        .await;
+}
+
+#[tokio::test]
+async fn a_restore_waits_its_backoff_and_reports_its_seq() {
+    let w = World::new().await;
+    let web = package("web", SLEEPER, "");
+    w.pkgs.put(&web);
+    let agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        2,
+        Fencing::AtLeastOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let pid = agent.wait_pid("web", T).await;
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+    w.sup.wait_status("web", ModuleStatus::Failed, T).await;
+    let mut order = match restore("web", 2, 1) {
+        proto::heartbeat::Directive::Restore(r) => r,
+        other => panic!("{other:?}"),
+    };
+    order.backoff_ms = 800;
+    let ordered = Instant::now();
+    // Repeated in every reply, as the leader does until it sees the effect.
+    w.sup
+        .set_directives(vec![proto::heartbeat::Directive::Restore(order)]);
+    let restoring = w.sup.wait_status("web", ModuleStatus::Restoring, T).await;
+    assert_eq!(restoring.restore_seq, 1);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    assert!(
+        ordered.elapsed() >= Duration::from_millis(800),
+        "restarted after {:?}, before the backoff",
+        ordered.elapsed()
+    );
+    // The repeats were no-ops: one restart only.
+    let n = w.sup.beat_count();
+    eventually("a few more heartbeats", T, || {
+        (w.sup.beat_count() > n + 3).then_some(())
+    })
+    .await;
+    let s = agent.status().await.expect("status");
+    assert_eq!(s["modules"][0]["restarts"], 1, "{s}");
+    assert_eq!(s["modules"][0]["state"], "running", "{s}");
+}
