@@ -15,12 +15,16 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, eventually, fake_depmgr};
 use proto::heartbeat::{
-    Directive, Heartbeat, HeartbeatReply, ModuleStatus, ModuleTable, PackedStatuses, ReplyOutcome, TableEntry,
+    Directive, Heartbeat, HeartbeatReply, ModuleStatus, ModuleTable, PackedStatuses, ReplyOutcome,
+    TableEntry,
 };
 use tokio::sync::Mutex;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A simulated agent driven by the bench (not on a timer).
@@ -45,7 +49,9 @@ impl SimAgent {
                 labels: BTreeMap::new(),
                 modules: self.modules.iter().map(|(e, _)| e.clone()).collect(),
             }),
-            statuses: PackedStatuses::pack(&self.modules.iter().map(|(_, s)| *s).collect::<Vec<_>>()),
+            statuses: PackedStatuses::pack(
+                &self.modules.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+            ),
             reports: vec![],
         }
     }
@@ -61,7 +67,14 @@ impl SimAgent {
             match d {
                 Directive::Install(i) => {
                     self.modules.retain(|(e, _)| e.module != i.module);
-                    self.modules.push((TableEntry { module: i.module, epoch: i.epoch, restore_seq: 0 }, ModuleStatus::Running));
+                    self.modules.push((
+                        TableEntry {
+                            module: i.module,
+                            epoch: i.epoch,
+                            restore_seq: 0,
+                        },
+                        ModuleStatus::Running,
+                    ));
                 }
                 Directive::Restore(r) => {
                     for (e, s) in &mut self.modules {
@@ -95,7 +108,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
     let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -109,7 +123,8 @@ async fn round(http: &reqwest::Client, addr: &str, agents: &Agents, conns: usize
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..conns)
         .map(|_| {
-            let (http, addr, agents, next) = (http.clone(), addr.to_string(), agents.clone(), next.clone());
+            let (http, addr, agents, next) =
+                (http.clone(), addr.to_string(), agents.clone(), next.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
@@ -134,15 +149,33 @@ async fn main() {
     let n_modules = env("BENCH_MODULES", 64) as usize;
     let secs = env("BENCH_SECS", 10);
     let conns = env("BENCH_CONNS", 16) as usize;
-    println!("{n_agents} simulated agents x {n_modules} modules, {conns} concurrent senders, {secs}s per phase");
+    println!(
+        "{n_agents} simulated agents x {n_modules} modules, {conns} concurrent senders, {secs}s per phase"
+    );
     let depmgr = fake_depmgr().await;
-    let cluster = Cluster::start_with(3, &depmgr, &["--heartbeat-ttl-ms", "30000", "--lease-ms", "30000"]).await;
+    let cluster = Cluster::start_with(
+        3,
+        &depmgr,
+        &["--heartbeat-ttl-ms", "30000", "--lease-ms", "30000"],
+    )
+    .await;
     let leader = cluster.wait_leader(Duration::from_secs(20)).await;
     let addr = cluster.addrs[leader].clone();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(conns * 2).build().expect("client");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(conns * 2)
+        .build()
+        .expect("client");
     let agents: Agents = Arc::new(
         (0..n_agents)
-            .map(|i| Mutex::new(SimAgent { node: format!("n{i:04}"), seq: 0, table_version: 1, acked: 0, modules: vec![] }))
+            .map(|i| {
+                Mutex::new(SimAgent {
+                    node: format!("n{i:04}"),
+                    seq: 0,
+                    table_version: 1,
+                    acked: 0,
+                    modules: vec![],
+                })
+            })
             .collect(),
     );
 
@@ -178,15 +211,22 @@ async fn main() {
     for d in deployers {
         d.await.expect("deployer");
     }
-    println!("deployed {total} modules in {:.1}s", t0.elapsed().as_secs_f64());
-    eventually("every module installed", Duration::from_secs(600), || async {
-        round(&http, &addr, &agents, conns).await;
-        let mut installed = 0;
-        for a in agents.iter() {
-            installed += a.lock().await.modules.len();
-        }
-        (installed == total).then_some(())
-    })
+    println!(
+        "deployed {total} modules in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    eventually(
+        "every module installed",
+        Duration::from_secs(600),
+        || async {
+            round(&http, &addr, &agents, conns).await;
+            let mut installed = 0;
+            for a in agents.iter() {
+                installed += a.lock().await.modules.len();
+            }
+            (installed == total).then_some(())
+        },
+    )
     .await;
     let admin_all = cluster.client();
     eventually("every module running", Duration::from_secs(600), || async {
@@ -195,7 +235,10 @@ async fn main() {
         m.iter().all(|m| m.state == "running").then_some(())
     })
     .await;
-    println!("all {total} modules running after {:.1}s", t0.elapsed().as_secs_f64());
+    println!(
+        "all {total} modules running after {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
 
     // Phase 1: steady-state ingest, closed loop.
     let term_before = cluster.view(leader).await.expect("view").term;
@@ -206,7 +249,8 @@ async fn main() {
     let deadline = start + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..conns)
         .map(|w| {
-            let (http, addr, agents, count) = (http.clone(), addr.clone(), agents.clone(), count.clone());
+            let (http, addr, agents, count) =
+                (http.clone(), addr.clone(), agents.clone(), count.clone());
             tokio::spawn(async move {
                 let mut i = w;
                 while Instant::now() < deadline {
@@ -227,7 +271,9 @@ async fn main() {
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = (cpu_ticks(pid) - cpu0) as f64 / 100.0;
     let beats = count.load(Ordering::Relaxed);
-    let hb_size = proto::encode(&agents[0].lock().await.heartbeat()).expect("encode").len();
+    let hb_size = proto::encode(&agents[0].lock().await.heartbeat())
+        .expect("encode")
+        .len();
     let term_after = cluster.view(leader).await.expect("view").term;
     println!(
         "ingest: {:.0} heartbeats/s ({beats} in {elapsed:.1}s, {hb_size} bytes each); leader CPU {:.0}% of one core; term {term_before} -> {term_after}",
@@ -238,22 +284,36 @@ async fn main() {
     // Phase 2: crash-to-restore latency, one module at a time, while the
     // other agents keep heartbeating in the background.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let background: Vec<_> = (0..conns / 2)
+    // Every agent heartbeats once per BENCH_PERIOD_MS (default 300), as
+    // real agents do, spread over `conns` senders.
+    let period = Duration::from_millis(env("BENCH_PERIOD_MS", 300));
+    let sent = Arc::new(AtomicU64::new(0));
+    let background: Vec<_> = (0..conns)
         .map(|w| {
-            let (http, addr, agents, stop) = (http.clone(), addr.clone(), agents.clone(), stop.clone());
+            let (http, addr, agents, stop, sent) = (
+                http.clone(),
+                addr.clone(),
+                agents.clone(),
+                stop.clone(),
+                sent.clone(),
+            );
             tokio::spawn(async move {
-                let mut i = w + 1;
                 while !stop.load(Ordering::Relaxed) {
-                    let mut a = agents[i % agents.len()].lock().await;
-                    let hb = a.heartbeat();
-                    if let Some(r) = send(&http, &addr, &hb).await {
-                        a.take(r);
+                    let round = Instant::now();
+                    for i in (w..agents.len()).step_by(conns) {
+                        let mut a = agents[i].lock().await;
+                        let hb = a.heartbeat();
+                        if let Some(r) = send(&http, &addr, &hb).await {
+                            a.take(r);
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    i += conns / 2;
+                    tokio::time::sleep(period.saturating_sub(round.elapsed())).await;
                 }
             })
         })
         .collect();
+    let phase2 = Instant::now();
     let mut lat = Vec::new();
     let samples = 200.min(total);
     for k in 0..samples {
@@ -263,9 +323,16 @@ async fn main() {
         let hb = a.heartbeat();
         let t = Instant::now();
         let reply = send(&http, &addr, &hb).await.expect("reply");
+        let shown = format!(
+            "{:?} need_table={} directives={:?}",
+            reply.outcome, reply.need_table, reply.directives
+        );
         let got = a.take(reply);
+        assert!(
+            got,
+            "sample {k}: the reply to the failing heartbeat carries no restore directive: {shown}"
+        );
         lat.push(t.elapsed());
-        assert!(got, "the reply to the failing heartbeat carries the restore directive");
         drop(a);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -273,7 +340,11 @@ async fn main() {
     for t in background {
         let _ = t.await;
     }
+    let rate = sent.load(Ordering::Relaxed) as f64 / phase2.elapsed().as_secs_f64();
     lat.sort();
+    println!(
+        "background load during the samples: {rate:.0} heartbeats/s ({n_agents} agents every {period:?})"
+    );
     println!(
         "crash-to-restore: heartbeat reporting the failure -> reply carrying the restore directive: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
         pct(&lat, 0.5),
@@ -284,11 +355,25 @@ async fn main() {
 
     // Phase 3: a storm: one module fails on every agent at once.
     let metrics = |body: String, name: &str| -> u64 {
-        body.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     };
-    let scrape = || async { reqwest::get(format!("http://{addr}/metrics")).await.ok()?.text().await.ok() };
+    let scrape = || async {
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
     let before = scrape().await.expect("metrics");
-    let (t0, b0) = (metrics(before.clone(), "supervisor_transitions_total"), metrics(before, "supervisor_batches_total"));
+    let (t0, b0) = (
+        metrics(before.clone(), "supervisor_transitions_total"),
+        metrics(before, "supervisor_batches_total"),
+    );
     for a in agents.iter() {
         let mut a = a.lock().await;
         if let Some(m) = a.modules.last_mut() {
@@ -299,7 +384,10 @@ async fn main() {
     round(&http, &addr, &agents, conns).await;
     let storm = start.elapsed().as_secs_f64();
     let after = scrape().await.expect("metrics");
-    let (t1, b1) = (metrics(after.clone(), "supervisor_transitions_total"), metrics(after, "supervisor_batches_total"));
+    let (t1, b1) = (
+        metrics(after.clone(), "supervisor_transitions_total"),
+        metrics(after, "supervisor_batches_total"),
+    );
     println!(
         "storm: {n_agents} modules failed at once; every failing heartbeat answered with its restore in {storm:.2}s; {} transitions in {} log entries ({:.0} transitions/s, {:.1} per entry)",
         t1 - t0,
@@ -307,6 +395,16 @@ async fn main() {
         (t1 - t0) as f64 / storm,
         (t1 - t0) as f64 / (b1 - b0).max(1) as f64
     );
+    let m = scrape().await.expect("metrics");
+    let passes = metrics(m.clone(), "supervisor_control_passes_total").max(1);
+    println!(
+        "control loop: {passes} passes, mean {:.2} ms each, of which planning {:.2} ms",
+        metrics(m.clone(), "supervisor_control_pass_micros_total") as f64 / passes as f64 / 1e3,
+        metrics(m, "supervisor_plan_micros_total") as f64 / passes as f64 / 1e3
+    );
     let term_end = cluster.view(leader).await.expect("view").term;
-    println!("term at the end: {term_end} (no election during the bench: {})", term_end == term_before);
+    println!(
+        "term at the end: {term_end} (no election during the bench: {})",
+        term_end == term_before
+    );
 }

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub transitions: AtomicU64,
     pub batches: AtomicU64,
     pub forwarded: AtomicU64,
+    /// Control-loop passes run, and the time they took (µs).
+    pub passes: AtomicU64,
+    pub pass_micros: AtomicU64,
+    pub plan_micros: AtomicU64,
 }
 
 /// Why a proposal did not commit.

@@ -48,8 +48,10 @@ pub struct Config {
     pub heartbeat_ttl_ms: u64,
 
     /// Lease granted to agents with each heartbeat reply; an agent that
-    /// cannot renew it stops its at-most-one modules before it ends.
-    #[arg(long, env = "SUPERVISOR_LEASE_MS", default_value_t = 3000)]
+    /// cannot renew it stops its at-most-one modules before it ends. Keep it
+    /// well above a leader election plus the agent's stop grace (default
+    /// 1 s), or a leader change fences modules needlessly.
+    #[arg(long, env = "SUPERVISOR_LEASE_MS", default_value_t = 5000)]
     pub lease_ms: u64,
 
     /// Clock-drift margin: a node is declared down only after the lease plus

@@ -26,7 +26,7 @@ use proto::spec::ModuleSpec;
 use serde::Deserialize;
 
 use crate::app::{App, ProposeError};
-use crate::plan::{Ingest, directives_for};
+use crate::plan::Ingest;
 use crate::state::{Deploy, Drain, Outcome, Rejection, Remove, Transition};
 use crate::views::{AddMember, ClusterView, Deployed, EventView, MemberView, ModuleView, NodeView};
 
@@ -217,20 +217,23 @@ pub async fn answer_heartbeat(app: &App, hb: &Heartbeat) -> HeartbeatReply {
         return not_leader();
     }
     let (directives, acked) = {
-        let observed = leader.observed.lock().expect("observed lock poisoned");
-        match observed.nodes.get(&hb.node).and_then(|n| Some((n.table.as_ref()?, n.table_version))) {
-            Some((table, version)) => (
-                app.state.read(|s| directives_for(s, &hb.node, table, &app.config.depmgr)),
-                version,
+        let mut observed = leader.observed.lock().expect("observed lock poisoned");
+        match observed.nodes.get_mut(&hb.node) {
+            Some(obs) if obs.table.is_some() => (
+                app.state
+                    .read(|s| obs.directives(s, &hb.node, &app.config.depmgr)),
+                obs.table_version,
             ),
-            None => (vec![], 0),
+            _ => (vec![], 0),
         }
     };
     app.metrics
         .directives
         .fetch_add(directives.len() as u64, Ordering::Relaxed);
     HeartbeatReply {
-        outcome: ReplyOutcome::Accepted { table_version: acked },
+        outcome: ReplyOutcome::Accepted {
+            table_version: acked,
+        },
         need_table,
         lease_ms: app.config.lease_ms,
         directives,
@@ -704,6 +707,21 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             "supervisor_forwarded_total",
             "admin requests forwarded to the leader",
             &app.metrics.forwarded,
+        ),
+        (
+            "supervisor_control_passes_total",
+            "control-loop passes run",
+            &app.metrics.passes,
+        ),
+        (
+            "supervisor_control_pass_micros_total",
+            "time spent in control-loop passes, planning and committing (microseconds)",
+            &app.metrics.pass_micros,
+        ),
+        (
+            "supervisor_plan_micros_total",
+            "time spent planning (microseconds)",
+            &app.metrics.plan_micros,
         ),
     ];
     for (name, help, c) in counters {

@@ -15,7 +15,7 @@
 //! and a leadership confirmation by a quorum that started after the
 //! heartbeat arrived, before any lease is granted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,12 +26,15 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::plan::{Fetch, Ingest, Observed, plan};
+use crate::plan::{Fetch, Ingest, Observed, Scope, plan_scoped};
 use crate::state::{Batch, PackageRetrieved, Transition};
 
 /// How often the control loop runs without being woken (timers: TTLs,
 /// healthy periods).
 const TICK: Duration = Duration::from_millis(100);
+/// How often a pass looks at every module (the others look at unsettled
+/// modules and at nodes whose heartbeats changed).
+const FULL_PASS: Duration = Duration::from_secs(1);
 /// Longest a heartbeat reply waits for a control-loop pass.
 const PASS_WAIT: Duration = Duration::from_millis(1000);
 /// Longest a heartbeat reply waits for a leadership confirmation.
@@ -93,6 +96,8 @@ pub struct Leader {
     app: Arc<App>,
     started: Instant,
     pub observed: Mutex<Observed>,
+    /// Nodes whose heartbeats changed since the last pass.
+    dirty: Mutex<BTreeSet<String>>,
     passes: Rounds,
     confirms: Rounds,
     fetches: Mutex<BTreeMap<(String, u64), FetchState>>,
@@ -110,6 +115,7 @@ impl Leader {
             app: app.clone(),
             started: Instant::now(),
             observed: Mutex::new(Observed::default()),
+            dirty: Mutex::new(BTreeSet::new()),
             passes: Rounds::new(),
             confirms: Rounds::new(),
             fetches: Mutex::new(BTreeMap::new()),
@@ -138,12 +144,28 @@ impl Leader {
     /// Takes a heartbeat into the in-memory view.
     pub fn ingest(&self, hb: &Heartbeat) -> Ingest {
         let now = self.now_ms();
-        let mut observed = self.lock_observed();
-        observed
-            .nodes
-            .entry(hb.node.clone())
-            .or_default()
-            .ingest(hb, now)
+        let outcome = {
+            let mut observed = self.lock_observed();
+            observed
+                .nodes
+                .entry(hb.node.clone())
+                .or_default()
+                .ingest(hb, now)
+        };
+        if matches!(
+            outcome,
+            Ingest::Accepted { changed: true, .. }
+                | Ingest::Accepted {
+                    need_table: true,
+                    ..
+                }
+        ) {
+            self.dirty
+                .lock()
+                .expect("dirty lock poisoned")
+                .insert(hb.node.clone());
+        }
+        outcome
     }
 
     /// Waits for a control-loop pass that started after this call.
@@ -204,6 +226,7 @@ impl Leader {
         }
         self.ready.send_replace(true);
         let mut progressed = false;
+        let mut last_full = Instant::now() - FULL_PASS;
         loop {
             if !progressed {
                 tokio::select! {
@@ -213,7 +236,11 @@ impl Leader {
                 }
             }
             let id = self.passes.start();
-            let outcome = self.pass().await;
+            let full = last_full.elapsed() >= FULL_PASS;
+            if full {
+                last_full = Instant::now();
+            }
+            let outcome = self.pass(full).await;
             self.passes.finish(id, outcome.is_ok());
             // A pass that committed something may enable the next step of a
             // flow at once (e.g. release, then install): plan again now.
@@ -223,13 +250,33 @@ impl Leader {
 
     /// One reconcile pass: plan, commit, start retrievals. `Ok(true)` when
     /// transitions were committed.
-    async fn pass(self: &Arc<Self>) -> Result<bool, ()> {
+    async fn pass(self: &Arc<Self>, full: bool) -> Result<bool, ()> {
+        let started = Instant::now();
         let now = self.now_ms();
         let timing = self.app.config.timing();
+        let dirty = std::mem::take(&mut *self.dirty.lock().expect("dirty lock poisoned"));
+        let scope = if full {
+            Scope::All
+        } else {
+            Scope::Nodes(&dirty)
+        };
         let planned = {
             let observed = self.lock_observed();
-            self.app.state.read(|s| plan(s, &observed, now, timing))
+            self.app
+                .state
+                .read(|s| plan_scoped(s, &observed, now, timing, scope))
         };
+        let m = &self.app.metrics;
+        m.plan_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let result = self.commit_plan(planned).await;
+        m.passes.fetch_add(1, Ordering::Relaxed);
+        m.pass_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        result
+    }
+
+    async fn commit_plan(self: &Arc<Self>, planned: crate::plan::Plan) -> Result<bool, ()> {
         for fetch in planned.fetches {
             self.maybe_fetch(fetch);
         }

@@ -83,6 +83,11 @@ pub struct NodeObservation {
     pub messages: BTreeMap<ModuleName, (Epoch, ReportKind, String)>,
     /// Position of each module in `table`.
     positions: BTreeMap<ModuleName, usize>,
+    /// Grows whenever the table or a status changes.
+    pub version: u64,
+    /// The directives last computed for this node: (state index,
+    /// observation version) they were computed at, and the directives.
+    pub directives: Option<(u64, u64, Vec<Directive>)>,
 }
 
 /// What became of a heartbeat.
@@ -129,7 +134,11 @@ impl NodeObservation {
                 if table.modules.len() != statuses.len() {
                     return self.forget_table();
                 }
-                let old_table = if new_incarnation { None } else { self.table.take() };
+                let old_table = if new_incarnation {
+                    None
+                } else {
+                    self.table.take()
+                };
                 let mut changed = old_table.is_none();
                 let since = table
                     .modules
@@ -141,7 +150,9 @@ impl NodeObservation {
                             (t.modules.get(pos)? == entry).then_some(pos)
                         });
                         match old {
-                            Some(pos) if self.statuses.get(pos) == Some(status) => self.since_ms[pos],
+                            Some(pos) if self.statuses.get(pos) == Some(status) => {
+                                self.since_ms[pos]
+                            }
                             _ => {
                                 changed = true;
                                 now
@@ -160,7 +171,11 @@ impl NodeObservation {
                 self.table_version = hb.table_version;
                 self.statuses = statuses;
                 self.since_ms = since;
-                Ingest::Accepted { changed, need_table: false }
+                self.version += 1;
+                Ingest::Accepted {
+                    changed,
+                    need_table: false,
+                }
             }
             None => {
                 if new_incarnation
@@ -178,17 +193,45 @@ impl NodeObservation {
                         changed = true;
                     }
                 }
-                Ingest::Accepted { changed, need_table: false }
+                if changed {
+                    self.version += 1;
+                }
+                Ingest::Accepted {
+                    changed,
+                    need_table: false,
+                }
             }
         }
     }
 
     fn forget_table(&mut self) -> Ingest {
+        self.version += 1;
         self.table = None;
         self.positions.clear();
         self.statuses.clear();
         self.since_ms.clear();
-        Ingest::Accepted { changed: false, need_table: true }
+        Ingest::Accepted {
+            changed: false,
+            need_table: true,
+        }
+    }
+
+    /// The directives for this node, computed once per (state, observation)
+    /// pair and reused while neither changes.
+    pub fn directives(&mut self, state: &ClusterState, node: &str, depmgr: &str) -> Vec<Directive> {
+        let Some(table) = &self.table else {
+            return vec![];
+        };
+        match &self.directives {
+            Some((index, version, d)) if *index == state.last_index && *version == self.version => {
+                d.clone()
+            }
+            _ => {
+                let d = directives_for(state, node, table, depmgr);
+                self.directives = Some((state.last_index, self.version, d.clone()));
+                d
+            }
+        }
     }
 
     /// The table entry of `module`, with its status and since when.
@@ -234,13 +277,40 @@ struct Planner<'a> {
     timing: Timing,
     /// Node health after this pass's node transitions.
     health: BTreeMap<&'a str, NodeHealth>,
-    /// Modules per node, including placements made in this pass.
-    load: BTreeMap<String, usize>,
+    /// Nodes whose health this pass changes.
+    health_changed: BTreeSet<&'a str>,
+    /// Modules per node, including placements made in this pass (computed
+    /// when first needed).
+    load: Option<BTreeMap<String, usize>>,
     plan: Plan,
 }
 
-/// Plans the next transitions. Pure: `now` is the leader's clock in ms.
+/// Which modules a pass looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'s> {
+    /// Every module.
+    All,
+    /// Modules not settled (pending, installing, restoring, failing over),
+    /// and running modules on these nodes or on nodes whose health changes.
+    /// Running modules elsewhere cannot need anything until their node's
+    /// heartbeat changes, so a periodic `All` pass is enough for them.
+    Nodes(&'s BTreeSet<NodeId>),
+}
+
+/// Plans the next transitions over every module. Pure: `now` is the
+/// leader's clock in ms.
 pub fn plan(state: &ClusterState, observed: &Observed, now: u64, timing: Timing) -> Plan {
+    plan_scoped(state, observed, now, timing, Scope::All)
+}
+
+/// Plans the next transitions for the modules in `scope`. Pure.
+pub fn plan_scoped(
+    state: &ClusterState,
+    observed: &Observed,
+    now: u64,
+    timing: Timing,
+    scope: Scope<'_>,
+) -> Plan {
     let mut p = Planner {
         state,
         observed,
@@ -251,16 +321,23 @@ pub fn plan(state: &ClusterState, observed: &Observed, now: u64, timing: Timing)
             .iter()
             .map(|(n, r)| (n.as_str(), r.health))
             .collect(),
-        load: state
-            .load_by_node()
-            .into_iter()
-            .map(|(n, c)| (n.to_string(), c))
-            .collect(),
+        health_changed: BTreeSet::new(),
+        load: None,
         plan: Plan::default(),
     };
     p.nodes();
     for (name, m) in &state.modules {
-        p.module(name, m);
+        let in_scope = match (scope, &m.placement) {
+            (Scope::All, _) | (_, None) => true,
+            (Scope::Nodes(dirty), Some(pl)) => {
+                m.state != ModuleState::Running
+                    || dirty.contains(&pl.node)
+                    || p.health_changed.contains(pl.node.as_str())
+            }
+        };
+        if in_scope {
+            p.module(name, m);
+        }
     }
     p.drains();
     p.plan
@@ -284,7 +361,6 @@ impl<'a> Planner<'a> {
                 }));
                 if known.is_none() {
                     self.health.insert(node.as_str(), NodeHealth::Ready);
-                    self.load.entry(node.clone()).or_default();
                 }
             }
         }
@@ -305,6 +381,7 @@ impl<'a> Planner<'a> {
             };
             if desired != record.health {
                 self.health.insert(node.as_str(), desired);
+                self.health_changed.insert(node.as_str());
                 self.push(Transition::SetNodeHealth(SetNodeHealth {
                     node: node.clone(),
                     health: desired,
@@ -315,7 +392,19 @@ impl<'a> Planner<'a> {
     }
 
     /// Eligible nodes for `m`, best first, excluding `exclude`.
-    fn eligible(&self, m: &ModuleRecord, exclude: &BTreeSet<&str>) -> Vec<String> {
+    fn load(&mut self) -> &mut BTreeMap<String, usize> {
+        let state = self.state;
+        self.load.get_or_insert_with(|| {
+            state
+                .load_by_node()
+                .into_iter()
+                .map(|(n, c)| (n.to_string(), c))
+                .collect()
+        })
+    }
+
+    fn eligible(&mut self, m: &ModuleRecord, exclude: &BTreeSet<&str>) -> Vec<String> {
+        let load = self.load().clone();
         let mut nodes: Vec<(usize, &String)> = self
             .state
             .nodes
@@ -330,14 +419,14 @@ impl<'a> Planner<'a> {
                         .iter()
                         .all(|(k, v)| n.labels.get(k) == Some(v))
             })
-            .map(|(name, _)| (self.load.get(name).copied().unwrap_or(0), name))
+            .map(|(name, _)| (load.get(name).copied().unwrap_or(0), name))
             .collect();
         nodes.sort();
         nodes.into_iter().map(|(_, n)| n.clone()).collect()
     }
 
     fn place(&mut self, module: &str, node: String, expect: Option<Epoch>, cause: PlaceCause) {
-        *self.load.entry(node.clone()).or_default() += 1;
+        *self.load().entry(node.clone()).or_default() += 1;
         self.push(Transition::Place(Place {
             module: module.to_string(),
             node,
@@ -365,7 +454,7 @@ impl<'a> Planner<'a> {
         }
         match self.eligible(m, &tried).into_iter().next() {
             Some(node) => {
-                if let Some(c) = self.load.get_mut(from) {
+                if let Some(c) = self.load().get_mut(from) {
                     *c = c.saturating_sub(1);
                 }
                 self.place(name, node, Some(epoch), PlaceCause::Failover { reason });

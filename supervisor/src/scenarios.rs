@@ -656,3 +656,126 @@ fn same_commands_give_byte_identical_snapshots() {
         assert_eq!(proto::encode(r).expect("encode"), leader);
     }
 }
+
+#[test]
+fn scoped_pass_sees_dirty_nodes_and_unsettled_modules_only() {
+    use crate::plan::{Scope, plan_scoped};
+    use std::collections::BTreeSet;
+    let mut sim = Sim::new(&["a", "b"]);
+    let node = sim.running(spec("web"));
+    sim.deploy(spec("api"));
+    sim.set_status(&node, "web", ModuleStatus::Failed);
+    let none = BTreeSet::new();
+    let p = plan_scoped(
+        &sim.state,
+        &sim.observed,
+        sim.now,
+        TIMING,
+        Scope::Nodes(&none),
+    );
+    assert!(
+        p.transitions
+            .iter()
+            .all(|t| !matches!(t, Transition::FailureDetected(_))),
+        "a running module on a clean node is left to the full pass"
+    );
+    assert!(
+        p.transitions
+            .iter()
+            .any(|t| matches!(t, Transition::Place(pl) if pl.module == "api")),
+        "pending modules are always planned"
+    );
+    let dirty = BTreeSet::from([node.clone()]);
+    let p = plan_scoped(
+        &sim.state,
+        &sim.observed,
+        sim.now,
+        TIMING,
+        Scope::Nodes(&dirty),
+    );
+    assert!(
+        p.transitions
+            .iter()
+            .any(|t| matches!(t, Transition::FailureDetected(f) if f.module == "web"))
+    );
+    assert_eq!(
+        p,
+        plan(&sim.state, &sim.observed, sim.now, TIMING),
+        "here the scoped pass equals the full one"
+    );
+}
+
+#[test]
+fn steady_heartbeats_without_table_update_statuses_in_place() {
+    use crate::plan::{Ingest, NodeObservation};
+    let entry = |m: &str| TableEntry {
+        module: m.into(),
+        epoch: 3,
+        restore_seq: 0,
+    };
+    let table = ModuleTable {
+        addr: "a:1".into(),
+        labels: BTreeMap::new(),
+        modules: vec![entry("x"), entry("y")],
+    };
+    let hb = |seq: u64, table: Option<ModuleTable>, s: [ModuleStatus; 2]| Heartbeat {
+        node: "a".into(),
+        incarnation: 7,
+        seq,
+        table_version: 4,
+        table,
+        statuses: PackedStatuses::pack(&s),
+        reports: vec![],
+    };
+    let (run, fail) = (ModuleStatus::Running, ModuleStatus::Failed);
+    let mut o = NodeObservation::default();
+    assert_eq!(
+        o.ingest(&hb(1, Some(table.clone()), [run, run]), 10),
+        Ingest::Accepted {
+            changed: true,
+            need_table: false
+        }
+    );
+    assert_eq!(
+        o.ingest(&hb(2, None, [run, run]), 20),
+        Ingest::Accepted {
+            changed: false,
+            need_table: false
+        }
+    );
+    assert_eq!(o.module("y").map(|(_, s, t)| (s, t)), Some((run, 10)));
+    assert_eq!(
+        o.ingest(&hb(3, None, [run, fail]), 30),
+        Ingest::Accepted {
+            changed: true,
+            need_table: false
+        }
+    );
+    assert_eq!(o.module("y").map(|(_, s, t)| (s, t)), Some((fail, 30)));
+    assert_eq!(o.module("x").map(|(_, s, t)| (s, t)), Some((run, 10)));
+    assert_eq!(
+        o.ingest(&hb(3, None, [run, run]), 40),
+        Ingest::Stale,
+        "replayed seq"
+    );
+    // The same table again keeps `since` of unchanged positions.
+    assert_eq!(
+        o.ingest(&hb(4, Some(table.clone()), [run, fail]), 50),
+        Ingest::Accepted {
+            changed: false,
+            need_table: false
+        }
+    );
+    assert_eq!(o.module("y").map(|(_, _, t)| t), Some(30));
+    // Another table version without a table: the leader asks for it.
+    let mut other = hb(5, None, [run, run]);
+    other.table_version = 5;
+    assert_eq!(
+        o.ingest(&other, 60),
+        Ingest::Accepted {
+            changed: false,
+            need_table: true
+        }
+    );
+    assert!(o.module("x").is_none());
+}

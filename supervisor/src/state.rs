@@ -405,7 +405,10 @@ impl ClusterState {
     pub fn load_by_node(&self) -> BTreeMap<&str, usize> {
         let mut load: BTreeMap<&str, usize> = self.nodes.keys().map(|n| (n.as_str(), 0)).collect();
         for (node, _) in &self.placed {
-            let n = self.modules_on(node).filter(|(_, m)| m.state != ModuleState::Failed).count();
+            let n = self
+                .modules_on(node)
+                .filter(|(_, m)| m.state != ModuleState::Failed)
+                .count();
             load.insert(node.as_str(), n);
         }
         load
@@ -835,7 +838,10 @@ impl ClusterState {
         if let Some(from) = &from {
             self.unindex(from, &p.module);
         }
-        self.placed.entry(p.node.clone()).or_default().insert(p.module.clone());
+        self.placed
+            .entry(p.node.clone())
+            .or_default()
+            .insert(p.module.clone());
         let m = self.modules.get_mut(&p.module).expect("checked above");
         m.placement = Some(Placement {
             node: p.node.clone(),
