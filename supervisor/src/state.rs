@@ -404,7 +404,7 @@ impl ClusterState {
     /// Number of modules placed on each node (failed ones excluded).
     pub fn load_by_node(&self) -> BTreeMap<&str, usize> {
         let mut load: BTreeMap<&str, usize> = self.nodes.keys().map(|n| (n.as_str(), 0)).collect();
-        for (node, _) in &self.placed {
+        for node in self.placed.keys() {
             let n = self
                 .modules_on(node)
                 .filter(|(_, m)| m.state != ModuleState::Failed)

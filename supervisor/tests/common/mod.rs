@@ -1,7 +1,7 @@
 //! Test harness: a cluster of real `supervisor` processes, simulated node
 //! managers (fake agents speaking the real heartbeat protocol) and a fake
 //! depmgr serving package metadata.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
