@@ -114,9 +114,17 @@ pub fn router(app: Arc<App>) -> Router {
             forward_to_leader,
         ))
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            refuse_oversized,
+        ))
         .layer(DefaultBodyLimit::max(app.config.max_body));
     let agent = Router::new()
         .route("/v1/agent/heartbeat", post(heartbeat))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            refuse_oversized,
+        ))
         .layer(DefaultBodyLimit::max(app.config.max_body));
     Router::new()
         .merge(raft)
@@ -241,6 +249,38 @@ pub async fn answer_heartbeat(app: &App, hb: &Heartbeat) -> HeartbeatReply {
 }
 
 // ---------------------------------------------------------------- admin: routing
+
+/// Refuses a body whose declared length is over the limit with a 413 and
+/// a message, after reading (and dropping) what the client sends, up to a
+/// bound: a client still writing would otherwise see a reset connection
+/// instead of the answer.
+async fn refuse_oversized(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = app.config.max_body as u64;
+    match declared {
+        Some(len) if len > limit => {
+            const DRAIN_BOUND: u64 = 64 << 20;
+            if len <= DRAIN_BOUND {
+                let body = req.into_body();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    axum::body::to_bytes(body, DRAIN_BOUND as usize),
+                )
+                .await;
+            }
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body of {len} bytes is over the limit of {limit} bytes"),
+            )
+            .into_response()
+        }
+        _ => next.run(req).await,
+    }
+}
 
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     if let Some(token) = &app.config.admin_token {

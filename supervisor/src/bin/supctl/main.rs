@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod dev;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use supervisor::client::AdminClient;
@@ -56,6 +58,13 @@ enum Cmd {
     Remove { module: String },
     /// Move a node's modules away and keep new ones off it.
     Drain { node: String },
+    /// A whole local cluster on loopback (3 supervisors, depmgr, 3 agents,
+    /// a demo module) until Ctrl-C.
+    Dev {
+        /// Where the cluster keeps its data (reused by the next run).
+        #[arg(long, default_value = ".dev-cluster")]
+        dir: PathBuf,
+    },
     /// Configuration packages in the dependency manager (depmgr).
     #[command(subcommand)]
     Package(depmgr::cli::PackageCmd),
@@ -92,6 +101,7 @@ async fn run(cli: Cli) -> Result<()> {
     let c = client(&cli);
     match &cli.cmd {
         Cmd::Package(cmd) => return depmgr::cli::run(cmd.clone()).await,
+        Cmd::Dev { dir } => return dev::run(dir).await,
         Cmd::Status => {
             let cluster = c.cluster().await?;
             let nodes = c.nodes().await?;
