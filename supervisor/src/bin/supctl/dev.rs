@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -123,8 +124,11 @@ impl Children {
             .create(true)
             .append(true)
             .open(logs.join(format!("{name}.log")))?;
+        // Their own process group: Ctrl-C reaches supctl only, which then
+        // stops them in order (agents first).
         let child = Command::new(program)
             .args(args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
