@@ -90,11 +90,14 @@ async fn start(cfg: Config) -> Result<(), Startup> {
         })?;
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
+    // Handlers are installed here, before anything runs, so a signal that
+    // arrives early is a clean shutdown, not the default (death).
+    let signal = wait_for_signal()
+        .context("installing signal handlers")
+        .map_err(Startup::Failed)?;
     tokio::spawn(async move {
-        match wait_for_signal().await {
-            Ok(name) => tracing::info!("{name} received: shutting down"),
-            Err(e) => tracing::error!("cannot listen for signals: {e:#}"),
-        }
+        let name = signal.await;
+        tracing::info!("{name} received: shutting down");
         signals.cancel();
     });
     agent::run(cfg, listener, state_file, persisted, shutdown)
@@ -103,12 +106,16 @@ async fn start(cfg: Config) -> Result<(), Startup> {
         .map_err(Startup::Failed)
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves with
+/// the name of the first signal.
+fn wait_for_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     })
 }

@@ -94,7 +94,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(on_signal(shutdown.clone()));
+    // Installed before anything is announced, so an early signal is a clean
+    // shutdown rather than the default (death).
+    tokio::spawn(on_signal(shutdown.clone()).context("installing signal handlers")?);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "depmgr serving");
     {
         // For a parent process that chose port 0; nobody reading is fine.
@@ -106,22 +108,19 @@ async fn serve(
         .context("serving")
 }
 
-/// Fires `shutdown` on SIGTERM or SIGINT.
-async fn on_signal(shutdown: CancellationToken) {
+/// Installs the SIGTERM and SIGINT handlers now; the future fires
+/// `shutdown` on the first of them.
+fn on_signal(
+    shutdown: CancellationToken,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("cannot install signal handlers: {e}");
-            return;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-    shutdown.cancel();
+        shutdown.cancel();
+    })
 }

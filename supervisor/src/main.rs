@@ -31,8 +31,15 @@ fn main() -> ExitCode {
     rt.block_on(async {
         let shutdown = CancellationToken::new();
         let on_signal = shutdown.clone();
+        let signal = match terminated() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("supervisor: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         tokio::spawn(async move {
-            terminated().await;
+            signal.await;
             on_signal.cancel();
         });
         match run(config, shutdown).await {
