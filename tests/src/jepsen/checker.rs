@@ -1,0 +1,1 @@
+//! Pure checkers over a recorded history (see `history`).

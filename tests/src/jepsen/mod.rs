@@ -1,0 +1,5 @@
+//! Partition tests in the Jepsen style: hosts in network namespaces, a
+//! nemesis on a seeded schedule, a recorded history and pure checkers.
+
+pub mod checker;
+pub mod history;
