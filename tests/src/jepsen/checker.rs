@@ -1428,3 +1428,965 @@ fn coverage_in(idx: &Index) -> Vec<Violation> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::jepsen::history::{ModuleSeen, ReplicaView};
+
+    /// A plausible monotonic origin, so no time is near zero.
+    const T0: Nanos = 1_000 * SECOND;
+
+    fn ms(x: u64) -> Nanos {
+        T0 + x * MILLI
+    }
+
+    fn bounds() -> Bounds {
+        Bounds::default()
+    }
+
+    fn op(module: &str, kind: OpKind, invoke: u64, complete: u64, outcome: Outcome) -> Op {
+        Op {
+            client: 1,
+            module: module.to_string(),
+            kind,
+            invoke_ns: ms(invoke),
+            complete_ns: ms(complete),
+            outcome,
+            read: None,
+            epoch: None,
+            error: None,
+        }
+    }
+
+    fn deploy(
+        module: &str,
+        fencing: Fencing,
+        invoke: u64,
+        complete: u64,
+        outcome: Outcome,
+        epoch: Option<u64>,
+    ) -> Record {
+        Record::Op(Op {
+            epoch,
+            ..op(
+                module,
+                OpKind::Deploy { fencing },
+                invoke,
+                complete,
+                outcome,
+            )
+        })
+    }
+
+    fn remove(module: &str, invoke: u64, complete: u64, outcome: Outcome) -> Record {
+        Record::Op(op(module, OpKind::Remove, invoke, complete, outcome))
+    }
+
+    fn read(module: &str, invoke: u64, complete: u64, v: ReadValue) -> Record {
+        Record::Op(Op {
+            read: Some(v),
+            ..op(module, OpKind::Read, invoke, complete, Outcome::Ok)
+        })
+    }
+
+    fn present(node: &str, epoch: u64) -> ReadValue {
+        ReadValue::Present {
+            node: Some(node.to_string()),
+            epoch: Some(epoch),
+            state: "running".to_string(),
+        }
+    }
+
+    fn pending() -> ReadValue {
+        ReadValue::Present {
+            node: None,
+            epoch: None,
+            state: "pending".to_string(),
+        }
+    }
+
+    /// A copy's ledger: one `Alive` every 50 ms over `[from, to]` (ms).
+    fn alive(module: &str, node: &str, epoch: u64, pid: u32, from: u64, to: u64) -> Vec<Record> {
+        (from..=to)
+            .step_by(50)
+            .map(|t| {
+                Record::Alive(Alive {
+                    module: module.to_string(),
+                    node: node.to_string(),
+                    epoch,
+                    pid,
+                    at_ns: ms(t),
+                })
+            })
+            .collect()
+    }
+
+    fn seen(name: &str, node: &str, epoch: u64, state: &str) -> ModuleSeen {
+        ModuleSeen {
+            name: name.to_string(),
+            node: Some(node.to_string()),
+            epoch: Some(epoch),
+            state: state.to_string(),
+        }
+    }
+
+    /// Three replicas agreeing on leader 1 and on `modules`.
+    fn obs(at: u64, modules: &[ModuleSeen]) -> Record {
+        Record::Observation(Observation {
+            at_ns: ms(at),
+            replicas: (1..=3)
+                .map(|id| ReplicaView {
+                    id,
+                    leader: Some(1),
+                    last_applied: 100,
+                    modules: modules.to_vec(),
+                })
+                .collect(),
+        })
+    }
+
+    fn fault(id: u32, kind: FaultKind, targets: &[&str], start: u64, end: u64) -> Record {
+        Record::Fault(Fault {
+            id,
+            kind,
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            start_ns: ms(start),
+            end_ns: ms(end),
+            took_effect: true,
+            evidence: "seen".to_string(),
+        })
+    }
+
+    fn healed(at: u64) -> Record {
+        Record::Healed { at_ns: ms(at) }
+    }
+
+    fn of<'v>(vs: &'v [Violation], checker: &str) -> Vec<&'v Violation> {
+        vs.iter().filter(|v| v.checker == checker).collect()
+    }
+
+    fn mentions(vs: &[Violation], module: &str, text: &str) -> bool {
+        vs.iter()
+            .any(|v| v.module.as_deref() == Some(module) && v.message.contains(text))
+    }
+
+    /// A clean run: m1 (at-most-one) deployed and running on a1 epoch 5;
+    /// m2 (at-least-one) deployed, run on a2 epoch 6, removed; a pause fault
+    /// on a3; healed at 5 s, observed every 500 ms from 5.5 s to 12 s.
+    fn base() -> Vec<Record> {
+        let mut h = vec![
+            read("m1", 0, 50, ReadValue::Absent),
+            deploy("m1", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            deploy("m2", Fencing::AtLeastOne, 10, 120, Outcome::Ok, Some(4)),
+            read("m1", 110, 150, pending()),
+            read("m1", 300, 320, present("a1", 5)),
+            read("m2", 400, 420, present("a2", 6)),
+            remove("m2", 2000, 2100, Outcome::Ok),
+            read("m2", 2200, 2250, ReadValue::Absent),
+            fault(1, FaultKind::PauseAgent, &["a3"], 1000, 2000),
+            healed(5000),
+        ];
+        h.extend(alive("m1", "a1", 5, 10, 200, 12000));
+        h.extend(alive("m2", "a2", 6, 20, 300, 2050));
+        for t in (5500..=12000).step_by(500) {
+            h.push(obs(t, &[seen("m1", "a1", 5, "running")]));
+        }
+        h
+    }
+
+    /// `base` with the observations of m1 replaced from `from` on (ms).
+    fn with_obs_from(mut h: Vec<Record>, from: u64, modules: &[ModuleSeen]) -> Vec<Record> {
+        h.retain(|r| !matches!(r, Record::Observation(o) if o.at_ns >= ms(from)));
+        for t in (from..=12000).step_by(500) {
+            h.push(obs(t, modules));
+        }
+        h
+    }
+
+    // --- the whole clean run ------------------------------------------------
+
+    #[test]
+    fn clean_run_passes_every_checker() {
+        let r = check_all(&base(), &bounds());
+        assert!(r.ok(), "{:#?}", r.violations);
+        assert_eq!(r.converge_ns, Some(500 * MILLI));
+        assert_eq!(r.ops, 8);
+        assert_eq!((r.deploys, r.removes, r.reads), (2, 1, 5));
+        assert_eq!(r.faults, 1);
+        assert_eq!(r.alive_intervals, 2);
+        assert_eq!(r.observations, 14);
+        assert_eq!(r.observations_after_heal, 14);
+        assert_eq!(r.by_checker.len(), 5);
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"converge_ns\":500000000"));
+    }
+
+    #[test]
+    fn record_order_does_not_matter() {
+        let mut h = base();
+        h.reverse();
+        assert!(check_all(&h, &bounds()).ok());
+    }
+
+    // --- lost_or_resurrected ------------------------------------------------
+
+    #[test]
+    fn lost_acked_deploy_is_caught() {
+        let h = with_obs_from(base(), 11000, &[]);
+        let v = lost_or_resurrected(&h, &bounds());
+        assert!(mentions(&v, "m1", "lost"), "{v:#?}");
+        // The cluster also diverged from what it had converged to.
+        let c = convergence(&h, &bounds());
+        assert!(mentions(&c, "m1", "not listed"), "{c:#?}");
+    }
+
+    #[test]
+    fn lost_ignores_silent_replicas() {
+        let mut h = base();
+        // The last observation: replica 3 did not answer (empty list).
+        if let Some(Record::Observation(o)) = h
+            .iter_mut()
+            .rev()
+            .find(|r| matches!(r, Record::Observation(o) if o.at_ns == ms(12000)))
+        {
+            o.replicas[2].leader = None;
+            o.replicas[2].modules.clear();
+        }
+        assert!(lost_or_resurrected(&h, &bounds()).is_empty());
+        assert!(!convergence(&h, &bounds()).is_empty());
+    }
+
+    #[test]
+    fn deploy_with_a_refused_remove_must_still_exist() {
+        let mut h = with_obs_from(base(), 11000, &[]);
+        h.push(remove("m1", 3000, 3010, Outcome::Fail));
+        assert!(mentions(&lost_or_resurrected(&h, &bounds()), "m1", "lost"));
+        // An unknown remove may have applied: no longer required to exist.
+        let mut h = with_obs_from(base(), 11000, &[]);
+        h.push(remove("m1", 3000, 3010, Outcome::Unknown));
+        assert!(lost_or_resurrected(&h, &bounds()).is_empty());
+    }
+
+    #[test]
+    fn removed_module_listed_at_the_end_is_resurrected() {
+        let h = with_obs_from(
+            base(),
+            11000,
+            &[
+                seen("m1", "a1", 5, "running"),
+                seen("m2", "a2", 6, "installing"),
+            ],
+        );
+        let v = lost_or_resurrected(&h, &bounds());
+        assert!(mentions(&v, "m2", "resurrected"), "{v:#?}");
+        assert!(
+            v.iter()
+                .any(|x| x.message.contains("replica 2 (installing)"))
+        );
+    }
+
+    #[test]
+    fn removed_module_started_late_is_resurrected() {
+        let mut h = base();
+        // Remove acked at 2.1 s; a new copy at 3.2 s (> 2.1 + 1 s slack)…
+        h.extend(alive("m2", "a3", 7, 30, 3200, 3400));
+        let v = lost_or_resurrected(&h, &bounds());
+        assert!(mentions(&v, "m2", "copy started after"), "{v:#?}");
+        // …but one at 3.0 s is within the slack.
+        let mut h = base();
+        h.extend(alive("m2", "a3", 7, 30, 3000, 3400));
+        assert!(lost_or_resurrected(&h, &bounds()).is_empty());
+    }
+
+    #[test]
+    fn removed_module_alive_after_convergence_was_not_stopped() {
+        let mut h = base();
+        // The old copy keeps writing (the observation at 5.5 s had
+        // converged, so its window held no m2 record: put them after).
+        h.extend(alive("m2", "a2", 6, 20, 5600, 5800));
+        let v = lost_or_resurrected(&h, &bounds());
+        assert!(mentions(&v, "m2", "not stopped"), "{v:#?}");
+        assert!(v.iter().any(|x| x.message.contains("5 alive records")));
+    }
+
+    #[test]
+    fn refused_deploy_seen_anywhere_is_caught() {
+        let mut h = base();
+        h.push(deploy(
+            "m3",
+            Fencing::AtMostOne,
+            500,
+            600,
+            Outcome::Fail,
+            None,
+        ));
+        // A 404 read is fine.
+        h.push(read("m3", 700, 710, ReadValue::Absent));
+        assert!(check_all(&h, &bounds()).ok());
+        h.push(read("m3", 800, 810, present("a1", 8)));
+        h.extend(alive("m3", "a1", 8, 40, 900, 1000));
+        h.push(Record::Crash(Crash {
+            module: "m3".to_string(),
+            node: "a2".to_string(),
+            epoch: 9,
+            at_ns: ms(1100),
+        }));
+        let v = lost_or_resurrected(&h, &bounds());
+        let m3: Vec<_> = v
+            .iter()
+            .filter(|x| x.message.contains("refused deploy"))
+            .collect();
+        assert_eq!(m3.len(), 3, "{v:#?}");
+        // Not reported twice by the linearizability checker.
+        assert!(linearizable(&h, &bounds()).is_empty());
+    }
+
+    // --- at_most_one --------------------------------------------------------
+
+    /// m1 fails over from a1 (epoch 5, pid 10) to a2 (epoch 9, pid 20).
+    fn failover(a1_until: u64, a2_from: u64, fencing: Fencing) -> Vec<Record> {
+        let mut h = vec![deploy("m1", fencing, 0, 100, Outcome::Ok, Some(3))];
+        h.extend(alive("m1", "a1", 5, 10, 200, a1_until));
+        h.extend(alive("m1", "a2", 9, 20, a2_from, 10000));
+        h
+    }
+
+    #[test]
+    fn clean_failover_passes() {
+        assert!(at_most_one(&failover(3000, 3100, Fencing::AtMostOne), &bounds()).is_empty());
+    }
+
+    #[test]
+    fn overlapping_copies_are_caught() {
+        let v = at_most_one(&failover(3000, 2500, Fencing::AtMostOne), &bounds());
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(mentions(&v, "m1", "two copies for 0.500s"), "{v:#?}");
+        // Not a concern for at-least-one modules.
+        assert!(at_most_one(&failover(3000, 2500, Fencing::AtLeastOne), &bounds()).is_empty());
+    }
+
+    #[test]
+    fn overlap_excused_by_a_pause_of_the_old_agent() {
+        // a1 paused over [1.5 s, 2.8 s]; the copies overlap over [2.5 s, 3 s].
+        let mut h = failover(3000, 2500, Fencing::AtMostOne);
+        h.push(fault(1, FaultKind::PauseAgent, &["a1"], 1500, 2800));
+        assert!(at_most_one(&h, &bounds()).is_empty());
+        // A pause that ended 0.8 s before the overlap still excuses it.
+        let mut h = failover(3000, 2500, Fencing::AtMostOne);
+        h.push(fault(1, FaultKind::PauseAgent, &["a1"], 1500, 1700));
+        assert!(at_most_one(&h, &bounds()).is_empty());
+        // Pausing the new copy's agent excuses nothing.
+        let mut h = failover(3000, 2500, Fencing::AtMostOne);
+        h.push(fault(1, FaultKind::PauseAgent, &["a2"], 1500, 2800));
+        assert_eq!(at_most_one(&h, &bounds()).len(), 1);
+    }
+
+    #[test]
+    fn overlap_too_long_for_the_pause_is_caught() {
+        // A 200 ms pause excuses at most 1.2 s; the overlap is 1.5 s.
+        let mut h = failover(4000, 2500, Fencing::AtMostOne);
+        h.push(fault(1, FaultKind::PauseAgent, &["a1"], 1500, 1700));
+        let v = at_most_one(&h, &bounds());
+        assert!(
+            mentions(&v, "m1", "pause fault #1 on a1 lasted 0.200s"),
+            "{v:#?}"
+        );
+        // A pause that ended more than 1 s before the overlap excuses nothing.
+        let mut h = failover(3000, 2500, Fencing::AtMostOne);
+        h.push(fault(1, FaultKind::PauseAgent, &["a1"], 1000, 1400));
+        assert_eq!(at_most_one(&h, &bounds()).len(), 1);
+    }
+
+    #[test]
+    fn stale_epoch_restart_is_caught() {
+        for fencing in [Fencing::AtMostOne, Fencing::AtLeastOne] {
+            // a1 epoch 5, then a2 epoch 9, then a1 again under epoch 5.
+            let mut h = failover(3000, 3100, fencing);
+            h.retain(|r| !matches!(r, Record::Alive(a) if a.at_ns > ms(6000)));
+            h.extend(alive("m1", "a1", 5, 30, 6100, 10000));
+            let v = at_most_one(&h, &bounds());
+            assert_eq!(v.len(), 1, "{v:#?}");
+            assert!(mentions(
+                &v,
+                "m1",
+                "stale epoch accepted: pid 30 on a1 epoch 5"
+            ));
+        }
+    }
+
+    #[test]
+    fn restore_in_place_keeps_its_epoch() {
+        let mut h = vec![deploy(
+            "m1",
+            Fencing::AtMostOne,
+            0,
+            100,
+            Outcome::Ok,
+            Some(3),
+        )];
+        h.extend(alive("m1", "a1", 5, 10, 200, 3000));
+        h.extend(alive("m1", "a1", 5, 11, 3100, 6000));
+        h.extend(alive("m1", "a2", 9, 12, 6100, 9000));
+        assert!(at_most_one(&h, &bounds()).is_empty());
+    }
+
+    // --- convergence --------------------------------------------------------
+
+    #[test]
+    fn never_converged_is_caught() {
+        let mut h = base();
+        for r in &mut h {
+            if let Record::Observation(o) = r {
+                o.replicas[1].leader = None;
+            }
+        }
+        let v = convergence(&h, &bounds());
+        assert!(
+            v.iter().any(|x| x.message.starts_with("never converged")),
+            "{v:#?}"
+        );
+        assert!(
+            v.iter()
+                .any(|x| x.message.contains("replicas [2] did not answer"))
+        );
+        assert_eq!(check_all(&h, &bounds()).converge_ns, None);
+    }
+
+    #[test]
+    fn different_leaders_or_lists_are_not_converged() {
+        let mut h = base();
+        for r in &mut h {
+            if let Record::Observation(o) = r
+                && o.at_ns == ms(12000)
+            {
+                o.replicas[0].leader = Some(2);
+                o.replicas[2].modules.push(seen("m9", "a1", 50, "running"));
+            }
+        }
+        let v = convergence(&h, &bounds());
+        assert!(
+            v.iter().any(|x| x.message.contains("different leaders")),
+            "{v:#?}"
+        );
+        assert!(
+            v.iter().any(|x| x.message.contains("differing: m9")),
+            "{v:#?}"
+        );
+    }
+
+    #[test]
+    fn converged_then_diverged_is_caught() {
+        // The last observations name a2 epoch 9; the ledger says a1 epoch 5.
+        let h = with_obs_from(base(), 11000, &[seen("m1", "a2", 9, "running")]);
+        let r = check_all(&h, &bounds());
+        assert_eq!(r.converge_ns, Some(500 * MILLI));
+        assert_eq!(r.unconverged_after_converged, 3);
+        let v = of(&r.violations, CONVERGENCE);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(v[0].message.contains("last observation"));
+        assert!(v[0].message.contains("listed on a2 epoch 9"));
+        assert!(v[0].message.contains("a1/epoch 5/pid 10"));
+    }
+
+    #[test]
+    fn slow_convergence_is_caught() {
+        let b = Bounds {
+            converge_within_ns: 2 * SECOND,
+            ..bounds()
+        };
+        // Not running until 9 s: converged at 9 s, 4 s after the heal.
+        let mut h = base();
+        for r in &mut h {
+            if let Record::Observation(o) = r
+                && o.at_ns < ms(9000)
+            {
+                for rep in &mut o.replicas {
+                    rep.modules[0].state = "installing".to_string();
+                }
+            }
+        }
+        let v = convergence(&h, &b);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(
+            v[0].message
+                .contains("converged only 4.000s after the heal")
+        );
+        assert!(convergence(&h, &bounds()).is_empty());
+    }
+
+    #[test]
+    fn two_copies_in_the_window_are_not_converged() {
+        let mut h = base();
+        h.extend(alive("m1", "a2", 9, 20, 11800, 12000));
+        let v = convergence(&h, &bounds());
+        assert!(mentions(&v, "m1", "a2/epoch 9/pid 20"), "{v:#?}");
+    }
+
+    #[test]
+    fn removed_module_alive_in_the_window_is_not_converged() {
+        let mut h = base();
+        h.extend(alive("m2", "a2", 6, 20, 11900, 12000));
+        assert!(mentions(
+            &convergence(&h, &bounds()),
+            "m2",
+            "not listed but alive"
+        ));
+    }
+
+    #[test]
+    fn failed_module_needs_a_crash_loop_fault() {
+        let mut h = base();
+        h.push(deploy(
+            "m4",
+            Fencing::AtLeastOne,
+            500,
+            600,
+            Outcome::Ok,
+            Some(7),
+        ));
+        let h = with_obs_from(
+            h,
+            5500,
+            &[
+                seen("m1", "a1", 5, "running"),
+                seen("m4", "a3", 8, "failed"),
+            ],
+        );
+        let v = convergence(&h, &bounds());
+        assert!(mentions(&v, "m4", "no crash-loop fault"), "{v:#?}");
+        let mut h2 = h.clone();
+        h2.push(fault(2, FaultKind::CrashLoop, &["m4@a3"], 1000, 3000));
+        assert!(convergence(&h2, &bounds()).is_empty());
+        // A failed module must not be running.
+        h2.extend(alive("m4", "a3", 8, 50, 11700, 12000));
+        assert!(mentions(
+            &convergence(&h2, &bounds()),
+            "m4",
+            "listed failed but alive"
+        ));
+    }
+
+    #[test]
+    fn healed_must_be_there_once() {
+        let mut h = base();
+        h.retain(|r| !matches!(r, Record::Healed { .. }));
+        let v = convergence(&h, &bounds());
+        assert!(v[0].message.contains("no Healed record"), "{v:#?}");
+        let mut h = base();
+        h.push(healed(5200));
+        let v = convergence(&h, &bounds());
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(v[0].message.contains("2 Healed records"));
+        // The last heal counts.
+        assert_eq!(check_all(&h, &bounds()).converge_ns, Some(300 * MILLI));
+    }
+
+    #[test]
+    fn no_observation_after_the_heal_is_caught() {
+        let mut h = base();
+        h.retain(|r| !matches!(r, Record::Observation(_)));
+        let v = convergence(&h, &bounds());
+        assert!(v[0].message.contains("no observation after the heal"));
+    }
+
+    // --- linearizable -------------------------------------------------------
+
+    fn lin(h: &[Record]) -> Vec<Violation> {
+        linearizable(h, &bounds())
+    }
+
+    #[test]
+    fn linearizable_clean_history_passes() {
+        let h = vec![
+            read("m", 0, 10, ReadValue::Absent),
+            deploy("m", Fencing::AtMostOne, 5, 100, Outcome::Ok, Some(3)),
+            // Concurrent with the deploy: either is fine.
+            read("m", 20, 30, ReadValue::Absent),
+            read("m", 40, 50, pending()),
+            read("m", 110, 120, pending()),
+            read("m", 130, 140, present("a1", 5)),
+            read("m", 150, 160, present("a1", 5)),
+            read("m", 170, 180, present("a2", 9)),
+            remove("m", 200, 300, Outcome::Ok),
+            read("m", 210, 220, present("a2", 9)),
+            read("m", 230, 240, ReadValue::Absent),
+            read("m", 310, 320, ReadValue::Absent),
+        ];
+        assert!(lin(&h).is_empty(), "{:#?}", lin(&h));
+    }
+
+    #[test]
+    fn stale_read_after_a_newer_read_is_caught() {
+        let h = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            read("m", 110, 120, present("a2", 9)),
+            read("m", 130, 140, present("a1", 5)),
+        ];
+        let v = lin(&h);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(
+            v[0].message
+                .contains("(version 9) completed before read Present(node a1, epoch 5")
+        );
+        // Overlapping, they may be ordered either way.
+        let h = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            read("m", 110, 135, present("a2", 9)),
+            read("m", 130, 140, present("a1", 5)),
+        ];
+        assert!(lin(&h).is_empty());
+    }
+
+    #[test]
+    fn same_epoch_on_two_nodes_is_caught() {
+        let h = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            read("m", 110, 120, present("a1", 5)),
+            read("m", 130, 140, present("a2", 5)),
+        ];
+        let v = lin(&h);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(v[0].message.contains("epoch 5 on two nodes"));
+    }
+
+    #[test]
+    fn pending_read_counts_as_the_deploy_version() {
+        // Pending before the placement is seen: fine.
+        let ok = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            read("m", 110, 120, pending()),
+            read("m", 130, 140, present("a1", 5)),
+        ];
+        assert!(lin(&ok).is_empty());
+        // Pending after a placement was read: stale.
+        let stale = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            read("m", 110, 120, present("a1", 5)),
+            read("m", 130, 140, pending()),
+        ];
+        let v = lin(&stale);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(v[0].message.contains("(version 5)") && v[0].message.contains("(version 3)"));
+        // The same with an unknown deploy (its version guessed below 5).
+        let stale = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Unknown, None),
+            read("m", 110, 120, present("a1", 5)),
+            read("m", 130, 140, pending()),
+        ];
+        assert_eq!(lin(&stale).len(), 1);
+    }
+
+    #[test]
+    fn pending_read_before_the_deploy_was_invoked_is_caught() {
+        let h = vec![
+            read("m", 0, 10, pending()),
+            deploy("m", Fencing::AtMostOne, 20, 100, Outcome::Ok, Some(3)),
+        ];
+        assert_eq!(lin(&h).len(), 1);
+    }
+
+    #[test]
+    fn absent_read_after_an_acked_deploy_is_a_lost_deploy() {
+        let h = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            read("m", 110, 120, ReadValue::Absent),
+        ];
+        let v = lin(&h);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(v[0].message.starts_with("lost deploy"));
+        // With an unknown deploy it may simply not have happened (yet).
+        let h = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Unknown, None),
+            read("m", 110, 120, ReadValue::Absent),
+            read("m", 130, 140, present("a1", 5)),
+        ];
+        assert!(lin(&h).is_empty());
+        // But not after a read saw it.
+        let h = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Unknown, None),
+            read("m", 110, 120, present("a1", 5)),
+            read("m", 130, 140, ReadValue::Absent),
+        ];
+        assert_eq!(lin(&h).len(), 1, "{:#?}", lin(&h));
+    }
+
+    #[test]
+    fn absent_read_during_a_slow_deploy_ack_and_a_remove() {
+        // The deploy's ack is slow; meanwhile it was read, removed and read
+        // absent: the absent read is after the remove, not before the deploy.
+        let h = vec![
+            deploy("m", Fencing::AtMostOne, 0, 1000, Outcome::Ok, Some(3)),
+            read("m", 10, 20, present("a1", 5)),
+            remove("m", 30, 40, Outcome::Ok),
+            read("m", 50, 60, ReadValue::Absent),
+        ];
+        assert!(lin(&h).is_empty(), "{:#?}", lin(&h));
+    }
+
+    #[test]
+    fn present_after_an_acked_remove_is_caught() {
+        let h = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            remove("m", 200, 300, Outcome::Ok),
+            read("m", 310, 320, present("a1", 5)),
+        ];
+        let v = lin(&h);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(v[0].message.contains("remove Ok"));
+        // An unknown remove may land later; a refused one never.
+        for outcome in [Outcome::Unknown, Outcome::Fail] {
+            let h = vec![
+                deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+                remove("m", 200, 300, outcome),
+                read("m", 310, 320, present("a1", 5)),
+            ];
+            assert!(lin(&h).is_empty());
+        }
+    }
+
+    #[test]
+    fn violations_are_capped_per_module() {
+        let mut h = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            read("m", 110, 120, present("a1", 9)),
+        ];
+        for i in 0..20 {
+            h.push(read("m", 200 + 10 * i, 205 + 10 * i, present("a1", 5)));
+        }
+        let v = lin(&h);
+        assert_eq!(v.len(), MAX_LISTED + 1, "{v:#?}");
+        assert!(v[MAX_LISTED].message.contains("15 more"));
+    }
+
+    /// Naive `O(n²)` version of `sweep`: how many ops have a predecessor of
+    /// greater key.
+    fn naive(ops: &[LinOp]) -> usize {
+        ops.iter()
+            .filter(|b| {
+                ops.iter()
+                    .any(|a| a.complete != OPEN && a.complete < b.invoke && a.key > b.key)
+            })
+            .count()
+    }
+
+    #[test]
+    fn sweep_agrees_with_the_naive_check() {
+        let dummy = op("m", OpKind::Read, 0, 0, Outcome::Ok);
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..2000 {
+            let n = rng.gen_range(0..12);
+            let ops: Vec<LinOp> = (0..n)
+                .map(|_| {
+                    let invoke = rng.gen_range(0..50u64);
+                    LinOp {
+                        op: &dummy,
+                        invoke,
+                        complete: if rng.gen_bool(0.1) {
+                            OPEN
+                        } else {
+                            invoke + rng.gen_range(0..15)
+                        },
+                        key: Key {
+                            version: rng.gen_range(0..4),
+                            read: rng.gen_bool(0.7),
+                        },
+                    }
+                })
+                .collect();
+            let (count, pairs) = sweep(&ops);
+            assert_eq!(count, naive(&ops));
+            for (a, b) in pairs {
+                assert!(ops[a].complete < ops[b].invoke && ops[a].key > ops[b].key);
+            }
+        }
+    }
+
+    /// A history of a few modules executed one op at a time (linearization
+    /// points strictly increasing, versions never decreasing); with
+    /// `concurrent`, each op's interval is widened randomly around its
+    /// point, so ops overlap but the history stays linearizable.
+    fn generated(rng: &mut StdRng, concurrent: bool) -> Vec<Record> {
+        enum Ev {
+            Deploy(Outcome, u64),
+            Remove(Outcome),
+            Read(ReadValue),
+        }
+        let mut h = Vec::new();
+        for m in 0..rng.gen_range(1..4) {
+            let name = format!("m{m}");
+            let mut evs = Vec::new();
+            for _ in 0..rng.gen_range(0..4) {
+                evs.push(Ev::Read(ReadValue::Absent));
+            }
+            let d = rng.gen_range(1..50);
+            let outcome = if rng.gen_bool(0.2) {
+                Outcome::Unknown
+            } else {
+                Outcome::Ok
+            };
+            evs.push(Ev::Deploy(outcome, d));
+            for _ in 0..rng.gen_range(0..3) {
+                evs.push(Ev::Read(pending()));
+            }
+            let mut e = d;
+            for p in 0..rng.gen_range(0..5) {
+                e += rng.gen_range(1..10);
+                let node = format!("a{}", p % 3 + 1);
+                for _ in 0..rng.gen_range(0..5) {
+                    evs.push(Ev::Read(present(&node, e)));
+                }
+            }
+            if rng.gen_bool(0.5) {
+                let outcome = if rng.gen_bool(0.2) {
+                    Outcome::Unknown
+                } else {
+                    Outcome::Ok
+                };
+                evs.push(Ev::Remove(outcome));
+                for _ in 0..rng.gen_range(0..4) {
+                    evs.push(Ev::Read(ReadValue::Absent));
+                }
+            }
+            let mut point = rng.gen_range(0..1000u64) * 10;
+            let mut deploy_invoke = 0;
+            for ev in evs {
+                point += rng.gen_range(10..100);
+                let (mut invoke, complete) = if concurrent {
+                    (
+                        point.saturating_sub(rng.gen_range(0..300)),
+                        point + rng.gen_range(0..300),
+                    )
+                } else {
+                    (point - 2, point + 2)
+                };
+                let client = rng.gen_range(0..8);
+                let mut o = match ev {
+                    Ev::Deploy(outcome, d) => {
+                        deploy_invoke = invoke;
+                        let mut o = op(
+                            &name,
+                            OpKind::Deploy {
+                                fencing: Fencing::AtMostOne,
+                            },
+                            invoke,
+                            complete,
+                            outcome,
+                        );
+                        o.epoch = (outcome == Outcome::Ok).then_some(d);
+                        o
+                    }
+                    Ev::Remove(outcome) => {
+                        invoke = invoke.max(deploy_invoke + 1);
+                        op(&name, OpKind::Remove, invoke, complete, outcome)
+                    }
+                    Ev::Read(v) => Op {
+                        read: Some(v),
+                        ..op(&name, OpKind::Read, invoke, complete, Outcome::Ok)
+                    },
+                };
+                o.client = client;
+                h.push(Record::Op(o));
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn generated_linearizable_histories_pass() {
+        let mut rng = StdRng::seed_from_u64(42);
+        for i in 0..3000 {
+            let concurrent = i % 2 == 1;
+            let h = generated(&mut rng, concurrent);
+            let v = lin(&h);
+            assert!(
+                v.is_empty(),
+                "history {i} (concurrent: {concurrent}): {v:#?}\n{h:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn generated_histories_with_a_stale_read_fail() {
+        // A sequential history plus one read, after everything, of a version
+        // older than the newest one read: always caught.
+        let mut rng = StdRng::seed_from_u64(43);
+        let mut checked = 0;
+        for _ in 0..500 {
+            let mut h = generated(&mut rng, false);
+            let Some((name, e, end)) = h.iter().rev().find_map(|r| match r {
+                Record::Op(Op {
+                    module,
+                    read: Some(ReadValue::Present { epoch: Some(e), .. }),
+                    complete_ns,
+                    ..
+                }) if *e > 1 => Some((module.clone(), *e, *complete_ns)),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let t = (end - T0) / MILLI + 1_000;
+            h.push(read(&name, t, t + 1, present("a9", e - 1)));
+            assert!(!lin(&h).is_empty(), "{h:#?}");
+            checked += 1;
+        }
+        assert!(checked > 100);
+    }
+
+    #[test]
+    fn tens_of_thousands_of_reads_are_quick() {
+        let mut h = vec![deploy(
+            "m",
+            Fencing::AtMostOne,
+            0,
+            100,
+            Outcome::Ok,
+            Some(3),
+        )];
+        for i in 0..50_000u64 {
+            let e = 5 + i / 1000;
+            h.push(read("m", 200 + 3 * i, 205 + 3 * i, present("a1", e)));
+        }
+        let start = std::time::Instant::now();
+        assert!(lin(&h).is_empty());
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    // --- coverage -----------------------------------------------------------
+
+    #[test]
+    fn fault_without_effect_is_caught() {
+        let mut h = base();
+        assert!(coverage(&h, &bounds()).is_empty());
+        h.push(Record::Fault(Fault {
+            id: 7,
+            kind: FaultKind::OneWayCut,
+            targets: vec!["s1".to_string(), "s2".to_string()],
+            start_ns: ms(100),
+            end_ns: ms(200),
+            took_effect: false,
+            evidence: "0 packets dropped".to_string(),
+        }));
+        let v = coverage(&h, &bounds());
+        assert_eq!(v.len(), 1);
+        assert!(v[0].message.contains("fault #7 OneWayCut on [s1, s2]"));
+        assert!(v[0].message.contains("0 packets dropped"));
+        let r = check_all(&h, &bounds());
+        assert_eq!((r.faults, r.faults_took_effect), (2, 1));
+        assert_eq!(r.by_checker[COVERAGE], 1);
+    }
+
+    #[test]
+    fn history_lines_parse_and_check() {
+        let text: String = base()
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect();
+        let h = crate::jepsen::history::parse(&text).unwrap();
+        assert!(check_all(&h, &bounds()).ok());
+    }
+}
