@@ -354,6 +354,16 @@ impl<'a> Index<'a> {
                     "module {name}: deploy acknowledged without an epoch; its version is guessed from the reads"
                 ));
             }
+            let blank = m
+                .reads
+                .iter()
+                .filter(|r| r.outcome == Outcome::Ok && r.read.is_none())
+                .count();
+            if blank > 0 {
+                notes.push(format!(
+                    "module {name}: {blank} reads completed Ok without a value; skipped"
+                ));
+            }
         }
         faults.sort_by_key(|f| (f.start_ns, f.id));
         let mut intervals: BTreeMap<&str, Vec<Interval>> = BTreeMap::new();
@@ -711,7 +721,8 @@ fn at_most_one_in(idx: &Index) -> Vec<Violation> {
                 for b in &ivs[i + 1..] {
                     // `ivs` is sorted by first: `a` started no later than `b`.
                     if b.first > a.last {
-                        continue;
+                        // Sorted by first: no later one overlaps `a` either.
+                        break;
                     }
                     if (a.node, a.pid) == (b.node, b.pid) {
                         continue;
