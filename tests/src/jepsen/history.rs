@@ -26,7 +26,9 @@ pub enum Record {
     Crash(Crash),
     Observation(Observation),
     /// The moment every fault was healed for good; the quiet period starts.
-    Healed { at_ns: Nanos },
+    Healed {
+        at_ns: Nanos,
+    },
 }
 
 /// How a client operation ended.
