@@ -37,9 +37,9 @@ use proto::spec::Fencing;
 use proto::{Epoch, ModuleName, NodeId};
 
 use crate::state::{
-    ClusterState, FailStage, FailureDetected, GiveUp, Healthy, InstallFailed, ModuleRecord,
-    ModuleState, NodeHealth, Place, PlaceCause, RegisterNode, ReleasePrevious, RestoreOrdered,
-    SetNodeHealth, Transition,
+    AwaitNode, ClusterState, FailStage, FailureDetected, GiveUp, Healthy, InstallFailed,
+    ModuleRecord, ModuleState, NodeHealth, Place, PlaceCause, RegisterNode, ReleasePrevious,
+    RestoreOrdered, SetNodeHealth, Transition,
 };
 
 /// Timing of the failure detector (all in ms).
@@ -406,20 +406,9 @@ impl<'a> Planner<'a> {
     fn eligible(&mut self, m: &ModuleRecord, exclude: &BTreeSet<&str>) -> Vec<String> {
         let load = self.load().clone();
         let mut nodes: Vec<(usize, &String)> = self
-            .state
-            .nodes
-            .iter()
-            .filter(|(name, n)| {
-                self.health.get(name.as_str()) == Some(&NodeHealth::Ready)
-                    && !n.draining
-                    && !exclude.contains(name.as_str())
-                    && m.spec
-                        .placement
-                        .labels
-                        .iter()
-                        .all(|(k, v)| n.labels.get(k) == Some(v))
-            })
-            .map(|(name, _)| (load.get(name).copied().unwrap_or(0), name))
+            .candidates(m, exclude)
+            .filter(|name| self.health.get(name.as_str()) == Some(&NodeHealth::Ready))
+            .map(|name| (load.get(name).copied().unwrap_or(0), name))
             .collect();
         nodes.sort();
         nodes.into_iter().map(|(_, n)| n.clone()).collect()
@@ -459,14 +448,96 @@ impl<'a> Planner<'a> {
                 }
                 self.place(name, node, Some(epoch), PlaceCause::Failover { reason });
             }
-            None => self.push(Transition::GiveUp(GiveUp {
-                module: name.to_string(),
-                epoch: Some(epoch),
-                reason: format!(
-                    "{reason}; no eligible node left for failover (tried: {tried_list})"
-                ),
-            })),
+            None => {
+                let absent = self.unavailable(m, &tried);
+                if absent.is_empty() {
+                    self.push(Transition::GiveUp(GiveUp {
+                        module: name.to_string(),
+                        epoch: Some(epoch),
+                        reason: format!(
+                            "{reason}; no eligible node left for failover (tried: {tried_list})"
+                        ),
+                    }));
+                    return;
+                }
+                // Nodes that may come back: wait for one rather than fail
+                // for good because of a partition or an outage.
+                self.await_node(name, m, epoch, &reason, &absent, &tried);
+            }
         }
+    }
+
+    /// Moves the module off `from`, a node that was lost: to the best ready
+    /// node that has not failed it in this episode, or, when none is ready,
+    /// it waits for one. Never gives up: losing nodes is not the module
+    /// failing.
+    fn relocate(&mut self, name: &str, m: &ModuleRecord, epoch: Epoch, from: &str, reason: String) {
+        let mut exclude: BTreeSet<&str> = m.tried_nodes.iter().map(String::as_str).collect();
+        exclude.insert(from);
+        if let Some(node) = self.eligible(m, &exclude).into_iter().next() {
+            if let Some(c) = self.load().get_mut(from) {
+                *c = c.saturating_sub(1);
+            }
+            self.place(name, node, Some(epoch), PlaceCause::NodeLost { reason });
+            return;
+        }
+        let mut waiting = self.unavailable(m, &exclude);
+        waiting.insert(0, from.to_string());
+        self.await_node(name, m, epoch, &reason, &waiting, &exclude);
+    }
+
+    fn await_node(
+        &mut self,
+        name: &str,
+        m: &ModuleRecord,
+        epoch: Epoch,
+        reason: &str,
+        not_ready: &[String],
+        tried: &BTreeSet<&str>,
+    ) {
+        let tried = tried.iter().copied().collect::<Vec<_>>().join(", ");
+        let reason = format!(
+            "{reason}; waiting for an eligible node to be ready (not ready: {}; excluded: {tried})",
+            not_ready.join(", ")
+        );
+        if m.state != ModuleState::FailingOver || m.reason.as_ref() != Some(&reason) {
+            self.push(Transition::AwaitNode(AwaitNode {
+                module: name.to_string(),
+                epoch,
+                reason,
+            }));
+        }
+    }
+
+    /// Nodes that would be eligible for `m` but are not ready (suspect or
+    /// down), excluding `exclude`.
+    fn unavailable(&self, m: &ModuleRecord, exclude: &BTreeSet<&str>) -> Vec<String> {
+        self.candidates(m, exclude)
+            .filter(|name| self.health.get(name.as_str()) != Some(&NodeHealth::Ready))
+            .cloned()
+            .collect()
+    }
+
+    /// Nodes `m` may run on whatever their health: not draining, labels
+    /// matching, not in `exclude`.
+    fn candidates<'s>(
+        &'s self,
+        m: &'s ModuleRecord,
+        exclude: &'s BTreeSet<&str>,
+    ) -> impl Iterator<Item = &'a String> + 's {
+        self.state
+            .nodes
+            .iter()
+            .filter(move |(name, n)| {
+                !n.draining
+                    && !exclude.contains(name.as_str())
+                    && m.spec
+                        .placement
+                        .labels
+                        .iter()
+                        .all(|(k, v)| n.labels.get(k) == Some(v))
+            })
+            .map(|(name, _)| name)
     }
 
     fn restore_or_failover(
@@ -525,7 +596,7 @@ impl<'a> Planner<'a> {
             } else {
                 "down"
             };
-            self.failover(
+            self.relocate(
                 name,
                 m,
                 p.epoch,
@@ -577,6 +648,19 @@ impl<'a> Planner<'a> {
                         module: name.to_string(),
                         epoch: p.epoch,
                     }));
+                } else if m.state == ModuleState::FailingOver
+                    && matches!(status, ModuleStatus::Fenced | ModuleStatus::Stopped)
+                {
+                    // The node stopped its copy (its lease ran out during a
+                    // partition, or its agent restarted): the module did not
+                    // fail there, so no failed start is counted; it moves on.
+                    self.relocate(
+                        name,
+                        m,
+                        p.epoch,
+                        &p.node,
+                        format!("{} stopped its copy ({})", p.node, status.as_str()),
+                    );
                 } else if status == ModuleStatus::InstallFailed || status.is_down() {
                     let (stage, reason) = if status == ModuleStatus::InstallFailed {
                         let why = message(ReportKind::InstallFailed)

@@ -485,6 +485,90 @@ fn no_eligible_node_fails_with_reason() {
 }
 
 #[test]
+fn every_node_lost_waits_for_a_node_instead_of_failing() {
+    // A partition cuts every agent off: nothing is eligible, but nothing
+    // failed the module either; it must run again once a node is back.
+    let mut sim = Sim::new(&["a", "b"]);
+    let mut s = spec("web");
+    s.placement.node = Some("a".into());
+    sim.running(s);
+    sim.run_for(4000, &[]);
+    assert_eq!(sim.state.nodes["a"].health, NodeHealth::Down);
+    assert_eq!(sim.state.nodes["b"].health, NodeHealth::Down);
+    let m = sim.module("web");
+    assert_eq!(m.state, ModuleState::FailingOver, "{:?}", m.reason);
+    let reason = m.reason.clone().unwrap();
+    assert!(reason.contains("waiting for an eligible node"), "{reason}");
+    assert!(sim.kinds("web").contains(&"failover_waiting".to_string()));
+    // Waiting is decided once, not re-committed by every pass.
+    let committed = sim.state.events.len();
+    sim.run_for(3000, &[]);
+    assert_eq!(
+        sim.state.events.len(),
+        committed,
+        "no new decisions while waiting"
+    );
+    // b comes back: the module fails over there.
+    sim.run_for(600, &["b"]);
+    assert_eq!(sim.state.nodes["b"].health, NodeHealth::Ready);
+    assert_eq!(sim.node_of("web"), "b");
+    sim.step();
+    sim.execute("b", ModuleStatus::Running);
+    sim.run_for(1200, &["b"]);
+    assert_eq!(sim.module("web").state, ModuleState::Running);
+    assert!(!sim.kinds("web").contains(&"module_failed".to_string()));
+}
+
+#[test]
+fn nodes_lost_one_after_another_never_fail_a_module() {
+    // Regression (jepsen seed 2): an at-least-one module hopped off nodes
+    // that went suspect one after the other, ran out of untried nodes and
+    // was failed for good, though it never failed anywhere.
+    let mut sim = Sim::new(&["a", "b", "c"]);
+    let mut s = spec("cache");
+    s.placement.node = Some("a".into());
+    s.fencing = Fencing::AtLeastOne;
+    s.failover.max_nodes = 2;
+    sim.running(s);
+    sim.run_for(2400, &["b", "c"]);
+    let first = sim.node_of("cache");
+    assert_ne!(first, "a");
+    let other = if first == "b" { "c" } else { "b" };
+    sim.run_for(2400, &["a", other]);
+    sim.run_for(2400, &[]);
+    let m = sim.module("cache");
+    assert_eq!(m.state, ModuleState::FailingOver, "{:?}", m.reason);
+    assert!(!sim.kinds("cache").contains(&"module_failed".to_string()));
+    // Everything is back: the module runs again.
+    sim.run_for(600, &["a", "b", "c"]);
+    let node = sim.node_of("cache");
+    sim.step();
+    sim.execute(&node, ModuleStatus::Running);
+    sim.run_for(1200, &["a", "b", "c"]);
+    assert_eq!(sim.module("cache").state, ModuleState::Running);
+}
+
+#[test]
+fn lost_node_back_with_a_fenced_copy_is_not_a_failed_start() {
+    let mut sim = Sim::new(&["a", "b"]);
+    let mut s = spec("web");
+    s.placement.node = Some("a".into());
+    sim.running(s);
+    sim.run_for(4000, &[]);
+    assert_eq!(sim.module("web").state, ModuleState::FailingOver);
+    // a comes back first; its agent fenced the module while cut off.
+    sim.set_status("a", "web", ModuleStatus::Fenced);
+    sim.run_for(600, &["a"]);
+    assert_eq!(sim.state.nodes["a"].health, NodeHealth::Ready);
+    let kinds = sim.kinds("web");
+    assert!(!kinds.contains(&"start_failed".to_string()), "{kinds:?}");
+    assert!(!kinds.contains(&"module_failed".to_string()), "{kinds:?}");
+    // b is back too: the module moves there.
+    sim.run_for(600, &["a", "b"]);
+    assert_eq!(sim.node_of("web"), "b");
+}
+
+#[test]
 fn node_down_moves_at_most_one_only_after_lease_and_drift() {
     let mut sim = Sim::new(&["a", "b"]);
     let mut s = spec("web");

@@ -91,6 +91,11 @@ pub enum PlaceCause {
     Failover { reason: String },
     /// Moved off a draining node; not a failure.
     Drain,
+    /// Moved off a node that was lost (suspect or down, or back with its
+    /// copy stopped). Not a failure of the module: the node is not marked
+    /// as tried and `failover.max_nodes` is not spent, so a partition or an
+    /// outage never makes a module fail for good.
+    NodeLost { reason: String },
 }
 
 /// Where a module runs, and the fencing token of that decision.
@@ -218,6 +223,7 @@ pub enum Transition {
     InstallFailed(InstallFailed),
     GiveUp(GiveUp),
     ReleasePrevious(ReleasePrevious),
+    AwaitNode(AwaitNode),
 }
 
 /// Operator: deploy a new module.
@@ -313,6 +319,16 @@ pub enum FailStage {
     Install,
     /// The module started but went down before it was healthy.
     Start,
+}
+
+/// The module must leave its node, but no eligible node is ready now while
+/// some untried ones may come back (down or suspect): it waits for one
+/// instead of failing, and the next pass places it once one is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwaitNode {
+    pub module: ModuleName,
+    pub epoch: Epoch,
+    pub reason: String,
 }
 
 /// No way left to run the module: mark it failed.
@@ -758,6 +774,35 @@ impl ClusterState {
                 );
                 Ok(())
             }
+            Transition::AwaitNode(w) => {
+                let m = self.placed_module(&w.module, w.epoch)?;
+                if m.state == ModuleState::FailingOver && m.reason.as_ref() == Some(&w.reason) {
+                    return Err(Rejection::Conflict(format!(
+                        "module {:?} already waits for a node",
+                        w.module
+                    )));
+                }
+                if matches!(m.state, ModuleState::Failed | ModuleState::Stopped) {
+                    return Err(Rejection::Conflict(format!(
+                        "module {:?} is {}",
+                        w.module,
+                        m.state.as_str()
+                    )));
+                }
+                m.state = ModuleState::FailingOver;
+                m.reason = Some(w.reason.clone());
+                m.updated_ms = at;
+                let node = m.placement.as_ref().map(|p| p.node.clone());
+                self.event(
+                    index,
+                    at,
+                    "failover_waiting",
+                    Some(&w.module),
+                    node.as_deref(),
+                    &[("reason", w.reason.clone())],
+                );
+                Ok(())
+            }
             Transition::ReleasePrevious(r) => {
                 let m = self.placed_module(&r.module, r.epoch)?;
                 let placement = m
@@ -811,7 +856,10 @@ impl ClusterState {
             )));
         }
         let from = m.placement.as_ref().map(|pl| pl.node.clone());
-        if let PlaceCause::Failover { .. } = p.cause {
+        if let PlaceCause::NodeLost { .. } = p.cause {
+            m.failovers += 1;
+            m.state = ModuleState::FailingOver;
+        } else if let PlaceCause::Failover { .. } = p.cause {
             if m.episode_failovers >= m.spec.failover.max_nodes {
                 return Err(Rejection::Conflict(format!(
                     "module {:?} has tried failover.max_nodes = {} nodes",
@@ -862,7 +910,7 @@ impl ClusterState {
         }
         let kind = match &p.cause {
             PlaceCause::Initial => "placed",
-            PlaceCause::Failover { reason } => {
+            PlaceCause::Failover { reason } | PlaceCause::NodeLost { reason } => {
                 detail.push(("reason", reason.clone()));
                 detail.push(("tried", m.tried_nodes.join(",")));
                 "failover_started"

@@ -46,7 +46,7 @@ impl ModuleView {
             placed_by: m.placement.as_ref().map(|p| {
                 match &p.cause {
                     PlaceCause::Initial => "initial",
-                    PlaceCause::Failover { .. } => "failover",
+                    PlaceCause::Failover { .. } | PlaceCause::NodeLost { .. } => "failover",
                     PlaceCause::Drain => "drain",
                 }
                 .to_string()

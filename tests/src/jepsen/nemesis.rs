@@ -84,6 +84,15 @@ pub struct Active {
     pub marker: Option<std::path::PathBuf>,
 }
 
+impl Active {
+    /// The module a crash-loop fault targets.
+    pub fn module(&self) -> Option<String> {
+        (self.kind == FaultKind::CrashLoop)
+            .then(|| self.targets.first()?.split('@').next().map(str::to_string))
+            .flatten()
+    }
+}
+
 /// The current leader's host name (`s<id>`), if a supervisor names one.
 pub async fn leader(c: &Cluster) -> Option<String> {
     for s in &c.supervisors {
@@ -157,10 +166,14 @@ pub async fn start(
             // With three supervisors a ring is the full mesh, so the
             // smallest case of "every node sees a majority, each a
             // different one": one bridge supervisor, the link between the
-            // other two cut. Agents keep every link.
-            let mut s = sups.clone();
+            // other two cut. The bridge is a follower, so the leader loses
+            // one follower that still sees the bridge. Agents keep every
+            // link.
+            let mut s: Vec<String> = sups.iter().filter(|x| **x != leader).cloned().collect();
             s.shuffle(&mut rng);
-            let bridge = s[0].clone();
+            let bridge = s.remove(0);
+            s.push(leader.clone());
+            s.insert(0, bridge.clone());
             for (i, x) in s.iter().enumerate().skip(1) {
                 for y in s.iter().skip(i + 1) {
                     cut(c, x, y, &mut active)?;

@@ -192,16 +192,37 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary> {
         })
         .collect();
 
+    // Warm-up: faults start once the clients' first modules run.
+    let warm = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < warm {
+        let (alive, _) = read_ledger(&ledger);
+        let running = running_now(&alive, now_ns());
+        if running.len() >= workload::MIN_LIVE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let schedule = nemesis::schedule(cfg.seed, cfg.length);
     let began = Instant::now();
     let mut faults = vec![];
     for (id, p) in schedule.iter().enumerate() {
         tokio::time::sleep_until((began + p.at).into()).await;
         let (alive, _) = read_ledger(&ledger);
-        let running = running_now(&alive, now_ns());
+        // Crash-loop candidates: running copies of modules no client will
+        // remove while the fault lasts (they are protected until its end).
+        let running: Vec<_> = {
+            let s = shared.lock().expect("shared state");
+            running_now(&alive, now_ns())
+                .into_iter()
+                .filter(|(m, _, _)| s.modules.iter().any(|x| x.0 == *m && !x.1 && x.2))
+                .collect()
+        };
         let active = nemesis::start(&mut c, p, &running, &crash_dir, now_ns())
             .await
             .with_context(|| format!("starting fault {id} ({:?})", p.kind))?;
+        if let Some(m) = active.module() {
+            shared.lock().expect("shared state").protected.insert(m);
+        }
         println!(
             "  {:>5.1}s fault {id}: {:?} {:?} for {:.1}s",
             began.elapsed().as_secs_f64(),
@@ -217,6 +238,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary> {
                 .filter(|x| format!("{}@{}", x.module, x.node) == target && x.at_ns >= since)
                 .count()
         })?;
+        shared.lock().expect("shared state").protected.clear();
         faults.push(Fault {
             id: id as u32,
             kind: active.kind,
@@ -275,6 +297,13 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary> {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The cluster's own account, for whoever investigates a violation.
+    if let Ok(events) = c.admin(Duration::from_secs(5)).events(0).await {
+        std::fs::write(
+            cfg.dir.join("events.json"),
+            serde_json::to_string_pretty(&events)?,
+        )?;
     }
     c.kill_all();
     let records = assemble(&observations);

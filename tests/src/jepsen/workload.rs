@@ -13,6 +13,8 @@ use super::history::{Fencing, Nanos, Op, OpKind, Outcome, ReadValue, Record, now
 
 /// How long a client waits for one answer before calling it unknown.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Modules deployed and not removed: clients deploy while fewer are live.
+pub const MIN_LIVE: usize = 3;
 /// Modules deployed and not removed, at most.
 const MAX_LIVE: usize = 8;
 
@@ -23,6 +25,8 @@ pub struct Shared {
     /// invoked and whether its deploy was acknowledged.
     pub modules: Vec<(String, bool, bool)>,
     pub ops: Vec<Record>,
+    /// Modules no client removes for now (a crash-loop fault targets them).
+    pub protected: std::collections::BTreeSet<String>,
 }
 
 /// The package every module runs (pushed by the harness).
@@ -73,13 +77,13 @@ pub async fn client(
             let removable: Vec<String> = s
                 .modules
                 .iter()
-                .filter(|m| !m.1 && m.2)
+                .filter(|m| !m.1 && m.2 && !s.protected.contains(&m.0))
                 .map(|m| m.0.clone())
                 .collect();
             let known: Vec<String> = s.modules.iter().map(|m| m.0.clone()).collect();
             (live, removable, known)
         };
-        let op = if (roll < 0.06 && live < MAX_LIVE) || known.is_empty() {
+        let op = if (roll < 0.06 && live < MAX_LIVE) || live < MIN_LIVE {
             next += 1;
             let name = format!("m{client}-{next}");
             let fencing = if rng.gen_bool(0.25) {
