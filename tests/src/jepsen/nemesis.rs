@@ -82,6 +82,8 @@ pub struct Active {
     pub evidence: Option<(bool, String)>,
     /// The crash-loop marker to remove at the end.
     pub marker: Option<std::path::PathBuf>,
+    /// Whether the crash loop's SIGKILL reached the running copy.
+    pub killed: Option<(bool, String)>,
 }
 
 impl Active {
@@ -143,6 +145,7 @@ pub async fn start(
         cut_hosts: vec![],
         evidence: None,
         marker: None,
+        killed: None,
     };
     match p.kind {
         FaultKind::IsolateLeader => {
@@ -231,10 +234,11 @@ pub async fn start(
                 std::fs::write(&marker, "")?;
                 active.marker = Some(marker);
                 // Its running copy crashes now; restarts on that node fail.
-                let _ = nix::sys::signal::kill(
+                let killed = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(*pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
+                active.killed = Some((killed.is_ok(), format!("{killed:?}")));
                 active.targets = vec![format!("{module}@{node}")];
             }
         }
@@ -243,12 +247,14 @@ pub async fn start(
 }
 
 /// Ends `a`: heals the network and the processes. Returns whether it took
-/// effect and the evidence. `crashes` counts the crash records the ledger
-/// holds for the crash-loop target since the fault started.
+/// effect and the evidence. `ledger(target, since)` counts, for the crash
+/// loop's `module@node`, the ledger's crash records on that node and the
+/// alive records on other nodes since the fault started: the module either
+/// crashed at start there or was driven to another node.
 pub fn stop(
     c: &mut Cluster,
     a: &Active,
-    crashes: impl Fn(&str, Nanos) -> usize,
+    ledger: impl Fn(&str, Nanos) -> (usize, usize),
 ) -> Result<(bool, String)> {
     let mut dropped = 0;
     let mut per_host = vec![];
@@ -282,8 +288,14 @@ pub fn stop(
             Some(e) => e.clone(),
             None => {
                 let target = a.targets.first().cloned().unwrap_or_default();
-                let n = crashes(&target, a.start_ns);
-                (n > 0, format!("{n} crashes of {target} at start"))
+                let (crashed, elsewhere) = ledger(&target, a.start_ns);
+                let (killed, how) = a.killed.clone().unwrap_or((false, "not killed".into()));
+                (
+                    killed && (crashed > 0 || elsewhere > 0),
+                    format!(
+                        "running copy SIGKILLed: {how}; {crashed} crashes of {target} at start, {elsewhere} alive records on other nodes since"
+                    ),
+                )
             }
         },
     })

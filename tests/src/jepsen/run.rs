@@ -231,12 +231,18 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary> {
             p.duration.as_secs_f64()
         );
         tokio::time::sleep(p.duration).await;
-        let (_, crashes) = read_ledger(&ledger);
+        let (alive, crashes) = read_ledger(&ledger);
         let (took_effect, evidence) = nemesis::stop(&mut c, &active, |target, since| {
-            crashes
+            let (module, node) = target.split_once('@').unwrap_or((target, ""));
+            let crashed = crashes
                 .iter()
-                .filter(|x| format!("{}@{}", x.module, x.node) == target && x.at_ns >= since)
-                .count()
+                .filter(|x| x.module == module && x.node == node && x.at_ns >= since)
+                .count();
+            let elsewhere = alive
+                .iter()
+                .filter(|x| x.module == module && x.node != node && x.at_ns >= since)
+                .count();
+            (crashed, elsewhere)
         })?;
         shared.lock().expect("shared state").protected.clear();
         faults.push(Fault {
