@@ -210,12 +210,23 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary> {
         let (alive, _) = read_ledger(&ledger);
         // Crash-loop candidates: running copies of modules no client will
         // remove while the fault lasts (they are protected until its end).
-        let running: Vec<_> = {
-            let s = shared.lock().expect("shared state");
-            running_now(&alive, now_ns())
-                .into_iter()
-                .filter(|(m, _, _)| s.modules.iter().any(|x| x.0 == *m && !x.1 && x.2))
-                .collect()
+        // After a partition none may run yet: wait up to 5 s for one.
+        let mut alive = alive;
+        let wait_until = Instant::now() + Duration::from_secs(5);
+        let running = loop {
+            let running: Vec<_> = {
+                let s = shared.lock().expect("shared state");
+                running_now(&alive, now_ns())
+                    .into_iter()
+                    .filter(|(m, _, _)| s.modules.iter().any(|x| x.0 == *m && !x.1 && x.2))
+                    .collect()
+            };
+            if p.kind != FaultKind::CrashLoop || !running.is_empty() || Instant::now() > wait_until
+            {
+                break running;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            alive = read_ledger(&ledger).0;
         };
         let active = nemesis::start(&mut c, p, &running, &crash_dir, now_ns())
             .await
