@@ -24,8 +24,11 @@
 //!    fails → `InstallFailed` and the next failover node (claim 2), up to
 //!    `failover.max_nodes`, then `GiveUp`;
 //! 4. a node silent for the TTL is suspect; silent for the lease plus the
-//!    drift margin it is down, and its modules fail over (at-least-one
-//!    modules already when it is suspect).
+//!    drift margin it is down, and its modules move (`Place{NodeLost}`;
+//!    at-least-one modules already when it is suspect). Losing a node is
+//!    not the module failing: it spends no tried node and no
+//!    `failover.max_nodes`, and with no ready node the module waits
+//!    (`AwaitNode`) instead of failing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
