@@ -147,8 +147,8 @@ impl Default for Options {
 }
 
 /// Fast failure detection for tests: suspect after 1 s, lease 3 s, down
-/// after 3.3 s without heartbeats.
-const SUPERVISOR_FLAGS: [&str; 8] = [
+/// after 3.3 s without heartbeats; elections after 0.5-1 s.
+pub const SUPERVISOR_FLAGS: [&str; 8] = [
     "--heartbeat-ttl-ms",
     "1000",
     "--lease-ms",
@@ -158,7 +158,8 @@ const SUPERVISOR_FLAGS: [&str; 8] = [
     "--election-timeout-ms",
     "500",
 ];
-const AGENT_FLAGS: [&str; 4] = ["--heartbeat-ms", "200", "--stop-grace-ms", "500"];
+/// Agent flags to match: heartbeats every 200 ms, stop grace 0.5 s.
+pub const AGENT_FLAGS: [&str; 4] = ["--heartbeat-ms", "200", "--stop-grace-ms", "500"];
 
 /// Real supervisors, depmgr and agents on loopback.
 pub struct TestCluster {

@@ -50,14 +50,15 @@ fn main() {
         }),
         Ok("harness") => harness(Args::parse()),
         _ => {
-            let args = Args::parse();
+            // Parse here too, so bad flags and --help answer before any
+            // namespace is made.
+            Args::parse();
             if !nix::unistd::geteuid().is_root() {
                 eprintln!(
                     "jepsen: must run as root (it creates network namespaces and iptables rules)"
                 );
                 std::process::exit(2);
             }
-            let _ = args;
             netns::reexec_in_private_namespaces().unwrap_or_else(|e| {
                 eprintln!("jepsen: {e:#}");
                 2

@@ -13,24 +13,11 @@ use nix::unistd::Pid;
 use supervisor::client::AdminClient;
 
 use super::netns::{HARNESS_IP, Net};
+use crate::{AGENT_FLAGS, SUPERVISOR_FLAGS};
 
 pub const SUPERVISOR_PORT: u16 = 7100;
 pub const AGENT_PORT: u16 = 7200;
 pub const DEPMGR_PORT: u16 = 7400;
-
-/// Failure detection and leases for the run: suspect after 1 s, lease 3 s,
-/// down after 3.3 s of silence; elections after 0.5-1 s.
-const SUPERVISOR_FLAGS: [&str; 8] = [
-    "--heartbeat-ttl-ms",
-    "1000",
-    "--lease-ms",
-    "3000",
-    "--lease-drift-ms",
-    "300",
-    "--election-timeout-ms",
-    "500",
-];
-const AGENT_FLAGS: [&str; 4] = ["--heartbeat-ms", "200", "--stop-grace-ms", "500"];
 
 /// A program on a host: how to start it and its process.
 struct Proc {
@@ -253,7 +240,7 @@ impl Cluster {
     }
 
     /// SIGSTOP; evidence that the process is stopped.
-    pub fn pause(&mut self, key: &str) -> Result<(bool, String)> {
+    pub async fn pause(&mut self, key: &str) -> Result<(bool, String)> {
         let p = self.proc(key)?;
         let Some(c) = &p.child else {
             return Ok((false, format!("{key} was not running")));
@@ -269,7 +256,7 @@ impl Cluster {
             {
                 return Ok((true, format!("{key} pid {pid} in state T")));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok((false, format!("{key} pid {pid} never showed state T")))
     }

@@ -212,7 +212,7 @@ pub async fn start(
             active.evidence = Some(if p.kind == FaultKind::KillSupervisor {
                 c.kill(&target)?
             } else {
-                c.pause(&target)?
+                c.pause(&target).await?
             });
             active.targets = vec![target];
         }
@@ -221,7 +221,7 @@ pub async fn start(
             active.evidence = Some(if p.kind == FaultKind::KillAgent {
                 c.kill(&target)?
             } else {
-                c.pause(&target)?
+                c.pause(&target).await?
             });
             active.targets = vec![target];
         }
