@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::leader::{Leader, stamp};
-use crate::raft::{Raft, StateHandle, SupervisorId};
+use crate::raft::{Raft, StateHandle, SupervisorId, typ};
 use crate::state::{BatchResponse, Transition};
 
 /// Counters exported on `/metrics`.
@@ -41,14 +41,25 @@ pub enum ProposeError {
     Unavailable(String),
 }
 
+/// Why a replica could not initialise or join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("reading the Raft state: {0}")]
+    Read(#[from] typ::RaftError),
+    #[error("initialising the cluster: {0}")]
+    Initialize(typ::RaftError<typ::InitializeError>),
+}
+
 /// Shared by every task and handler of the replica.
 pub struct App {
     pub id: SupervisorId,
     pub config: Config,
     pub raft: Raft,
     pub state: StateHandle,
-    /// Client for depmgr and for forwarding admin requests to the leader.
+    /// Client for forwarding admin requests to the leader.
     pub http: reqwest::Client,
+    /// The dependency manager (package checks and retrieval).
+    pub depmgr: depmgr::client::Client,
     pub tasks: TaskTracker,
     pub cancel: CancellationToken,
     leader: RwLock<Option<Arc<Leader>>>,
@@ -60,6 +71,7 @@ impl App {
         config: Config,
         raft: Raft,
         state: StateHandle,
+        depmgr: depmgr::client::Client,
         cancel: CancellationToken,
     ) -> Arc<App> {
         let http = reqwest::Client::builder()
@@ -72,6 +84,7 @@ impl App {
             raft,
             state,
             http,
+            depmgr,
             tasks: TaskTracker::new(),
             cancel,
             leader: RwLock::new(None),
@@ -145,12 +158,8 @@ impl App {
 
     /// Initialises an empty cluster when this replica has the lowest id of
     /// --peers; others wait to be reached. Idempotent.
-    pub async fn bootstrap(&self) -> Result<(), String> {
-        let initialized = self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn bootstrap(&self) -> Result<(), BootstrapError> {
+        let initialized = self.raft.is_initialized().await?;
         let lowest = self.config.peers.0.keys().next().copied();
         if initialized || lowest != Some(self.id) {
             return Ok(());
@@ -168,7 +177,7 @@ impl App {
                 Ok(())
             }
             Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(BootstrapError::Initialize(e)),
         }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! ## Data flow
 //! ```text
-//!  agent ──heartbeat (packed status codes)──► http::answer_heartbeat
+//!  agent ──heartbeat (packed status codes)──► http::agent ─► Leader::heartbeat
 //!                                             │ leader only
 //!            ┌────────────────────────────────▼───────────────┐
 //!            │ leader::Leader   observed heartbeats (memory)  │
@@ -20,14 +20,17 @@
 //! ## Modules
 //! - [`state`]: the replicated state and its deterministic `apply`.
 //! - [`plan`]: the pure reconciler and the directives derived from state.
-//! - [`leader`]: the leader-only control loop (I/O edge of `plan`).
+//! - [`leader`]: the leader-only control loop (I/O edge of `plan`), the
+//!   leader's side of the heartbeat protocol, package retrieval.
 //! - [`raft`], [`network`]: openraft type configuration and HTTP Raft RPC.
-//! - [`http`], [`views`]: the admin API, the agent endpoint, metrics.
+//! - [`http`]: one file per surface (Raft RPC, agents, admin API,
+//!   forwarding, guards, metrics); [`views`]: the admin API's JSON.
 //! - [`app`], [`server`], [`config`]: wiring, start and stop.
-//! - [`client`]: the admin API client used by `supctl`.
+//!
+//! The admin API's JSON types and its client live in the `admin-api` crate,
+//! `supctl` in its own crate: neither links openraft nor RocksDB.
 
 pub mod app;
-pub mod client;
 pub mod config;
 pub mod http;
 pub mod leader;

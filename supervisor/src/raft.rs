@@ -35,6 +35,7 @@ pub mod typ {
         openraft::error::RaftError<SupervisorId, E>;
     pub type RPCError<E = openraft::error::Infallible> =
         openraft::error::RPCError<SupervisorId, BasicNode, RaftError<E>>;
+    pub type InitializeError = openraft::error::InitializeError<SupervisorId, BasicNode>;
     pub type ClientWriteError = openraft::error::ClientWriteError<SupervisorId, BasicNode>;
     pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<SupervisorId, BasicNode>;
     pub type ForwardToLeader = openraft::error::ForwardToLeader<SupervisorId, BasicNode>;

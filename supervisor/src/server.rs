@@ -12,6 +12,13 @@ use crate::network::Network;
 use crate::raft::Raft;
 use crate::state::ClusterState;
 
+/// Deadlines of every call to depmgr (package checks and retrieval).
+const DEPMGR_TIMEOUTS: depmgr::client::Timeouts = depmgr::client::Timeouts {
+    connect: Duration::from_secs(2),
+    request: Duration::from_secs(5),
+    idle: Duration::from_secs(5),
+};
+
 /// Why a replica could not start (exit status 2: nothing was changed).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -26,6 +33,8 @@ pub enum StartError {
     },
     #[error("raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Bootstrap(#[from] crate::app::BootstrapError),
 }
 
 /// Runs a replica until `shutdown` fires, then stops cleanly.
@@ -35,6 +44,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         .raft_config()
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
+    let depmgr = depmgr::client::Client::with_timeouts(&config.depmgr, DEPMGR_TIMEOUTS)
+        .map_err(|e| StartError::Config(format!("--depmgr: {e}")))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -47,8 +58,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let raft = Raft::new(config.id, Arc::new(raft_config), Network::new(), log, sm)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    let app = App::new(config, raft, state, shutdown.child_token());
-    app.bootstrap().await.map_err(StartError::Raft)?;
+    let app = App::new(config, raft, state, depmgr, shutdown.child_token());
+    app.bootstrap().await?;
     tracing::info!(id = app.id, listen = %app.config.listen, data_dir = %app.config.data_dir.display(), "supervisor replica serving");
     app.tasks.spawn(app.clone().watch_leadership());
 

@@ -1,37 +1,14 @@
-//! JSON views of the replicated state, as the admin API answers them (the
-//! field names are the outside contract; supctl reads them back).
+//! The admin API's views ([`admin_api`]) built from the replicated state.
+//! The view types live in the `admin-api` crate so that its clients need
+//! neither openraft nor RocksDB; this module is the one place that fills
+//! them in.
 
-use std::collections::BTreeMap;
-
-use proto::manifest::PackageRef;
-use serde::{Deserialize, Serialize};
+pub use admin_api::views::*;
 
 use crate::state::{ClusterState, Event, ModuleRecord, NodeHealth, NodeRecord, PlaceCause};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModuleView {
-    pub name: String,
-    pub node: Option<String>,
-    pub epoch: Option<u64>,
-    pub state: String,
-    pub restore_attempts: u32,
-    pub failovers: u32,
-    pub package: PackageRef,
-    pub fencing: proto::spec::Fencing,
-    /// Why the module failed, or what went wrong last.
-    pub reason: Option<String>,
-    /// Nodes that failed the module in the current failure episode.
-    pub tried_nodes: Vec<String>,
-    /// Why the module is where it is: initial, failover, drain.
-    pub placed_by: Option<String>,
-    /// The package version installed for the current placement, once
-    /// retrieved from depmgr.
-    pub installed_version: Option<String>,
-    pub updated_ms: u64,
-}
-
-impl ModuleView {
-    pub fn of(name: &str, m: &ModuleRecord) -> ModuleView {
+/// The view of module `name`.
+pub fn module(name: &str, m: &ModuleRecord) -> ModuleView {
         ModuleView {
             name: name.to_string(),
             node: m.placement.as_ref().map(|p| p.node.clone()),
@@ -53,22 +30,11 @@ impl ModuleView {
             }),
             installed_version: m.package.as_ref().map(|p| p.manifest.version.clone()),
             updated_ms: m.updated_ms,
-        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeView {
-    pub id: String,
-    pub addr: String,
-    /// ready | suspect | down | draining
-    pub status: String,
-    pub labels: BTreeMap<String, String>,
-    pub modules: Vec<String>,
-}
-
-impl NodeView {
-    pub fn of(state: &ClusterState, id: &str, n: &NodeRecord) -> NodeView {
+/// The view of node `id`, with the modules placed on it.
+pub fn node(state: &ClusterState, id: &str, n: &NodeRecord) -> NodeView {
         let status = match (n.draining, n.health) {
             (true, NodeHealth::Ready) => "draining",
             (_, NodeHealth::Ready) => "ready",
@@ -81,23 +47,11 @@ impl NodeView {
             status: status.to_string(),
             labels: n.labels.clone(),
             modules: state.modules_on(id).map(|(name, _)| name.clone()).collect(),
-        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventView {
-    pub index: u64,
-    pub log_index: u64,
-    pub at_ms: u64,
-    pub kind: String,
-    pub module: Option<String>,
-    pub node: Option<String>,
-    pub detail: BTreeMap<String, String>,
-}
-
-impl From<&Event> for EventView {
-    fn from(e: &Event) -> Self {
+/// The view of a recorded event.
+pub fn event(e: &Event) -> EventView {
         EventView {
             index: e.index,
             log_index: e.log_index,
@@ -106,40 +60,6 @@ impl From<&Event> for EventView {
             module: e.module.clone(),
             node: e.node.clone(),
             detail: e.detail.clone(),
-        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberView {
-    pub id: u64,
-    pub addr: String,
-    pub voter: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterView {
-    pub leader: Option<u64>,
-    pub term: u64,
-    pub last_applied: u64,
-    pub members: Vec<MemberView>,
-    /// The replica that answered.
-    pub id: u64,
-    /// The leader's address, when known.
-    pub leader_addr: Option<String>,
-}
-
-/// `POST /v1/modules` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deployed {
-    pub name: String,
-    pub epoch: u64,
-}
-
-/// `POST /v1/cluster/members` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddMember {
-    pub id: u64,
-    pub addr: String,
-}

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use supervisor::client::AdminClient;
-use supervisor::views::{ClusterView, EventView, ModuleView, NodeView};
+use admin_api::AdminClient;
+use admin_api::{ClusterView, EventView, ModuleView, NodeView};
 
 /// Polls `f` until it yields `Some`, or panics naming `what` at the deadline.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T

@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 static SERIAL: Mutex<()> = Mutex::const_new(());
 const T: Duration = Duration::from_secs(40);
 
-fn kinds(events: &[supervisor::views::EventView]) -> Vec<&str> {
+fn kinds(events: &[admin_api::EventView]) -> Vec<&str> {
     events.iter().map(|e| e.kind.as_str()).collect()
 }
 
@@ -43,7 +43,7 @@ fn alive(pid: u32) -> bool {
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
 }
 
-async fn running_on(c: &TestCluster, module: &str, node: &str) -> supervisor::views::ModuleView {
+async fn running_on(c: &TestCluster, module: &str, node: &str) -> admin_api::ModuleView {
     c.wait_module(module, &format!("{module} running on {node}"), T, |m| {
         m.state == "running" && m.node.as_deref() == Some(node)
     })
@@ -373,7 +373,7 @@ async fn whole_cluster_stop_and_start_keeps_modules_counters_and_placements() {
     })
     .await;
     let key =
-        |m: &supervisor::views::ModuleView| (m.name.clone(), m.node.clone(), m.epoch, m.failovers);
+        |m: &admin_api::ModuleView| (m.name.clone(), m.node.clone(), m.epoch, m.failovers);
     assert_eq!(
         after.iter().map(key).collect::<Vec<_>>(),
         before.iter().map(key).collect::<Vec<_>>()

@@ -16,8 +16,8 @@ use proto::heartbeat::{
     Directive, Heartbeat, HeartbeatReply, ModuleStatus, ModuleTable, PackedStatuses, ReplyOutcome,
     TableEntry,
 };
-use supervisor::client::AdminClient;
-use supervisor::views::{ClusterView, ModuleView};
+use admin_api::AdminClient;
+use admin_api::{ClusterView, ModuleView};
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {

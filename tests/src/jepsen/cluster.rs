@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use supervisor::client::AdminClient;
+use admin_api::AdminClient;
 
 use super::netns::{HARNESS_IP, Net};
 use crate::{AGENT_FLAGS, SUPERVISOR_FLAGS};

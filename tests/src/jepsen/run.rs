@@ -133,7 +133,7 @@ async fn observe(c: &Cluster) -> Observation {
             Err(_) => (None, 0),
         };
         let modules = match admin
-            .get::<Vec<supervisor::views::ModuleView>>("/v1/modules?stale=true")
+            .get::<Vec<admin_api::ModuleView>>("/v1/modules?stale=true")
             .await
         {
             Ok(ms) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
-use supervisor::client::{AdminClient, ClientError};
+use admin_api::{AdminClient, ClientError};
 
 use super::history::{Fencing, Nanos, Op, OpKind, Outcome, ReadValue, Record, now_ns};
 

@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::views::{ClusterView, Deployed, EventView, ModuleView, NodeView};
+use crate::views::{ClusterView, Deployed, Drained, EventView, ModuleView, NodeView, Removed};
 
 /// An admin API failure, with the server's message when it gave one.
 #[derive(Debug, thiserror::Error)]
@@ -137,12 +137,12 @@ impl AdminClient {
         self.request(Method::POST, "/v1/modules", Some(spec)).await
     }
 
-    pub async fn remove(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn remove(&self, name: &str) -> Result<Removed, ClientError> {
         self.request::<(), _>(Method::DELETE, &format!("/v1/modules/{name}"), None)
             .await
     }
 
-    pub async fn drain(&self, node: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn drain(&self, node: &str) -> Result<Drained, ClientError> {
         self.request::<(), _>(Method::POST, &format!("/v1/nodes/{node}/drain"), None)
             .await
     }

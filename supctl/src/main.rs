@@ -11,8 +11,8 @@ mod dev;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use supervisor::client::AdminClient;
-use supervisor::views::{EventView, ModuleView, NodeView};
+use admin_api::AdminClient;
+use admin_api::{EventView, ModuleView, NodeView};
 
 #[derive(Debug, Parser)]
 #[command(name = "supctl", version, about = "Operate a supervisor cluster")]

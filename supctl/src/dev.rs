@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use supervisor::client::AdminClient;
+use admin_api::AdminClient;
 
 /// Ports of a dev cluster, kept across runs (Raft remembers its peers'
 /// addresses, so a second run must use the same ones).

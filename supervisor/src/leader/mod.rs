@@ -15,19 +15,32 @@
 //! and a leadership confirmation by a quorum that started after the
 //! heartbeat arrived, before any lease is granted.
 
+//!
+//! Files: this one holds the term's session and its control loop;
+//! [`heartbeat`] the leader's side of the heartbeat protocol; [`packages`]
+//! configuration package retrieval; [`rounds`] the batching of waits.
+
+mod heartbeat;
+mod packages;
+mod rounds;
+
+pub use heartbeat::not_leader;
+pub use packages::{RetrieveError, retrieve_package};
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proto::heartbeat::Heartbeat;
-use proto::manifest::{ArtifactRef, ConfigPackage, Manifest};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
-use crate::plan::{Fetch, Ingest, Observed, Scope, plan_scoped};
-use crate::state::{Batch, PackageRetrieved, Transition};
+use crate::app::{App, ProposeError};
+use crate::plan::{Fetch, Ingest, Observed, Plan, Scope, plan_scoped};
+use crate::state::{Batch, Transition};
+use packages::FetchState;
+use rounds::Rounds;
 
 /// How often the control loop runs without being woken (timers: TTLs,
 /// healthy periods).
@@ -39,56 +52,6 @@ const FULL_PASS: Duration = Duration::from_secs(1);
 const PASS_WAIT: Duration = Duration::from_millis(1000);
 /// Longest a heartbeat reply waits for a leadership confirmation.
 const CONFIRM_WAIT: Duration = Duration::from_millis(1000);
-/// Timeout of each depmgr request.
-const DEPMGR_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Batches "has something finished that started after I asked?" waits:
-/// a round started after `ticket()` returned is enough for that caller.
-struct Rounds {
-    next: AtomicU64,
-    done: watch::Sender<(u64, bool)>,
-    wake: Notify,
-}
-
-impl Rounds {
-    fn new() -> Self {
-        Rounds {
-            next: AtomicU64::new(1),
-            done: watch::channel((0, true)).0,
-            wake: Notify::new(),
-        }
-    }
-
-    /// Asks for a round and waits until one that started after this call
-    /// has finished; its result, or `None` on timeout.
-    async fn wait(&self, timeout: Duration) -> Option<bool> {
-        let ticket = self.next.load(Ordering::SeqCst);
-        self.wake.notify_one();
-        let mut rx = self.done.subscribe();
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|(id, _)| *id >= ticket)).await;
-        match waited {
-            Ok(Ok(v)) => Some(v.1),
-            _ => None,
-        }
-    }
-
-    /// Starts a round: returns its id.
-    fn start(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::SeqCst)
-    }
-
-    fn finish(&self, id: u64, ok: bool) {
-        self.done.send_replace((id, ok));
-    }
-}
-
-/// Retrieval state of one placement's package.
-#[derive(Debug, Default)]
-struct FetchState {
-    in_flight: bool,
-    failures: u32,
-    next_try: Option<Instant>,
-}
 
 /// This replica's leadership of one term.
 pub struct Leader {
@@ -250,7 +213,7 @@ impl Leader {
 
     /// One reconcile pass: plan, commit, start retrievals. `Ok(true)` when
     /// transitions were committed.
-    async fn pass(self: &Arc<Self>, full: bool) -> Result<bool, ()> {
+    async fn pass(self: &Arc<Self>, full: bool) -> Result<bool, ProposeError> {
         let started = Instant::now();
         let now = self.now_ms();
         let timing = self.app.config.timing();
@@ -276,7 +239,7 @@ impl Leader {
         result
     }
 
-    async fn commit_plan(self: &Arc<Self>, planned: crate::plan::Plan) -> Result<bool, ()> {
+    async fn commit_plan(self: &Arc<Self>, planned: Plan) -> Result<bool, ProposeError> {
         for fetch in planned.fetches {
             self.maybe_fetch(fetch);
         }
@@ -295,112 +258,10 @@ impl Leader {
             }
             Err(e) => {
                 tracing::warn!(term = self.term, error = %e, "committing planned transitions failed");
-                Err(())
+                Err(e)
             }
         }
     }
-
-    /// Starts retrieving a placement's configuration package, unless one is
-    /// under way or failed recently (exponential backoff up to 5 s).
-    fn maybe_fetch(self: &Arc<Self>, fetch: Fetch) {
-        let key = (fetch.module.clone(), fetch.epoch);
-        {
-            let mut fetches = self.fetches.lock().expect("fetches lock poisoned");
-            fetches.retain(|(m, e), _| m != &fetch.module || *e >= fetch.epoch);
-            let st = fetches.entry(key.clone()).or_default();
-            if st.in_flight || st.next_try.is_some_and(|t| Instant::now() < t) {
-                return;
-            }
-            st.in_flight = true;
-        }
-        let leader = self.clone();
-        self.app.tasks.spawn(async move {
-            let result = tokio::select! {
-                _ = leader.cancel.cancelled() => return,
-                r = retrieve_package(&leader.app.http, &leader.app.config.depmgr, &fetch) => r,
-            };
-            let committed = match result {
-                Ok(package) => {
-                    tracing::info!(module = %fetch.module, epoch = fetch.epoch, artifacts = package.artifacts.len(), "configuration package retrieved from depmgr");
-                    let t = Transition::PackageRetrieved(PackageRetrieved {
-                        module: fetch.module.clone(),
-                        epoch: fetch.epoch,
-                        package,
-                    });
-                    leader.app.propose(vec![t]).await.is_ok()
-                }
-                Err(e) => {
-                    tracing::warn!(module = %fetch.module, epoch = fetch.epoch, error = %e, "retrieving the configuration package failed");
-                    false
-                }
-            };
-            let mut fetches = leader.fetches.lock().expect("fetches lock poisoned");
-            if let Some(st) = fetches.get_mut(&key) {
-                st.in_flight = false;
-                if !committed {
-                    st.failures += 1;
-                    let backoff = Duration::from_millis(100 << st.failures.min(6)).min(Duration::from_secs(5));
-                    st.next_try = Some(Instant::now() + backoff);
-                }
-            }
-            drop(fetches);
-            leader.passes.wake.notify_one();
-        });
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct PackageInfo {
-    manifest: Manifest,
-}
-
-/// Retrieves a module's configuration package from depmgr: the manifest
-/// and the dependency closure in install order.
-pub async fn retrieve_package(
-    http: &reqwest::Client,
-    depmgr: &str,
-    fetch: &Fetch,
-) -> Result<ConfigPackage, String> {
-    let base = format!(
-        "{}/v1/packages/{}/{}",
-        depmgr.trim_end_matches('/'),
-        fetch.package.name,
-        fetch.package.version
-    );
-    async fn get<T: serde::de::DeserializeOwned>(
-        http: &reqwest::Client,
-        url: &str,
-    ) -> Result<T, String> {
-        let resp = http
-            .get(url)
-            .timeout(DEPMGR_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(format!("GET {url}: {status}: {}", body.trim()));
-        }
-        resp.json::<T>()
-            .await
-            .map_err(|e| format!("GET {url}: bad answer: {e}"))
-    }
-    let info: PackageInfo = get(http, &base).await?;
-    let artifacts: Vec<ArtifactRef> = get(http, &format!("{base}/closure")).await?;
-    match artifacts.last() {
-        Some(own) if own.name == fetch.package.name && own.version == fetch.package.version => {}
-        _ => {
-            return Err(format!(
-                "closure of {} does not end with the package itself",
-                fetch.package
-            ));
-        }
-    }
-    Ok(ConfigPackage {
-        manifest: info.manifest,
-        artifacts,
-    })
 }
 
 /// Stamps a batch with the wall clock (the only clock that enters the log).

@@ -1,0 +1,124 @@
+//! The JSON of the admin API: views of the replicated state and the answer
+//! of every endpoint. The field names are the outside contract
+//! (docs/reference.md); the supervisor fills them in (`supervisor::views`),
+//! supctl and the tests read them back.
+
+use std::collections::BTreeMap;
+
+use proto::manifest::PackageRef;
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/modules/{name}` (and each element of `GET /v1/modules`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleView {
+    pub name: String,
+    pub node: Option<String>,
+    pub epoch: Option<u64>,
+    pub state: String,
+    pub restore_attempts: u32,
+    pub failovers: u32,
+    pub package: PackageRef,
+    pub fencing: proto::spec::Fencing,
+    /// Why the module failed, or what went wrong last.
+    pub reason: Option<String>,
+    /// Nodes that failed the module in the current failure episode.
+    pub tried_nodes: Vec<String>,
+    /// Why the module is where it is: initial, failover, drain.
+    pub placed_by: Option<String>,
+    /// The package version installed for the current placement, once
+    /// retrieved from depmgr.
+    pub installed_version: Option<String>,
+    pub updated_ms: u64,
+}
+
+/// Each element of `GET /v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: String,
+    pub addr: String,
+    /// ready | suspect | down | draining
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    pub modules: Vec<String>,
+}
+
+/// Each element of `GET /v1/events`: one recorded decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    pub index: u64,
+    pub log_index: u64,
+    pub at_ms: u64,
+    pub kind: String,
+    pub module: Option<String>,
+    pub node: Option<String>,
+    pub detail: BTreeMap<String, String>,
+}
+
+/// A member of the Raft cluster, in [`ClusterView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: u64,
+    pub addr: String,
+    pub voter: bool,
+}
+
+/// `GET /v1/cluster`, answered by the replica asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_applied: u64,
+    pub members: Vec<MemberView>,
+    /// The replica that answered.
+    pub id: u64,
+    /// The leader's address, when known.
+    pub leader_addr: Option<String>,
+}
+
+/// `POST /v1/modules` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    pub name: String,
+    pub epoch: u64,
+}
+
+/// `POST /v1/cluster/members` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// `POST /v1/cluster/members` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAdded {
+    pub id: u64,
+    pub addr: String,
+    pub voter: bool,
+}
+
+/// `DELETE /v1/cluster/members/{id}` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRemoved {
+    pub removed: u64,
+}
+
+/// `POST /v1/nodes/{id}/drain` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drained {
+    pub node: String,
+    /// Always `draining`.
+    pub status: String,
+    /// Log index of the drain.
+    pub index: u64,
+}
+
+/// `DELETE /v1/modules/{name}` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub name: String,
+    pub removed: bool,
+    /// Log index of the removal.
+    pub index: u64,
+}

@@ -1,0 +1,351 @@
+//! The admin API (JSON; names in docs/reference.md): cluster and
+//! membership, nodes, modules, events. Writes become one transition each,
+//! committed through Raft, and a rejection by `apply` becomes 404/409/400
+//! through [`ApiError`]. Reads are linearizable (a read barrier on the
+//! leader) unless `?stale=true` asks for this replica's applied state.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use openraft::BasicNode;
+use proto::spec::ModuleSpec;
+use serde::Deserialize;
+
+use super::forward::forward_to_leader;
+use super::guard::{refuse_oversized, require_token};
+use super::{ApiError, ApiResult};
+use crate::app::App;
+use crate::state::{Deploy, Drain, Outcome, Remove, Transition};
+use crate::views::{
+    self, AddMember, ClusterView, Deployed, Drained, EventView, MemberAdded, MemberRemoved,
+    MemberView, ModuleView, NodeView, Removed,
+};
+
+/// Longest a deploy waits for depmgr to say whether its package exists.
+const PACKAGE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The admin routes, behind forwarding, the token and the body limit.
+pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/members", post(add_member))
+        .route("/v1/cluster/members/{id}", delete(remove_member))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{id}/drain", post(drain))
+        .route("/v1/modules", get(modules).post(deploy))
+        .route("/v1/modules/{name}", get(module).delete(remove))
+        .route("/v1/events", get(events))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            forward_to_leader,
+        ))
+        .layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            refuse_oversized,
+        ))
+        .layer(DefaultBodyLimit::max(app.config.max_body))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReadOpts {
+    #[serde(default)]
+    stale: Option<String>,
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+impl ReadOpts {
+    fn stale(&self) -> bool {
+        matches!(self.stale.as_deref(), Some("true" | "1"))
+    }
+}
+
+/// Makes a read linearizable (this replica is the leader here, or the
+/// request was forwarded to it), unless a stale read was asked for.
+async fn read_barrier(app: &App, opts: &ReadOpts) -> ApiResult<()> {
+    if opts.stale() {
+        return Ok(());
+    }
+    match tokio::time::timeout(Duration::from_secs(5), app.raft.ensure_linearizable()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ApiError::unavailable(format!(
+            "not a confirmed leader: {e}"
+        ))),
+        Err(_) => Err(ApiError::unavailable("no quorum confirmed the read in 5 s")),
+    }
+}
+
+async fn commit_one(app: &App, t: Transition) -> ApiResult<u64> {
+    let resp = app.propose(vec![t]).await?;
+    match resp.outcomes.into_iter().next() {
+        Some(Outcome::Applied { epoch }) => Ok(epoch),
+        Some(Outcome::Rejected(r)) => Err(r.into()),
+        None => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "empty response from the state machine",
+        )),
+    }
+}
+
+async fn cluster(State(app): State<Arc<App>>) -> Json<ClusterView> {
+    let m = app.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, node): (&u64, &BasicNode)| MemberView {
+            id: *id,
+            addr: node.addr.clone(),
+            voter: voters.contains(id),
+        })
+        .collect();
+    Json(ClusterView {
+        leader: m.current_leader,
+        term: m.current_term,
+        last_applied: m.last_applied.map_or(0, |l| l.index),
+        members,
+        id: app.id,
+        leader_addr: app.leader_addr().map(|(_, a)| a),
+    })
+}
+
+async fn add_member(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Json<MemberAdded>> {
+    let req: AddMember =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("member: {e}")))?;
+    match req.addr.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
+        _ => {
+            return Err(ApiError::bad(format!(
+                "addr {:?} is not host:port",
+                req.addr
+            )));
+        }
+    }
+    if app.voters().contains(&req.id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("supervisor {} is already a voter", req.id),
+        ));
+    }
+    let timeout = Duration::from_secs(50);
+    let added = tokio::time::timeout(
+        timeout,
+        app.raft
+            .add_learner(req.id, BasicNode::new(&req.addr), true),
+    )
+    .await;
+    match added {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return Err(ApiError::unavailable(format!(
+                "adding learner {}: {e}",
+                req.id
+            )));
+        }
+        Err(_) => {
+            return Err(ApiError::unavailable(format!(
+                "learner {} did not catch up in {timeout:?}",
+                req.id
+            )));
+        }
+    }
+    let mut voters = app.voters();
+    voters.insert(req.id);
+    app.raft
+        .change_membership(voters, false)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("promoting {}: {e}", req.id)))?;
+    Ok(Json(MemberAdded {
+        id: req.id,
+        addr: req.addr,
+        voter: true,
+    }))
+}
+
+async fn remove_member(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MemberRemoved>> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad(format!("member id {id:?} is not a number")))?;
+    let mut voters = app.voters();
+    if !voters.remove(&id) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("supervisor {id} is not a member"),
+        ));
+    }
+    if voters.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cannot remove the last voter",
+        ));
+    }
+    app.raft
+        .change_membership(voters, false)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("removing {id}: {e}")))?;
+    Ok(Json(MemberRemoved { removed: id }))
+}
+
+async fn nodes(
+    State(app): State<Arc<App>>,
+    Query(opts): Query<ReadOpts>,
+) -> ApiResult<Json<Vec<NodeView>>> {
+    read_barrier(&app, &opts).await?;
+    Ok(Json(app.state.read(|s| {
+        s.nodes
+            .iter()
+            .map(|(id, n)| views::node(s, id, n))
+            .collect()
+    })))
+}
+
+async fn drain(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Drained>> {
+    let index = commit_one(&app, Transition::Drain(Drain { node: id.clone() })).await?;
+    Ok(Json(Drained {
+        node: id,
+        status: "draining".into(),
+        index,
+    }))
+}
+
+async fn modules(
+    State(app): State<Arc<App>>,
+    Query(opts): Query<ReadOpts>,
+) -> ApiResult<Json<Vec<ModuleView>>> {
+    read_barrier(&app, &opts).await?;
+    Ok(Json(app.state.read(|s| {
+        s.modules
+            .iter()
+            .map(|(n, m)| views::module(n, m))
+            .collect()
+    })))
+}
+
+async fn module(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(opts): Query<ReadOpts>,
+) -> ApiResult<Json<ModuleView>> {
+    read_barrier(&app, &opts).await?;
+    app.state
+        .read(|s| s.modules.get(&name).map(|m| views::module(&name, m)))
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown module {name:?}")))
+}
+
+/// Parses a module spec body, naming the field that is wrong.
+pub fn parse_spec(headers: &HeaderMap, body: &[u8]) -> ApiResult<ModuleSpec> {
+    let toml = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == HeaderValue::from_static("application/toml"));
+    let spec: ModuleSpec = if toml {
+        let text =
+            std::str::from_utf8(body).map_err(|_| ApiError::bad("module spec is not UTF-8"))?;
+        toml::from_str(text).map_err(|e| ApiError::bad(format!("module spec: {e}")))?
+    } else {
+        // The path names the field that is wrong (`fencing: unknown variant`).
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || inner.is_syntax() || inner.is_eof() {
+                ApiError::bad(format!("module spec: {inner}"))
+            } else {
+                ApiError::bad(format!("module spec: {path}: {inner}"))
+            }
+        })?
+    };
+    spec.validate().map_err(|e| ApiError::bad(e.to_string()))?;
+    Ok(spec)
+}
+
+async fn deploy(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let spec = parse_spec(&headers, &body)?;
+    check_package_exists(&app, &spec).await?;
+    let name = spec.name.clone();
+    let epoch = commit_one(&app, Transition::Deploy(Deploy { spec })).await?;
+    Ok((StatusCode::CREATED, Json(Deployed { name, epoch })).into_response())
+}
+
+/// Refuses a deploy whose package depmgr does not know; when depmgr cannot
+/// be reached (or answers anything else), the deploy is accepted and the
+/// package retrieval is retried later by the leader.
+async fn check_package_exists(app: &App, spec: &ModuleSpec) -> ApiResult<()> {
+    let (name, version) = (&spec.package.name, &spec.package.version);
+    let shown = tokio::time::timeout(PACKAGE_CHECK_TIMEOUT, app.depmgr.show(name, version)).await;
+    match shown {
+        Ok(Err(depmgr::Error::Http { status: 404, .. })) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "package: {} is not in depmgr ({})",
+                spec.package,
+                app.depmgr.base_url()
+            ),
+        )),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "depmgr could not check the package while deploying {}: accepted anyway", spec.name);
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!("depmgr did not answer within {PACKAGE_CHECK_TIMEOUT:?} while deploying {}: accepted anyway", spec.name);
+            Ok(())
+        }
+    }
+}
+
+async fn remove(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Removed>> {
+    let index = commit_one(
+        &app,
+        Transition::Remove(Remove {
+            module: name.clone(),
+        }),
+    )
+    .await?;
+    Ok(Json(Removed {
+        name,
+        removed: true,
+        index,
+    }))
+}
+
+async fn events(
+    State(app): State<Arc<App>>,
+    Query(opts): Query<ReadOpts>,
+) -> ApiResult<Json<Vec<EventView>>> {
+    read_barrier(&app, &opts).await?;
+    let after = opts.after.unwrap_or(0);
+    let limit = opts.limit.unwrap_or(1000).min(10_000);
+    Ok(Json(app.state.read(|s| {
+        s.events
+            .iter()
+            .filter(|e| e.index > after)
+            .take(limit)
+            .map(views::event)
+            .collect()
+    })))
+}

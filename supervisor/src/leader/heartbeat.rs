@@ -1,0 +1,88 @@
+//! The leader's side of the heartbeat protocol: `Leader::heartbeat(hb) ->
+//! reply`.
+//!
+//! A heartbeat is taken into the in-memory observation (never the log).
+//! When it changed something, the reply waits for a control-loop pass that
+//! started after it, so that a crash turns into a committed restore order
+//! and its directive in the same round trip. Before any lease is granted,
+//! the reply waits for a quorum to confirm this leadership in a round that
+//! started after the heartbeat arrived, so a deposed leader cannot extend a
+//! lease. Both waits are batched across all heartbeats in flight
+//! ([`super::rounds::Rounds`]). Directives come from committed state only
+//! ([`crate::directives`]), cached per node while neither the state nor the
+//! node's observation changes.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use proto::heartbeat::{Heartbeat, HeartbeatReply, ReplyOutcome};
+
+use super::Leader;
+use crate::plan::Ingest;
+
+/// Longest a heartbeat waits for the leader to catch up with its term.
+const READY_WAIT: Duration = Duration::from_secs(1);
+
+/// A reply that carries no lease and no directives.
+fn reply(outcome: ReplyOutcome) -> HeartbeatReply {
+    HeartbeatReply {
+        outcome,
+        need_table: false,
+        lease_ms: 0,
+        directives: vec![],
+    }
+}
+
+/// The reply of a replica that cannot answer as leader: where the leader
+/// is, when known.
+pub fn not_leader(leader: Option<String>) -> HeartbeatReply {
+    reply(ReplyOutcome::NotLeader { leader })
+}
+
+impl Leader {
+    /// Answers one heartbeat of node `hb.node` (already decoded and its
+    /// node name checked).
+    pub async fn heartbeat(&self, hb: &Heartbeat) -> HeartbeatReply {
+        let app = &self.app;
+        if !self.wait_ready(READY_WAIT).await {
+            return not_leader(Some(app.config.advertised().to_string()));
+        }
+        let need_table = match self.ingest(hb) {
+            Ingest::Stale => return reply(ReplyOutcome::Stale),
+            Ingest::Accepted {
+                changed,
+                need_table,
+            } => {
+                if changed {
+                    self.await_pass().await;
+                }
+                need_table
+            }
+        };
+        if !self.confirm().await {
+            return not_leader(app.leader_addr().map(|(_, a)| a));
+        }
+        let (directives, acked) = {
+            let mut observed = self.lock_observed();
+            match observed.nodes.get_mut(&hb.node) {
+                Some(obs) if obs.table.is_some() => (
+                    app.state
+                        .read(|s| obs.directives(s, &hb.node, &app.config.depmgr)),
+                    obs.table_version,
+                ),
+                _ => (vec![], 0),
+            }
+        };
+        app.metrics
+            .directives
+            .fetch_add(directives.len() as u64, Ordering::Relaxed);
+        HeartbeatReply {
+            outcome: ReplyOutcome::Accepted {
+                table_version: acked,
+            },
+            need_table,
+            lease_ms: app.config.lease_ms,
+            directives,
+        }
+    }
+}
