@@ -13,4 +13,5 @@ pub mod client;
 pub mod views;
 
 pub use client::{AdminClient, ClientError};
+pub use reqwest::StatusCode;
 pub use views::*;

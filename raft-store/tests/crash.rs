@@ -116,7 +116,10 @@ fn run_once(seed: u64) {
     while let Ok(line) = rx.try_recv() {
         handle(line, &mut last_ack, &mut last_vote);
     }
-    assert!(last_ack > 0, "seed {seed}: the first acknowledgement was seen");
+    assert!(
+        last_ack > 0,
+        "seed {seed}: the first acknowledgement was seen"
+    );
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {

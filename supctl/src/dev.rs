@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use admin_api::AdminClient;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use admin_api::AdminClient;
 
 /// Ports of a dev cluster, kept across runs (Raft remembers its peers'
 /// addresses, so a second run must use the same ones).

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 mod dev;
 
-use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
 use admin_api::AdminClient;
 use admin_api::{EventView, ModuleView, NodeView};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "supctl", version, about = "Operate a supervisor cluster")]

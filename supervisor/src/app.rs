@@ -45,7 +45,7 @@ pub enum ProposeError {
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
     #[error("reading the Raft state: {0}")]
-    Read(#[from] typ::RaftError),
+    Read(#[from] openraft::error::Fatal<SupervisorId>),
     #[error("initialising the cluster: {0}")]
     Initialize(typ::RaftError<typ::InitializeError>),
 }

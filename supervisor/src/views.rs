@@ -9,57 +9,56 @@ use crate::state::{ClusterState, Event, ModuleRecord, NodeHealth, NodeRecord, Pl
 
 /// The view of module `name`.
 pub fn module(name: &str, m: &ModuleRecord) -> ModuleView {
-        ModuleView {
-            name: name.to_string(),
-            node: m.placement.as_ref().map(|p| p.node.clone()),
-            epoch: m.placement.as_ref().map(|p| p.epoch),
-            state: m.state.as_str().to_string(),
-            restore_attempts: m.restore_attempts,
-            failovers: m.failovers,
-            package: m.spec.package.clone(),
-            fencing: m.spec.fencing,
-            reason: m.reason.clone(),
-            tried_nodes: m.tried_nodes.clone(),
-            placed_by: m.placement.as_ref().map(|p| {
-                match &p.cause {
-                    PlaceCause::Initial => "initial",
-                    PlaceCause::Failover { .. } | PlaceCause::NodeLost { .. } => "failover",
-                    PlaceCause::Drain => "drain",
-                }
-                .to_string()
-            }),
-            installed_version: m.package.as_ref().map(|p| p.manifest.version.clone()),
-            updated_ms: m.updated_ms,
+    ModuleView {
+        name: name.to_string(),
+        node: m.placement.as_ref().map(|p| p.node.clone()),
+        epoch: m.placement.as_ref().map(|p| p.epoch),
+        state: m.state.as_str().to_string(),
+        restore_attempts: m.restore_attempts,
+        failovers: m.failovers,
+        package: m.spec.package.clone(),
+        fencing: m.spec.fencing,
+        reason: m.reason.clone(),
+        tried_nodes: m.tried_nodes.clone(),
+        placed_by: m.placement.as_ref().map(|p| {
+            match &p.cause {
+                PlaceCause::Initial => "initial",
+                PlaceCause::Failover { .. } | PlaceCause::NodeLost { .. } => "failover",
+                PlaceCause::Drain => "drain",
+            }
+            .to_string()
+        }),
+        installed_version: m.package.as_ref().map(|p| p.manifest.version.clone()),
+        updated_ms: m.updated_ms,
     }
 }
 
 /// The view of node `id`, with the modules placed on it.
 pub fn node(state: &ClusterState, id: &str, n: &NodeRecord) -> NodeView {
-        let status = match (n.draining, n.health) {
-            (true, NodeHealth::Ready) => "draining",
-            (_, NodeHealth::Ready) => "ready",
-            (_, NodeHealth::Suspect) => "suspect",
-            (_, NodeHealth::Down) => "down",
-        };
-        NodeView {
-            id: id.to_string(),
-            addr: n.addr.clone(),
-            status: status.to_string(),
-            labels: n.labels.clone(),
-            modules: state.modules_on(id).map(|(name, _)| name.clone()).collect(),
+    let status = match (n.draining, n.health) {
+        (true, NodeHealth::Ready) => "draining",
+        (_, NodeHealth::Ready) => "ready",
+        (_, NodeHealth::Suspect) => "suspect",
+        (_, NodeHealth::Down) => "down",
+    };
+    NodeView {
+        id: id.to_string(),
+        addr: n.addr.clone(),
+        status: status.to_string(),
+        labels: n.labels.clone(),
+        modules: state.modules_on(id).map(|(name, _)| name.clone()).collect(),
     }
 }
 
 /// The view of a recorded event.
 pub fn event(e: &Event) -> EventView {
-        EventView {
-            index: e.index,
-            log_index: e.log_index,
-            at_ms: e.at_ms,
-            kind: e.kind.clone(),
-            module: e.module.clone(),
-            node: e.node.clone(),
-            detail: e.detail.clone(),
+    EventView {
+        index: e.index,
+        log_index: e.log_index,
+        at_ms: e.at_ms,
+        kind: e.kind.clone(),
+        module: e.module.clone(),
+        node: e.node.clone(),
+        detail: e.detail.clone(),
     }
 }
-

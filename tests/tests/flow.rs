@@ -372,8 +372,7 @@ async fn whole_cluster_stop_and_start_keeps_modules_counters_and_placements() {
         m.iter().all(|m| m.state == "running").then_some(m)
     })
     .await;
-    let key =
-        |m: &admin_api::ModuleView| (m.name.clone(), m.node.clone(), m.epoch, m.failovers);
+    let key = |m: &admin_api::ModuleView| (m.name.clone(), m.node.clone(), m.epoch, m.failovers);
     assert_eq!(
         after.iter().map(key).collect::<Vec<_>>(),
         before.iter().map(key).collect::<Vec<_>>()

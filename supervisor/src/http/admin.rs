@@ -213,10 +213,7 @@ async fn nodes(
     })))
 }
 
-async fn drain(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Drained>> {
+async fn drain(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Json<Drained>> {
     let index = commit_one(&app, Transition::Drain(Drain { node: id.clone() })).await?;
     Ok(Json(Drained {
         node: id,
@@ -231,10 +228,7 @@ async fn modules(
 ) -> ApiResult<Json<Vec<ModuleView>>> {
     read_barrier(&app, &opts).await?;
     Ok(Json(app.state.read(|s| {
-        s.modules
-            .iter()
-            .map(|(n, m)| views::module(n, m))
-            .collect()
+        s.modules.iter().map(|(n, m)| views::module(n, m)).collect()
     })))
 }
 
@@ -309,16 +303,16 @@ async fn check_package_exists(app: &App, spec: &ModuleSpec) -> ApiResult<()> {
             Ok(())
         }
         Err(_) => {
-            tracing::warn!("depmgr did not answer within {PACKAGE_CHECK_TIMEOUT:?} while deploying {}: accepted anyway", spec.name);
+            tracing::warn!(
+                "depmgr did not answer within {PACKAGE_CHECK_TIMEOUT:?} while deploying {}: accepted anyway",
+                spec.name
+            );
             Ok(())
         }
     }
 }
 
-async fn remove(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Removed>> {
+async fn remove(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Removed>> {
     let index = commit_one(
         &app,
         Transition::Remove(Remove {

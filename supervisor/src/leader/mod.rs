@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, ProposeError};
-use crate::plan::{Fetch, Ingest, Observed, Plan, Scope, plan_scoped};
+use crate::plan::{Ingest, Observed, Plan, Scope, plan_scoped};
 use crate::state::{Batch, Transition};
 use packages::FetchState;
 use rounds::Rounds;

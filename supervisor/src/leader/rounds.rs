@@ -70,7 +70,10 @@ mod tests {
         rounds.wake.notified().await;
         rounds.finish(early, false);
         tokio::task::yield_now().await;
-        assert!(!waiter.is_finished(), "an earlier round answered a later wait");
+        assert!(
+            !waiter.is_finished(),
+            "an earlier round answered a later wait"
+        );
         let id = rounds.start();
         rounds.finish(id, true);
         assert_eq!(waiter.await.expect("waiter"), Some(true));

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use admin_api::AdminClient;
+use admin_api::{ClusterView, ModuleView};
 use axum::Json;
 use axum::extract::Path;
 use axum::routing::get;
@@ -16,8 +18,6 @@ use proto::heartbeat::{
     Directive, Heartbeat, HeartbeatReply, ModuleStatus, ModuleTable, PackedStatuses, ReplyOutcome,
     TableEntry,
 };
-use admin_api::AdminClient;
-use admin_api::{ClusterView, ModuleView};
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use admin_api::AdminClient;
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use admin_api::AdminClient;
 
 use super::netns::{HARNESS_IP, Net};
 use crate::{AGENT_FLAGS, SUPERVISOR_FLAGS};

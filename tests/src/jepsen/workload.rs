@@ -4,10 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use admin_api::{AdminClient, ClientError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
-use admin_api::{AdminClient, ClientError};
 
 use super::history::{Fencing, Nanos, Op, OpKind, Outcome, ReadValue, Record, now_ns};
 
