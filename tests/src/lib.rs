@@ -8,8 +8,6 @@
 //! the test executable's directory (`target/release/`): build them first
 //! (`cargo build --release --workspace --bins`, as `.ci/test` does).
 
-pub mod jepsen;
-
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};

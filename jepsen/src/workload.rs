@@ -4,12 +4,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use admin_api::{AdminClient, ClientError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 
-use super::history::{Fencing, Nanos, Op, OpKind, Outcome, ReadValue, Record, now_ns};
+use crate::admin::{AdminClient, ClientError};
+use crate::history::{Fencing, Nanos, Op, OpKind, Outcome, ReadValue, Record, now_ns};
 
 /// How long a client waits for one answer before calling it unknown.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(3);

@@ -34,7 +34,7 @@ fn main() {
             std::process::exit(2)
         }
     };
-    let now = cluster_tests::jepsen::history::now_ns;
+    let now = jepsen::history::now_ns;
     if std::path::Path::new(&crash_dir)
         .join(format!("{module}@{node}"))
         .exists()

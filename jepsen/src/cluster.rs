@@ -7,17 +7,57 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use admin_api::AdminClient;
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::netns::{HARNESS_IP, Net};
-use crate::{AGENT_FLAGS, SUPERVISOR_FLAGS};
+use crate::admin::AdminClient;
+use crate::netns::{HARNESS_IP, Net};
 
 pub const SUPERVISOR_PORT: u16 = 7100;
 pub const AGENT_PORT: u16 = 7200;
 pub const DEPMGR_PORT: u16 = 7400;
+
+/// Fast failure detection for the run: suspect after 1 s, lease 3 s, down
+/// after 3.3 s without heartbeats; elections after 0.5-1 s. The same as
+/// `cluster_tests::SUPERVISOR_FLAGS` (one copy each until the test kit holds
+/// them).
+const SUPERVISOR_FLAGS: [&str; 8] = [
+    "--heartbeat-ttl-ms",
+    "1000",
+    "--lease-ms",
+    "3000",
+    "--lease-drift-ms",
+    "300",
+    "--election-timeout-ms",
+    "500",
+];
+/// Agent flags to match: heartbeats every 200 ms, stop grace 0.5 s (the same
+/// as `cluster_tests::AGENT_FLAGS`).
+const AGENT_FLAGS: [&str; 4] = ["--heartbeat-ms", "200", "--stop-grace-ms", "500"];
+
+/// The directory holding the workspace's release binaries: this program's
+/// own (`target/release/`, or its parent when run from `deps/`). The
+/// cluster's binaries must be built there first (`cargo build --release
+/// --workspace --bins`, as `.ci/test` does).
+pub fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding this program")?;
+    let parent = exe.parent().context("this program has no directory")?;
+    let dir = if parent.ends_with("deps") {
+        parent.parent().context("deps/ has no parent")?
+    } else {
+        parent
+    };
+    for bin in ["supervisor", "agent", "depmgr", "probe-module"] {
+        if !dir.join(bin).exists() {
+            bail!(
+                "{} is missing: run `cargo build --release --workspace --bins` first",
+                dir.join(bin).display()
+            );
+        }
+    }
+    Ok(dir.to_path_buf())
+}
 
 /// A program on a host: how to start it and its process.
 struct Proc {

@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::checker::{self, Bounds, Report};
-use super::cluster::Cluster;
-use super::history::{
-    Alive, Crash, Fault, FaultKind, ModuleSeen, Nanos, Observation, Outcome, Record, ReplicaView,
-    now_ns,
+use crate::admin::ModuleView;
+use crate::checker::{self, Bounds, Report};
+use crate::cluster::Cluster;
+use crate::history::{
+    Alive, Crash, Fault, FaultKind, ModuleSeen, Nanos, Observation, OpKind, Outcome, Record,
+    ReplicaView, now_ns,
 };
-use super::nemesis;
-use super::netns::Net;
-use super::workload;
+use crate::nemesis;
+use crate::netns::Net;
+use crate::workload;
 
 /// What one run is asked to do.
 #[derive(Debug, Clone)]
@@ -132,10 +133,7 @@ async fn observe(c: &Cluster) -> Observation {
             Ok(v) => (v.leader, v.last_applied),
             Err(_) => (None, 0),
         };
-        let modules = match admin
-            .get::<Vec<admin_api::ModuleView>>("/v1/modules?stale=true")
-            .await
-        {
+        let modules = match admin.get::<Vec<ModuleView>>("/v1/modules?stale=true").await {
             Ok(ms) => {
                 let mut v: Vec<ModuleSeen> = ms
                     .into_iter()
@@ -340,9 +338,9 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary> {
         match r {
             Record::Op(op) => {
                 let kind = match op.kind {
-                    super::history::OpKind::Deploy { .. } => "deploy",
-                    super::history::OpKind::Remove => "remove",
-                    super::history::OpKind::Read => "read",
+                    OpKind::Deploy { .. } => "deploy",
+                    OpKind::Remove => "remove",
+                    OpKind::Read => "read",
                 };
                 let outcome = match op.outcome {
                     Outcome::Ok => "ok",

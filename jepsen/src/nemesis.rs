@@ -14,8 +14,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::cluster::Cluster;
-use super::history::{FaultKind, Nanos};
+use crate::cluster::Cluster;
+use crate::history::{FaultKind, Nanos};
 
 pub const ALL_KINDS: [FaultKind; 10] = [
     FaultKind::IsolateLeader,

@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use cluster_tests::jepsen::netns::{self, INNER_ENV};
-use cluster_tests::jepsen::run::{self, RunConfig, Summary};
+use jepsen::cluster;
+use jepsen::netns::{self, INNER_ENV};
+use jepsen::run::{self, RunConfig, Summary};
 
 #[derive(Debug, Parser, Clone)]
 #[command(name = "jepsen", about = "Partition tests of the supervisor cluster")]
@@ -80,7 +81,13 @@ fn harness(args: Args) -> i32 {
             return 2;
         }
     };
-    let bins = cluster_tests::bin_dir();
+    let bins = match cluster::bin_dir() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("jepsen: {e:#}");
+            return 2;
+        }
+    };
     let first = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
