@@ -15,6 +15,7 @@ use nix::sys::signal::Signal;
 use proto::manifest::HealthCheck;
 use tokio::process::Command;
 
+use crate::Error;
 use crate::process::signal_group;
 
 /// What one more probe result means for the module.
@@ -65,8 +66,17 @@ impl ProbeTracker {
     }
 }
 
-/// Runs one probe; `Err` says why it failed.
+/// Runs one probe; the [`Error::Probe`] says which probe failed and why.
 pub async fn probe_once(
+    check: &HealthCheck,
+    dir: &Path,
+    env: &[(String, String)],
+    client: &reqwest::Client,
+) -> Result<(), Error> {
+    probe(check, dir, env, client).await.map_err(Error::Probe)
+}
+
+async fn probe(
     check: &HealthCheck,
     dir: &Path,
     env: &[(String, String)],
@@ -184,6 +194,7 @@ mod tests {
         let err = probe_once(&slow, &dir, &[], &client)
             .await
             .expect_err("timeout");
-        assert!(err.contains("no answer"), "{err}");
+        assert!(matches!(err, Error::Probe(_)), "{err:?}");
+        assert!(err.to_string().contains("no answer"), "{err}");
     }
 }
