@@ -279,36 +279,34 @@ impl Client {
                 )));
             }
         };
-        let part = PartFile(part_path(dest));
-        let part = &part.0;
-        {
-            let mut file = tokio::fs::File::create(part)
-                .await
-                .map_err(|e| Error::io(format!("cannot create {}", part.display()), e))?;
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            while let Some(chunk) = resp.chunk().await.map_err(|e| transport(url, e))? {
-                size += chunk.len() as u64;
-                if size > max {
-                    return Err(too_large());
-                }
-                hasher.update(&chunk);
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| Error::io(format!("cannot write {}", part.display()), e))?;
+        let part_file = PartFile(part_path(dest));
+        let part = part_file.0.as_path();
+        let mut file = tokio::fs::File::create(part)
+            .await
+            .map_err(|e| Error::io(format!("cannot create {}", part.display()), e))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(url, e))? {
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(too_large());
             }
-            let actual = hex::encode(hasher.finalize());
-            if actual != expected {
-                return Err(Error::DigestMismatch { expected, actual });
-            }
-            file.sync_all()
+            hasher.update(&chunk);
+            file.write_all(&chunk)
                 .await
-                .map_err(|e| Error::io(format!("cannot sync {}", part.display()), e))?;
-            tokio::fs::rename(part, dest)
-                .await
-                .map_err(|e| Error::io(format!("cannot rename to {}", dest.display()), e))?;
-            Ok(actual)
+                .map_err(|e| Error::io(format!("cannot write {}", part.display()), e))?;
         }
+        let actual = hex::encode(hasher.finalize());
+        if actual != expected {
+            return Err(Error::DigestMismatch { expected, actual });
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| Error::io(format!("cannot sync {}", part.display()), e))?;
+        tokio::fs::rename(part, dest)
+            .await
+            .map_err(|e| Error::io(format!("cannot rename to {}", dest.display()), e))?;
+        Ok(actual)
     }
 }
 

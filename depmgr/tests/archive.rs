@@ -93,7 +93,9 @@ fn corpus(abs: &str) -> Vec<Hostile> {
         ),
         h(
             "symlink chain out",
-            ok_base().symlink("bin/up", "..").symlink("bin/out", "up/.."),
+            ok_base()
+                .symlink("bin/up", "..")
+                .symlink("bin/out", "up/.."),
             "symlink \"bin/out\" points outside",
         ),
         h(
@@ -113,7 +115,9 @@ fn corpus(abs: &str) -> Vec<Hostile> {
         ),
         h(
             "write through a symlink",
-            ok_base().symlink("lnk", "/tmp").file("lnk/escaped.txt", b"x"),
+            ok_base()
+                .symlink("lnk", "/tmp")
+                .file("lnk/escaped.txt", b"x"),
             "archive entry \"lnk/escaped.txt\" lies below symlink \"lnk\"",
         ),
         h(
@@ -185,7 +189,10 @@ fn hostile_archives_are_refused_by_inspect_and_unpack_alike() {
         max_unpacked_bytes: 1 << 20,
         ..Limits::default()
     };
-    let abs = format!("/tmp/depmgr-archive-test-{}/escaped.txt", std::process::id());
+    let abs = format!(
+        "/tmp/depmgr-archive-test-{}/escaped.txt",
+        std::process::id()
+    );
     // The base passes both, so each case fails for its hostile entry only.
     check(&ok_base().gz()).expect("the base is a good archive");
     let tmp = tempfile::tempdir().expect("tmp");
@@ -194,7 +201,10 @@ fn hostile_archives_are_refused_by_inspect_and_unpack_alike() {
     for case in corpus(&abs) {
         let what = case.what;
         let inspected = inspect(&case.bytes[..], &limits).expect_err(what);
-        assert!(matches!(inspected, Error::BadRequest(_)), "{what}: {inspected:?}");
+        assert!(
+            matches!(inspected, Error::BadRequest(_)),
+            "{what}: {inspected:?}"
+        );
         assert!(
             inspected.to_string().contains(&case.needle),
             "{what}: inspect said {inspected:?}, not {:?}",

@@ -127,13 +127,7 @@ async fn push_list_show_download_with_matching_digest() -> Result<()> {
 async fn downloads_stop_at_the_byte_cap_and_leave_no_file() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
-    let bytes = package(
-        tmp.path(),
-        "big",
-        "1.0.0",
-        &[],
-        &random_bytes(200_000, 7),
-    );
+    let bytes = package(tmp.path(), "big", "1.0.0", &[], &random_bytes(200_000, 7));
     let digest = sha256(&bytes);
     server.client().push("big", "1.0.0", bytes.clone()).await?;
     let out = tmp.path().join("out");
@@ -153,7 +147,9 @@ async fn downloads_stop_at_the_byte_cap_and_leave_no_file() -> Result<()> {
 
     // Exactly the cap is fine.
     let exact = server.client().with_max_download_bytes(bytes.len() as u64);
-    exact.download_digest(&digest, &out.join("a.tar.gz")).await?;
+    exact
+        .download_digest(&digest, &out.join("a.tar.gz"))
+        .await?;
     assert_eq!(std::fs::read(out.join("a.tar.gz"))?, bytes);
 
     // A server that announces no length is cut off at the cap while
@@ -164,8 +160,8 @@ async fn downloads_stop_at_the_byte_cap_and_leave_no_file() -> Result<()> {
         "/v1/archives/{digest}",
         axum::routing::get(|| async {
             let chunk = bytes::Bytes::from(vec![0u8; 64 << 10]);
-            let stream = futures::stream::repeat(Ok::<_, std::io::Error>(chunk)).take(1000);
-            axum::body::Body::from_stream(stream)
+            let chunks = std::iter::repeat_n(chunk, 1000).map(Ok::<_, std::io::Error>);
+            axum::body::Body::from_stream(futures::stream::iter(chunks))
         }),
     );
     let served = tokio::spawn(async move { axum::serve(listener, endless).await });
@@ -174,7 +170,10 @@ async fn downloads_stop_at_the_byte_cap_and_leave_no_file() -> Result<()> {
         .download_digest(&digest, &out.join("b.tar.gz"))
         .await
         .expect_err("endless");
-    assert!(matches!(err, Error::TooLarge { limit, .. } if limit == 1 << 20), "{err}");
+    assert!(
+        matches!(err, Error::TooLarge { limit, .. } if limit == 1 << 20),
+        "{err}"
+    );
     assert_eq!(files_in(&out), ["a.tar.gz"]);
     served.abort();
     Ok(())

@@ -148,7 +148,8 @@ impl Agent {
     /// recorded.
     pub(super) async fn stop_victims(&self, victims: Vec<Victim>) {
         let grace = self.sh.stop_grace;
-        let outcomes = futures::future::join_all(victims.iter().map(|v| v.handle.stop(grace))).await;
+        let outcomes =
+            futures::future::join_all(victims.iter().map(|v| v.handle.stop(grace))).await;
         let stopped: Vec<(Victim, String)> = victims.into_iter().zip(outcomes).collect();
         let effects = self.lock().fenced(&stopped);
         self.execute(effects).await;

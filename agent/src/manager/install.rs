@@ -144,8 +144,7 @@ impl Installer {
             artifact: artifact.clone(),
             source,
         };
-        proto::manifest::check_digest(&a.digest)
-            .map_err(|e| fail(depmgr::Error::BadRequest(e)))?;
+        proto::manifest::check_digest(&a.digest).map_err(|e| fail(depmgr::Error::BadRequest(e)))?;
         proto::names::check("artifact name", &a.name)
             .map_err(|e| fail(depmgr::Error::BadRequest(e)))?;
         let cached = self.dirs.cached_archive(&a.digest);
@@ -165,23 +164,21 @@ impl Installer {
                 "not in the cache and no depmgr to fetch it from".into(),
             )));
         }
-        let client = match client {
+        // One client per prepare, made only when something is downloaded.
+        let c = match client.take() {
             Some(c) => c,
-            None => client.insert(self.client(depmgr).map_err(fail)?),
+            None => self.client(depmgr).map_err(fail)?,
         };
-        match tokio::time::timeout(
-            self.fetch_timeout,
-            client.download_digest(&a.digest, &cached),
-        )
-        .await
-        {
+        let downloaded =
+            tokio::time::timeout(self.fetch_timeout, c.download_digest(&a.digest, &cached)).await;
+        let base = c.base_url().to_string();
+        *client = Some(c);
+        match downloaded {
             Ok(Ok(())) => Ok(cached),
             Ok(Err(e)) => Err(fail(e)),
             Err(_) => Err(fail(depmgr::Error::Transport(format!(
-                "{}: download of {} not done within {:?}",
-                client.base_url(),
-                a.digest,
-                self.fetch_timeout
+                "{base}: download of {} not done within {:?}",
+                a.digest, self.fetch_timeout
             )))),
         }
     }
@@ -213,12 +210,10 @@ fn unpack_artifact(
     remove_dir_if_any(dir)?;
     let file = std::fs::File::open(archive)
         .map_err(|e| Error::io(format!("cannot open {}", archive.display()), e))?;
-    depmgr::archive::unpack(file, dir, &ARCHIVE_LIMITS).map_err(
-        |source| Error::Artifact {
-            artifact: artifact.to_string(),
-            source,
-        },
-    )?;
+    depmgr::archive::unpack(file, dir, &ARCHIVE_LIMITS).map_err(|source| Error::Artifact {
+        artifact: artifact.to_string(),
+        source,
+    })?;
     std::fs::write(marker, digest)
         .map_err(|e| Error::io(format!("cannot write {}", marker.display()), e))
 }

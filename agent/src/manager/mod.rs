@@ -170,7 +170,13 @@ impl Agent {
 
     /// A heartbeat carrying `sent_reports` reports, sent at `sent_at` to
     /// `leader`, was accepted with a lease of `lease_ms`.
-    pub async fn accepted(&self, sent_reports: usize, sent_at: Instant, lease_ms: u64, leader: &str) {
+    pub async fn accepted(
+        &self,
+        sent_reports: usize,
+        sent_at: Instant,
+        lease_ms: u64,
+        leader: &str,
+    ) {
         let effects = self
             .lock()
             .accepted(sent_reports, sent_at, lease_ms, leader);

@@ -85,7 +85,8 @@ pub fn unpack(input: impl Read, dest: &Path, limits: &Limits) -> Result<Unpacked
             make_dirs(root, &v.path[..v.path.len() - 1])?;
             let target = join(root, v.path);
             let shown = v.path.join("/");
-            let write_err = |e: io::Error| Error::io(format!("archive entry {shown:?}: cannot write"), e);
+            let write_err =
+                |e: io::Error| Error::io(format!("archive entry {shown:?}: cannot write"), e);
             let mut file = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -160,14 +161,15 @@ fn make_dirs(root: &Path, path: &[String]) -> Result<()> {
                     path[..=depth].join("/")
                 )));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&at).map_err(|e| {
-                    Error::io(
-                        format!("archive entry {:?}: cannot create", path[..=depth].join("/")),
-                        e,
-                    )
-                })?
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&at).map_err(|e| {
+                Error::io(
+                    format!(
+                        "archive entry {:?}: cannot create",
+                        path[..=depth].join("/")
+                    ),
+                    e,
+                )
+            })?,
             Err(e) => return Err(Error::io(format!("cannot stat {}", at.display()), e)),
         }
     }

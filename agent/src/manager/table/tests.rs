@@ -7,7 +7,9 @@ use proto::heartbeat::{Install, ModuleStatus, ReportKind, Restore, Stop};
 use proto::manifest::{ArtifactRef, Manifest};
 
 use super::*;
+use crate::Error;
 use crate::manager::view::NodeIdentity;
+use proto::heartbeat::Directive;
 
 const GRACE: Duration = Duration::from_millis(1000);
 
@@ -96,7 +98,11 @@ fn describe(effects: &[Effect]) -> Vec<String> {
                         None => format!("{n}:{}", r.highest),
                     })
                     .collect();
-                format!("persist [{}] epochs [{}]", modules.join(" "), epochs.join(" "))
+                format!(
+                    "persist [{}] epochs [{}]",
+                    modules.join(" "),
+                    epochs.join(" ")
+                )
             }
             Effect::Notify => "notify".into(),
             Effect::LeaseChanged => "lease changed".into(),
@@ -176,6 +182,13 @@ impl World {
         let mut w = World::empty();
         let e = w.t.directive(install(epoch, fencing));
         w.op = task_op(&e);
+        w
+    }
+
+    /// `web` installed at epoch 7, its process not started yet.
+    fn installed(fencing: Fencing) -> World {
+        let mut w = World::installing(7, fencing);
+        w.t.install_done("web", w.op, Ok(()));
         w
     }
 
@@ -285,7 +298,11 @@ fn directives() {
             "a newer restore stops the process and restores",
             running,
             |w| w.t.directive(restore(7, 1)),
-            &["persist [web@7] epochs [web:7]", "notify", "restore web (stop pid 42)"],
+            &[
+                "persist [web@7] epochs [web:7]",
+                "notify",
+                "restore web (stop pid 42)",
+            ],
             Some(Restoring),
         ),
         (
@@ -450,12 +467,7 @@ fn task_steps() {
 #[test]
 fn process_events() {
     use ModuleStatus::*;
-    let installed = |fencing| {
-        let mut w = World::installing(7, fencing);
-        w.t.install_done("web", w.op, Ok(()));
-        w
-    };
-    let installed_amo = || installed(Fencing::AtMostOne);
+    let installed_amo = || World::installed(Fencing::AtMostOne);
     run(&[
         (
             "start under a lease: launch",
@@ -476,7 +488,7 @@ fn process_events() {
         ),
         (
             "an at-least-one module starts without a lease",
-            || installed(Fencing::AtLeastOne),
+            || World::installed(Fencing::AtLeastOne),
             |w| {
                 w.t.lease = None;
                 w.t.start("web", w.op, true, w.now)
@@ -498,7 +510,7 @@ fn process_events() {
         (
             "launched with a health check: starting, probed",
             || {
-                let mut w = installed(Fencing::AtMostOne);
+                let mut w = World::installed(Fencing::AtMostOne);
                 w.t.slots[0].package = package(true);
                 w
             },
