@@ -129,13 +129,7 @@ impl DataDir {
     }
     /// Marker written beside a package dir once it is completely unpacked
     /// (holds the digest).
-    pub fn unpacked_marker(
-        &self,
-        module: &str,
-        epoch: Epoch,
-        name: &str,
-        version: &str,
-    ) -> PathBuf {
+    pub fn package_marker(&self, module: &str, epoch: Epoch, name: &str, version: &str) -> PathBuf {
         self.placement_dir(module, epoch)
             .join(format!(".{name}-{version}.unpacked"))
     }

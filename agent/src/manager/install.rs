@@ -116,7 +116,7 @@ impl Installer {
                 .validate()
                 .map_err(|e| Error::InvalidPackage(format!("artifact {what}: {e}")))?;
             let dir = dirs.package_dir(name, epoch, &a.name, &a.version);
-            let marker = dirs.unpacked_marker(name, epoch, &a.name, &a.version);
+            let marker = dirs.package_marker(name, epoch, &a.name, &a.version);
             if !fresh
                 && dir.is_dir()
                 && std::fs::read_to_string(&marker).is_ok_and(|d| d == a.digest)
@@ -125,7 +125,7 @@ impl Installer {
             }
             let archive = self.archive(depmgr, a, &mut client).await?;
             let digest = a.digest.clone();
-            blocking(move || unpack_artifact(&archive, &dir, &marker, &digest, &what)).await?;
+            blocking(move || install_artifact(&archive, &dir, &marker, &digest, &what)).await?;
         }
         let module_dir = dirs.package_dir(name, epoch, &own.name, &own.version);
         check_command(&module_dir, &manifest.command)
@@ -199,7 +199,7 @@ impl Installer {
 
 /// Unpacks the verified `archive` into `dir` (replacing what is there) and
 /// marks it complete. Blocking.
-fn unpack_artifact(
+fn install_artifact(
     archive: &Path,
     dir: &Path,
     marker: &Path,
