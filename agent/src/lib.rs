@@ -89,9 +89,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A health probe did not pass; names the probe and why.
-    #[error("{0}")]
-    Probe(String),
+    /// A health probe did not pass.
+    #[error("{probe}: {reason}")]
+    Probe {
+        /// Which probe: `tcp <addr>`, `http <url>`, `exec <program>`.
+        probe: String,
+        reason: String,
+    },
     /// A heartbeat did not reach a supervisor or got no usable answer
     /// (the cause chain included: connection refused, timeout, ...).
     #[error("{0}")]
