@@ -1,8 +1,8 @@
 //! Drains, the last step of a pass: modules move off a draining node one
-//! at a time per node, each to the best eligible node (`Place{Drain}`, a
-//! new epoch). The next one moves once the previous one is installed on its
-//! new node, and not while this pass already plans a drain move. A drain
-//! is not a failure: it counts no failover, and resets restore attempts.
+//! at a time, each to the best eligible node (`Place{Drain}`, a new epoch).
+//! A node's next module moves once the previous one's copy on the node is
+//! released, and a pass plans at most one drain move. A drain is not a
+//! failure: it counts no failover and resets restore attempts (`apply`).
 
 use std::collections::BTreeSet;
 

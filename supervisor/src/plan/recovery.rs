@@ -8,13 +8,17 @@
 //! - N lost (down, or suspect for an at-least-one module): relocate, which
 //!   never gives up (no tried node, no `failover.max_nodes` spent); with no
 //!   ready node the module waits (`AwaitNode`);
-//! - a previous copy not yet released: release it once known stopped
-//!   (at-most-one fencing), and start nothing before;
+//! - a previous copy not yet released: release it once known stopped, or
+//!   at once for at-least-one modules; until then only the package may be
+//!   retrieved (the install directive waits for the release);
 //! - no package yet: fetch it;
 //! - otherwise by state: healthy for `min_healthy_ms` → `Healthy`; down →
 //!   `FailureDetected` and a restore, or after `restart.attempts` a
-//!   failover; a failed install or first start on a failover node → the
-//!   next failover node, up to `failover.max_nodes`, then `GiveUp`.
+//!   failover; a fresh deploy that dies before it is healthy is restored in
+//!   place first; a failed install, or a failed first start on a failover
+//!   node → `InstallFailed` and the next failover node, up to
+//!   `failover.max_nodes`, then `GiveUp`; a failover node that stopped its
+//!   copy itself (fenced, agent restarted) is a lost node, not a failure.
 //!
 //! Only heartbeat evidence about epoch E counts: a table entry of an older
 //! epoch means the install directive is still on its way.

@@ -131,3 +131,74 @@ impl Remove {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Batch, Outcome, RegisterNode, Transition};
+
+    fn spec(name: &str, node: Option<&str>, attempts: u32) -> ModuleSpec {
+        let mut spec: ModuleSpec = serde_json::from_value(serde_json::json!({
+            "name": name, "package": {"name": "p", "version": "1.0.0"}
+        }))
+        .expect("spec");
+        spec.placement.node = node.map(str::to_string);
+        spec.restart.attempts = attempts;
+        spec
+    }
+
+    /// `apply` checks the state (free name, known node), not the spec's
+    /// rules: those are the edge's, so what the log holds is applied the
+    /// same by every version, whatever its validation rules.
+    #[test]
+    fn deploy_checks_the_state_not_the_spec_rules() {
+        let mut state = ClusterState::default();
+        state.apply(
+            1,
+            &Batch {
+                at_ms: 1,
+                transitions: vec![Transition::RegisterNode(RegisterNode {
+                    node: "a".into(),
+                    addr: "a:1".into(),
+                    labels: Default::default(),
+                })],
+            },
+        );
+        let out_of_rule = spec("web", Some("a"), 0);
+        assert!(out_of_rule.validate().is_err(), "the edge refuses it");
+        let cases = [
+            (out_of_rule, None),
+            (spec("web", None, 3), Some("already exists")),
+            (spec("api", Some("z"), 3), Some("unknown node")),
+            (spec("api", None, 3), None),
+        ];
+        for (i, (spec, rejected)) in cases.into_iter().enumerate() {
+            let index = i as u64 + 2;
+            let before = state.clone();
+            let resp = state.apply(
+                index,
+                &Batch {
+                    at_ms: index,
+                    transitions: vec![Transition::Deploy(Deploy { spec: spec.clone() })],
+                },
+            );
+            match (rejected, &resp.outcomes[..]) {
+                (None, [Outcome::Applied { epoch }]) => {
+                    assert_eq!(*epoch, index);
+                    let m = &state.modules[&spec.name];
+                    assert_eq!((m.state, m.deployed_at), (ModuleState::Pending, index));
+                    assert_eq!(
+                        state.events.back().map(|e| e.kind),
+                        Some(EventKind::ModuleDeployed)
+                    );
+                }
+                (Some(why), [Outcome::Rejected(r)]) => {
+                    assert!(r.message().contains(why), "{r:?}");
+                    assert_eq!(state.modules, before.modules);
+                    assert_eq!(state.events, before.events);
+                }
+                (want, got) => panic!("{}: want rejected {want:?}, got {got:?}", spec.name),
+            }
+        }
+    }
+}

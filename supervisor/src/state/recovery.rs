@@ -5,12 +5,17 @@
 //! ([`InstallFailed`]).
 //!
 //! ## Life of a placement
-//! ```text
-//!  installing / failing_over ──Healthy──► running ──FailureDetected──► restoring
-//!        │    ▲                              ▲                          │
-//!        │    └──── (failover: a new Place)  └────────Healthy───────────┤
-//!        └──InstallFailed (then a failover, or GiveUp)   RestoreOrdered ┘ (≤ restart.attempts)
-//! ```
+//! - `PackageRetrieved`: the placement's package is known, so the install
+//!   directive can go out (once only per placement);
+//! - `installing` or `failing_over` ─Healthy→ `running` (events
+//!   `installed`, and `failover_completed` after a failover);
+//! - `running` or `installing` ─FailureDetected→ `restoring`
+//!   ─RestoreOrdered (at most `restart.attempts`)→ … ─Healthy→ `running`
+//!   (event `restored`);
+//! - `installing` or `failing_over` ─InstallFailed→ unchanged state with
+//!   the reason recorded; the planner follows with a failover (`Place`) or
+//!   `GiveUp`.
+//!
 //! Every transition here names the placement's epoch and is rejected once
 //! the module has moved on. `restore_seq` numbers restore orders over the
 //! placement (the agent echoes the last one it executed, so a restore is
