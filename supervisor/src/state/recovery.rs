@@ -77,7 +77,7 @@ pub struct FailureDetected {
     pub module: ModuleName,
     pub epoch: Epoch,
     /// The status the heartbeat showed. Stored as its name ("failed"), as
-    /// when this field was a string (see [`status_as_name`]).
+    /// when this field was a string (see `status_as_name` below).
     #[serde(with = "status_as_name")]
     pub status: ModuleStatus,
 }
