@@ -26,7 +26,7 @@ use proto::spec::ModuleSpec;
 use serde::Deserialize;
 
 use crate::app::{App, ProposeError};
-use crate::plan::Ingest;
+use crate::observe::Ingest;
 use crate::state::{Deploy, Drain, Outcome, Rejection, Remove, Transition};
 use crate::views::{AddMember, ClusterView, Deployed, EventView, MemberView, ModuleView, NodeView};
 

@@ -26,7 +26,8 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::plan::{Fetch, Ingest, Observed, Scope, plan_scoped};
+use crate::observe::{Ingest, Observed};
+use crate::plan::{Fetch, Scope, plan_scoped};
 use crate::state::{Batch, PackageRetrieved, Transition};
 
 /// How often the control loop runs without being woken (timers: TTLs,
