@@ -122,3 +122,20 @@ pub struct Removed {
     /// Log index of the removal.
     pub index: u64,
 }
+
+impl EventView {
+    /// The event's kind, typed; `None` for a kind this client does not know
+    /// (a newer supervisor may record kinds added since: `kind` stays a
+    /// string on the wire so that old clients keep reading new events).
+    pub fn event_kind(&self) -> Option<proto::record::EventKind> {
+        self.kind.parse().ok()
+    }
+}
+
+impl ModuleView {
+    /// The module's state, typed; `None` for a state this client does not
+    /// know.
+    pub fn module_state(&self) -> Option<proto::record::ModuleState> {
+        serde_json::from_value(serde_json::Value::String(self.state.clone())).ok()
+    }
+}

@@ -30,6 +30,7 @@ use proto::heartbeat::{HeartbeatReply, ReplyOutcome};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::Error;
 use crate::manager::Agent;
 
 /// Where heartbeats go.
@@ -191,7 +192,8 @@ impl Heartbeater {
             ReplyOutcome::Accepted { table_version } => {
                 self.acked_table = (!reply.need_table).then_some(table_version);
                 self.agent
-                    .accepted(reports, sent_at, reply.lease_ms, &target);
+                    .accepted(reports, sent_at, reply.lease_ms, &target)
+                    .await;
                 if apply && !reply.directives.is_empty() {
                     self.agent.apply(reply.directives).await;
                 }
@@ -227,7 +229,7 @@ impl Heartbeater {
         }
     }
 
-    async fn send(&self, url: &str, body: Vec<u8>) -> Result<HeartbeatReply, String> {
+    async fn send(&self, url: &str, body: Vec<u8>) -> Result<HeartbeatReply, Error> {
         let resp = self
             .client
             .post(url)
@@ -235,22 +237,25 @@ impl Heartbeater {
             .body(body)
             .send()
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| Error::HeartbeatTransport(error_chain(&e)))?;
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| format!("reading reply: {e}"))?;
+            .map_err(|e| Error::HeartbeatTransport(format!("reading reply: {e}")))?;
         if !status.is_success() {
-            let msg = serde_json::from_slice::<proto::ErrorBody>(&bytes)
+            let message = serde_json::from_slice::<proto::ErrorBody>(&bytes)
                 .map(|b| b.error)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            return Err(format!("{status}: {msg}"));
+            return Err(Error::HeartbeatRefused {
+                status: status.as_u16(),
+                message,
+            });
         }
-        proto::decode::<HeartbeatReply>(&bytes).map_err(|e| format!("bad reply: {e}"))
+        proto::decode::<HeartbeatReply>(&bytes).map_err(|e| Error::HeartbeatReply(e.to_string()))
     }
 
-    fn failed(&mut self, target: &str, why: &str) -> Next {
+    fn failed(&mut self, target: &str, why: &Error) -> Next {
         self.failures_in_row += 1;
         if self.failures_in_row == 1 || self.failures_in_row.is_power_of_two() {
             tracing::warn!(supervisor = %target, failures = self.failures_in_row, "heartbeat failed: {why}");

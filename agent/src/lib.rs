@@ -13,21 +13,25 @@
 //!
 //! ## Parts
 //! - [`config`]: flags and environment, validated once.
-//! - [`manager`]: the module state and every operation on it (the core).
-//! - [`decide`]: the pure rules (directive acceptance, lease, fencing).
+//! - [`manager`]: the module table and everything that changes it, cut by
+//!   concept: `table` (the pure planner: directive rules and transitions
+//!   returning effects), `install` (cache, download by digest, unpack),
+//!   `run` (process life-cycle), `fence` (lease rules and the fence),
+//!   `view` (status API and heartbeat).
 //! - [`heartbeat`]: the loop that talks to the supervisors.
-//! - [`archive`]: fetching, verifying, caching and safely unpacking
-//!   configuration packages.
 //! - [`process`], [`spawner`], [`probe`]: module processes, the thread that
 //!   forks them (parent-death signal), and health probes.
 //! - [`state`]: the durable state file and data dir layout.
 //! - [`http`]: the status API.
 //!
+//! depmgr is reached only through its own crate (`depmgr::client` to
+//! download archives by digest, `depmgr::archive` to unpack them under the
+//! one archive rule set); the agent has no HTTP code of its own for it, and
+//! links no RocksDB.
+//!
 //! [`run`] wires them together; `src/main.rs` is the thin binary around it.
 
-pub mod archive;
 pub mod config;
-pub mod decide;
 pub mod heartbeat;
 pub mod http;
 pub mod manager;
@@ -42,7 +46,10 @@ use tokio_util::task::TaskTracker;
 pub use config::Config;
 pub use manager::Agent;
 
-/// Everything that can go wrong in the agent library.
+/// Everything that can go wrong in the agent library. A failed install,
+/// restore or start becomes a report to the leader with this error's
+/// message, so each variant's message names the problem and the thing
+/// (flag, path, artifact, command) it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A flag or environment value that breaks a rule; names the flag.
@@ -55,9 +62,67 @@ pub enum Error {
     #[error("cannot listen on {0}")]
     Listen(String),
     /// Something that should not happen (a thread or client that cannot be
-    /// created).
+    /// created, a task that panicked).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The configuration package of a directive cannot be installed as sent
+    /// (invalid manifest, no command, artifacts that do not match).
+    #[error("{0}")]
+    InvalidPackage(String),
+    /// An artifact could not be fetched, verified or unpacked; `source`
+    /// is depmgr's own error (digest mismatch, an archive entry that breaks
+    /// a rule, depmgr unreachable, ...).
+    #[error("artifact {artifact}: {source}")]
+    Artifact {
+        /// `name@version`.
+        artifact: String,
+        #[source]
+        source: depmgr::Error,
+    },
+    /// The manifest's command cannot be run from the unpacked package.
+    #[error("command {command} {problem}")]
+    Command { command: String, problem: String },
+    /// The module's process could not be started.
+    #[error("cannot start {program}: {source}")]
+    Launch {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A health probe did not pass.
+    #[error("{probe}: {reason}")]
+    Probe {
+        /// Which probe: `tcp <addr>`, `http <url>`, `exec <program>`.
+        probe: String,
+        reason: String,
+    },
+    /// A heartbeat did not reach a supervisor or got no usable answer
+    /// (the cause chain included: connection refused, timeout, ...).
+    #[error("{0}")]
+    HeartbeatTransport(String),
+    /// The supervisor answered a heartbeat with an error status.
+    #[error("{status}: {message}")]
+    HeartbeatRefused { status: u16, message: String },
+    /// The supervisor's answer to a heartbeat cannot be decoded.
+    #[error("bad reply: {0}")]
+    HeartbeatReply(String),
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] with a short description of what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
 }
 
 /// Runs the agent until `shutdown` is cancelled, then stops every module,

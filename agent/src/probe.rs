@@ -15,6 +15,7 @@ use nix::sys::signal::Signal;
 use proto::manifest::HealthCheck;
 use tokio::process::Command;
 
+use crate::Error;
 use crate::process::signal_group;
 
 /// What one more probe result means for the module.
@@ -65,67 +66,66 @@ impl ProbeTracker {
     }
 }
 
-/// Runs one probe; `Err` says why it failed.
+/// Runs one probe; the [`Error::Probe`] names the probe and why it failed.
 pub async fn probe_once(
     check: &HealthCheck,
     dir: &Path,
     env: &[(String, String)],
     client: &reqwest::Client,
-) -> Result<(), String> {
+) -> Result<(), Error> {
+    let fail = |probe: String, reason: String| Err(Error::Probe { probe, reason });
     let timeout = Duration::from_millis(check.timeout_ms);
     if let Some(addr) = &check.tcp {
+        let probe = format!("tcp {addr}");
         return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("tcp {addr}: {e}")),
-            Err(_) => Err(format!("tcp {addr}: no connection within {timeout:?}")),
+            Ok(Err(e)) => fail(probe, e.to_string()),
+            Err(_) => fail(probe, format!("no connection within {timeout:?}")),
         };
     }
     if let Some(url) = &check.http {
+        let probe = format!("http {url}");
         return match client.get(url).timeout(timeout).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("http {url}: {}", r.status())),
-            Err(e) => Err(format!("http {url}: {e}")),
+            Ok(r) => fail(probe, r.status().to_string()),
+            Err(e) => fail(probe, e.to_string()),
         };
     }
-    if let Some(argv) = &check.exec {
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| "exec probe has no command".to_string())?;
-        let program = if Path::new(program).is_absolute() || !program.contains('/') {
-            Path::new(program).to_path_buf()
-        } else {
-            dir.join(program)
-        };
-        let mut cmd = Command::new(&program);
-        cmd.args(args)
-            .current_dir(dir)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("exec {}: {e}", program.display()))?;
-        let pid = child.id();
-        return match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(Ok(s)) if s.success() => Ok(()),
-            Ok(Ok(s)) => Err(format!("exec {}: {s}", program.display())),
-            Ok(Err(e)) => Err(format!("exec {}: {e}", program.display())),
-            Err(_) => {
-                if let Some(pid) = pid {
-                    signal_group(pid, Signal::SIGKILL);
-                }
-                let _ = child.wait().await;
-                Err(format!(
-                    "exec {}: no answer within {timeout:?}",
-                    program.display()
-                ))
+    let Some((program, args)) = check.exec.as_ref().and_then(|argv| argv.split_first()) else {
+        return fail("health check".into(), "names no probe".into());
+    };
+    let program = if Path::new(program).is_absolute() || !program.contains('/') {
+        Path::new(program).to_path_buf()
+    } else {
+        dir.join(program)
+    };
+    let probe = format!("exec {}", program.display());
+    let mut cmd = Command::new(&program);
+    cmd.args(args)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(probe, e.to_string()),
+    };
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(s)) if s.success() => Ok(()),
+        Ok(Ok(s)) => fail(probe, s.to_string()),
+        Ok(Err(e)) => fail(probe, e.to_string()),
+        Err(_) => {
+            if let Some(pid) = pid {
+                signal_group(pid, Signal::SIGKILL);
             }
-        };
+            let _ = child.wait().await;
+            fail(probe, format!("no answer within {timeout:?}"))
+        }
     }
-    Err("health check names no probe".into())
 }
 
 #[cfg(test)]
@@ -184,6 +184,7 @@ mod tests {
         let err = probe_once(&slow, &dir, &[], &client)
             .await
             .expect_err("timeout");
-        assert!(err.contains("no answer"), "{err}");
+        assert!(matches!(err, Error::Probe { .. }), "{err:?}");
+        assert!(err.to_string().contains("no answer"), "{err}");
     }
 }

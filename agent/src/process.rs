@@ -43,6 +43,14 @@ pub struct ProcessHandle {
 }
 
 impl ProcessHandle {
+    /// A handle on no real process, for table tests: `exited` is the exit
+    /// description it shows (`None`: still running).
+    #[cfg(test)]
+    pub(crate) fn fake(pid: u32, exited: Option<&str>) -> ProcessHandle {
+        let (_tx, rx) = watch::channel(exited.map(str::to_string));
+        ProcessHandle { pid, exited: rx }
+    }
+
     /// A receiver that holds `Some(description)` once the process exited.
     pub fn exited(&self) -> watch::Receiver<Option<String>> {
         self.exited.clone()
@@ -100,10 +108,16 @@ pub fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
 }
 
 /// Spawns the process and its exit watcher; `on_exit` runs once with the
-/// exit description, after the handle's watch channel is set.
-pub async fn launch<F>(spawner: &Spawner, l: &Launch, on_exit: F) -> std::io::Result<ProcessHandle>
+/// exit description, after the handle's watch channel is set, and the
+/// watcher awaits the future it returns.
+pub async fn launch<F, Fut>(
+    spawner: &Spawner,
+    l: &Launch,
+    on_exit: F,
+) -> std::io::Result<ProcessHandle>
 where
-    F: FnOnce(String) + Send + 'static,
+    F: FnOnce(String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     if let Some(parent) = l.log.parent() {
         std::fs::create_dir_all(parent)?;
@@ -131,7 +145,7 @@ where
         // The leader is gone; its group must go too.
         signal_group(pid, Signal::SIGKILL);
         let _ = tx.send(Some(how.clone()));
-        on_exit(how);
+        on_exit(how).await;
     });
     Ok(ProcessHandle { pid, exited: rx })
 }

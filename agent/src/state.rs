@@ -129,13 +129,7 @@ impl DataDir {
     }
     /// Marker written beside a package dir once it is completely unpacked
     /// (holds the digest).
-    pub fn unpacked_marker(
-        &self,
-        module: &str,
-        epoch: Epoch,
-        name: &str,
-        version: &str,
-    ) -> PathBuf {
+    pub fn package_marker(&self, module: &str, epoch: Epoch, name: &str, version: &str) -> PathBuf {
         self.placement_dir(module, epoch)
             .join(format!(".{name}-{version}.unpacked"))
     }
@@ -176,8 +170,7 @@ impl StateFile {
             Error::DataDir(format!("{}: held by another agent ({e})", root.display()))
         })?;
         let mut state = match fs::read(dir.state_file()) {
-            Ok(bytes) => parse_state(&bytes)
-                .map_err(|m| Error::DataDir(format!("{}: {m}", dir.state_file().display())))?,
+            Ok(bytes) => parse_state(&dir.state_file(), &bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedState::new(now_ms),
             Err(e) => return Err(unusable("cannot read state.json", e)),
         };
@@ -219,19 +212,22 @@ impl StateFile {
     }
 }
 
-fn parse_state(bytes: &[u8]) -> Result<PersistedState, String> {
+/// The state file at `path` (for the error) from its `bytes`.
+fn parse_state(path: &Path, bytes: &[u8]) -> Result<PersistedState, Error> {
     #[derive(Deserialize)]
     struct Version {
         format_version: u32,
     }
-    let v: Version = serde_json::from_slice(bytes).map_err(|e| format!("not a state file: {e}"))?;
+    let bad = |m: String| Error::DataDir(format!("{}: {m}", path.display()));
+    let v: Version =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not a state file: {e}")))?;
     if v.format_version != STATE_FORMAT_VERSION {
-        return Err(format!(
+        return Err(bad(format!(
             "state format version {}, this agent reads {STATE_FORMAT_VERSION}",
             v.format_version
-        ));
+        )));
     }
-    serde_json::from_slice(bytes).map_err(|e| format!("corrupt state file: {e}"))
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("corrupt state file: {e}")))
 }
 
 /// Temp file + fsync + rename + fsync of the directory.

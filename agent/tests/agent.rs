@@ -238,7 +238,7 @@ async fn tampered_archive_is_refused() {
     let mut tampered = web.bytes.clone();
     let n = tampered.len();
     tampered[n - 10] ^= 0xff;
-    w.pkgs.put_bytes("web", "1.0.0", tampered);
+    w.pkgs.put_bytes(&web.digest, tampered);
     let agent = w.agent(|_| {}).await;
     w.sup.set_directives(vec![install(
         "web",

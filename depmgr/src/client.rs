@@ -10,8 +10,12 @@
 //!
 //! Downloads stream to a temporary file beside the destination while the
 //! sha256 is computed, and are renamed into place only when the digest is
-//! the expected one ([`Error::DigestMismatch`] otherwise, and no file is
-//! left behind).
+//! the expected one ([`Error::DigestMismatch`] otherwise). A download is
+//! capped at [`Client::max_download_bytes`] ([`DEFAULT_MAX_DOWNLOAD_BYTES`]
+//! unless set): an announced `Content-Length` above it is refused before
+//! anything is written, and the stream is cut at the cap
+//! ([`Error::TooLarge`]). A download that fails, or whose future is dropped
+//! (a caller's timeout or cancellation), leaves no file behind.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +33,8 @@ use crate::{Error, Result};
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7000";
 /// Environment variable naming the dependency manager's URL for `supctl`.
 pub const URL_ENV: &str = "DEPMGR_URL";
+/// Largest archive a client downloads unless told otherwise (1 GiB).
+pub const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
 
 /// The deadlines of a [`Client`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +63,7 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     timeouts: Timeouts,
+    max_download_bytes: u64,
 }
 
 /// Turns a reqwest error into [`Error::Transport`] with its whole cause chain
@@ -106,7 +113,19 @@ impl Client {
             base,
             http,
             timeouts,
+            max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
         })
+    }
+
+    /// The same client with another download cap (bytes of one archive).
+    pub fn with_max_download_bytes(mut self, max: u64) -> Client {
+        self.max_download_bytes = max;
+        self
+    }
+
+    /// The cap on the bytes of one download.
+    pub fn max_download_bytes(&self) -> u64 {
+        self.max_download_bytes
     }
 
     /// The base URL, e.g. `http://127.0.0.1:7000`.
@@ -225,7 +244,8 @@ impl Client {
     }
 
     /// Downloads the archive with `digest` (`GET /v1/archives/{digest}`) to
-    /// `dest`, checking that its sha256 is `digest`.
+    /// `dest`, checking that its sha256 is `digest`. `dest` appears only
+    /// when the whole archive arrived with that digest and within the cap.
     pub async fn download_digest(&self, digest: &str, dest: &Path) -> Result<()> {
         check_digest(digest).map_err(Error::BadRequest)?;
         let url = self.url(&format!("/v1/archives/{digest}"));
@@ -235,7 +255,15 @@ impl Client {
     }
 
     async fn fetch_to(&self, url: &str, dest: &Path, expected: Option<String>) -> Result<String> {
+        let max = self.max_download_bytes;
+        let too_large = || Error::TooLarge {
+            what: format!("the archive at {url}"),
+            limit: max,
+        };
         let mut resp = self.send(url, self.http.get(url)).await?;
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(too_large());
+        }
         let announced = resp
             .headers()
             .get("x-digest-sha256")
@@ -251,35 +279,44 @@ impl Client {
                 )));
             }
         };
-        let part = part_path(dest);
-        let result = async {
-            let mut file = tokio::fs::File::create(&part)
-                .await
-                .map_err(|e| Error::io(format!("cannot create {}", part.display()), e))?;
-            let mut hasher = Sha256::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| transport(url, e))? {
-                hasher.update(&chunk);
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| Error::io(format!("cannot write {}", part.display()), e))?;
+        let part_file = PartFile(part_path(dest));
+        let part = part_file.0.as_path();
+        let mut file = tokio::fs::File::create(part)
+            .await
+            .map_err(|e| Error::io(format!("cannot create {}", part.display()), e))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(url, e))? {
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(too_large());
             }
-            let actual = hex::encode(hasher.finalize());
-            if actual != expected {
-                return Err(Error::DigestMismatch { expected, actual });
-            }
-            file.sync_all()
+            hasher.update(&chunk);
+            file.write_all(&chunk)
                 .await
-                .map_err(|e| Error::io(format!("cannot sync {}", part.display()), e))?;
-            tokio::fs::rename(&part, dest)
-                .await
-                .map_err(|e| Error::io(format!("cannot rename to {}", dest.display()), e))?;
-            Ok(actual)
+                .map_err(|e| Error::io(format!("cannot write {}", part.display()), e))?;
         }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&part).await;
+        let actual = hex::encode(hasher.finalize());
+        if actual != expected {
+            return Err(Error::DigestMismatch { expected, actual });
         }
-        result
+        file.sync_all()
+            .await
+            .map_err(|e| Error::io(format!("cannot sync {}", part.display()), e))?;
+        tokio::fs::rename(part, dest)
+            .await
+            .map_err(|e| Error::io(format!("cannot rename to {}", dest.display()), e))?;
+        Ok(actual)
+    }
+}
+
+/// A download in progress; removed when dropped (after the rename, removing
+/// it finds nothing). Dropping covers errors, timeouts and cancellation.
+struct PartFile(PathBuf);
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -17,9 +17,11 @@
 //! The pure parts have no I/O beyond what they are handed:
 //!
 //! - [`archive`]: building a deterministic archive from a directory
-//!   ([`archive::pack_dir`]) and inspecting an uploaded one (every rule an
-//!   upload must pass: manifest at the root, no entry or link escaping the
-//!   root, the command present, size limits).
+//!   ([`archive::pack_dir`]), and the one archive rule set of the workspace:
+//!   inspecting an uploaded archive ([`archive::inspect`]: no entry or link
+//!   escaping the root, manifest at the root, the command present, size
+//!   limits) and unpacking one on a node ([`archive::unpack`], same rules,
+//!   streamed from a file into a directory that appears only when whole).
 //! - [`resolve`]: the dependency closure as a pure function over a
 //!   [`resolve::Catalog`]; iterative, so a deep or cyclic graph is an error,
 //!   never a stack overflow or a hang.
@@ -27,9 +29,10 @@
 //!
 //! The edges:
 //!
-//! - [`client`]: a small HTTP client with timeouts (push, list, show,
-//!   closure, download with digest check), used by `supctl`, the supervisor
-//!   and the node manager (agent).
+//! - [`client`]: the one HTTP client of depmgr, with timeouts (push, list,
+//!   show, closure, download by digest with digest check and byte cap), used
+//!   by `supctl`, the supervisor and the node manager (agent); nothing else
+//!   speaks depmgr's HTTP.
 //! - [`cli`]: the `supctl package ...` subcommands.
 //! - `store` and `server` (feature `server`, on by default): RocksDB
 //!   metadata plus digest-named archive files, and the axum service.
@@ -97,6 +100,10 @@ pub enum Error {
     /// The service is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// A download that would pass the client's byte cap (client side); it
+    /// is stopped at the cap and nothing is kept.
+    #[error("{what} is larger than {limit} bytes (the download cap)")]
+    TooLarge { what: String, limit: u64 },
 }
 
 impl Error {
@@ -116,6 +123,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Lower-case hex sha256 of the file at `path`, read in 64 KiB chunks (for
+/// checking a cached archive against its digest). Blocking.
+pub fn sha256_file(path: &std::path::Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let fail = |e| Error::io(format!("cannot read {}", path.display()), e);
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = file.read(&mut buf).map_err(fail)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 /// Parses `name` and an exact `version` as they appear in a URL or on the

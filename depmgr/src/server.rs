@@ -78,9 +78,10 @@ impl IntoResponse for Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Storage(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::Http { .. } | Error::Transport(_) | Error::DigestMismatch { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Error::Http { .. }
+            | Error::Transport(_)
+            | Error::DigestMismatch { .. }
+            | Error::TooLarge { .. } => StatusCode::BAD_GATEWAY,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "request failed");

@@ -124,6 +124,62 @@ async fn push_list_show_download_with_matching_digest() -> Result<()> {
 }
 
 #[tokio::test]
+async fn downloads_stop_at_the_byte_cap_and_leave_no_file() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let bytes = package(tmp.path(), "big", "1.0.0", &[], &random_bytes(200_000, 7));
+    let digest = sha256(&bytes);
+    server.client().push("big", "1.0.0", bytes.clone()).await?;
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out)?;
+
+    // Announced size over the cap: refused before anything is written.
+    let capped = server
+        .client()
+        .with_max_download_bytes(bytes.len() as u64 - 1);
+    let err = capped
+        .download_digest(&digest, &out.join("a.tar.gz"))
+        .await
+        .expect_err("over the cap");
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("download cap"), "{err}");
+    assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));
+
+    // Exactly the cap is fine.
+    let exact = server.client().with_max_download_bytes(bytes.len() as u64);
+    exact
+        .download_digest(&digest, &out.join("a.tar.gz"))
+        .await?;
+    assert_eq!(std::fs::read(out.join("a.tar.gz"))?, bytes);
+
+    // A server that announces no length is cut off at the cap while
+    // streaming, and the partial file is removed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let endless = axum::Router::new().route(
+        "/v1/archives/{digest}",
+        axum::routing::get(|| async {
+            let chunk = bytes::Bytes::from(vec![0u8; 64 << 10]);
+            let chunks = std::iter::repeat_n(chunk, 1000).map(Ok::<_, std::io::Error>);
+            axum::body::Body::from_stream(futures::stream::iter(chunks))
+        }),
+    );
+    let served = tokio::spawn(async move { axum::serve(listener, endless).await });
+    let client = depmgr::client::Client::new(&addr.to_string())?.with_max_download_bytes(1 << 20);
+    let err = client
+        .download_digest(&digest, &out.join("b.tar.gz"))
+        .await
+        .expect_err("endless");
+    assert!(
+        matches!(err, Error::TooLarge { limit, .. } if limit == 1 << 20),
+        "{err}"
+    );
+    assert_eq!(files_in(&out), ["a.tar.gz"]);
+    served.abort();
+    Ok(())
+}
+
+#[tokio::test]
 async fn same_bytes_is_200_other_bytes_is_409() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;

@@ -15,11 +15,15 @@
 //!   (restore, install, stop), each fenced by an epoch.
 //! - [`codec`]: the versioned bincode codec; every encoded blob starts with a
 //!   format-version byte and decoding never panics.
+//! - [`record`]: records of the supervisor's replicated state that its admin
+//!   API shows (events and their kinds, module states), so that an admin
+//!   client needs no supervisor.
 
 pub mod codec;
 pub mod heartbeat;
 pub mod manifest;
 pub mod names;
+pub mod record;
 pub mod spec;
 
 pub use codec::{decode, encode};
@@ -47,6 +51,9 @@ pub enum Error {
     /// A manifest that breaks a rule; the message names the field.
     #[error("invalid manifest: {0}")]
     InvalidManifest(String),
+    /// A name that is not one of a closed set (an event kind, …).
+    #[error("unknown {what} {value:?}")]
+    Unknown { what: &'static str, value: String },
 }
 
 /// A JSON error body, as every HTTP API of the cluster answers it:

@@ -6,7 +6,7 @@
 //!  agent ──heartbeat (packed status codes)──► http::agent ─► Leader::heartbeat
 //!                                             │ leader only
 //!            ┌────────────────────────────────▼───────────────┐
-//!            │ leader::Leader   observed heartbeats (memory)  │
+//!            │ leader::Leader   observe::Observed (memory)    │
 //!            │   control loop: plan(state, observed, now)     │
 //!            │   ──► transitions, one log entry per pass      │
 //!            │   ──► package retrieval from depmgr            │
@@ -14,12 +14,17 @@
 //!                             ▼ openraft (raft-store on RocksDB)
 //!            state::ClusterState::apply  (every replica, pure)
 //!                             │
-//!  agent ◄──reply: lease + plan::directives_for(state, table)
+//!  agent ◄──reply: lease + directives::directives_for(state, table)
 //! ```
 //!
 //! ## Modules
-//! - [`state`]: the replicated state and its deterministic `apply`.
-//! - [`plan`]: the pure reconciler and the directives derived from state.
+//! - [`state`]: the replicated state and its deterministic `apply`, one
+//!   transition struct per change with its behaviour beside it.
+//! - [`observe`]: heartbeat ingestion, what the leader knows of each node
+//!   (memory only).
+//! - [`plan`]: the pure reconciler: state + observations + clock → the
+//!   transitions to commit and the packages to retrieve.
+//! - [`directives`]: what each agent is told, derived from committed state.
 //! - [`leader`]: the leader-only control loop (I/O edge of `plan`), the
 //!   leader's side of the heartbeat protocol, package retrieval.
 //! - [`raft`], [`network`]: openraft type configuration and HTTP Raft RPC.
@@ -32,9 +37,11 @@
 
 pub mod app;
 pub mod config;
+pub mod directives;
 pub mod http;
 pub mod leader;
 pub mod network;
+pub mod observe;
 pub mod plan;
 pub mod raft;
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub fn event(e: &Event) -> EventView {
         index: e.index,
         log_index: e.log_index,
         at_ms: e.at_ms,
-        kind: e.kind.clone(),
+        kind: e.kind.to_string(),
         module: e.module.clone(),
         node: e.node.clone(),
         detail: e.detail.clone(),

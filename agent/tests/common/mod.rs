@@ -1,6 +1,6 @@
 //! Test harness for the agent binary: a fake supervisor that records
-//! heartbeats and answers scripted replies, a package server at the depmgr
-//! contract path, archive builders, and a handle on a real `agent` process.
+//! heartbeats and answers scripted replies, a package server at depmgr's
+//! by-digest path, archive builders, and a handle on a real `agent` process.
 //!
 //! Shared by the integration tests and the benchmark example
 //! (`#[path]`-included), so not every item is used by every test.
@@ -476,10 +476,11 @@ pub fn stop(module: &str, epoch: u64) -> Directive {
     })
 }
 
-/// name@version → archive bytes.
-type Archives = BTreeMap<(String, String), Vec<u8>>;
+/// digest → archive bytes.
+type Archives = BTreeMap<String, Vec<u8>>;
 
-/// Serves archives at `GET /v1/packages/{name}/{version}/archive`.
+/// Serves archives by digest at `GET /v1/archives/{digest}`, the depmgr
+/// route the agent downloads from.
 #[derive(Clone)]
 pub struct PackageServer {
     pub url: String,
@@ -501,7 +502,7 @@ impl PackageServer {
             stop: CancellationToken::new(),
         };
         let app = Router::new()
-            .route("/v1/packages/{name}/{version}/archive", get(archive))
+            .route("/v1/archives/{digest}", get(archive))
             .with_state(server.clone());
         let shutdown = server.stop.clone();
         tokio::spawn(async move {
@@ -512,16 +513,17 @@ impl PackageServer {
         server
     }
 
-    /// Serves `bytes` for name@version (whatever its digest).
-    pub fn put_bytes(&self, name: &str, version: &str, bytes: Vec<u8>) {
+    /// Serves `bytes` as the archive with `digest` (whatever their real
+    /// digest: a tampered download).
+    pub fn put_bytes(&self, digest: &str, bytes: Vec<u8>) {
         self.archives
             .lock()
             .expect("lock")
-            .insert((name.into(), version.into()), bytes);
+            .insert(digest.into(), bytes);
     }
 
     pub fn put(&self, p: &BuiltPackage) {
-        self.put_bytes(&p.name, &p.version, p.bytes.clone());
+        self.put_bytes(&p.digest, p.bytes.clone());
     }
 
     pub fn fetches(&self) -> u32 {
@@ -533,12 +535,9 @@ impl PackageServer {
     }
 }
 
-async fn archive(
-    State(s): State<PackageServer>,
-    UrlPath((name, version)): UrlPath<(String, String)>,
-) -> Response {
+async fn archive(State(s): State<PackageServer>, UrlPath(digest): UrlPath<String>) -> Response {
     *s.fetches.lock().expect("lock") += 1;
-    match s.archives.lock().expect("lock").get(&(name, version)) {
+    match s.archives.lock().expect("lock").get(&digest) {
         Some(b) => b.clone().into_response(),
         None => (
             StatusCode::NOT_FOUND,

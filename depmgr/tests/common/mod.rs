@@ -219,11 +219,22 @@ impl Raw {
         }
     }
 
-    pub fn entry(mut self, kind: EntryType, name: &str, link: &str, data: &[u8]) -> Raw {
+    pub fn entry(self, kind: EntryType, name: &str, link: &str, data: &[u8]) -> Raw {
+        self.entry_with_mode(kind, name, link, data, 0o644)
+    }
+
+    pub fn entry_with_mode(
+        mut self,
+        kind: EntryType,
+        name: &str,
+        link: &str,
+        data: &[u8],
+        mode: u32,
+    ) -> Raw {
         let mut h = Header::new_old();
         h.set_entry_type(kind);
         h.set_size(data.len() as u64);
-        h.set_mode(0o644);
+        h.set_mode(mode);
         let old = h.as_old_mut();
         old.name[..name.len()].copy_from_slice(name.as_bytes());
         old.linkname[..link.len()].copy_from_slice(link.as_bytes());
@@ -234,6 +245,23 @@ impl Raw {
 
     pub fn file(self, name: &str, data: &[u8]) -> Raw {
         self.entry(EntryType::Regular, name, "", data)
+    }
+
+    /// An executable file (mode 0755).
+    pub fn exec(self, name: &str, data: &[u8]) -> Raw {
+        self.entry_with_mode(EntryType::Regular, name, "", data, 0o755)
+    }
+
+    pub fn dir(self, name: &str) -> Raw {
+        self.entry_with_mode(EntryType::Directory, name, "", b"", 0o755)
+    }
+
+    pub fn symlink(self, name: &str, target: &str) -> Raw {
+        self.entry(EntryType::Symlink, name, target, b"")
+    }
+
+    pub fn hard_link(self, name: &str, target: &str) -> Raw {
+        self.entry(EntryType::Link, name, target, b"")
     }
 
     /// `manifest.toml` for `name@version` plus `bin/run`.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use proto::heartbeat::{Heartbeat, HeartbeatReply, ReplyOutcome};
 
 use super::Leader;
-use crate::plan::Ingest;
+use crate::observe::Ingest;
 
 /// Longest a heartbeat waits for the leader to catch up with its term.
 const READY_WAIT: Duration = Duration::from_secs(1);

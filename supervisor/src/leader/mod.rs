@@ -37,7 +37,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, ProposeError};
-use crate::plan::{Ingest, Observed, Plan, Scope, plan_scoped};
+use crate::observe::{Ingest, Observed};
+use crate::plan::{Plan, Scope, plan_scoped};
 use crate::state::{Batch, Transition};
 use packages::FetchState;
 use rounds::Rounds;

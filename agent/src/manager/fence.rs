@@ -1,0 +1,192 @@
+//! Lease fencing: an `at-most-one` module never runs on a node whose lease
+//! has run out, so the cluster can move it without two copies running.
+//!
+//! ## Rules (pure, table-tested below)
+//! A lease granted in a heartbeat reply runs from the moment its heartbeat
+//! was *sent* ([`renew`]); a grant never moves the end backwards. The fence
+//! starts `stop_grace` plus [`FENCE_MARGIN`] before the lease ends
+//! ([`fence_start`]), so SIGKILL lands before the lease's end even for a
+//! module that ignores SIGTERM. While the lease fences ([`lease_fences`]),
+//! an `at-most-one` module may not start ([`may_start`]); `at-least-one`
+//! modules always may.
+//!
+//! ## Data flow
+//! [`Agent::fence_loop`] sleeps until the fence start of the current lease
+//! (woken early by every renewal), then asks the table ([`Table::fence`])
+//! which processes to stop. The stops run at once; [`Table::fenced`] then
+//! records each module as `Fenced` and reports it.
+
+use std::time::Duration;
+
+use proto::heartbeat::{ModuleStatus, ReportKind};
+use proto::spec::Fencing;
+use tokio::time::Instant;
+
+use super::Agent;
+use super::table::{Effect, Table, Victim};
+
+/// Margin before the lease's end by which SIGKILL must have gone out, for
+/// timer lateness and the kill itself.
+pub const FENCE_MARGIN: Duration = Duration::from_millis(50);
+
+/// When the fence starts for a lease ending at `deadline`: `stop_grace`
+/// (plus [`FENCE_MARGIN`]) earlier.
+pub fn fence_start(deadline: Instant, stop_grace: Duration) -> Instant {
+    deadline
+        .checked_sub(stop_grace + FENCE_MARGIN)
+        .unwrap_or(deadline)
+}
+
+/// True when the lease (ending at `deadline`; `None`: never granted) no
+/// longer allows an `at-most-one` module to run at `now`.
+pub fn lease_fences(deadline: Option<Instant>, stop_grace: Duration, now: Instant) -> bool {
+    match deadline {
+        None => true,
+        Some(d) => now >= fence_start(d, stop_grace),
+    }
+}
+
+/// True when a module with this fencing mode may be (re)started at `now`.
+pub fn may_start(
+    fencing: Fencing,
+    deadline: Option<Instant>,
+    stop_grace: Duration,
+    now: Instant,
+) -> bool {
+    fencing == Fencing::AtLeastOne || !lease_fences(deadline, stop_grace, now)
+}
+
+/// The new lease end after a reply granting `lease_ms` to the heartbeat
+/// sent at `sent_at`; 0 leaves the lease as it was. A grant never moves the
+/// end backwards (a slow reply to an older heartbeat cannot shorten it).
+pub fn renew(current: Option<Instant>, sent_at: Instant, lease_ms: u64) -> Option<Instant> {
+    if lease_ms == 0 {
+        return current;
+    }
+    let granted = sent_at + Duration::from_millis(lease_ms);
+    Some(match current {
+        Some(c) if c > granted => c,
+        _ => granted,
+    })
+}
+
+impl Table {
+    /// The fence fired at `now`: every `at-most-one` process is taken out of
+    /// its slot to be stopped, unless the lease was renewed meanwhile.
+    pub fn fence(&mut self, now: Instant) -> Vec<Effect> {
+        if !lease_fences(self.lease, self.cfg.stop_grace, now) {
+            return vec![]; // renewed meanwhile
+        }
+        let victims: Vec<Victim> = self
+            .slots
+            .iter_mut()
+            .filter(|s| s.fencing == Fencing::AtMostOne)
+            .filter_map(|s| {
+                s.take_proc().map(|handle| Victim {
+                    module: s.name.clone(),
+                    op: s.op,
+                    handle,
+                })
+            })
+            .collect();
+        if victims.is_empty() {
+            return vec![];
+        }
+        tracing::warn!(
+            modules = victims.len(),
+            "lease is running out without renewal: stopping at-most-one modules"
+        );
+        vec![Effect::Fence(victims)]
+    }
+
+    /// The processes of [`Table::fence`] are stopped (`how` each ended).
+    pub fn fenced(&mut self, stopped: &[(Victim, String)]) -> Vec<Effect> {
+        for (v, how) in stopped {
+            let Some(slot) = self.slot_op(&v.module, v.op) else {
+                continue;
+            };
+            let epoch = slot.epoch;
+            slot.status = ModuleStatus::Fenced;
+            slot.last_error = Some("fenced: lease expired".into());
+            tracing::warn!(module = %v.module, pid = v.handle.pid, "fenced: {how}");
+            self.report(
+                &v.module,
+                epoch,
+                ReportKind::Fenced,
+                format!("lease expired; process {} stopped ({how})", v.handle.pid),
+            );
+        }
+        vec![Effect::Notify]
+    }
+}
+
+impl Agent {
+    /// Watches the lease and fences `at-most-one` modules before it ends.
+    /// Runs until shutdown.
+    pub async fn fence_loop(self) {
+        let grace = self.sh.stop_grace;
+        let mut fenced_for: Option<Instant> = None;
+        loop {
+            let lease = self.lock().lease;
+            let wake = match lease {
+                Some(d) if fenced_for != Some(d) => Some(fence_start(d, grace)),
+                _ => None,
+            };
+            tokio::select! {
+                _ = self.sh.shutdown.cancelled() => return,
+                _ = self.sh.lease_changed.notified() => continue,
+                _ = sleep_until_opt(wake) => {
+                    let effects = self.lock().fence(Instant::now());
+                    self.execute(effects).await;
+                    fenced_for = lease;
+                }
+            }
+        }
+    }
+
+    /// Executes [`Effect::Fence`]: every victim stopped at once, then
+    /// recorded.
+    pub(super) async fn stop_victims(&self, victims: Vec<Victim>) {
+        let grace = self.sh.stop_grace;
+        let outcomes =
+            futures::future::join_all(victims.iter().map(|v| v.handle.stop(grace))).await;
+        let stopped: Vec<(Victim, String)> = victims.into_iter().zip(outcomes).collect();
+        let effects = self.lock().fenced(&stopped);
+        self.execute(effects).await;
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_table() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let grace = ms(1000);
+        // Never granted: fenced; at-least-one may always start.
+        assert!(lease_fences(None, grace, t0));
+        assert!(!may_start(Fencing::AtMostOne, None, grace, t0));
+        assert!(may_start(Fencing::AtLeastOne, None, grace, t0));
+
+        let lease = renew(None, t0, 3000);
+        assert_eq!(lease, Some(t0 + ms(3000)));
+        assert!(!lease_fences(lease, grace, t0 + ms(1949)));
+        assert!(lease_fences(lease, grace, t0 + ms(1950)));
+        // 0 = not renewed; an older grant does not shorten the lease.
+        assert_eq!(renew(lease, t0 + ms(500), 0), lease);
+        let later = renew(lease, t0 + ms(500), 3000);
+        assert_eq!(later, Some(t0 + ms(3500)));
+        assert_eq!(renew(later, t0 + ms(100), 3000), later);
+        // A lease shorter than the grace fences at once.
+        assert!(lease_fences(renew(None, t0, 500), grace, t0));
+    }
+}

@@ -1,0 +1,272 @@
+//! The directive rules and what an executed directive changes.
+//!
+//! ## Directive rules ([`decide`])
+//! Directives are level-triggered (the leader repeats one until heartbeats
+//! show it took effect), so every rule makes a repeat a no-op:
+//! - Any directive whose epoch is below the highest epoch accepted for the
+//!   module is refused (logged and reported as `StaleDirective`).
+//! - Install: a new module, or a newer epoch than the installed one →
+//!   install (replacing the old placement). The same epoch again → no-op,
+//!   whatever became of the first install. An epoch at or below the last
+//!   stop executed for the module → refused: the stop superseded it.
+//! - Restore: executed when its `seq` is above the last executed one for
+//!   the installed epoch; otherwise a no-op. A restore for a module that is
+//!   not installed here (or for another epoch) cannot be executed: ignored
+//!   with a warning, the missing table entry tells the leader.
+//! - Stop: stops and forgets the module; a repeat while stopping, or a stop
+//!   for an unknown module, is a no-op.
+
+use std::time::Duration;
+
+use proto::Epoch;
+use proto::heartbeat::{Directive, Install, ModuleStatus, ReportKind, Restore, Stop};
+
+use super::{Effect, MAX_LOGGED, MAX_MODULES, MAX_REFUSALS_SHOWN, Slot, Table, Task};
+use crate::state::EpochRecord;
+
+impl Table {
+    /// One directive of an accepted reply: decided, then (when executed)
+    /// the state change, its persistence and its task.
+    pub fn directive(&mut self, d: Directive) -> Vec<Effect> {
+        let name = d.module().to_string();
+        let view = self.slot(&name).map(Slot::view);
+        let record = self.epochs.get(&name).copied();
+        match decide(view.as_ref(), record.as_ref(), &d) {
+            Decision::Repeat => return vec![],
+            Decision::Stale(why) => {
+                if !self.logged.insert(directive_key(&d)) {
+                    return vec![];
+                }
+                tracing::warn!(module = %name, "refused directive: {why}");
+                self.report(&name, d.epoch(), ReportKind::StaleDirective, why.clone());
+                if self.refusals.len() >= MAX_REFUSALS_SHOWN {
+                    self.refusals.pop_front();
+                }
+                self.refusals.push_back(format!("{name}: {why}"));
+                return vec![Effect::Notify];
+            }
+            Decision::Unusable(why) => {
+                if self.logged.insert(directive_key(&d)) {
+                    tracing::warn!(module = %name, "cannot execute directive: {why}");
+                }
+                return vec![];
+            }
+            Decision::Execute => {}
+        }
+        if self.logged.len() > MAX_LOGGED {
+            self.logged.clear();
+        }
+        let task = match d {
+            Directive::Install(i) => match self.begin_install(i) {
+                Some(t) => t,
+                None => return vec![Effect::Notify],
+            },
+            Directive::Restore(r) => self.begin_restore(r),
+            Directive::Stop(s) => self.begin_stop(s),
+        };
+        self.table_version += 1;
+        vec![
+            Effect::Persist(self.snapshot()),
+            Effect::Notify,
+            Effect::Spawn(task),
+        ]
+    }
+
+    fn begin_install(&mut self, mut i: Install) -> Option<Task> {
+        let record = self.epochs.entry(i.module.clone()).or_default();
+        record.highest = record.highest.max(i.epoch);
+        if i.depmgr.is_empty()
+            && let Some(d) = &self.cfg.default_depmgr
+        {
+            i.depmgr = d.clone();
+        }
+        if self.slot(&i.module).is_none() && self.slots.len() >= MAX_MODULES {
+            let why = format!("this node already holds {MAX_MODULES} modules");
+            tracing::warn!(module = %i.module, "install refused: {why}");
+            self.report(&i.module, i.epoch, ReportKind::InstallFailed, why);
+            return None;
+        }
+        let op = self.op();
+        let cancel = self.cfg.shutdown.child_token();
+        let fresh = Slot {
+            name: i.module.clone(),
+            epoch: i.epoch,
+            fencing: i.fencing,
+            package: i.package.clone(),
+            depmgr: i.depmgr.clone(),
+            status: ModuleStatus::Installing,
+            restore_seq: 0,
+            starts: 0,
+            installed: false,
+            stopping: false,
+            op,
+            cancel: cancel.clone(),
+            proc: None,
+            last_error: None,
+        };
+        let old = match self.slot_mut(&i.module) {
+            Some(slot) => {
+                tracing::info!(module = %i.module, from = slot.epoch, to = i.epoch, "replacing placement");
+                slot.cancel.cancel();
+                let old = slot.take_proc();
+                *slot = fresh;
+                old
+            }
+            None => {
+                self.slots.push(fresh);
+                None
+            }
+        };
+        tracing::info!(module = %i.module, epoch = i.epoch, package = %i.package.manifest.package_ref(), "installing");
+        Some(Task::Install {
+            op,
+            old,
+            install: Box::new(i),
+            cancel,
+        })
+    }
+
+    fn begin_restore(&mut self, r: Restore) -> Task {
+        let op = self.op();
+        let cancel = self.cfg.shutdown.child_token();
+        let mut old = None;
+        if let Some(slot) = self.slot_mut(&r.module) {
+            slot.cancel.cancel();
+            old = slot.take_proc();
+            slot.cancel = cancel.clone();
+            slot.op = op;
+            slot.restore_seq = r.seq;
+            slot.status = ModuleStatus::Restoring;
+            tracing::info!(module = %r.module, epoch = r.epoch, seq = r.seq, backoff_ms = r.backoff_ms, "restoring");
+        }
+        Task::Restore {
+            module: r.module,
+            op,
+            old,
+            backoff: Duration::from_millis(r.backoff_ms),
+            cancel,
+        }
+    }
+
+    fn begin_stop(&mut self, s: Stop) -> Task {
+        let record = self.epochs.entry(s.module.clone()).or_default();
+        record.highest = record.highest.max(s.epoch);
+        record.stopped_at = Some(record.stopped_at.unwrap_or(0).max(s.epoch));
+        let op = self.op();
+        let mut old = None;
+        if let Some(slot) = self.slot_mut(&s.module) {
+            slot.cancel.cancel();
+            old = slot.take_proc();
+            slot.op = op;
+            slot.stopping = true;
+            tracing::info!(module = %s.module, epoch = s.epoch, "stopping and forgetting");
+        }
+        Task::Stop {
+            module: s.module,
+            op,
+            old,
+        }
+    }
+}
+
+/// What the directive rules need to know of a module the agent holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModuleView {
+    pub epoch: Epoch,
+    pub status: ModuleStatus,
+    /// Last restore order executed for this placement (0: none).
+    pub restore_seq: u32,
+    /// The package of this placement is unpacked and recorded.
+    pub installed: bool,
+    /// A stop is under way (the module leaves the table once it is dead).
+    pub stopping: bool,
+}
+
+/// What to do with one directive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Execute it.
+    Execute,
+    /// A repeat of something done or under way: nothing to do.
+    Repeat,
+    /// Older than what the agent has seen: refuse, log, report.
+    Stale(String),
+    /// Cannot be executed here; log it (the heartbeat's table shows why).
+    Unusable(String),
+}
+
+/// Decides about one directive given the module as held (if any) and the
+/// module's epoch record (if any). See the module doc for the rules.
+pub fn decide(
+    module: Option<&ModuleView>,
+    record: Option<&EpochRecord>,
+    d: &Directive,
+) -> Decision {
+    let epoch = d.epoch();
+    if let Some(r) = record
+        && epoch < r.highest
+    {
+        return Decision::Stale(format!(
+            "{} directive for epoch {epoch} is older than epoch {} already seen",
+            kind(d),
+            r.highest
+        ));
+    }
+    match d {
+        Directive::Install(_) => {
+            if let Some(stopped) = record.and_then(|r| r.stopped_at)
+                && epoch <= stopped
+            {
+                return Decision::Stale(format!(
+                    "install for epoch {epoch} was superseded by a stop at epoch {stopped}"
+                ));
+            }
+            match module {
+                Some(m) if m.epoch == epoch => Decision::Repeat,
+                _ => Decision::Execute,
+            }
+        }
+        Directive::Restore(r) => match module {
+            None => Decision::Unusable(format!(
+                "restore for epoch {epoch}: module is not installed on this node"
+            )),
+            Some(m) if m.epoch != epoch => Decision::Unusable(format!(
+                "restore for epoch {epoch}: installed placement has epoch {}",
+                m.epoch
+            )),
+            Some(m) if m.stopping || r.seq <= m.restore_seq => Decision::Repeat,
+            Some(m) if !m.installed => Decision::Unusable(format!(
+                "restore {} for epoch {epoch}: package is not installed (status {})",
+                r.seq,
+                m.status.as_str()
+            )),
+            Some(_) => Decision::Execute,
+        },
+        Directive::Stop(_) => match module {
+            None => Decision::Repeat,
+            Some(m) if epoch < m.epoch => Decision::Stale(format!(
+                "stop for epoch {epoch} is older than the installed epoch {}",
+                m.epoch
+            )),
+            Some(m) if m.stopping => Decision::Repeat,
+            Some(_) => Decision::Execute,
+        },
+    }
+}
+
+fn kind(d: &Directive) -> &'static str {
+    match d {
+        Directive::Restore(_) => "restore",
+        Directive::Install(_) => "install",
+        Directive::Stop(_) => "stop",
+    }
+}
+
+/// Key of a directive for log-once bookkeeping.
+fn directive_key(d: &Directive) -> String {
+    match d {
+        Directive::Restore(r) => format!("restore/{}/{}/{}", r.module, r.epoch, r.seq),
+        Directive::Install(i) => format!("install/{}/{}", i.module, i.epoch),
+        Directive::Stop(s) => format!("stop/{}/{}", s.module, s.epoch),
+    }
+}

@@ -1,0 +1,792 @@
+//! The table as a planner: tables of (state, input) → effects, each effect
+//! written as a short line so a row reads like a script.
+
+use std::path::PathBuf;
+
+use proto::heartbeat::{Install, ModuleStatus, ReportKind, Restore, Stop};
+use proto::manifest::{ArtifactRef, Manifest};
+
+use super::*;
+use crate::Error;
+use crate::manager::view::NodeIdentity;
+use proto::heartbeat::Directive;
+
+const GRACE: Duration = Duration::from_millis(1000);
+
+fn config() -> TableConfig {
+    TableConfig {
+        incarnation: 7,
+        stop_grace: GRACE,
+        default_depmgr: Some("http://fallback:1".into()),
+        shutdown: CancellationToken::new(),
+    }
+}
+
+fn package(health: bool) -> ConfigPackage {
+    let extra = if health {
+        "[health]\nexec = [\"true\"]\n"
+    } else {
+        ""
+    };
+    ConfigPackage {
+        manifest: Manifest::from_toml(&format!(
+            "name = \"web\"\nversion = \"1.0.0\"\ncommand = \"bin/web\"\n{extra}"
+        ))
+        .expect("manifest"),
+        artifacts: vec![ArtifactRef {
+            name: "web".into(),
+            version: "1.0.0".into(),
+            digest: "ab".repeat(32),
+        }],
+    }
+}
+
+fn install(epoch: Epoch, fencing: Fencing) -> Directive {
+    Directive::Install(Install {
+        module: "web".into(),
+        epoch,
+        fencing,
+        package: package(false),
+        depmgr: String::new(),
+    })
+}
+fn restore(epoch: Epoch, seq: u32) -> Directive {
+    Directive::Restore(Restore {
+        module: "web".into(),
+        epoch,
+        seq,
+        backoff_ms: 0,
+    })
+}
+fn stop(epoch: Epoch) -> Directive {
+    Directive::Stop(Stop {
+        module: "web".into(),
+        epoch,
+    })
+}
+
+fn launch() -> Launch {
+    Launch {
+        program: PathBuf::from("/bin/true"),
+        args: vec![],
+        dir: PathBuf::from("/"),
+        env: vec![],
+        log: PathBuf::from("/dev/null"),
+    }
+}
+
+/// One line per effect.
+fn describe(effects: &[Effect]) -> Vec<String> {
+    let stopping = |old: &Option<ProcessHandle>| match old {
+        Some(h) => format!(" (stop pid {})", h.pid),
+        None => String::new(),
+    };
+    effects
+        .iter()
+        .map(|e| match e {
+            Effect::Persist((_, p)) => {
+                let modules: Vec<String> = p
+                    .modules
+                    .iter()
+                    .map(|m| format!("{}@{}", m.name, m.epoch))
+                    .collect();
+                let epochs: Vec<String> = p
+                    .epochs
+                    .iter()
+                    .map(|(n, r)| match r.stopped_at {
+                        Some(s) => format!("{n}:{}/stop {s}", r.highest),
+                        None => format!("{n}:{}", r.highest),
+                    })
+                    .collect();
+                format!(
+                    "persist [{}] epochs [{}]",
+                    modules.join(" "),
+                    epochs.join(" ")
+                )
+            }
+            Effect::Notify => "notify".into(),
+            Effect::LeaseChanged => "lease changed".into(),
+            Effect::Spawn(Task::Install { install, old, .. }) => format!(
+                "install {}@{} from {}{}",
+                install.module,
+                install.epoch,
+                install.depmgr,
+                stopping(old)
+            ),
+            Effect::Spawn(Task::Restore { module, old, .. }) => {
+                format!("restore {module}{}", stopping(old))
+            }
+            Effect::Spawn(Task::Stop { module, old, .. }) => {
+                format!("stop {module}{}", stopping(old))
+            }
+            Effect::Stop(h) => format!("stop pid {}", h.pid),
+            Effect::Start {
+                module,
+                after_install,
+                ..
+            } => format!(
+                "start {module} after {}",
+                if *after_install { "install" } else { "restore" }
+            ),
+            Effect::Launch(p) => format!("launch {}@{} seq {}", p.module, p.epoch, p.restore_seq),
+            Effect::Probe(p) => format!("probe {}", p.module),
+            Effect::Fence(v) => {
+                let v: Vec<String> = v
+                    .iter()
+                    .map(|v| format!("{} pid {}", v.module, v.handle.pid))
+                    .collect();
+                format!("fence [{}]", v.join(", "))
+            }
+            Effect::StopAll(h) => {
+                let pids: Vec<String> = h.iter().map(|h| h.pid.to_string()).collect();
+                format!("stop all [{}]", pids.join(" "))
+            }
+            Effect::RemovePlacement { module, epoch } => format!("rm {module}/{epoch}"),
+            Effect::KeepOnlyPlacement { module, keep } => format!("keep only {module}/{keep}"),
+            Effect::ForgetFiles { module } => format!("forget files of {module}"),
+        })
+        .collect()
+}
+
+/// The `op` of the task among `effects`.
+fn task_op(effects: &[Effect]) -> u64 {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Spawn(Task::Install { op, .. })
+            | Effect::Spawn(Task::Restore { op, .. })
+            | Effect::Spawn(Task::Stop { op, .. }) => Some(*op),
+            _ => None,
+        })
+        .expect("a task")
+}
+
+/// A table driven through its own transitions, and the module's current op.
+struct World {
+    t: Table,
+    op: u64,
+    now: Instant,
+}
+
+impl World {
+    /// Nothing held; a lease of 10 s granted now.
+    fn empty() -> World {
+        let now = Instant::now();
+        let mut t = Table::new(config(), &PersistedState::new(7));
+        t.accepted(0, now, 10_000, "leader:1");
+        World { t, op: 0, now }
+    }
+
+    /// `web` installed at `epoch` (its install task still running).
+    fn installing(epoch: Epoch, fencing: Fencing) -> World {
+        let mut w = World::empty();
+        let e = w.t.directive(install(epoch, fencing));
+        w.op = task_op(&e);
+        w
+    }
+
+    /// `web` installed at epoch 7, its process not started yet.
+    fn installed(fencing: Fencing) -> World {
+        let mut w = World::installing(7, fencing);
+        w.t.install_done("web", w.op, Ok(()));
+        w
+    }
+
+    /// `web` installed, its process launched with pid 42.
+    fn running(epoch: Epoch, fencing: Fencing, health: bool) -> World {
+        let mut w = World::installing(epoch, fencing);
+        if health {
+            w.t.slots[0].package = package(true);
+        }
+        w.t.install_done("web", w.op, Ok(()));
+        let plan = w.launch_plan(true);
+        w.t.launched(&plan, &launch(), Ok(ProcessHandle::fake(42, None)), w.now);
+        w
+    }
+
+    fn launch_plan(&mut self, after_install: bool) -> LaunchPlan {
+        match self.t.start("web", self.op, after_install, self.now).pop() {
+            Some(Effect::Launch(p)) => p,
+            other => panic!("no launch: {other:?}"),
+        }
+    }
+
+    fn status(&self) -> Option<ModuleStatus> {
+        self.t.slot("web").map(|s| s.status)
+    }
+
+    fn last_report(&self) -> Option<(ReportKind, String)> {
+        self.t.reports.last().map(|r| (r.kind, r.message.clone()))
+    }
+}
+
+fn fail(why: &str) -> Error {
+    Error::InvalidPackage(why.into())
+}
+
+/// A row: what it shows, the state, the input, the effects, the module's
+/// status afterwards (`None`: not in the table).
+type Row = (
+    &'static str,
+    fn() -> World,
+    fn(&mut World) -> Vec<Effect>,
+    &'static [&'static str],
+    Option<ModuleStatus>,
+);
+
+fn run(rows: &[Row]) {
+    for (what, state, input, want, status) in rows {
+        let mut w = state();
+        let got = describe(&input(&mut w));
+        assert_eq!(got, *want, "{what}: effects");
+        assert_eq!(w.status(), *status, "{what}: status");
+    }
+}
+
+#[test]
+fn directives() {
+    use ModuleStatus::*;
+    let running = || World::running(7, Fencing::AtMostOne, false);
+    run(&[
+        (
+            "install on an empty node: persist the epoch, then the task",
+            World::empty,
+            |w| w.t.directive(install(7, Fencing::AtMostOne)),
+            &[
+                "persist [] epochs [web:7]",
+                "notify",
+                "install web@7 from http://fallback:1",
+            ],
+            Some(Installing),
+        ),
+        (
+            "the same install again is a repeat",
+            running,
+            |w| w.t.directive(install(7, Fencing::AtMostOne)),
+            &[],
+            Some(Running),
+        ),
+        (
+            "a newer epoch replaces the placement and stops its process",
+            running,
+            |w| w.t.directive(install(9, Fencing::AtMostOne)),
+            &[
+                "persist [] epochs [web:9]",
+                "notify",
+                "install web@9 from http://fallback:1 (stop pid 42)",
+            ],
+            Some(Installing),
+        ),
+        (
+            "an older epoch is refused and reported",
+            running,
+            |w| w.t.directive(install(5, Fencing::AtMostOne)),
+            &["notify"],
+            Some(Running),
+        ),
+        (
+            "a refusal is reported once",
+            running,
+            |w| {
+                w.t.directive(install(5, Fencing::AtMostOne));
+                w.t.directive(install(5, Fencing::AtMostOne))
+            },
+            &[],
+            Some(Running),
+        ),
+        (
+            "a newer restore stops the process and restores",
+            running,
+            |w| w.t.directive(restore(7, 1)),
+            &[
+                "persist [web@7] epochs [web:7]",
+                "notify",
+                "restore web (stop pid 42)",
+            ],
+            Some(Restoring),
+        ),
+        (
+            "a restore already executed is a repeat",
+            running,
+            |w| {
+                w.t.directive(restore(7, 3));
+                w.t.directive(restore(7, 2))
+            },
+            &[],
+            Some(Restoring),
+        ),
+        (
+            "a restore for a module not held is ignored",
+            World::empty,
+            |w| w.t.directive(restore(7, 1)),
+            &[],
+            None,
+        ),
+        (
+            "a restore of an install still running is ignored",
+            || World::installing(7, Fencing::AtMostOne),
+            |w| w.t.directive(restore(7, 1)),
+            &[],
+            Some(Installing),
+        ),
+        (
+            "a stop records the stop epoch and stops the process",
+            running,
+            |w| w.t.directive(stop(7)),
+            &[
+                "persist [web@7] epochs [web:7/stop 7]",
+                "notify",
+                "stop web (stop pid 42)",
+            ],
+            Some(Running),
+        ),
+        (
+            "a stop under way is not repeated",
+            running,
+            |w| {
+                w.t.directive(stop(7));
+                w.t.directive(stop(7))
+            },
+            &[],
+            Some(Running),
+        ),
+        (
+            "an install at or below a stop is stale",
+            running,
+            |w| {
+                let op = task_op(&w.t.directive(stop(7)));
+                w.t.forget("web", op);
+                w.t.directive(install(7, Fencing::AtMostOne))
+            },
+            &["notify"],
+            None,
+        ),
+        (
+            "a full node refuses a new module",
+            || {
+                let mut w = World::empty();
+                let mut p = PersistedState::new(7);
+                p.modules = (0..MAX_MODULES)
+                    .map(|i| InstalledModule {
+                        name: format!("m{i}"),
+                        epoch: 1,
+                        fencing: Fencing::AtLeastOne,
+                        package: package(false),
+                        depmgr: String::new(),
+                        restore_seq: 0,
+                        starts: 0,
+                    })
+                    .collect();
+                w.t = Table::new(config(), &p);
+                w
+            },
+            |w| w.t.directive(install(7, Fencing::AtMostOne)),
+            &["notify"],
+            None,
+        ),
+    ]);
+}
+
+#[test]
+fn task_steps() {
+    use ModuleStatus::*;
+    let installing = || World::installing(7, Fencing::AtMostOne);
+    run(&[
+        (
+            "installed: persist, clean older placements, start",
+            installing,
+            |w| w.t.install_done("web", w.op, Ok(())),
+            &[
+                "persist [web@7] epochs [web:7]",
+                "keep only web/7",
+                "start web after install",
+            ],
+            Some(Installing),
+        ),
+        (
+            "install failed: report it, remove the placement",
+            installing,
+            |w| w.t.install_done("web", w.op, Err(fail("bad package"))),
+            &["notify", "rm web/7"],
+            Some(InstallFailed),
+        ),
+        (
+            "a superseded install changes nothing",
+            installing,
+            |w| {
+                let old = w.op;
+                w.t.directive(install(8, Fencing::AtMostOne));
+                w.t.install_done("web", old, Ok(()))
+            },
+            &[],
+            Some(Installing),
+        ),
+        (
+            "restored: start",
+            || World::running(7, Fencing::AtMostOne, false),
+            |w| {
+                let op = task_op(&w.t.directive(restore(7, 1)));
+                w.t.restore_done("web", op, Ok(()))
+            },
+            &["start web after restore"],
+            Some(Restoring),
+        ),
+        (
+            "restore failed: the module failed",
+            || World::running(7, Fencing::AtMostOne, false),
+            |w| {
+                let op = task_op(&w.t.directive(restore(7, 1)));
+                w.t.restore_done("web", op, Err(fail("gone")))
+            },
+            &["notify"],
+            Some(Failed),
+        ),
+        (
+            "stopped: forget the module and its files",
+            || World::running(7, Fencing::AtMostOne, false),
+            |w| {
+                let op = task_op(&w.t.directive(stop(7)));
+                w.t.forget("web", op)
+            },
+            &[
+                "persist [] epochs [web:7/stop 7]",
+                "notify",
+                "forget files of web",
+            ],
+            None,
+        ),
+    ]);
+    let mut w = World::installing(7, Fencing::AtMostOne);
+    w.t.install_done("web", w.op, Err(fail("bad package")));
+    assert_eq!(
+        w.last_report(),
+        Some((ReportKind::InstallFailed, "bad package".into()))
+    );
+}
+
+#[test]
+fn process_events() {
+    use ModuleStatus::*;
+    let installed_amo = || World::installed(Fencing::AtMostOne);
+    run(&[
+        (
+            "start under a lease: launch",
+            installed_amo,
+            |w| w.t.start("web", w.op, true, w.now),
+            &["launch web@7 seq 0"],
+            Some(Installing),
+        ),
+        (
+            "start of an at-most-one module without a lease: fenced",
+            installed_amo,
+            |w| {
+                w.t.lease = None;
+                w.t.start("web", w.op, true, w.now)
+            },
+            &["notify"],
+            Some(Fenced),
+        ),
+        (
+            "an at-least-one module starts without a lease",
+            || World::installed(Fencing::AtLeastOne),
+            |w| {
+                w.t.lease = None;
+                w.t.start("web", w.op, true, w.now)
+            },
+            &["launch web@7 seq 0"],
+            Some(Installing),
+        ),
+        (
+            "launched: running, persisted",
+            installed_amo,
+            |w| {
+                let plan = w.launch_plan(true);
+                let h = ProcessHandle::fake(42, None);
+                w.t.launched(&plan, &launch(), Ok(h), w.now)
+            },
+            &["notify", "persist [web@7] epochs [web:7]"],
+            Some(Running),
+        ),
+        (
+            "launched with a health check: starting, probed",
+            || {
+                let mut w = World::installed(Fencing::AtMostOne);
+                w.t.slots[0].package = package(true);
+                w
+            },
+            |w| {
+                let plan = w.launch_plan(true);
+                let h = ProcessHandle::fake(42, None);
+                w.t.launched(&plan, &launch(), Ok(h), w.now)
+            },
+            &["notify", "probe web", "persist [web@7] epochs [web:7]"],
+            Some(Starting),
+        ),
+        (
+            "cannot launch after an install: install failed",
+            installed_amo,
+            |w| {
+                let plan = w.launch_plan(true);
+                w.t.launched(&plan, &launch(), Err(fail("no exec")), w.now)
+            },
+            &["notify"],
+            Some(InstallFailed),
+        ),
+        (
+            "cannot launch after a restore: failed",
+            installed_amo,
+            |w| {
+                let plan = w.launch_plan(false);
+                w.t.launched(&plan, &launch(), Err(fail("no exec")), w.now)
+            },
+            &["notify"],
+            Some(Failed),
+        ),
+        (
+            "superseded while spawning: stop what was spawned",
+            installed_amo,
+            |w| {
+                let plan = w.launch_plan(true);
+                w.t.directive(install(8, Fencing::AtMostOne));
+                let h = ProcessHandle::fake(42, None);
+                w.t.launched(&plan, &launch(), Ok(h), w.now)
+            },
+            &["notify", "stop pid 42"],
+            Some(Installing),
+        ),
+        (
+            "the fence ran while spawning: stop it, fenced",
+            installed_amo,
+            |w| {
+                let plan = w.launch_plan(true);
+                let h = ProcessHandle::fake(42, None);
+                let late = w.now + Duration::from_secs(60);
+                w.t.launched(&plan, &launch(), Ok(h), late)
+            },
+            &["notify", "stop pid 42"],
+            Some(Fenced),
+        ),
+        (
+            "exited before it was recorded: failed",
+            installed_amo,
+            |w| {
+                let plan = w.launch_plan(true);
+                let h = ProcessHandle::fake(42, Some("exited with code 1"));
+                w.t.launched(&plan, &launch(), Ok(h), w.now)
+            },
+            &["notify", "persist [web@7] epochs [web:7]"],
+            Some(Failed),
+        ),
+        (
+            "an exit nobody asked for is a failure",
+            || World::running(7, Fencing::AtMostOne, false),
+            |w| w.t.exited("web", w.op, "exited with code 3"),
+            &["notify"],
+            Some(Failed),
+        ),
+        (
+            "an exit after a stop was asked for is not",
+            || World::running(7, Fencing::AtMostOne, false),
+            |w| {
+                w.t.directive(stop(7));
+                w.t.exited("web", w.op, "killed by signal 15")
+            },
+            &[],
+            Some(Running),
+        ),
+        (
+            "first passing probe: running",
+            || World::running(7, Fencing::AtMostOne, true),
+            |w| w.t.probe_passed("web", w.op),
+            &["notify"],
+            Some(Running),
+        ),
+        (
+            "a passing probe when running changes nothing",
+            || World::running(7, Fencing::AtMostOne, false),
+            |w| w.t.probe_passed("web", w.op),
+            &[],
+            Some(Running),
+        ),
+        (
+            "failing probe: failed, process stopped",
+            || World::running(7, Fencing::AtMostOne, true),
+            |w| w.t.probe_failed("web", w.op, "probe failed".into()),
+            &["notify", "stop pid 42"],
+            Some(Failed),
+        ),
+        (
+            "shutdown stops every process",
+            || World::running(7, Fencing::AtMostOne, false),
+            |w| w.t.stop_all(),
+            &["stop all [42]"],
+            Some(Running),
+        ),
+        (
+            "then every module is stopped",
+            || World::running(7, Fencing::AtMostOne, false),
+            |w| {
+                w.t.stop_all();
+                w.t.all_stopped()
+            },
+            &["notify"],
+            Some(Stopped),
+        ),
+    ]);
+    let mut w = World::running(7, Fencing::AtMostOne, false);
+    w.t.exited("web", w.op, "exited with code 3");
+    assert_eq!(
+        w.last_report(),
+        Some((ReportKind::Failed, "process 42 exited with code 3".into()))
+    );
+    assert_eq!(w.t.status_view("a", w.now).modules[0].pid, None);
+}
+
+#[test]
+fn lease_and_fence() {
+    use ModuleStatus::*;
+    let running = || World::running(7, Fencing::AtMostOne, false);
+    run(&[
+        (
+            "a renewal wakes the fence and drops the reports carried",
+            running,
+            |w| {
+                w.t.exited("web", w.op, "exited with code 1");
+                let e = w.t.accepted(1, w.now, 5000, "leader:1");
+                assert!(w.t.reports.is_empty());
+                e
+            },
+            &["lease changed"],
+            Some(Failed),
+        ),
+        (
+            "the fence before the lease's end does nothing",
+            running,
+            |w| w.t.fence(w.now),
+            &[],
+            Some(Running),
+        ),
+        (
+            "the fence after it takes at-most-one processes out",
+            running,
+            |w| w.t.fence(w.now + Duration::from_secs(9)),
+            &["fence [web pid 42]"],
+            Some(Running),
+        ),
+        (
+            "at-least-one modules are spared",
+            || World::running(7, Fencing::AtLeastOne, false),
+            |w| w.t.fence(w.now + Duration::from_secs(60)),
+            &[],
+            Some(Running),
+        ),
+        (
+            "fenced processes are reported",
+            running,
+            |w| {
+                let victims = match w.t.fence(w.now + Duration::from_secs(9)).pop() {
+                    Some(Effect::Fence(v)) => v,
+                    other => panic!("{other:?}"),
+                };
+                let stopped: Vec<(Victim, String)> = victims
+                    .into_iter()
+                    .map(|v| (v, "killed by signal 15".to_string()))
+                    .collect();
+                w.t.fenced(&stopped)
+            },
+            &["notify"],
+            Some(Fenced),
+        ),
+    ]);
+}
+
+#[test]
+fn views() {
+    let mut w = World::running(7, Fencing::AtMostOne, false);
+    let me = NodeIdentity {
+        node: "a".into(),
+        addr: "127.0.0.1:1".into(),
+        labels: Default::default(),
+    };
+    let (hb, n) = w.t.heartbeat(&me, 1, None);
+    assert_eq!(n, 0);
+    let table = hb.table.expect("table until acknowledged");
+    assert_eq!(table.modules[0].module, "web");
+    assert_eq!(hb.statuses.unpack(), Some(vec![ModuleStatus::Running]));
+    let (hb, _) = w.t.heartbeat(&me, 2, Some(hb.table_version));
+    assert!(hb.table.is_none(), "acknowledged: left out");
+
+    w.t.exited("web", w.op, "exited with code 1");
+    let s = w.t.status_view("a", w.now);
+    assert_eq!(s.modules[0].state, "failed");
+    assert_eq!(s.modules[0].restarts, 0);
+    assert_eq!(s.pending_reports, 1);
+    assert_eq!(s.leader.as_deref(), Some("leader:1"));
+    assert!(s.lease_ms_left > 9000);
+}
+
+/// The directive rules alone ([`decide`]).
+#[test]
+fn directive_rules() {
+    use Decision::*;
+    use ModuleStatus::*;
+    let view = |epoch, status, restore_seq| ModuleView {
+        epoch,
+        status,
+        restore_seq,
+        installed: !matches!(status, Installing | InstallFailed),
+        stopping: false,
+    };
+    let rec = |highest, stopped_at| EpochRecord {
+        highest,
+        stopped_at,
+    };
+    let i = |e| install(e, Fencing::AtMostOne);
+    let stale = |d: Decision| matches!(d, Stale(_));
+    let unusable = |d: Decision| matches!(d, Unusable(_));
+    let running7 = view(7, Running, 2);
+    let r7 = rec(7, None);
+    let stopping = ModuleView {
+        stopping: true,
+        ..running7
+    };
+
+    // Install.
+    assert_eq!(decide(None, None, &i(7)), Execute);
+    assert_eq!(decide(Some(&running7), Some(&r7), &i(7)), Repeat);
+    assert_eq!(
+        decide(Some(&view(7, InstallFailed, 0)), Some(&r7), &i(7)),
+        Repeat
+    );
+    assert_eq!(decide(Some(&running7), Some(&r7), &i(9)), Execute);
+    assert!(stale(decide(Some(&running7), Some(&r7), &i(5))));
+    assert!(stale(decide(None, Some(&rec(7, Some(7))), &i(7))));
+    assert_eq!(decide(None, Some(&rec(7, Some(7))), &i(8)), Execute);
+    // Restart after an agent restart: record but module gone → install.
+    assert_eq!(decide(None, Some(&r7), &i(7)), Execute);
+
+    // Restore.
+    assert_eq!(decide(Some(&running7), Some(&r7), &restore(7, 3)), Execute);
+    assert_eq!(decide(Some(&running7), Some(&r7), &restore(7, 2)), Repeat);
+    assert_eq!(decide(Some(&running7), Some(&r7), &restore(7, 1)), Repeat);
+    assert!(stale(decide(Some(&running7), Some(&r7), &restore(6, 9))));
+    assert!(unusable(decide(None, None, &restore(7, 1))));
+    assert!(unusable(decide(Some(&running7), Some(&r7), &restore(8, 1))));
+    assert!(unusable(decide(
+        Some(&view(7, InstallFailed, 0)),
+        Some(&r7),
+        &restore(7, 1)
+    )));
+    assert_eq!(decide(Some(&stopping), Some(&r7), &restore(7, 3)), Repeat);
+    assert_eq!(
+        decide(Some(&view(7, Fenced, 2)), Some(&r7), &restore(7, 3)),
+        Execute
+    );
+
+    // Stop.
+    assert_eq!(decide(None, None, &stop(3)), Repeat);
+    assert_eq!(decide(Some(&running7), Some(&r7), &stop(7)), Execute);
+    assert_eq!(decide(Some(&running7), Some(&r7), &stop(8)), Execute);
+    assert!(stale(decide(Some(&running7), Some(&r7), &stop(6))));
+    assert_eq!(decide(Some(&stopping), Some(&r7), &stop(7)), Repeat);
+}

@@ -1,0 +1,82 @@
+//! The directives for a node's agent, derived from the committed state and
+//! the node's module table (what its agent says it has installed).
+//!
+//! Level-triggered: a directive is repeated in every heartbeat reply until
+//! the agent's table shows it took effect, so agents treat repeats as
+//! no-ops. Derived from committed state only, never from a plan in flight,
+//! so what an agent is told has always been decided durably first. Every
+//! directive carries the placement's epoch; an agent refuses one older than
+//! the highest epoch it has seen for the module (fencing).
+//!
+//! - **install** what is placed on the node, once its package is retrieved
+//!   and its previous copy released, and the node does not have that epoch;
+//! - **restore** a restoring module whose restore order the table does not
+//!   show executed yet;
+//! - **stop** what the node has but is not placed there (any more).
+//!
+//! Pure: a function of its arguments.
+
+use std::collections::BTreeMap;
+
+use proto::heartbeat::{Directive, Install, ModuleTable, Restore, Stop, TableEntry};
+
+use crate::state::{ClusterState, ModuleState};
+
+/// The directives for a node's agent, derived from committed state and the
+/// node's table: install what is placed there and not installed, repeat a
+/// restore not yet executed, stop what is not placed there.
+pub fn directives_for(
+    state: &ClusterState,
+    node: &str,
+    table: &ModuleTable,
+    depmgr: &str,
+) -> Vec<Directive> {
+    let mut out = Vec::new();
+    let installed: BTreeMap<&str, &TableEntry> = table
+        .modules
+        .iter()
+        .map(|e| (e.module.as_str(), e))
+        .collect();
+    for (name, m) in state.modules_on(node) {
+        let (Some(p), Some(package)) = (&m.placement, &m.package) else {
+            continue;
+        };
+        if matches!(m.state, ModuleState::Failed | ModuleState::Stopped) || p.previous.is_some() {
+            continue;
+        }
+        match installed.get(name.as_str()) {
+            Some(e) if e.epoch > p.epoch => {}
+            Some(e) if e.epoch == p.epoch => {
+                if m.state == ModuleState::Restoring && e.restore_seq < m.restore_seq {
+                    out.push(Directive::Restore(Restore {
+                        module: name.clone(),
+                        epoch: p.epoch,
+                        seq: m.restore_seq,
+                        backoff_ms: m.spec.restart.backoff_ms,
+                    }));
+                }
+            }
+            _ => out.push(Directive::Install(Install {
+                module: name.clone(),
+                epoch: p.epoch,
+                fencing: m.spec.fencing,
+                package: package.clone(),
+                depmgr: depmgr.to_string(),
+            })),
+        }
+    }
+    for e in &table.modules {
+        let placed_here = state
+            .modules
+            .get(&e.module)
+            .and_then(|m| m.placement.as_ref())
+            .is_some_and(|p| p.node == node && p.epoch >= e.epoch);
+        if !placed_here {
+            out.push(Directive::Stop(Stop {
+                module: e.module.clone(),
+                epoch: state.last_index.max(e.epoch),
+            }));
+        }
+    }
+    out
+}

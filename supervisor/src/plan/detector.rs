@@ -1,0 +1,61 @@
+//! Registration and the failure detector, the first step of a pass.
+//!
+//! A node whose agent's table was heard is registered, or updated when its
+//! address or labels changed. Each registered node's health follows from
+//! how long it has been silent, on the leader's clock: suspect after the
+//! heartbeat TTL, down after the lease plus the clock-drift margin (never
+//! earlier, so an agent cut off has stopped its at-most-one modules before
+//! they move), ready again when heard. Silence counts from when this
+//! replica became leader at the earliest: a new leader gives every node a
+//! grace window instead of declaring the fleet down after an election.
+//! Only a verdict that differs from the committed one is proposed; the
+//! pass then plans against the new verdicts.
+
+use crate::state::{NodeHealth, RegisterNode, SetNodeHealth, Transition};
+
+use super::Planner;
+
+impl Planner<'_> {
+    /// Registration and the failure detector.
+    pub(super) fn nodes(&mut self) {
+        for (node, obs) in &self.observed.nodes {
+            let Some(table) = &obs.table else { continue };
+            let known = self.state.nodes.get(node);
+            if known.is_none_or(|n| n.addr != table.addr || n.labels != table.labels) {
+                self.push(Transition::RegisterNode(RegisterNode {
+                    node: node.clone(),
+                    addr: table.addr.clone(),
+                    labels: table.labels.clone(),
+                }));
+                if known.is_none() {
+                    self.health.insert(node.as_str(), NodeHealth::Ready);
+                }
+            }
+        }
+        for (node, record) in &self.state.nodes {
+            let heard = self.observed.nodes.get(node);
+            let last = heard
+                .map_or(self.observed.leader_since_ms, |o| o.last_seen_ms)
+                .max(self.observed.leader_since_ms);
+            let silent = self.now.saturating_sub(last);
+            let desired = if silent >= self.timing.down_after_ms() {
+                NodeHealth::Down
+            } else if silent >= self.timing.heartbeat_ttl_ms {
+                NodeHealth::Suspect
+            } else if heard.is_some() {
+                NodeHealth::Ready
+            } else {
+                record.health
+            };
+            if desired != record.health {
+                self.health.insert(node.as_str(), desired);
+                self.health_changed.insert(node.as_str());
+                self.push(Transition::SetNodeHealth(SetNodeHealth {
+                    node: node.clone(),
+                    health: desired,
+                    detail: format!("no heartbeat for {silent} ms"),
+                }));
+            }
+        }
+    }
+}

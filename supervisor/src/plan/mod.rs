@@ -1,0 +1,241 @@
+//! The leader's reconciler: a pure `plan(state, observed, now) -> Plan`.
+//!
+//! Level-triggered and idempotent (the Kubernetes controller pattern): the
+//! plan looks at the replicated [`ClusterState`] and at what the leader has
+//! observed from heartbeats ([`Observed`], see [`crate::observe`]), and says
+//! which transitions to commit and which configuration packages to
+//! retrieve. Running it twice on the same inputs gives the same plan; a
+//! transition that was already committed is rejected by `apply`'s
+//! preconditions, so a repeated plan is harmless. What an agent is told is
+//! derived from the committed state only ([`crate::directives`]), so it has
+//! always been decided durably first.
+//!
+//! Pure: no clock (`now` is the leader's clock, passed in), no randomness,
+//! no I/O; ordered maps only, so a plan is deterministic.
+//!
+//! ## One pass
+//! 1. `detector`: registration and the failure detector (node health from
+//!    heartbeat silence: suspect after the TTL, down after the lease plus
+//!    the drift margin);
+//! 2. `recovery`, for each module in [`Scope`]: first placement, restores,
+//!    failover, moves off lost nodes, waiting for a node;
+//! 3. `drain`: moves off draining nodes, one module per node at a time.
+//!
+//! A pass sees its own decisions: node health after step 1, and the load of
+//! each node including the placements it made, so two modules failing over
+//! together spread out.
+//!
+//! ## The recovery flow (claims 1 and 2)
+//! For a module placed on node N at epoch E:
+//! 1. heartbeat shows it down → `FailureDetected` + `RestoreOrdered(1)`;
+//!    the restore directive goes out with the next reply to N;
+//! 2. N's table shows restore `seq` executed: running for `min_healthy_ms` →
+//!    `Healthy` (restored); down again → next `RestoreOrdered`, or after
+//!    `restart.attempts`, failover;
+//! 3. failover: a node that is ready, matches the labels, has the fewest
+//!    modules and has not failed this module yet → `Place` (new epoch) →
+//!    package retrieved from depmgr (`PackageRetrieved`) → install directive
+//!    → healthy → `Healthy` (failover completed); install or first start
+//!    fails → `InstallFailed` and the next failover node (claim 2), up to
+//!    `failover.max_nodes`, then `GiveUp`;
+//! 4. a node silent for the TTL is suspect; silent for the lease plus the
+//!    drift margin it is down, and its modules move (`Place{NodeLost}`;
+//!    at-least-one modules already when it is suspect). Losing a node is
+//!    not the module failing: it spends no tried node and no
+//!    `failover.max_nodes`, and with no ready node the module waits
+//!    (`AwaitNode`) instead of failing.
+
+mod detector;
+mod drain;
+mod recovery;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proto::manifest::PackageRef;
+use proto::{Epoch, ModuleName, NodeId};
+
+use crate::observe::Observed;
+use crate::state::{
+    ClusterState, ModuleRecord, ModuleState, NodeHealth, Place, PlaceCause, Transition,
+};
+
+/// Timing of the failure detector (all in ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Silent this long: suspect.
+    pub heartbeat_ttl_ms: u64,
+    /// Lease granted to agents.
+    pub lease_ms: u64,
+    /// Clock-drift margin added to the lease before a node is declared down.
+    pub drift_ms: u64,
+}
+
+impl Timing {
+    /// Silent this long: down (never before the lease plus the drift margin).
+    pub fn down_after_ms(&self) -> u64 {
+        self.heartbeat_ttl_ms.max(self.lease_ms + self.drift_ms)
+    }
+}
+
+/// A configuration package to retrieve from depmgr for a placement.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fetch {
+    pub module: ModuleName,
+    pub epoch: Epoch,
+    pub package: PackageRef,
+}
+
+/// The output of one planning pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub transitions: Vec<Transition>,
+    pub fetches: Vec<Fetch>,
+}
+
+/// Which modules a pass looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'s> {
+    /// Every module.
+    All,
+    /// Modules not settled (pending, installing, restoring, failing over),
+    /// and running modules on these nodes or on nodes whose health changes.
+    /// Running modules elsewhere cannot need anything until their node's
+    /// heartbeat changes, so a periodic `All` pass is enough for them.
+    Nodes(&'s BTreeSet<NodeId>),
+}
+
+/// Plans the next transitions over every module. Pure: `now` is the
+/// leader's clock in ms.
+pub fn plan(state: &ClusterState, observed: &Observed, now: u64, timing: Timing) -> Plan {
+    plan_scoped(state, observed, now, timing, Scope::All)
+}
+
+/// Plans the next transitions for the modules in `scope`. Pure.
+pub fn plan_scoped(
+    state: &ClusterState,
+    observed: &Observed,
+    now: u64,
+    timing: Timing,
+    scope: Scope<'_>,
+) -> Plan {
+    let mut p = Planner {
+        state,
+        observed,
+        now,
+        timing,
+        health: state
+            .nodes
+            .iter()
+            .map(|(n, r)| (n.as_str(), r.health))
+            .collect(),
+        health_changed: BTreeSet::new(),
+        load: None,
+        plan: Plan::default(),
+    };
+    p.nodes();
+    for (name, m) in &state.modules {
+        let in_scope = match (scope, &m.placement) {
+            (Scope::All, _) | (_, None) => true,
+            (Scope::Nodes(dirty), Some(pl)) => {
+                m.state != ModuleState::Running
+                    || dirty.contains(&pl.node)
+                    || p.health_changed.contains(pl.node.as_str())
+            }
+        };
+        if in_scope {
+            p.module(name, m);
+        }
+    }
+    p.drains();
+    p.plan
+}
+
+/// One planning pass: its inputs, what it decided so far, and what those
+/// decisions changed (node health, load) for the decisions after them.
+struct Planner<'a> {
+    state: &'a ClusterState,
+    observed: &'a Observed,
+    now: u64,
+    timing: Timing,
+    /// Node health after this pass's node transitions.
+    health: BTreeMap<&'a str, NodeHealth>,
+    /// Nodes whose health this pass changes.
+    health_changed: BTreeSet<&'a str>,
+    /// Modules per node, including placements made in this pass (computed
+    /// when first needed).
+    load: Option<BTreeMap<String, usize>>,
+    plan: Plan,
+}
+
+impl<'a> Planner<'a> {
+    fn push(&mut self, t: Transition) {
+        self.plan.transitions.push(t);
+    }
+
+    /// Modules per node, including this pass's placements.
+    fn load(&mut self) -> &mut BTreeMap<String, usize> {
+        let state = self.state;
+        self.load.get_or_insert_with(|| {
+            state
+                .load_by_node()
+                .into_iter()
+                .map(|(n, c)| (n.to_string(), c))
+                .collect()
+        })
+    }
+
+    /// Eligible nodes for `m`, best first (ready, fewest modules, then
+    /// name), excluding `exclude`.
+    fn eligible(&mut self, m: &ModuleRecord, exclude: &BTreeSet<&str>) -> Vec<String> {
+        let load = self.load().clone();
+        let mut nodes: Vec<(usize, &String)> = self
+            .candidates(m, exclude)
+            .filter(|name| self.health.get(name.as_str()) == Some(&NodeHealth::Ready))
+            .map(|name| (load.get(name).copied().unwrap_or(0), name))
+            .collect();
+        nodes.sort();
+        nodes.into_iter().map(|(_, n)| n.clone()).collect()
+    }
+
+    /// Nodes that would be eligible for `m` but are not ready (suspect or
+    /// down), excluding `exclude`.
+    fn unavailable(&self, m: &ModuleRecord, exclude: &BTreeSet<&str>) -> Vec<String> {
+        self.candidates(m, exclude)
+            .filter(|name| self.health.get(name.as_str()) != Some(&NodeHealth::Ready))
+            .cloned()
+            .collect()
+    }
+
+    /// Nodes `m` may run on whatever their health: not draining, labels
+    /// matching, not in `exclude`.
+    fn candidates<'s>(
+        &'s self,
+        m: &'s ModuleRecord,
+        exclude: &'s BTreeSet<&str>,
+    ) -> impl Iterator<Item = &'a String> + 's {
+        self.state
+            .nodes
+            .iter()
+            .filter(move |(name, n)| {
+                !n.draining
+                    && !exclude.contains(name.as_str())
+                    && m.spec
+                        .placement
+                        .labels
+                        .iter()
+                        .all(|(k, v)| n.labels.get(k) == Some(v))
+            })
+            .map(|(name, _)| name)
+    }
+
+    /// Plans a placement, and counts it in the load of `node`.
+    fn place(&mut self, module: &str, node: String, expect: Option<Epoch>, cause: PlaceCause) {
+        *self.load().entry(node.clone()).or_default() += 1;
+        self.push(Transition::Place(Place {
+            module: module.to_string(),
+            node,
+            expect_epoch: expect,
+            cause,
+        }));
+    }
+}
