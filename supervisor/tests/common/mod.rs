@@ -18,6 +18,7 @@ use proto::heartbeat::{
     Directive, Heartbeat, HeartbeatReply, ModuleStatus, ModuleTable, PackedStatuses, ReplyOutcome,
     TableEntry,
 };
+use proto::manifest::ArtifactRef;
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
@@ -214,15 +215,29 @@ impl Drop for Cluster {
 /// Serves package metadata and closures like depmgr does, for packages
 /// `name@1.0.0` of any name.
 pub async fn fake_depmgr() -> String {
-    async fn info(Path((name, version)): Path<(String, String)>) -> Json<serde_json::Value> {
-        Json(serde_json::json!({
-            "name": name, "version": version, "digest": "a".repeat(64), "size": 1,
-            "manifest": {"name": name, "version": version, "command": "bin/run"},
-            "dependencies": {}
-        }))
+    // The answers are depmgr's own types, so the fake cannot drift from
+    // what the real client expects.
+    async fn info(Path((name, version)): Path<(String, String)>) -> Json<depmgr::api::PackageInfo> {
+        let manifest = proto::manifest::Manifest::from_toml(&format!(
+            "name = {name:?}\nversion = {version:?}\ncommand = \"bin/run\"\n"
+        ))
+        .expect("fake manifest");
+        Json(depmgr::api::PackageInfo {
+            name,
+            version,
+            digest: "a".repeat(64),
+            size: 1,
+            manifest,
+            dependencies: Default::default(),
+            uploaded_at_ms: 0,
+        })
     }
-    async fn closure(Path((name, version)): Path<(String, String)>) -> Json<serde_json::Value> {
-        Json(serde_json::json!([{"name": name, "version": version, "digest": "a".repeat(64)}]))
+    async fn closure(Path((name, version)): Path<(String, String)>) -> Json<Vec<ArtifactRef>> {
+        Json(vec![ArtifactRef {
+            name,
+            version,
+            digest: "a".repeat(64),
+        }])
     }
     let app = axum::Router::new()
         .route("/v1/packages/{name}/{version}", get(info))
