@@ -528,7 +528,7 @@ async fn restart_on_the_same_data_dir_keeps_incarnation_and_epochs() {
         ("web", 7)
     );
     assert_eq!(
-        first.hb.statuses.unpack(),
+        first.hb.statuses.to_statuses(),
         Some(vec![ModuleStatus::Stopped])
     );
     assert_eq!(

@@ -130,7 +130,7 @@ impl PackedStatuses {
     }
 
     /// Unpacks; `None` when the byte count does not match `count`.
-    pub fn unpack(&self) -> Option<Vec<ModuleStatus>> {
+    pub fn to_statuses(&self) -> Option<Vec<ModuleStatus>> {
         let n = usize::from(self.count);
         if self.bits.len() != (n * ModuleStatus::BITS).div_ceil(8) {
             return None;
@@ -389,7 +389,7 @@ mod tests {
         fn packing_round_trips(statuses in proptest::collection::vec(status(), 0..300)) {
             let packed = PackedStatuses::pack(&statuses);
             prop_assert_eq!(packed.bits.len(), (statuses.len() * 3).div_ceil(8));
-            prop_assert_eq!(packed.unpack(), Some(statuses));
+            prop_assert_eq!(packed.to_statuses(), Some(statuses));
         }
 
         #[test]
@@ -428,7 +428,7 @@ mod tests {
         fn random_bytes_are_errors_not_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode::<Heartbeat>(&bytes);
             let _ = decode::<HeartbeatReply>(&bytes);
-            let _ = PackedStatuses { count: bytes.len() as u16, bits: bytes }.unpack();
+            let _ = PackedStatuses { count: bytes.len() as u16, bits: bytes }.to_statuses();
         }
     }
 }

@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::leader::{Leader, stamp};
-use crate::raft::{Raft, StateHandle, SupervisorId, typ};
+use crate::raft::{Raft, StateHandle, SupervisorId};
 use crate::state::{BatchResponse, Transition};
 
 /// Counters exported on `/metrics`.
@@ -28,26 +29,6 @@ pub struct Metrics {
     pub passes: AtomicU64,
     pub pass_micros: AtomicU64,
     pub plan_micros: AtomicU64,
-}
-
-/// Why a proposal did not commit.
-#[derive(Debug, thiserror::Error)]
-pub enum ProposeError {
-    #[error("this replica is not the leader")]
-    NotLeader {
-        leader: Option<(SupervisorId, String)>,
-    },
-    #[error("no quorum: {0}")]
-    Unavailable(String),
-}
-
-/// Why a replica could not initialise or join its cluster.
-#[derive(Debug, thiserror::Error)]
-pub enum BootstrapError {
-    #[error("reading the Raft state: {0}")]
-    Read(#[from] openraft::error::Fatal<SupervisorId>),
-    #[error("initialising the cluster: {0}")]
-    Initialize(typ::RaftError<typ::InitializeError>),
 }
 
 /// Shared by every task and handler of the replica.
@@ -106,18 +87,15 @@ impl App {
     }
 
     /// Proposes transitions as one log entry and waits until applied.
-    pub async fn propose(
-        &self,
-        transitions: Vec<Transition>,
-    ) -> Result<BatchResponse, ProposeError> {
+    pub async fn propose(&self, transitions: Vec<Transition>) -> Result<BatchResponse> {
         match self.raft.client_write(stamp(transitions)).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader {
+                Err(Error::NotLeader {
                     leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
                 })
             }
-            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+            Err(e) => Err(Error::Unavailable(e.to_string())),
         }
     }
 
@@ -158,7 +136,7 @@ impl App {
 
     /// Initialises an empty cluster when this replica has the lowest id of
     /// --peers; others wait to be reached. Idempotent.
-    pub async fn bootstrap(&self) -> Result<(), BootstrapError> {
+    pub async fn bootstrap(&self) -> Result<()> {
         let initialized = self.raft.is_initialized().await?;
         let lowest = self.config.peers.0.keys().next().copied();
         if initialized || lowest != Some(self.id) {
@@ -177,7 +155,7 @@ impl App {
                 Ok(())
             }
             Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(BootstrapError::Initialize(e)),
+            Err(e) => Err(Error::Initialize(Box::new(e))),
         }
     }
 

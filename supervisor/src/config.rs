@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::error::Error;
 use crate::plan::Timing;
 use crate::raft::SupervisorId;
 
@@ -107,23 +108,33 @@ fn parse_peers(s: &str) -> Result<Peers, String> {
 
 impl Config {
     /// Checks what clap cannot: cross-field rules.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if !self.peers.0.contains_key(&self.id) {
-            return Err(format!("--id {} is not one of --peers", self.id));
+            return Err(Error::Config(format!(
+                "--id {} is not one of --peers",
+                self.id
+            )));
         }
         if self.lease_ms == 0 || self.heartbeat_ttl_ms == 0 {
-            return Err("--lease-ms and --heartbeat-ttl-ms must be above 0".into());
+            return Err(Error::Config(
+                "--lease-ms and --heartbeat-ttl-ms must be above 0".into(),
+            ));
         }
         if self.election_timeout_ms < 50 {
-            return Err("--election-timeout-ms must be at least 50".into());
+            return Err(Error::Config(
+                "--election-timeout-ms must be at least 50".into(),
+            ));
         }
-        if !(self.depmgr.starts_with("http://") || self.depmgr.starts_with("https://")) {
-            return Err(format!("--depmgr {:?} must be an http:// URL", self.depmgr));
+        if !self.depmgr.starts_with("http://") {
+            return Err(Error::Config(format!(
+                "--depmgr {:?} must be an http:// URL",
+                self.depmgr
+            )));
         }
         if let Some(t) = &self.admin_token
             && t.is_empty()
         {
-            return Err("--admin-token is empty".into());
+            return Err(Error::Config("--admin-token is empty".into()));
         }
         Ok(())
     }
@@ -182,6 +193,6 @@ mod tests {
             "1=h:1,2=h:2",
         ])
         .expect("parses");
-        assert!(c.validate().unwrap_err().contains("--id 4"));
+        assert!(c.validate().unwrap_err().to_string().contains("--id 4"));
     }
 }

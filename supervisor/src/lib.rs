@@ -30,7 +30,8 @@
 //! - [`raft`], [`network`]: openraft type configuration and HTTP Raft RPC.
 //! - [`http`]: one file per surface (Raft RPC, agents, admin API,
 //!   forwarding, guards, metrics); [`views`]: the admin API's JSON.
-//! - [`app`], [`server`], [`config`]: wiring, start and stop.
+//! - [`app`], [`server`], [`config`]: wiring, start and stop; [`error`]:
+//!   the one error type.
 //!
 //! The admin API's JSON types and its client live in the `admin-api` crate,
 //! `supctl` in its own crate: neither links openraft nor RocksDB.
@@ -38,6 +39,7 @@
 pub mod app;
 pub mod config;
 pub mod directives;
+pub mod error;
 pub mod http;
 pub mod leader;
 pub mod network;

@@ -100,7 +100,7 @@ impl NodeObservation {
             self.messages
                 .insert(r.module.clone(), (r.epoch, r.kind, r.message.clone()));
         }
-        let Some(statuses) = hb.statuses.unpack() else {
+        let Some(statuses) = hb.statuses.to_statuses() else {
             return self.forget_table();
         };
         match &hb.table {

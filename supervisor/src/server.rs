@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::network::Network;
 use crate::raft::Raft;
 use crate::state::ClusterState;
@@ -19,36 +20,19 @@ const DEPMGR_TIMEOUTS: depmgr::client::Timeouts = depmgr::client::Timeouts {
     idle: Duration::from_secs(5),
 };
 
-/// Why a replica could not start (exit status 2: nothing was changed).
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("{0}")]
-    Config(String),
-    #[error(transparent)]
-    Store(#[from] raft_store::Error),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("raft: {0}")]
-    Raft(String),
-    #[error(transparent)]
-    Bootstrap(#[from] crate::app::BootstrapError),
-}
-
-/// Runs a replica until `shutdown` fires, then stops cleanly.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
-    config.validate().map_err(StartError::Config)?;
+/// Runs a replica until `shutdown` fires, then stops cleanly. An error
+/// before serving means nothing was changed (exit status 2).
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    config.validate()?;
     let raft_config = config
         .raft_config()
         .validate()
-        .map_err(|e| StartError::Config(e.to_string()))?;
+        .map_err(|e| Error::Config(e.to_string()))?;
     let depmgr = depmgr::client::Client::with_timeouts(&config.depmgr, DEPMGR_TIMEOUTS)
-        .map_err(|e| StartError::Config(format!("--depmgr: {e}")))?;
+        .map_err(|e| Error::Config(format!("--depmgr: {e}")))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| StartError::Listen {
+        .map_err(|source| Error::Listen {
             addr: config.listen.to_string(),
             source,
         })?;
@@ -57,7 +41,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let state = sm.handle();
     let raft = Raft::new(config.id, Arc::new(raft_config), Network::new(), log, sm)
         .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        .map_err(|e| Error::Raft(e.to_string()))?;
     let app = App::new(config, raft, state, depmgr, shutdown.child_token());
     app.bootstrap().await?;
     tracing::info!(id = app.id, listen = %app.config.listen, data_dir = %app.config.data_dir.display(), "supervisor replica serving");

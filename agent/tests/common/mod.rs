@@ -187,7 +187,7 @@ impl FakeSupervisor {
         let st = self.state.lock().expect("lock");
         let beat = st.beats.last()?;
         let (_, table) = st.table.as_ref()?;
-        let statuses = beat.hb.statuses.unpack()?;
+        let statuses = beat.hb.statuses.to_statuses()?;
         let i = table.modules.iter().position(|m| m.module == name)?;
         let e = &table.modules[i];
         Some(Seen {
@@ -209,7 +209,7 @@ impl FakeSupervisor {
             if i < from {
                 continue;
             }
-            let (Some(t), Some(statuses)) = (table, b.hb.statuses.unpack()) else {
+            let (Some(t), Some(statuses)) = (table, b.hb.statuses.to_statuses()) else {
                 continue;
             };
             if let Some(pos) = t.modules.iter().position(|m| m.module == name)

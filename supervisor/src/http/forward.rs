@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use crate::app::App;
+use crate::error::Error;
 
 /// Header marking a request forwarded by another replica (one hop only).
 const FORWARDED: &str = "x-supervisor-forwarded";
@@ -56,7 +57,7 @@ pub async fn forward_to_leader(State(app): State<Arc<App>>, req: Request, next: 
     }
 }
 
-async fn forward(app: &App, req: Request, addr: &str) -> Result<Response, String> {
+async fn forward(app: &App, req: Request, addr: &str) -> Result<Response, Error> {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, app.config.max_body).await {
         Ok(b) => b,
@@ -83,10 +84,16 @@ async fn forward(app: &App, req: Request, addr: &str) -> Result<Response, String
             out = out.header(name, v.clone());
         }
     }
-    let resp = out.send().await.map_err(|e| e.to_string())?;
+    let resp = out
+        .send()
+        .await
+        .map_err(|e| Error::Forward(e.to_string()))?;
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| Error::Forward(e.to_string()))?;
     let mut answer = Response::new(Body::from(body));
     *answer.status_mut() = status;
     if let Some(ct) = content_type {

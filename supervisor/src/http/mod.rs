@@ -26,7 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::app::{App, ProposeError};
+use crate::app::App;
+use crate::error::Error;
 use crate::state::Rejection;
 
 /// An error answer: `{"error": message}` with a status.
@@ -63,23 +64,31 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<Rejection> for ApiError {
-    fn from(r: Rejection) -> Self {
-        let status = match r {
-            Rejection::NotFound(_) => StatusCode::NOT_FOUND,
-            Rejection::Conflict(_) => StatusCode::CONFLICT,
-            Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
+/// The one place where the supervisor's errors become HTTP answers.
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::Rejected(Rejection::NotFound(_)) => StatusCode::NOT_FOUND,
+            Error::Rejected(Rejection::Conflict(_)) => StatusCode::CONFLICT,
+            Error::Rejected(Rejection::Invalid(_)) | Error::Config(_) => StatusCode::BAD_REQUEST,
+            Error::NotLeader { .. } => {
+                return ApiError::unavailable("leadership changed; retry");
+            }
+            Error::Unavailable(_) | Error::Forward(_) | Error::Fatal(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Depmgr(_) | Error::BadClosure(_) => StatusCode::BAD_GATEWAY,
+            Error::Store(_) | Error::Listen { .. } | Error::Raft(_) | Error::Initialize(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
-        ApiError::new(status, r.message())
+        ApiError::new(status, e.to_string())
     }
 }
 
-impl From<ProposeError> for ApiError {
-    fn from(e: ProposeError) -> Self {
-        match e {
-            ProposeError::NotLeader { .. } => ApiError::unavailable("leadership changed; retry"),
-            ProposeError::Unavailable(m) => ApiError::unavailable(format!("no quorum: {m}")),
-        }
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        Error::Rejected(r).into()
     }
 }
 

@@ -25,7 +25,7 @@ mod packages;
 mod rounds;
 
 pub use heartbeat::not_leader;
-pub use packages::{RetrieveError, retrieve_package};
+pub use packages::retrieve_package;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -36,7 +36,8 @@ use proto::heartbeat::Heartbeat;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, ProposeError};
+use crate::app::App;
+use crate::error::Result;
 use crate::observe::{Ingest, Observed};
 use crate::plan::{Plan, Scope, plan_scoped};
 use crate::state::{Batch, Transition};
@@ -214,7 +215,7 @@ impl Leader {
 
     /// One reconcile pass: plan, commit, start retrievals. `Ok(true)` when
     /// transitions were committed.
-    async fn pass(self: &Arc<Self>, full: bool) -> Result<bool, ProposeError> {
+    async fn pass(self: &Arc<Self>, full: bool) -> Result<bool> {
         let started = Instant::now();
         let now = self.now_ms();
         let timing = self.app.config.timing();
@@ -240,7 +241,7 @@ impl Leader {
         result
     }
 
-    async fn commit_plan(self: &Arc<Self>, planned: Plan) -> Result<bool, ProposeError> {
+    async fn commit_plan(self: &Arc<Self>, planned: Plan) -> Result<bool> {
         for fetch in planned.fetches {
             self.maybe_fetch(fetch);
         }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use proto::manifest::ConfigPackage;
 
 use super::Leader;
+use crate::error::{Error, Result};
 use crate::plan::Fetch;
 use crate::state::{PackageRetrieved, Transition};
 
@@ -30,26 +31,17 @@ pub(super) struct FetchState {
     next_try: Option<Instant>,
 }
 
-/// Why a configuration package could not be retrieved.
-#[derive(Debug, thiserror::Error)]
-pub enum RetrieveError {
-    #[error(transparent)]
-    Depmgr(#[from] depmgr::Error),
-    #[error("the closure of {0} does not end with the package itself")]
-    BadClosure(String),
-}
-
 /// Retrieves a module's configuration package from depmgr: the manifest
 /// and the dependency closure in install order, the package itself last.
 pub async fn retrieve_package(
     depmgr: &depmgr::client::Client,
     fetch: &Fetch,
-) -> Result<ConfigPackage, RetrieveError> {
+) -> Result<ConfigPackage> {
     let (name, version) = (&fetch.package.name, &fetch.package.version);
     let package = depmgr.config_package(name, version).await?;
     match package.artifacts.last() {
         Some(own) if &own.name == name && &own.version == version => Ok(package),
-        _ => Err(RetrieveError::BadClosure(fetch.package.to_string())),
+        _ => Err(Error::BadClosure(fetch.package.to_string())),
     }
 }
 

@@ -102,13 +102,16 @@ pub enum Outcome {
 }
 
 /// Why a transition was not applied (maps onto HTTP statuses at the edge).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Rejection {
     /// 404: an unknown module or node.
+    #[error("{0}")]
     NotFound(String),
     /// 409: conflicts with the state (duplicate name, stale epoch, …).
+    #[error("{0}")]
     Conflict(String),
     /// 400: invalid input.
+    #[error("{0}")]
     Invalid(String),
 }
 

@@ -712,7 +712,7 @@ fn views() {
     assert_eq!(n, 0);
     let table = hb.table.expect("table until acknowledged");
     assert_eq!(table.modules[0].module, "web");
-    assert_eq!(hb.statuses.unpack(), Some(vec![ModuleStatus::Running]));
+    assert_eq!(hb.statuses.to_statuses(), Some(vec![ModuleStatus::Running]));
     let (hb, _) = w.t.heartbeat(&me, 2, Some(hb.table_version));
     assert!(hb.table.is_none(), "acknowledged: left out");
 
