@@ -215,6 +215,30 @@ impl ClusterState {
         }
     }
 
+    /// Records an event about `module`, on the node it is placed on now.
+    fn module_event(
+        &mut self,
+        log_index: u64,
+        at_ms: u64,
+        kind: EventKind,
+        module: &str,
+        detail: &[(&str, String)],
+    ) {
+        let node = self
+            .modules
+            .get(module)
+            .and_then(|m| m.placement.as_ref())
+            .map(|p| p.node.clone());
+        self.event(
+            log_index,
+            at_ms,
+            kind,
+            Some(module),
+            node.as_deref(),
+            detail,
+        );
+    }
+
     /// The module placed at `epoch` (its current placement), mutably.
     fn placed_module(
         &mut self,

@@ -238,13 +238,11 @@ impl AwaitNode {
         m.state = ModuleState::FailingOver;
         m.reason = Some(self.reason.clone());
         m.updated_ms = at;
-        let node = m.placement.as_ref().map(|p| p.node.clone());
-        state.event(
+        state.module_event(
             index,
             at,
             EventKind::FailoverWaiting,
-            Some(&self.module),
-            node.as_deref(),
+            &self.module,
             &[("reason", self.reason.clone())],
         );
         Ok(())
@@ -285,13 +283,11 @@ impl GiveUp {
         m.state = ModuleState::Failed;
         m.reason = Some(self.reason.clone());
         m.updated_ms = at;
-        let node = m.placement.as_ref().map(|p| p.node.clone());
-        state.event(
+        state.module_event(
             index,
             at,
             EventKind::ModuleFailed,
-            Some(&self.module),
-            node.as_deref(),
+            &self.module,
             &[("reason", self.reason.clone())],
         );
         Ok(())

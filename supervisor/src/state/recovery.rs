@@ -54,13 +54,11 @@ impl PackageRetrieved {
         let artifacts = self.package.artifacts.len().to_string();
         m.package = Some(self.package.clone());
         m.updated_ms = at;
-        let node = m.placement.as_ref().map(|pl| pl.node.clone());
-        state.event(
+        state.module_event(
             index,
             at,
             EventKind::PackageRetrieved,
-            Some(&self.module),
-            node.as_deref(),
+            &self.module,
             &[
                 ("version", version),
                 ("artifacts", artifacts),
@@ -99,13 +97,11 @@ impl FailureDetected {
         }
         m.state = ModuleState::Restoring;
         m.updated_ms = at;
-        let node = m.placement.as_ref().map(|p| p.node.clone());
-        state.event(
+        state.module_event(
             index,
             at,
             EventKind::FailureDetected,
-            Some(&self.module),
-            node.as_deref(),
+            &self.module,
             &[
                 ("status", self.status.as_str().to_string()),
                 ("epoch", self.epoch.to_string()),
@@ -177,13 +173,11 @@ impl RestoreOrdered {
         m.updated_ms = at;
         let attempt = m.restore_attempts.to_string();
         let of = m.spec.restart.attempts.to_string();
-        let node = m.placement.as_ref().map(|p| p.node.clone());
-        state.event(
+        state.module_event(
             index,
             at,
             EventKind::RestoreOrdered,
-            Some(&self.module),
-            node.as_deref(),
+            &self.module,
             &[
                 ("attempt", attempt),
                 ("of", of),
@@ -230,14 +224,12 @@ impl Healthy {
         m.episode_failovers = 0;
         m.reason = None;
         m.updated_ms = at;
-        let node = m.placement.as_ref().map(|p| p.node.clone());
         for &kind in kinds {
-            state.event(
+            state.module_event(
                 index,
                 at,
                 kind,
-                Some(&self.module),
-                node.as_deref(),
+                &self.module,
                 &[
                     ("epoch", self.epoch.to_string()),
                     ("restore_attempts", attempts.clone()),
@@ -283,29 +275,26 @@ impl InstallFailed {
         m.reason = Some(self.reason.clone());
         m.updated_ms = at;
         let failover = m.state == ModuleState::FailingOver;
-        let node = m.placement.as_ref().map(|p| p.node.clone());
         let kind = match self.stage {
             FailStage::Install => EventKind::InstallFailed,
             FailStage::Start => EventKind::StartFailed,
         };
-        state.event(
+        state.module_event(
             index,
             at,
             kind,
-            Some(&self.module),
-            node.as_deref(),
+            &self.module,
             &[
                 ("reason", self.reason.clone()),
                 ("epoch", self.epoch.to_string()),
             ],
         );
         if failover {
-            state.event(
+            state.module_event(
                 index,
                 at,
                 EventKind::FailoverFailed,
-                Some(&self.module),
-                node.as_deref(),
+                &self.module,
                 &[("reason", self.reason.clone())],
             );
         }
