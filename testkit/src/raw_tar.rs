@@ -9,7 +9,8 @@
 use std::io::Write;
 
 use flate2::Compression;
-use tar::{EntryType, Header};
+pub use tar::EntryType;
+use tar::Header;
 
 /// A tar under construction.
 pub struct Raw {
