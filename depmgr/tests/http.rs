@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use common::*;
 use depmgr::Error;
+use testkit::depmgr_proc::DepmgrProc;
 use testkit::package::{manifest, sample};
 use testkit::raw_tar::{EntryType, Raw, gzip};
 
 #[tokio::test]
 async fn push_list_show_download_with_matching_digest() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let client = server.client();
 
     let bytes = sample("web", "1.0.0", &[("base", "^1")], b"hello");
@@ -115,7 +116,7 @@ async fn push_list_show_download_with_matching_digest() -> Result<()> {
 #[tokio::test]
 async fn downloads_stop_at_the_byte_cap_and_leave_no_file() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let bytes = sample("big", "1.0.0", &[], &random_bytes(200_000, 7));
     let digest = sha256(&bytes);
     server.client().push("big", "1.0.0", bytes.clone()).await?;
@@ -171,7 +172,7 @@ async fn downloads_stop_at_the_byte_cap_and_leave_no_file() -> Result<()> {
 #[tokio::test]
 async fn same_bytes_is_200_other_bytes_is_409() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let url = server.url("/v1/packages/web/1.0.0");
     let one = sample("web", "1.0.0", &[], b"one");
     let two = sample("web", "1.0.0", &[], b"two");
@@ -233,7 +234,7 @@ async fn same_bytes_is_200_other_bytes_is_409() -> Result<()> {
 #[tokio::test]
 async fn closure_of_a_three_level_tree_is_in_install_order() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let client = server.client();
     // app -> (mid, util); mid -> (base, util); util -> base.
     let mut digests = std::collections::BTreeMap::new();
@@ -284,7 +285,7 @@ async fn closure_of_a_three_level_tree_is_in_install_order() -> Result<()> {
 #[tokio::test]
 async fn semver_requirements_resolve_to_the_highest_stored_match() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let client = server.client();
     for v in ["1.1.0", "1.2.0", "1.4.1", "2.0.0", "1.5.0-beta.1"] {
         client
@@ -366,7 +367,7 @@ async fn semver_requirements_resolve_to_the_highest_stored_match() -> Result<()>
 #[tokio::test]
 async fn missing_dependencies_and_cycles_are_4xx_naming_the_package() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let client = server.client();
     client
         .push(
@@ -432,7 +433,7 @@ async fn missing_dependencies_and_cycles_are_4xx_naming_the_package() -> Result<
 #[tokio::test]
 async fn unknown_names_are_404_and_malformed_ones_400() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     server
         .client()
         .push("web", "1.0.0", sample("web", "1.0.0", &[], b""))
@@ -475,7 +476,7 @@ async fn unknown_names_are_404_and_malformed_ones_400() -> Result<()> {
 async fn bad_uploads_are_400_naming_the_problem_and_store_nothing() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let limit: usize = 1 << 20;
-    let server = Depmgr::start(
+    let server = DepmgrProc::start(
         &tmp.path().join("data"),
         &[
             "--max-archive-bytes",
@@ -726,7 +727,7 @@ async fn bad_uploads_are_400_naming_the_problem_and_store_nothing() -> Result<()
 async fn cli_push_list_show_closure() -> Result<()> {
     use depmgr::cli::{DepmgrAddr, PackageCmd, run};
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let addr = DepmgrAddr {
         depmgr: server.addr.clone(), // host:port without a scheme is fine
     };
@@ -771,7 +772,7 @@ async fn cli_push_list_show_closure() -> Result<()> {
 #[tokio::test]
 async fn health_and_metrics() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let r = http().get(server.url("/health")).send().await?;
     assert_eq!(r.status(), 200);
     let r = http().get(server.url("/metrics")).send().await?;

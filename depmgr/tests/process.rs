@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::*;
+use testkit::depmgr_proc::{DEADLINE, DepmgrProc};
 use testkit::package::sample;
 use testkit::process::output_within;
 
@@ -15,7 +16,7 @@ use testkit::process::output_within;
 async fn restart_keeps_everything() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("data");
-    let server = Depmgr::start(&data, &[]).await?;
+    let server = DepmgrProc::start(&data, &[]).await?;
     let client = server.client();
     let mut pushed = Vec::new();
     for (name, version, deps) in [
@@ -34,7 +35,7 @@ async fn restart_keeps_everything() -> Result<()> {
     let status = server.terminate().await?;
     assert!(status.success(), "{status:?}");
 
-    let server = Depmgr::start(&data, &[]).await?;
+    let server = DepmgrProc::start(&data, &[]).await?;
     let client = server.client();
     assert_eq!(client.list().await?, list_before);
     assert_eq!(client.closure("web", "2.0.0").await?, closure_before);
@@ -60,7 +61,7 @@ async fn restart_keeps_everything() -> Result<()> {
     let bytes = sample("late", "0.1.0", &[], b"late");
     client.push("late", "0.1.0", bytes.clone()).await?;
     server.kill9()?;
-    let server = Depmgr::start(&data, &[]).await?;
+    let server = DepmgrProc::start(&data, &[]).await?;
     assert_eq!(
         server.client().show("late", "0.1.0").await?.digest,
         sha256(&bytes)
@@ -72,7 +73,7 @@ async fn restart_keeps_everything() -> Result<()> {
 async fn kill_9_during_a_large_upload_leaves_no_partial_version() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("data");
-    let server = Depmgr::start(&data, &[]).await?;
+    let server = DepmgrProc::start(&data, &[]).await?;
     // A valid 48 MiB package of incompressible data.
     let payload = random_bytes(48 << 20, 7);
     let big = sample("big", "1.0.0", &[], &payload);
@@ -118,7 +119,7 @@ async fn kill_9_during_a_large_upload_leaves_no_partial_version() -> Result<()> 
     assert!(sent.is_err() || !sent?.status().is_success());
 
     // After a restart: no trace of the version, nothing half-written kept.
-    let server = Depmgr::start(&data, &[]).await?;
+    let server = DepmgrProc::start(&data, &[]).await?;
     let client = server.client();
     assert!(client.list().await?.is_empty());
     let err = client.show("big", "1.0.0").await.expect_err("absent");
@@ -193,7 +194,7 @@ async fn bad_flags_and_unusable_data_dirs_exit_2_with_one_line() -> Result<()> {
     assert!(e.contains("unusable"), "{e}");
 
     // A data dir in use by another depmgr: refused, the first one unharmed.
-    let first = Depmgr::start(&dir, &[]).await?;
+    let first = DepmgrProc::start(&dir, &[]).await?;
     let bytes = sample("web", "1.0.0", &[], b"x");
     first.client().push("web", "1.0.0", bytes).await?;
     let e = refused(&["--listen", "127.0.0.1:0", "--data-dir", dir_s])?;
@@ -222,7 +223,7 @@ async fn bad_flags_and_unusable_data_dirs_exit_2_with_one_line() -> Result<()> {
 #[tokio::test]
 async fn sigint_also_stops_cleanly() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let pid = nix::unistd::Pid::from_raw(server.pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
     // terminate() sends SIGTERM too, harmlessly; what matters is the status.

@@ -11,7 +11,7 @@
 //!   [`flags`] (the fast timing flags), [`net`] (free ports), [`poll`]
 //!   ([`eventually`]: waiting with a deadline).
 //! - Real programs under test: [`supervisors`] (supervisor replicas),
-//!   [`agent_proc`] (one node manager).
+//!   [`agent_proc`] (one node manager), [`depmgr_proc`] (one depmgr).
 //! - Fakes, speaking the real protocols: [`fake_supervisor`] (for the
 //!   agent's tests), [`fake_agent`] (for the supervisor's), [`fake_depmgr`]
 //!   (for both).
@@ -21,6 +21,7 @@
 
 pub mod agent_proc;
 pub mod bins;
+pub mod depmgr_proc;
 pub mod directives;
 pub mod fake_agent;
 pub mod fake_depmgr;
