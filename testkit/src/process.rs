@@ -13,6 +13,14 @@
 //! panic, the tail of each log is printed if the set was asked to
 //! ([`ProcessSet::tail_on_panic`]).
 //!
+//! A child runs in a process group of its own, so a signal from the
+//! terminal reaches the test only; it gets `PR_SET_PDEATHSIG = SIGKILL`
+//! instead, so nothing outlives an interrupted run (Ctrl-C, a killed test
+//! binary) either. Linux fires that signal when the *thread* that started
+//! the child ends: start children from a thread that lives as long as the
+//! set (the test's own thread or a runtime worker, never a blocking-pool
+//! thread).
+//!
 //! Invariant: a child is signalled only until it is reaped, so a pid the
 //! kernel has handed to another process is never hit.
 //!
@@ -265,9 +273,9 @@ impl ProcessSet {
             ));
         }
         let log = OpenOptions::new().create(true).append(true).open(&p.log)?;
-        let child = p
-            .program
-            .command()
+        let mut cmd = p.program.command();
+        die_with_parent(&mut cmd);
+        let child = cmd
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -428,6 +436,26 @@ impl Drop for ProcessSet {
                 eprintln!("{}", p.tail(self.tail_on_panic));
             }
         }
+    }
+}
+
+/// Makes the child of `cmd` receive SIGKILL when the thread that forks it
+/// exits (see the module doc).
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the hook runs in the child between fork and exec. It only
+    // calls prctl(2) and getppid(2), which are async-signal-safe, takes no
+    // lock and allocates nothing (errors are plain OS codes).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The parent died between fork and prctl: the signal was missed.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
     }
 }
 
