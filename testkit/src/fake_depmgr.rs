@@ -150,34 +150,26 @@ impl FakeDepmgr {
     }
 }
 
-fn not_found(what: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(proto::ErrorBody {
-            error: format!("no such {what}"),
-        }),
-    )
-        .into_response()
-}
-
-async fn info(
-    State(s): State<FakeDepmgr>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    match s.lookup(name, version) {
-        Some((info, _)) => Json(info).into_response(),
-        None => not_found("package"),
+/// A JSON answer, or 404 with depmgr's error body.
+fn json_or_404<T: serde::Serialize>(found: Option<T>) -> Response {
+    match found {
+        Some(v) => Json(v).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(proto::ErrorBody {
+                error: "no such package".into(),
+            }),
+        )
+            .into_response(),
     }
 }
 
-async fn closure(
-    State(s): State<FakeDepmgr>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    match s.lookup(name, version) {
-        Some((_, closure)) => Json(closure).into_response(),
-        None => not_found("package"),
-    }
+async fn info(State(s): State<FakeDepmgr>, Path(p): Path<(String, String)>) -> Response {
+    json_or_404(s.lookup(p.0, p.1).map(|(info, _)| info))
+}
+
+async fn closure(State(s): State<FakeDepmgr>, Path(p): Path<(String, String)>) -> Response {
+    json_or_404(s.lookup(p.0, p.1).map(|(_, closure)| closure))
 }
 
 async fn archive(State(s): State<FakeDepmgr>, Path(digest): Path<String>) -> Response {
@@ -185,6 +177,6 @@ async fn archive(State(s): State<FakeDepmgr>, Path(digest): Path<String>) -> Res
     store.fetches += 1;
     match store.archives.get(&digest) {
         Some(b) => b.clone().into_response(),
-        None => not_found("package"),
+        None => json_or_404(None::<()>),
     }
 }
