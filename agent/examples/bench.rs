@@ -1,7 +1,7 @@
 //! Agent overhead benchmark (not a test).
 //!
 //! Starts the real `agent` binary (built by cargo as a sibling of this
-//! example) against an in-process fake supervisor and package server,
+//! example) against an in-process fake supervisor and fake depmgr,
 //! installs N idle modules, then measures:
 //! 1. the agent's CPU (utime+stime from /proc) and resident memory while
 //!    it supervises them idle at the given heartbeat period;
@@ -13,14 +13,17 @@
 //!       target/release/examples/bench [modules] [heartbeat_ms] [idle_secs] [kills]`
 //! (defaults 100 200 30 200; the target dir is wherever cargo puts it).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use proto::heartbeat::ModuleStatus;
 use proto::spec::Fencing;
+use testkit::agent_proc::{AgentArgs, AgentProc};
+use testkit::directives::{install, restore};
+use testkit::eventually;
+use testkit::fake_depmgr::FakeDepmgr;
+use testkit::fake_supervisor::FakeSupervisor;
+use testkit::package::PackageBuilder;
+use testkit::process::signal;
 
 /// /proc reports CPU times in USER_HZ, 100 on Linux.
 const USER_HZ: f64 = 100.0;
@@ -60,7 +63,7 @@ async fn main() {
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let sup = FakeSupervisor::start().await;
-    let pkgs = PackageServer::start().await;
+    let pkgs = FakeDepmgr::start().await;
     let pkg = PackageBuilder::new("idle", "1.0.0", "command = \"bin/run\"\n")
         .file("bin/run", "#!/bin/sh\nexec sleep 100000\n", 0o755)
         .build();
@@ -77,14 +80,14 @@ async fn main() {
     let mut args = AgentArgs::new(&data, &sup.addr);
     args.node = "bench";
     args.heartbeat_ms = heartbeat_ms;
-    // Killed on drop, so a failing run leaves no agent behind.
+    // Stopped on drop, so a failing run leaves no agent behind.
     let mut agent = AgentProc::spawn(args);
     agent.ready().await;
     let pid = agent.pid();
     let listen = agent.listen.clone();
 
     let t = Instant::now();
-    eventually("all modules running", Duration::from_secs(120), || {
+    eventually("all modules running", Duration::from_secs(120), || async {
         names
             .iter()
             .all(|n| {
@@ -142,13 +145,13 @@ async fn main() {
         let from = sup.beat_count();
         let killed = Instant::now();
         signal(mpid, nix::sys::signal::Signal::SIGKILL);
-        let beat = eventually("failure heartbeat", Duration::from_secs(10), || {
+        let beat = eventually("failure heartbeat", Duration::from_secs(10), || async {
             sup.first_beat_with(from, name, ModuleStatus::Failed)
         })
         .await;
         latencies.push(beat.at.duration_since(killed));
         sup.send_once(restore(name, 1, seq));
-        eventually("restored", Duration::from_secs(10), || {
+        eventually("restored", Duration::from_secs(10), || async {
             sup.module(name)
                 .filter(|s| s.status == ModuleStatus::Running && s.restore_seq == seq)
         })

@@ -1,14 +1,19 @@
-//! The agent binary against a fake supervisor and a package server, with
-//! real module processes (the shell scripts in `tests/modules/`).
-
-mod common;
+//! The agent binary against a fake supervisor and a fake depmgr, with real
+//! module processes (the shell scripts in `tests/modules/`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
 use proto::heartbeat::{ModuleStatus, ReportKind};
 use proto::spec::Fencing;
+use testkit::agent_proc::{AgentArgs, AgentProc};
+use testkit::directives::{install, restore, stop};
+use testkit::fake_depmgr::FakeDepmgr;
+use testkit::fake_supervisor::{FakeSupervisor, Mode};
+use testkit::package::{BuiltPackage, PackageBuilder};
+use testkit::process::{pid_alive, signal};
+use testkit::raw_tar::{EntryType, Raw};
+use testkit::{eventually, free_addr};
 
 const SLEEPER: &str = include_str!("modules/sleeper.sh");
 const FORKER: &str = include_str!("modules/forker.sh");
@@ -29,7 +34,7 @@ fn package(name: &str, script: &str, manifest_extra: &str) -> BuiltPackage {
 struct World {
     tmp: tempfile::TempDir,
     sup: FakeSupervisor,
-    pkgs: PackageServer,
+    pkgs: FakeDepmgr,
 }
 
 impl World {
@@ -37,7 +42,7 @@ impl World {
         World {
             tmp: tempfile::tempdir().expect("tempdir"),
             sup: FakeSupervisor::start().await,
-            pkgs: PackageServer::start().await,
+            pkgs: FakeDepmgr::start().await,
         }
     }
     fn data(&self) -> std::path::PathBuf {
@@ -74,7 +79,7 @@ async fn exit_is_reported_within_one_round_trip() {
     let from = w.sup.beat_count();
     let killed = Instant::now();
     signal(pid, nix::sys::signal::Signal::SIGKILL);
-    let beat = eventually("a heartbeat showing web failed", T, || {
+    let beat = eventually("a heartbeat showing web failed", T, || async {
         w.sup.first_beat_with(from, "web", ModuleStatus::Failed)
     })
     .await;
@@ -105,14 +110,14 @@ async fn stop_kills_the_whole_process_group() {
     )]);
     w.sup.wait_status("web", ModuleStatus::Running, T).await;
     let leader = agent.wait_pid("web", T).await;
-    let grandchild: u32 = eventually("grandchild pid file", T, || {
+    let grandchild: u32 = eventually("grandchild pid file", T, || async {
         std::fs::read_to_string(&out).ok()?.trim().parse().ok()
     })
     .await;
     assert!(pid_alive(grandchild));
     w.sup.set_directives(vec![stop("web", 1)]);
     w.sup.wait_gone("web", T).await;
-    eventually("module and grandchild dead", T, || {
+    eventually("module and grandchild dead", T, || async {
         (!pid_alive(leader) && !pid_alive(grandchild)).then_some(())
     })
     .await;
@@ -144,7 +149,7 @@ async fn failing_probe_is_reported_as_failed() {
     let r = w.sup.wait_report("web", ReportKind::Failed, T).await;
     assert!(r.message.contains("health probe failed 2 times"), "{r:?}");
     // A failed module does not keep running unsupervised.
-    eventually("the unhealthy process stopped", T, || {
+    eventually("the unhealthy process stopped", T, || async {
         (!pid_alive(pid)).then_some(())
     })
     .await;
@@ -177,7 +182,10 @@ async fn install_verifies_unpacks_dependencies_and_restores_from_cache() {
     )]);
     w.sup.wait_status("web", ModuleStatus::Running, T).await;
     let first_pid = agent.wait_pid("web", T).await;
-    let env = eventually("env dump", T, || std::fs::read_to_string(&out).ok()).await;
+    let env = eventually("env dump", T, || async {
+        std::fs::read_to_string(&out).ok()
+    })
+    .await;
     let module_dir = w.data().join("modules/web/3/web-1.0.0");
     for line in [
         "MODULE_NAME=web".to_string(),
@@ -212,7 +220,7 @@ async fn install_verifies_unpacks_dependencies_and_restores_from_cache() {
         install("web", 3, Fencing::AtMostOne, &[&base, &web], &w.pkgs.url),
         restore("web", 3, 1),
     ]);
-    let seen = eventually("restore 1 executed and running", T, || {
+    let seen = eventually("restore 1 executed and running", T, || async {
         w.sup
             .module("web")
             .filter(|s| s.restore_seq == 1 && s.status == ModuleStatus::Running)
@@ -222,7 +230,7 @@ async fn install_verifies_unpacks_dependencies_and_restores_from_cache() {
     let second_pid = agent.wait_pid("web", T).await;
     assert_ne!(first_pid, second_pid);
     assert!(!pid_alive(first_pid));
-    eventually("env dump after restore", T, || {
+    eventually("env dump after restore", T, || async {
         std::fs::read_to_string(&out).ok()
     })
     .await;
@@ -261,7 +269,7 @@ async fn tampered_archive_is_refused() {
     // The repeated directive is a no-op: one fetch only, status unchanged.
     let fetches = w.pkgs.fetches();
     let n = w.sup.beat_count();
-    eventually("a few more heartbeats", T, || {
+    eventually("a few more heartbeats", T, || async {
         (w.sup.beat_count() > n + 3).then_some(())
     })
     .await;
@@ -286,45 +294,36 @@ async fn escaping_archives_are_refused() {
     let abs = format!("/tmp/agent-test-abs-{}", std::process::id());
     // Package dir is <data>/modules/<m>/1/<m>-1.0.0: five levels up is the
     // temp dir that holds <data>.
-    let cases: Vec<(&str, Vec<RawEntry>, &str)> = vec![
+    let cases: Vec<(&str, Raw, &str)> = vec![
         (
             "dotdot",
-            vec![("../../../../../escaped.txt", b"x", None)],
+            Raw::new().exec("../../../../../escaped.txt", b"x"),
             "escapes",
         ),
-        ("absolute", vec![(abs.as_str(), b"x", None)], "absolute"),
+        ("absolute", Raw::new().exec(&abs, b"x"), "absolute"),
         (
             "link",
-            vec![
-                ("up", b"", Some("../../../../..")),
-                ("bin/run", SLEEPER.as_bytes(), None),
-            ],
+            Raw::new()
+                .entry_with_mode(EntryType::Symlink, "up", "../../../../..", b"", 0o755)
+                .exec("bin/run", SLEEPER.as_bytes()),
             "outside",
         ),
         (
             "through",
-            vec![
-                ("dir", b"", Some(".")),
-                ("dir/../../escaped2.txt", b"x", None),
-            ],
+            Raw::new()
+                .entry_with_mode(EntryType::Symlink, "dir", ".", b"", 0o755)
+                .exec("dir/../../escaped2.txt", b"x"),
             "escapes",
         ),
     ];
     let mut directives = Vec::new();
     let mut needles = Vec::new();
-    for (name, entries, needle) in &cases {
-        let bytes = raw_archive(entries);
+    for (name, raw, needle) in cases {
         let manifest = proto::manifest::Manifest::from_toml(&format!(
             "name = \"{name}\"\nversion = \"1.0.0\"\ncommand = \"bin/run\""
         ))
         .expect("manifest");
-        let built = BuiltPackage {
-            name: name.to_string(),
-            version: "1.0.0".into(),
-            digest: sha256_hex(&bytes),
-            bytes,
-            manifest,
-        };
+        let built = BuiltPackage::from_bytes(name, "1.0.0", manifest, raw.gz());
         w.pkgs.put(&built);
         directives.push(install(name, 1, Fencing::AtMostOne, &[&built], &w.pkgs.url));
         needles.push((name.to_string(), needle.to_string()));
@@ -382,7 +381,7 @@ async fn stale_epoch_directives_are_refused() {
         .send_once(install("web", 5, Fencing::AtMostOne, &[&web], &w.pkgs.url));
     w.sup.send_once(restore("web", 9, 1));
     w.sup.send_once(stop("web", 4));
-    let stale = eventually("three stale-directive reports", T, || {
+    let stale = eventually("three stale-directive reports", T, || async {
         let r: Vec<_> = w
             .sup
             .reports()
@@ -428,7 +427,7 @@ async fn lease_expiry_fences_at_most_one_and_spares_at_least_one() {
     w.sup.set_mode(Mode::Hang);
     let last_accepted = w.sup.beats().last().expect("beats").at;
     let lease_end = last_accepted + Duration::from_millis(1500);
-    let dead_at = eventually("the at-most-one module is stopped", T, || {
+    let dead_at = eventually("the at-most-one module is stopped", T, || async {
         (!pid_alive(amo_pid)).then(Instant::now)
     })
     .await;
@@ -478,7 +477,7 @@ async fn sigkill_of_the_agent_takes_its_modules_along() {
     let pid = agent.wait_pid("web", T).await;
     signal(agent.pid(), nix::sys::signal::Signal::SIGKILL);
     agent.wait_exit(T).await;
-    eventually("the module died with its agent", T, || {
+    eventually("the module died with its agent", T, || async {
         (!pid_alive(pid)).then_some(())
     })
     .await;
@@ -519,7 +518,10 @@ async fn restart_on_the_same_data_dir_keeps_incarnation_and_epochs() {
     args.heartbeat_ms = 100;
     let agent = AgentProc::spawn(args);
     agent.ready().await;
-    let first = eventually("first heartbeat", T, || sup2.beats().first().cloned()).await;
+    let first = eventually("first heartbeat", T, || async {
+        sup2.beats().first().cloned()
+    })
+    .await;
     assert_eq!(first.hb.incarnation, first_incarnation + 1);
     let table = first.hb.table.expect("first heartbeat carries the table");
     assert_eq!(table.modules.len(), 1);
@@ -564,7 +566,7 @@ async fn follows_the_leader_hint_and_skips_unreachable_supervisors() {
     args.supervisors = vec![dead, follower.addr.clone()];
     let agent = AgentProc::spawn(args);
     agent.ready().await;
-    let beat = eventually("a heartbeat at the leader", T, || {
+    let beat = eventually("a heartbeat at the leader", T, || async {
         w.sup.beats().first().cloned()
     })
     .await;
@@ -670,13 +672,13 @@ async fn grandchildren_left_by_a_killed_agent_are_swept_at_restart() {
     )]);
     w.sup.wait_status("web", ModuleStatus::Running, T).await;
     let pid = agent.wait_pid("web", T).await;
-    let grandchild: u32 = eventually("grandchild pid file", T, || {
+    let grandchild: u32 = eventually("grandchild pid file", T, || async {
         std::fs::read_to_string(&out).ok()?.trim().parse().ok()
     })
     .await;
     signal(agent.pid(), nix::sys::signal::Signal::SIGKILL);
     agent.wait_exit(T).await;
-    eventually("the module died with its agent", T, || {
+    eventually("the module died with its agent", T, || async {
         (!pid_alive(pid)).then_some(())
     })
     .await;
@@ -685,7 +687,7 @@ async fn grandchildren_left_by_a_killed_agent_are_swept_at_restart() {
     assert!(pid_alive(grandchild));
     drop(agent);
     let agent = w.agent(|_| {}).await;
-    eventually("the grandchild swept at restart", T, || {
+    eventually("the grandchild swept at restart", T, || async {
         (!pid_alive(grandchild)).then_some(())
     })
     .await;
@@ -718,7 +720,7 @@ async fn a_newer_epoch_replaces_the_running_placement() {
         &[&web],
         &w.pkgs.url,
     )]);
-    let seen = eventually("epoch 4 running", T, || {
+    let seen = eventually("epoch 4 running", T, || async {
         w.sup
             .module("web")
             .filter(|s| s.epoch == 4 && s.status == ModuleStatus::Running)
@@ -727,8 +729,11 @@ async fn a_newer_epoch_replaces_the_running_placement() {
     assert_eq!(seen.restore_seq, 0);
     let new = agent.wait_pid("web", T).await;
     assert_ne!(old, new);
-    eventually("old process gone", T, || (!pid_alive(old)).then_some(())).await;
-    eventually("old placement removed", T, || {
+    eventually("old process gone", T, || async {
+        (!pid_alive(old)).then_some(())
+    })
+    .await;
+    eventually("old placement removed", T, || async {
         (!w.data().join("modules/web/1").exists()).then_some(())
     })
     .await;
@@ -782,7 +787,7 @@ async fn a_restore_waits_its_backoff_and_reports_its_seq() {
     );
     // The repeats were no-ops: one restart only.
     let n = w.sup.beat_count();
-    eventually("a few more heartbeats", T, || {
+    eventually("a few more heartbeats", T, || async {
         (w.sup.beat_count() > n + 3).then_some(())
     })
     .await;

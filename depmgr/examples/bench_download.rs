@@ -18,12 +18,12 @@
 //! Run: `depmgr/scripts/bench-download.sh [--size-mib N] [--rounds N]`
 //! (it builds the release binaries and runs this example).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use testkit::depmgr_proc::DepmgrProc;
 
 struct Args {
     size_mib: usize,
@@ -64,49 +64,14 @@ fn parse_args() -> Result<Args> {
     Ok(args)
 }
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(bin: &Path, data: &Path) -> Result<Server> {
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("depmgr listening on ")
-            .with_context(|| format!("unexpected first line {line:?}"))?
-            .to_string();
-        Ok(Server { child, addr })
-    }
-
-    fn status_kib(&self, field: &str) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {field} in /proc/<pid>/status"))
-    }
-
-    fn stop(mut self) -> Result<()> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )?;
-        self.child.wait()?;
-        Ok(())
-    }
+/// depmgr's peak (`VmHWM:`) or current (`VmRSS:`) memory in KiB.
+fn status_kib(server: &DepmgrProc, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {field} in /proc/<pid>/status"))
 }
 
 fn mb_s(bytes: u64, d: Duration) -> f64 {
@@ -194,16 +159,16 @@ async fn main() -> Result<()> {
     let size = archive.len() as u64;
     let data = tmp.path().join("data");
 
-    let server = Server::start(&args.depmgr, &data)?;
+    let server = DepmgrProc::start_program(&args.depmgr, &data, &[], "warn").await?;
     let client = depmgr::client::Client::new(&server.addr)?;
     let t = Instant::now();
     let (answer, _) = client.push("bench", "1.0.0", archive).await?;
     let push_time = t.elapsed();
-    let upload_hwm = server.status_kib("VmHWM:")?;
-    server.stop()?;
+    let upload_hwm = status_kib(&server, "VmHWM:")?;
+    server.terminate().await?;
 
-    let server = Server::start(&args.depmgr, &data)?;
-    let rss_start = server.status_kib("VmHWM:")?;
+    let server = DepmgrProc::start_program(&args.depmgr, &data, &[], "warn").await?;
+    let rss_start = status_kib(&server, "VmHWM:")?;
     let file = data.join("archives").join(&answer.digest);
     let url = format!("http://{}/v1/packages/bench/1.0.0/archive", server.addr);
     let have_curl = Command::new("curl")
@@ -247,7 +212,7 @@ async fn main() -> Result<()> {
             }
         }
     }
-    let hwm_sequential = server.status_kib("VmHWM:")?;
+    let hwm_sequential = status_kib(&server, "VmHWM:")?;
     let mut parallel_rate = None;
     if have_curl {
         let t = Instant::now();
@@ -265,8 +230,8 @@ async fn main() -> Result<()> {
         }
         parallel_rate = Some(mb_s(4 * size, t.elapsed()));
     }
-    let hwm_after = server.status_kib("VmHWM:")?;
-    server.stop()?;
+    let hwm_after = status_kib(&server, "VmHWM:")?;
+    server.terminate().await?;
 
     let cat_m = median(cat);
     let raw_m = median(raw);

@@ -3,15 +3,12 @@
 //! corpus of hostile archives that both must refuse, naming the entry,
 //! without writing anything outside the destination.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::{Raw, gzip};
 use depmgr::Error;
 use depmgr::archive::{FIXED_MTIME, Inspection, Limits, check_identity, inspect, pack_dir, unpack};
-use tar::EntryType;
+use testkit::raw_tar::{EntryType, Raw, gzip};
 
 const MANIFEST_TEXT: &str = "name = \"web\"\nversion = \"1.0.0\"\ncommand = \"bin/web\"\n";
 

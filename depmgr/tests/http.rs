@@ -8,39 +8,29 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use common::*;
 use depmgr::Error;
-use tar::EntryType;
+use testkit::depmgr_proc::DepmgrProc;
+use testkit::package::{manifest, sample};
+use testkit::raw_tar::{EntryType, Raw, gzip};
 
 #[tokio::test]
 async fn push_list_show_download_with_matching_digest() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let client = server.client();
 
-    let bytes = package(tmp.path(), "web", "1.0.0", &[("base", "^1")], b"hello");
+    let bytes = sample("web", "1.0.0", &[("base", "^1")], b"hello");
     let (answer, created) = client.push("web", "1.0.0", bytes.clone()).await?;
     assert!(created);
     assert_eq!(answer.digest, sha256(&bytes));
     assert_eq!(answer.size, bytes.len() as u64);
     client
-        .push(
-            "web",
-            "1.10.0",
-            package(tmp.path(), "web", "1.10.0", &[], b"x"),
-        )
+        .push("web", "1.10.0", sample("web", "1.10.0", &[], b"x"))
         .await?;
     client
-        .push(
-            "web",
-            "1.9.0",
-            package(tmp.path(), "web", "1.9.0", &[], b"y"),
-        )
+        .push("web", "1.9.0", sample("web", "1.9.0", &[], b"y"))
         .await?;
     client
-        .push(
-            "api",
-            "0.1.0",
-            package(tmp.path(), "api", "0.1.0", &[], b"z"),
-        )
+        .push("api", "0.1.0", sample("api", "0.1.0", &[], b"z"))
         .await?;
 
     // Listing: names sorted, versions by semver (1.9.0 before 1.10.0).
@@ -126,8 +116,8 @@ async fn push_list_show_download_with_matching_digest() -> Result<()> {
 #[tokio::test]
 async fn downloads_stop_at_the_byte_cap_and_leave_no_file() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
-    let bytes = package(tmp.path(), "big", "1.0.0", &[], &random_bytes(200_000, 7));
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
+    let bytes = sample("big", "1.0.0", &[], &random_bytes(200_000, 7));
     let digest = sha256(&bytes);
     server.client().push("big", "1.0.0", bytes.clone()).await?;
     let out = tmp.path().join("out");
@@ -182,10 +172,10 @@ async fn downloads_stop_at_the_byte_cap_and_leave_no_file() -> Result<()> {
 #[tokio::test]
 async fn same_bytes_is_200_other_bytes_is_409() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let url = server.url("/v1/packages/web/1.0.0");
-    let one = package(tmp.path(), "web", "1.0.0", &[], b"one");
-    let two = package(tmp.path(), "web", "1.0.0", &[], b"two");
+    let one = sample("web", "1.0.0", &[], b"one");
+    let two = sample("web", "1.0.0", &[], b"two");
 
     let r = http().put(&url).body(one.clone()).send().await?;
     assert_eq!(r.status(), 201);
@@ -221,7 +211,7 @@ async fn same_bytes_is_200_other_bytes_is_409() -> Result<()> {
     // exactly one wins, the rest are 409, no 5xx.
     let mut tasks = Vec::new();
     for i in 0..8u8 {
-        let bytes = package(tmp.path(), "race", "1.0.0", &[], &[i; 100]);
+        let bytes = sample("race", "1.0.0", &[], &[i; 100]);
         let url = server.url("/v1/packages/race/1.0.0");
         tasks.push(tokio::spawn(async move {
             http()
@@ -244,7 +234,7 @@ async fn same_bytes_is_200_other_bytes_is_409() -> Result<()> {
 #[tokio::test]
 async fn closure_of_a_three_level_tree_is_in_install_order() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let client = server.client();
     // app -> (mid, util); mid -> (base, util); util -> base.
     let mut digests = std::collections::BTreeMap::new();
@@ -255,7 +245,7 @@ async fn closure_of_a_three_level_tree_is_in_install_order() -> Result<()> {
         ("base", vec![]),
     ] {
         let version = if name == "util" { "2.0.0" } else { "1.0.0" };
-        let bytes = package(tmp.path(), name, version, &deps, name.as_bytes());
+        let bytes = sample(name, version, &deps, name.as_bytes());
         digests.insert(name, sha256(&bytes));
         client.push(name, version, bytes).await?;
     }
@@ -295,38 +285,32 @@ async fn closure_of_a_three_level_tree_is_in_install_order() -> Result<()> {
 #[tokio::test]
 async fn semver_requirements_resolve_to_the_highest_stored_match() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let client = server.client();
     for v in ["1.1.0", "1.2.0", "1.4.1", "2.0.0", "1.5.0-beta.1"] {
         client
-            .push("base", v, package(tmp.path(), "base", v, &[], v.as_bytes()))
+            .push("base", v, sample("base", v, &[], v.as_bytes()))
             .await?;
     }
     client
         .push(
             "app",
             "1.0.0",
-            package(tmp.path(), "app", "1.0.0", &[("base", "^1.2")], b""),
+            sample("app", "1.0.0", &[("base", "^1.2")], b""),
         )
         .await?;
     client
         .push(
             "pinned",
             "1.0.0",
-            package(tmp.path(), "pinned", "1.0.0", &[("base", "1.2.0")], b""),
+            sample("pinned", "1.0.0", &[("base", "1.2.0")], b""),
         )
         .await?;
     client
         .push(
             "range",
             "1.0.0",
-            package(
-                tmp.path(),
-                "range",
-                "1.0.0",
-                &[("base", ">=1.0, <1.3")],
-                b"",
-            ),
+            sample("range", "1.0.0", &[("base", ">=1.0, <1.3")], b""),
         )
         .await?;
 
@@ -351,11 +335,7 @@ async fn semver_requirements_resolve_to_the_highest_stored_match() -> Result<()>
 
     // A newer match, once stored, is what the requirement resolves to.
     client
-        .push(
-            "base",
-            "1.9.0",
-            package(tmp.path(), "base", "1.9.0", &[], b"new"),
-        )
+        .push("base", "1.9.0", sample("base", "1.9.0", &[], b"new"))
         .await?;
     let order = client.closure("app", "1.0.0").await?;
     assert_eq!(resolved(order.clone()), ["base@1.9.0", "app@1.0.0"]);
@@ -366,7 +346,7 @@ async fn semver_requirements_resolve_to_the_highest_stored_match() -> Result<()>
         .push(
             "future",
             "1.0.0",
-            package(tmp.path(), "future", "1.0.0", &[("base", "^3")], b""),
+            sample("future", "1.0.0", &[("base", "^3")], b""),
         )
         .await?;
     let (status, msg) = status_and_error(
@@ -387,20 +367,20 @@ async fn semver_requirements_resolve_to_the_highest_stored_match() -> Result<()>
 #[tokio::test]
 async fn missing_dependencies_and_cycles_are_4xx_naming_the_package() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let client = server.client();
     client
         .push(
             "app",
             "1.0.0",
-            package(tmp.path(), "app", "1.0.0", &[("mid", "1.0.0")], b""),
+            sample("app", "1.0.0", &[("mid", "1.0.0")], b""),
         )
         .await?;
     client
         .push(
             "mid",
             "1.0.0",
-            package(tmp.path(), "mid", "1.0.0", &[("ghost", "1.0.0")], b""),
+            sample("mid", "1.0.0", &[("ghost", "1.0.0")], b""),
         )
         .await?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -421,11 +401,7 @@ async fn missing_dependencies_and_cycles_are_4xx_naming_the_package() -> Result<
     // a -> b -> c -> a (each uploaded before its dependency existed).
     for (name, dep) in [("a", "b"), ("b", "c"), ("c", "a")] {
         client
-            .push(
-                name,
-                "1.0.0",
-                package(tmp.path(), name, "1.0.0", &[(dep, "^1")], b""),
-            )
+            .push(name, "1.0.0", sample(name, "1.0.0", &[(dep, "^1")], b""))
             .await?;
     }
     let (status, msg) = status_and_error(
@@ -457,14 +433,10 @@ async fn missing_dependencies_and_cycles_are_4xx_naming_the_package() -> Result<
 #[tokio::test]
 async fn unknown_names_are_404_and_malformed_ones_400() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     server
         .client()
-        .push(
-            "web",
-            "1.0.0",
-            package(tmp.path(), "web", "1.0.0", &[], b""),
-        )
+        .push("web", "1.0.0", sample("web", "1.0.0", &[], b""))
         .await?;
     for (path, status, needle) in [
         ("/v1/packages/nope/1.0.0", 404, "package nope is not stored"),
@@ -504,7 +476,7 @@ async fn unknown_names_are_404_and_malformed_ones_400() -> Result<()> {
 async fn bad_uploads_are_400_naming_the_problem_and_store_nothing() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let limit: usize = 1 << 20;
-    let server = Depmgr::start(
+    let server = DepmgrProc::start(
         &tmp.path().join("data"),
         &[
             "--max-archive-bytes",
@@ -755,7 +727,7 @@ async fn bad_uploads_are_400_naming_the_problem_and_store_nothing() -> Result<()
 async fn cli_push_list_show_closure() -> Result<()> {
     use depmgr::cli::{DepmgrAddr, PackageCmd, run};
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let addr = DepmgrAddr {
         depmgr: server.addr.clone(), // host:port without a scheme is fine
     };
@@ -800,7 +772,7 @@ async fn cli_push_list_show_closure() -> Result<()> {
 #[tokio::test]
 async fn health_and_metrics() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let r = http().get(server.url("/health")).send().await?;
     assert_eq!(r.status(), 200);
     let r = http().get(server.url("/metrics")).send().await?;

@@ -3,17 +3,20 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::*;
+use testkit::depmgr_proc::{DEADLINE, DepmgrProc};
+use testkit::package::sample;
+use testkit::process::output_within;
 
 #[tokio::test]
 async fn restart_keeps_everything() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("data");
-    let server = Depmgr::start(&data, &[]).await?;
+    let server = DepmgrProc::start(&data, &[]).await?;
     let client = server.client();
     let mut pushed = Vec::new();
     for (name, version, deps) in [
@@ -21,7 +24,7 @@ async fn restart_keeps_everything() -> Result<()> {
         ("base", "1.2.0", vec![]),
         ("web", "2.0.0", vec![("base", "^1")]),
     ] {
-        let bytes = package(tmp.path(), name, version, &deps, version.as_bytes());
+        let bytes = sample(name, version, &deps, version.as_bytes());
         client.push(name, version, bytes.clone()).await?;
         pushed.push((name, version, bytes));
     }
@@ -29,10 +32,10 @@ async fn restart_keeps_everything() -> Result<()> {
     let closure_before = client.closure("web", "2.0.0").await?;
 
     // Clean stop on SIGTERM: exit status 0.
-    let status = server.terminate()?;
+    let status = server.terminate().await?;
     assert!(status.success(), "{status:?}");
 
-    let server = Depmgr::start(&data, &[]).await?;
+    let server = DepmgrProc::start(&data, &[]).await?;
     let client = server.client();
     assert_eq!(client.list().await?, list_before);
     assert_eq!(client.closure("web", "2.0.0").await?, closure_before);
@@ -44,7 +47,7 @@ async fn restart_keeps_everything() -> Result<()> {
         assert_eq!(&std::fs::read(&dest)?, bytes);
     }
     // Still immutable after the restart.
-    let other = package(tmp.path(), "base", "1.0.0", &[], b"other bytes");
+    let other = sample("base", "1.0.0", &[], b"other bytes");
     let err = client
         .push("base", "1.0.0", other)
         .await
@@ -55,10 +58,10 @@ async fn restart_keeps_everything() -> Result<()> {
     );
 
     // kill -9 after acknowledged uploads loses nothing either.
-    let bytes = package(tmp.path(), "late", "0.1.0", &[], b"late");
+    let bytes = sample("late", "0.1.0", &[], b"late");
     client.push("late", "0.1.0", bytes.clone()).await?;
     server.kill9()?;
-    let server = Depmgr::start(&data, &[]).await?;
+    let server = DepmgrProc::start(&data, &[]).await?;
     assert_eq!(
         server.client().show("late", "0.1.0").await?.digest,
         sha256(&bytes)
@@ -70,10 +73,10 @@ async fn restart_keeps_everything() -> Result<()> {
 async fn kill_9_during_a_large_upload_leaves_no_partial_version() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("data");
-    let server = Depmgr::start(&data, &[]).await?;
+    let server = DepmgrProc::start(&data, &[]).await?;
     // A valid 48 MiB package of incompressible data.
     let payload = random_bytes(48 << 20, 7);
-    let big = package(tmp.path(), "big", "1.0.0", &[], &payload);
+    let big = sample("big", "1.0.0", &[], &payload);
     drop(payload);
     assert!(big.len() > 40 << 20);
 
@@ -116,7 +119,7 @@ async fn kill_9_during_a_large_upload_leaves_no_partial_version() -> Result<()> 
     assert!(sent.is_err() || !sent?.status().is_success());
 
     // After a restart: no trace of the version, nothing half-written kept.
-    let server = Depmgr::start(&data, &[]).await?;
+    let server = DepmgrProc::start(&data, &[]).await?;
     let client = server.client();
     assert!(client.list().await?.is_empty());
     let err = client.show("big", "1.0.0").await.expect_err("absent");
@@ -141,15 +144,9 @@ async fn kill_9_during_a_large_upload_leaves_no_partial_version() -> Result<()> 
 
 /// Runs depmgr with `args`, expecting exit status 2 and one stderr line.
 fn refused(args: &[&str]) -> Result<String> {
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let status = wait_with_deadline(&mut child, DEADLINE)?;
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().context("stderr")?, &mut stderr)?;
+    let out = output_within(Command::new(testkit::bin("depmgr")).args(args), DEADLINE)?;
+    let status = out.status;
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
     let stderr = stderr.trim_end().to_string();
     assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr:?}");
@@ -197,8 +194,8 @@ async fn bad_flags_and_unusable_data_dirs_exit_2_with_one_line() -> Result<()> {
     assert!(e.contains("unusable"), "{e}");
 
     // A data dir in use by another depmgr: refused, the first one unharmed.
-    let first = Depmgr::start(&dir, &[]).await?;
-    let bytes = package(tmp.path(), "web", "1.0.0", &[], b"x");
+    let first = DepmgrProc::start(&dir, &[]).await?;
+    let bytes = sample("web", "1.0.0", &[], b"x");
     first.client().push("web", "1.0.0", bytes).await?;
     let e = refused(&["--listen", "127.0.0.1:0", "--data-dir", dir_s])?;
     assert!(e.contains("unusable") && e.contains("lock"), "{e}");
@@ -215,7 +212,9 @@ async fn bad_flags_and_unusable_data_dirs_exit_2_with_one_line() -> Result<()> {
     assert!(!tmp.path().join("other").exists());
 
     // --help is not an error.
-    let out = Command::new(bin()).arg("--help").output()?;
+    let out = Command::new(testkit::bin("depmgr"))
+        .arg("--help")
+        .output()?;
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--data-dir"));
     Ok(())
@@ -224,11 +223,11 @@ async fn bad_flags_and_unusable_data_dirs_exit_2_with_one_line() -> Result<()> {
 #[tokio::test]
 async fn sigint_also_stops_cleanly() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let server = Depmgr::start(&tmp.path().join("data"), &[]).await?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &[]).await?;
     let pid = nix::unistd::Pid::from_raw(server.pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
     // terminate() sends SIGTERM too, harmlessly; what matters is the status.
-    let status = server.terminate()?;
+    let status = server.terminate().await?;
     assert!(status.success(), "{status:?}");
     Ok(())
 }

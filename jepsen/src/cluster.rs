@@ -1,15 +1,13 @@
 //! The cluster under test on namespaced hosts: three supervisors (`s1`..),
 //! three agents (`a1`..), and depmgr beside the harness on the bridge.
 
-use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use anyhow::{Result, bail};
+use testkit::flags::{AGENT_FLAGS, SUPERVISOR_FLAGS};
+use testkit::poll_until;
+use testkit::process::{ProcessSet, Program, proc_state};
 
 use crate::admin::AdminClient;
 use crate::netns::{HARNESS_IP, Net};
@@ -18,55 +16,11 @@ pub const SUPERVISOR_PORT: u16 = 7100;
 pub const AGENT_PORT: u16 = 7200;
 pub const DEPMGR_PORT: u16 = 7400;
 
-/// Fast failure detection for the run: suspect after 1 s, lease 3 s, down
-/// after 3.3 s without heartbeats; elections after 0.5-1 s. The same as
-/// `cluster_tests::SUPERVISOR_FLAGS` (one copy each until the test kit holds
-/// them).
-const SUPERVISOR_FLAGS: [&str; 8] = [
-    "--heartbeat-ttl-ms",
-    "1000",
-    "--lease-ms",
-    "3000",
-    "--lease-drift-ms",
-    "300",
-    "--election-timeout-ms",
-    "500",
-];
-/// Agent flags to match: heartbeats every 200 ms, stop grace 0.5 s (the same
-/// as `cluster_tests::AGENT_FLAGS`).
-const AGENT_FLAGS: [&str; 4] = ["--heartbeat-ms", "200", "--stop-grace-ms", "500"];
-
-/// The directory holding the workspace's release binaries: this program's
-/// own (`target/release/`, or its parent when run from `deps/`). The
-/// cluster's binaries must be built there first (`cargo build --release
-/// --workspace --bins`, as `.ci/test` does).
+/// The directory holding the release binaries the run starts (see
+/// `testkit::bins`), or which one is missing.
 pub fn bin_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("finding this program")?;
-    let parent = exe.parent().context("this program has no directory")?;
-    let dir = if parent.ends_with("deps") {
-        parent.parent().context("deps/ has no parent")?
-    } else {
-        parent
-    };
-    for bin in ["supervisor", "agent", "depmgr", "probe-module"] {
-        if !dir.join(bin).exists() {
-            bail!(
-                "{} is missing: run `cargo build --release --workspace --bins` first",
-                dir.join(bin).display()
-            );
-        }
-    }
-    Ok(dir.to_path_buf())
-}
-
-/// A program on a host: how to start it and its process.
-struct Proc {
-    host: Option<String>,
-    program: PathBuf,
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
-    paused: bool,
+    testkit::bins::find_dir(&["supervisor", "agent", "depmgr", "probe-module"])
+        .map_err(anyhow::Error::msg)
 }
 
 /// The processes of one run.
@@ -75,7 +29,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub supervisors: Vec<String>,
     pub agents: Vec<String>,
-    procs: BTreeMap<String, Proc>,
+    /// Keyed by host (`s1`, `a1`) or `depmgr`; logs in `<dir>/logs/`.
+    procs: ProcessSet,
 }
 
 impl Cluster {
@@ -94,12 +49,11 @@ impl Cluster {
             .filter(|h| h.name.starts_with('a'))
             .map(|h| h.name.clone())
             .collect();
-        std::fs::create_dir_all(dir.join("logs"))?;
         let mut c = Cluster {
             dir: dir.to_path_buf(),
             supervisors,
             agents,
-            procs: BTreeMap::new(),
+            procs: ProcessSet::new(dir.join("logs")),
             net,
         };
         let depmgr_url = c.depmgr_url();
@@ -157,21 +111,18 @@ impl Cluster {
         }
         let admin = c.admin(Duration::from_secs(2));
         let n = c.agents.len();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(nodes) = admin.nodes().await
-                && nodes.iter().filter(|n| n.status == "ready").count() == n
-            {
-                return Ok(c);
-            }
-            if std::time::Instant::now() > deadline {
-                bail!(
-                    "the cluster did not come up within 60 s (logs in {})",
-                    c.dir.join("logs").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let ready = poll_until(Duration::from_secs(60), || async {
+            let nodes = admin.nodes().await.ok()?;
+            (nodes.iter().filter(|n| n.status == "ready").count() == n).then_some(())
+        })
+        .await;
+        if ready.is_none() {
+            bail!(
+                "the cluster did not come up within 60 s (logs in {})",
+                c.dir.join("logs").display()
+            );
         }
+        Ok(c)
     }
 
     pub fn depmgr_url(&self) -> String {
@@ -203,6 +154,8 @@ impl Cluster {
         AdminClient::new(vec![addr], None).with_timeout(timeout)
     }
 
+    /// Starts `program` under `key`, on `host` when given (through `ip
+    /// netns exec`, which execs it: the pid is the program's).
     fn add(
         &mut self,
         key: &str,
@@ -210,118 +163,78 @@ impl Cluster {
         program: PathBuf,
         args: Vec<String>,
     ) -> Result<()> {
-        let mut p = Proc {
-            host,
-            program,
-            args,
-            log: self.dir.join("logs").join(format!("{key}.log")),
-            child: None,
-            paused: false,
-        };
-        self.spawn(&mut p)?;
-        self.procs.insert(key.to_string(), p);
+        let mut p = Program::new(program)
+            .args(args)
+            .env("RUST_LOG", "info,openraft=warn");
+        if let Some(h) = host {
+            p = p.wrapped(self.net.exec_prefix(&h));
+        }
+        self.procs.spawn(key, p)?;
         Ok(())
     }
 
-    fn spawn(&self, p: &mut Proc) -> Result<()> {
-        let log = OpenOptions::new().create(true).append(true).open(&p.log)?;
-        let mut cmd = match &p.host {
-            Some(h) => self.net.command(h, &p.program),
-            None => Command::new(&p.program),
-        };
-        let child = cmd
-            .args(&p.args)
-            .env("RUST_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", p.program.display()))?;
-        p.child = Some(child);
-        p.paused = false;
-        Ok(())
-    }
-
-    fn proc(&mut self, key: &str) -> Result<&mut Proc> {
-        self.procs
-            .get_mut(key)
-            .with_context(|| format!("no process {key}"))
+    fn known(&self, key: &str) -> Result<()> {
+        if self.procs.keys().iter().any(|k| k == key) {
+            Ok(())
+        } else {
+            bail!("no process {key}")
+        }
     }
 
     /// SIGKILL; evidence that it was running and died of it.
     pub fn kill(&mut self, key: &str) -> Result<(bool, String)> {
-        let p = self.proc(key)?;
-        let Some(mut c) = p.child.take() else {
+        self.known(key)?;
+        let Some(ended) = self.procs.kill9(key) else {
             return Ok((false, format!("{key} was not running")));
         };
-        if let Ok(Some(status)) = c.try_wait() {
-            return Ok((false, format!("{key} had already exited: {status}")));
+        if !ended.signalled {
+            return Ok((false, format!("{key} had already exited: {}", ended.status)));
         }
-        c.kill()?;
-        let status = c.wait()?;
         use std::os::unix::process::ExitStatusExt;
-        let killed = status.signal() == Some(9);
-        Ok((killed, format!("{key} pid {}: {status}", c.id())))
+        let killed = ended.status.signal() == Some(9);
+        Ok((killed, format!("{key} pid {}: {}", ended.pid, ended.status)))
     }
 
     /// Starts a killed process again on its data dir.
     pub fn restart(&mut self, key: &str) -> Result<()> {
-        let mut p = self
-            .procs
-            .remove(key)
-            .with_context(|| format!("no process {key}"))?;
-        let r = if p.child.is_none() {
-            self.spawn(&mut p)
-        } else {
-            Ok(())
-        };
-        self.procs.insert(key.to_string(), p);
-        r
+        self.known(key)?;
+        if !self.procs.started(key) {
+            self.procs.start(key)?;
+        }
+        Ok(())
     }
 
     /// SIGSTOP; evidence that the process is stopped.
     pub async fn pause(&mut self, key: &str) -> Result<(bool, String)> {
-        let p = self.proc(key)?;
-        let Some(c) = &p.child else {
+        self.known(key)?;
+        let Some(pid) = self.procs.pause(key) else {
             return Ok((false, format!("{key} was not running")));
         };
-        let pid = c.id();
-        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP)?;
-        p.paused = true;
         // The state letter turns to T once the signal is delivered.
-        for _ in 0..50 {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if let Some(state) = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next())
-                && state == 'T'
-            {
-                return Ok((true, format!("{key} pid {pid} in state T")));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok((false, format!("{key} pid {pid} never showed state T")))
+        let stopped = poll_until(Duration::from_millis(500), || async {
+            (proc_state(pid) == Some('T')).then_some(())
+        })
+        .await;
+        Ok(match stopped {
+            Some(()) => (true, format!("{key} pid {pid} in state T")),
+            None => (false, format!("{key} pid {pid} never showed state T")),
+        })
     }
 
     pub fn resume(&mut self, key: &str) -> Result<()> {
-        let p = self.proc(key)?;
-        if let Some(c) = &p.child
-            && p.paused
-        {
-            kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT)?;
-        }
-        p.paused = false;
+        self.known(key)?;
+        self.procs.resume(key);
         Ok(())
     }
 
     /// Resumes and restarts everything; true when something needed it.
     pub fn heal_processes(&mut self) -> Result<Vec<String>> {
-        let keys: Vec<String> = self.procs.keys().cloned().collect();
         let mut touched = vec![];
-        for k in keys {
-            let p = self.proc(&k)?;
-            if p.paused {
+        for k in self.procs.keys() {
+            if self.procs.paused(&k) {
                 self.resume(&k)?;
                 touched.push(format!("resumed {k}"));
-            } else if p.child.is_none() {
+            } else if !self.procs.started(&k) {
                 self.restart(&k)?;
                 touched.push(format!("restarted {k}"));
             }
@@ -329,19 +242,10 @@ impl Cluster {
         Ok(touched)
     }
 
-    /// SIGKILLs everything (agents first, so their modules die with them).
+    /// SIGKILLs everything (agents first: their keys sort first, and their
+    /// modules die with them).
     pub fn kill_all(&mut self) {
-        for p in self.procs.values_mut() {
-            if let Some(c) = &p.child
-                && p.paused
-            {
-                let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
-            }
-            if let Some(mut c) = p.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
+        self.procs.kill_all();
     }
 }
 

@@ -113,12 +113,10 @@ impl Net {
         Ok(self.host(name)?.ip.clone())
     }
 
-    /// A command that runs `program` inside `host`'s namespace (the process
-    /// is `program` itself: `ip netns exec` execs it).
-    pub fn command(&self, host: &str, program: &std::path::Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", host]).arg(program);
-        c
+    /// What runs a program inside `host`'s namespace when put before it
+    /// (the process is the program itself: `ip netns exec` execs it).
+    pub fn exec_prefix(&self, host: &str) -> [String; 4] {
+        ["ip", "netns", "exec", host].map(str::to_string)
     }
 
     fn iptables(&self, host: &str, args: &[&str]) -> Result<String> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
+use testkit::spec::ModuleSpec;
 
 use crate::admin::{AdminClient, ClientError};
 use crate::history::{Fencing, Nanos, Op, OpKind, Outcome, ReadValue, Record, now_ns};
@@ -33,13 +34,15 @@ pub struct Shared {
 pub const PACKAGE: &str = "probe";
 
 pub fn spec(name: &str, fencing: Fencing) -> serde_json::Value {
-    serde_json::json!({
-        "name": name,
-        "package": {"name": PACKAGE, "version": "1.0.0"},
-        "restart": {"attempts": 2, "backoff_ms": 100, "min_healthy_ms": 500},
-        "failover": {"max_nodes": 3},
-        "fencing": match fencing { Fencing::AtMostOne => "at-most-one", Fencing::AtLeastOne => "at-least-one" },
-    })
+    ModuleSpec::new(name)
+        .package(PACKAGE, "1.0.0")
+        .restart(2, 100, 500)
+        .max_nodes(3)
+        .fencing(match fencing {
+            Fencing::AtMostOne => "at-most-one",
+            Fencing::AtLeastOne => "at-least-one",
+        })
+        .json()
 }
 
 /// A write's outcome from the client's result: acknowledged, refused (4xx:

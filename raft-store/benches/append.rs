@@ -4,15 +4,12 @@
 //! `cargo bench -p raft-store --bench append` (optional args: seconds per
 //! case, default 3; data dir, default a temp dir under $TMPDIR).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::io::{Seek, Write};
 use std::time::{Duration, Instant};
 
-use common::{Kv, KvConfig, entry};
 use openraft::storage::RaftLogStorageExt;
 use raft_store::Store;
+use testkit::kv::{Kv, KvConfig, entry};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

@@ -8,17 +8,15 @@
 //! The child is this same test binary, re-run with `crash_child` selected
 //! and `RAFT_STORE_CRASH_DIR` set. `RAFT_STORE_CRASH_SEED` replays one run.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Kv, KvConfig, entry};
 use openraft::storage::RaftLogStorageExt;
 use openraft::{RaftLogReader, Vote, storage::RaftLogStorage};
 use raft_store::Store;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use testkit::kv::{Kv, KvConfig, entry};
 
 const DIR_ENV: &str = "RAFT_STORE_CRASH_DIR";
 const SEED_ENV: &str = "RAFT_STORE_CRASH_SEED";

@@ -1,15 +1,13 @@
 //! Snapshots survive a round trip through another store and a reopen; data
 //! dirs of another format, foreign or corrupt ones are refused untouched.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{Kv, KvConfig, entry, log_id};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{EntryPayload, Membership, RaftSnapshotBuilder, StoredMembership};
 use raft_store::{Error, FORMAT_FILE, Store};
+use testkit::kv::{Kv, KvConfig, entry, log_id};
 
 #[tokio::test]
 async fn snapshot_round_trip_and_reload() {

@@ -1,11 +1,9 @@
 //! openraft's own storage conformance suite against the RocksDB store.
 
-mod common;
-
-use common::{Kv, KvConfig};
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 use raft_store::{LogStore, StateMachineStore, Store};
+use testkit::kv::{Kv, KvConfig};
 
 struct Builder;
 

@@ -5,19 +5,19 @@
 //! default 200; BENCH_MODULES per agent, default 64; BENCH_SECS, default 10;
 //! BENCH_CONNS concurrent heartbeat senders, default 16).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, eventually, fake_depmgr};
 use proto::heartbeat::{
     Directive, Heartbeat, HeartbeatReply, ModuleStatus, ModuleTable, PackedStatuses, ReplyOutcome,
     TableEntry,
 };
+use testkit::eventually;
+use testkit::fake_depmgr::FakeDepmgr;
+use testkit::spec::ModuleSpec;
+use testkit::supervisors::Supervisors;
 use tokio::sync::Mutex;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -152,10 +152,10 @@ async fn main() {
     println!(
         "{n_agents} simulated agents x {n_modules} modules, {conns} concurrent senders, {secs}s per phase"
     );
-    let depmgr = fake_depmgr().await;
-    let cluster = Cluster::start_with(
+    let depmgr = FakeDepmgr::any_package().await;
+    let cluster = Supervisors::start_with(
         3,
-        &depmgr,
+        &depmgr.url,
         &["--heartbeat-ttl-ms", "30000", "--lease-ms", "30000"],
     )
     .await;
@@ -198,11 +198,11 @@ async fn main() {
                     if i >= total {
                         break;
                     }
-                    let spec = serde_json::json!({
-                        "name": format!("m{i:06}"), "package": {"name": "web", "version": "1.0.0"},
-                        "restart": {"attempts": 3, "backoff_ms": 0, "min_healthy_ms": 0},
-                        "placement": {"node": format!("n{:04}", i / n_modules)},
-                    });
+                    let spec = ModuleSpec::new(&format!("m{i:06}"))
+                        .package("web", "1.0.0")
+                        .restart(3, 0, 0)
+                        .node(Some(&format!("n{:04}", i / n_modules)))
+                        .json();
                     admin.deploy(&spec).await.expect("deploy");
                 }
             })

@@ -5,9 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::*;
+use common::spec;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use testkit::eventually;
+use testkit::fake_agent::FakeAgent;
+use testkit::fake_depmgr::FakeDepmgr;
+use testkit::supervisors::{Supervisors, wait_module};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -66,8 +70,8 @@ fn error_of(v: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_and_every_bad_input() {
-    let depmgr = fake_depmgr().await;
-    let mut cluster = Cluster::start(3, &depmgr).await;
+    let depmgr = FakeDepmgr::any_package().await;
+    let mut cluster = Supervisors::start(3, &depmgr.url).await;
     let _agents: Vec<FakeAgent> = ["a", "b"]
         .iter()
         .map(|n| FakeAgent::start(n, cluster.addrs.clone()))
@@ -268,7 +272,7 @@ async fn every_endpoint_and_every_bad_input() {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    let i4 = cluster.add_process(4);
+    let i4 = cluster.add(4);
     let (s, v) = api
         .post(
             "/v1/cluster/members",
@@ -325,8 +329,8 @@ async fn every_endpoint_and_every_bad_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_is_required_when_set() {
-    let depmgr = fake_depmgr().await;
-    let cluster = Cluster::start_with(1, &depmgr, &["--admin-token", "s3cret"]).await;
+    let depmgr = FakeDepmgr::any_package().await;
+    let cluster = Supervisors::start_with(1, &depmgr.url, &["--admin-token", "s3cret"]).await;
     let api = Api::new(&cluster.addrs[0]);
     let (s, v) = api.get("/v1/modules").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);

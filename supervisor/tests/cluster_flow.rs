@@ -6,11 +6,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::*;
+use common::spec;
+use testkit::eventually;
+use testkit::fake_agent::FakeAgent;
+use testkit::fake_depmgr::FakeDepmgr;
+use testkit::supervisors::{Supervisors, wait_module};
 
 const T: Duration = Duration::from_secs(30);
 
-async fn nodes_ready(cluster: &Cluster, n: usize) {
+async fn nodes_ready(cluster: &Supervisors, n: usize) {
     let c = cluster.client();
     eventually("nodes ready", T, || async {
         let nodes = c.nodes().await.ok()?;
@@ -21,8 +25,8 @@ async fn nodes_ready(cluster: &Cluster, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_mid_failover_new_leader_completes_it() {
-    let depmgr = fake_depmgr().await;
-    let mut cluster = Cluster::start(3, &depmgr).await;
+    let depmgr = FakeDepmgr::any_package().await;
+    let mut cluster = Supervisors::start(3, &depmgr.url).await;
     let agents: Vec<FakeAgent> = ["a", "b", "c"]
         .iter()
         .map(|n| FakeAgent::start(n, cluster.addrs.clone()))
@@ -101,8 +105,8 @@ async fn leader_killed_mid_failover_new_leader_completes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_cluster_restart_keeps_modules_counters_and_placements() {
-    let depmgr = fake_depmgr().await;
-    let mut cluster = Cluster::start(3, &depmgr).await;
+    let depmgr = FakeDepmgr::any_package().await;
+    let mut cluster = Supervisors::start(3, &depmgr.url).await;
     let agents: Vec<FakeAgent> = ["a", "b"]
         .iter()
         .map(|n| FakeAgent::start(n, cluster.addrs.clone()))

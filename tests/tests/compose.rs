@@ -15,16 +15,17 @@
 //! returns.
 
 use std::{
-    io::Read,
-    net::TcpListener,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::Value;
+use testkit::bins::bin_dir;
+use testkit::net::free_ports;
+use testkit::process::output_within;
 
 /// Building the binaries from nothing takes minutes (RocksDB); `.ci/test`
 /// builds them before the tests, so here this is only a safety net.
@@ -74,7 +75,7 @@ fn run(compose: Vec<String>) -> Result<()> {
 
     // 2. The cluster, under its own project name, subnet and host ports.
     let net = free_subnet()?;
-    let ports = free_ports(4)?;
+    let ports = free_ports(4);
     let (depmgr_port, sup_ports) = (ports[0], [ports[1], ports[2], ports[3]]);
     let project = format!(
         "supct{}x{}",
@@ -134,8 +135,8 @@ fn run(compose: Vec<String>) -> Result<()> {
     );
 
     // 4. Publish and deploy with supctl, from the host, through the published ports.
-    let supctl = release_dir().join("supctl");
-    let out = run_cmd(
+    let supctl = bin_dir().join("supctl");
+    let out = output_within(
         Command::new(&supctl)
             .arg("package")
             .arg("push")
@@ -146,7 +147,7 @@ fn run(compose: Vec<String>) -> Result<()> {
     )?;
     ensure_success("supctl package push", &out)?;
     log(start, format!("supctl package push: {}", stdout_line(&out)));
-    let out = run_cmd(
+    let out = output_within(
         Command::new(&supctl)
             .arg("--addr")
             .arg(sup_addr(1))
@@ -267,7 +268,7 @@ fn run(compose: Vec<String>) -> Result<()> {
         leader_now != leader,
         "the killed supervisor {leader} leads again"
     );
-    let out = run_cmd(
+    let out = output_within(
         Command::new(&supctl)
             .arg("--addr")
             .arg(survivors.join(","))
@@ -322,7 +323,7 @@ impl Cluster {
     }
 
     fn compose_ok(&self, args: &[&str], timeout: Duration) -> Result<Output> {
-        let out = run_cmd(&mut self.command(args), timeout)?;
+        let out = output_within(&mut self.command(args), timeout)?;
         ensure_success(
             &format!("{} {}", self.compose.join(" "), args.join(" ")),
             &out,
@@ -339,7 +340,7 @@ impl Cluster {
 
     fn kill(&self, service: &str) -> Result<()> {
         let id = self.container(service)?;
-        let out = run_cmd(Command::new("docker").args(["kill", &id]), COMPOSE_TIMEOUT)?;
+        let out = output_within(Command::new("docker").args(["kill", &id]), COMPOSE_TIMEOUT)?;
         ensure_success(&format!("docker kill {service}"), &out)
     }
 
@@ -347,7 +348,7 @@ impl Cluster {
     /// names that node and epoch.
     fn heartbeat(&self, node: &str, epoch: u64) -> Result<Option<String>> {
         let id = self.container(&format!("agent-{node}"))?;
-        let out = run_cmd(
+        let out = output_within(
             Command::new("docker").args(["exec", &id, "cat", &format!("/tmp/{MODULE}.heartbeat")]),
             COMPOSE_TIMEOUT,
         )?;
@@ -367,7 +368,7 @@ impl Cluster {
         };
         let id = self.container(&format!("agent-{node}"))?;
         let url = format!("http://{net}.{host}:7100/v1/status");
-        let out = run_cmd(
+        let out = output_within(
             Command::new("docker").args(["exec", &id, "wget", "-q", "-O", "-", &url]),
             COMPOSE_TIMEOUT,
         )?;
@@ -388,7 +389,7 @@ impl Cluster {
             vec!["volume", "ls", "-q", "--filter", &label],
             vec!["network", "ls", "-q", "--filter", &label],
         ] {
-            let out = run_cmd(Command::new("docker").args(&what), COMPOSE_TIMEOUT)?;
+            let out = output_within(Command::new("docker").args(&what), COMPOSE_TIMEOUT)?;
             ensure_success("docker ls", &out)?;
             let left = String::from_utf8_lossy(&out.stdout).trim().to_string();
             ensure!(
@@ -407,7 +408,7 @@ impl Drop for Cluster {
         }
         if !self.passed {
             println!("--- last log lines of project {} ---", self.project);
-            match run_cmd(
+            match output_within(
                 &mut self.command(&["logs", "--no-color", "--tail", "30"]),
                 COMPOSE_TIMEOUT,
             ) {
@@ -534,7 +535,7 @@ fn poll<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Result<Option<
 
 /// The compose command, when an engine is reachable; otherwise why not.
 fn preflight() -> Result<Vec<String>, String> {
-    let out = run_cmd(
+    let out = output_within(
         Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]),
         Duration::from_secs(20),
     )
@@ -549,7 +550,7 @@ fn preflight() -> Result<Vec<String>, String> {
     for compose in [vec!["docker", "compose"], vec!["docker-compose"]] {
         let mut cmd = Command::new(compose[0]);
         cmd.args(&compose[1..]).arg("version");
-        match run_cmd(&mut cmd, Duration::from_secs(20)) {
+        match output_within(&mut cmd, Duration::from_secs(20)) {
             Ok(out) if out.status.success() => {
                 println!(
                     "Docker engine {engine}; compose: {} ({})",
@@ -573,23 +574,14 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `<target>/release`, where this test binary lives (`release/deps/compose-…`).
-fn release_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary in <target>/release/deps")
-        .to_path_buf()
-}
-
 /// Runs the build script (which builds the release binaries into this test's
 /// target dir and imports the image); returns the image name it prints.
 fn build_image(root: &Path) -> Result<String> {
-    let target = release_dir()
+    let target = bin_dir()
         .parent()
         .expect("release dir has a parent")
         .to_path_buf();
-    let out = run_cmd(
+    let out = output_within(
         Command::new(root.join("tests/compose/build-images.sh")).env("CARGO_TARGET_DIR", target),
         BUILD_TIMEOUT,
     )?;
@@ -606,7 +598,7 @@ fn build_image(root: &Path) -> Result<String> {
 
 /// `a.b.c` with `a.b.c.0/24` overlapping no Docker network's subnet.
 fn free_subnet() -> Result<String> {
-    let out = run_cmd(
+    let out = output_within(
         Command::new("docker").args(["network", "ls", "-q"]),
         COMPOSE_TIMEOUT,
     )?;
@@ -617,7 +609,7 @@ fn free_subnet() -> Result<String> {
         .collect();
     let mut used = Vec::new();
     if !ids.is_empty() {
-        let out = run_cmd(
+        let out = output_within(
             Command::new("docker")
                 .args([
                     "network",
@@ -661,57 +653,7 @@ fn parse_cidr(s: &str) -> Option<(u32, u32)> {
     Some((first, first | !mask))
 }
 
-fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
-}
-
-// -------------------------------------------------------------- processes
-
-/// Runs `cmd` to the end with its output captured; kills it past `timeout`.
-fn run_cmd(cmd: &mut Command, timeout: Duration) -> Result<Output> {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {what}"))?;
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let end = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{what}: still running after {timeout:?}, killed");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    Ok(Output {
-        status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-    })
-}
+// ---------------------------------------------------------- command output
 
 fn ensure_success(what: &str, out: &Output) -> Result<()> {
     ensure!(

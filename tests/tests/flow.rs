@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use cluster_tests::{Options, TestCluster, eventually, spec};
+use cluster_tests::{Options, TestCluster, spec};
+use testkit::eventually;
+use testkit::process::pid_alive;
 use tokio::sync::Mutex;
 
 /// One cluster at a time: the machine is small.
@@ -36,11 +38,6 @@ fn kill9(pid: u32) {
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill -9");
-}
-
-fn alive(pid: u32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
 }
 
 async fn running_on(c: &TestCluster, module: &str, node: &str) -> admin_api::ModuleView {
@@ -104,7 +101,12 @@ async fn killed_module_is_restored_in_place() {
 
     // supctl reads the same views.
     let out = std::process::Command::new(c.bins.join("supctl"))
-        .args(["--addr", &c.supervisor_addrs.join(","), "--json", "modules"])
+        .args([
+            "--addr",
+            &c.supervisors.addrs.join(","),
+            "--json",
+            "modules",
+        ])
         .output()
         .expect("supctl");
     assert!(
@@ -280,7 +282,7 @@ async fn killed_agent_node_goes_down_and_its_modules_run_elsewhere_once() {
     eventually(
         "the module dies with its agent",
         Duration::from_secs(5),
-        || async { (!alive(pid)).then_some(()) },
+        || async { (!pid_alive(pid)).then_some(()) },
     )
     .await;
     eventually("node a down", T, || async {
@@ -358,7 +360,7 @@ async fn whole_cluster_stop_and_start_keeps_modules_counters_and_placements() {
     let before = c.admin().modules().await.expect("modules");
     let events_before = c.events_of("web").await;
 
-    let exits = c.stop_all();
+    let exits = c.stop_all().await;
     for (name, status) in &exits {
         assert!(
             status.is_some_and(|s| s.success()),
@@ -415,7 +417,7 @@ async fn supervisor_membership_add_a_fourth_remove_one_keeps_serving() {
         .request(
             reqwest::Method::POST,
             "/v1/cluster/members",
-            Some(&serde_json::json!({"id": 4, "addr": c.supervisor_addrs[i4]})),
+            Some(&serde_json::json!({"id": 4, "addr": c.supervisors.addrs[i4]})),
         )
         .await
         .expect("add member");
