@@ -296,9 +296,10 @@ async fn every_endpoint_and_every_bad_input() {
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     let victim = cluster.ids[follower];
-    // The new replica learns who leads, then forwards the removal there.
-    eventually("the new replica knows the leader", T, || async {
-        cluster.view(i4).await?.leader
+    // The new replica learns who leads and where (it forwards there once it
+    // has applied the membership naming the leader's address).
+    eventually("the new replica knows the leader's address", T, || async {
+        cluster.view(i4).await?.leader_addr
     })
     .await;
     let (s, v) = Api::new(&cluster.addrs[i4])

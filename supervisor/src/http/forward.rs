@@ -44,7 +44,16 @@ pub async fn forward_to_leader(State(app): State<Arc<App>>, req: Request, next: 
         .into_response();
     }
     let Some((leader_id, addr)) = app.leader_addr() else {
-        return ApiError::unavailable("no leader elected yet; retry shortly").into_response();
+        let known = app.raft.metrics().borrow().current_leader;
+        let message = match known {
+            // A replica that is catching up (a new member) hears from the
+            // leader before it has applied the membership naming its address.
+            Some(id) => format!(
+                "leader {id} is known but not yet its address (this replica is catching up); retry shortly"
+            ),
+            None => "no leader elected yet; retry shortly".to_string(),
+        };
+        return ApiError::unavailable(message).into_response();
     };
     if leader_id == app.id {
         return ApiError::unavailable("leadership is changing; retry shortly").into_response();
