@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::spec;
+use proto::record::EventKind;
 use testkit::eventually;
 use testkit::fake_agent::FakeAgent;
 use testkit::fake_depmgr::FakeDepmgr;
@@ -77,15 +78,20 @@ async fn leader_killed_mid_failover_new_leader_completes_it() {
         .collect();
     let attempts: Vec<&str> = web
         .iter()
-        .filter(|e| e.kind == "restore_ordered")
+        .filter(|e| e.event_kind() == Some(EventKind::RestoreOrdered))
         .map(|e| e.detail["attempt"].as_str())
         .collect();
     assert_eq!(attempts, ["1", "2", "3"], "{web:#?}");
     assert_eq!(
-        web.iter().filter(|e| e.kind == "failover_started").count(),
+        web.iter()
+            .filter(|e| e.event_kind() == Some(EventKind::FailoverStarted))
+            .count(),
         1
     );
-    assert!(web.iter().any(|e| e.kind == "failover_completed"));
+    assert!(
+        web.iter()
+            .any(|e| e.event_kind() == Some(EventKind::FailoverCompleted))
+    );
 
     // The killed replica comes back and catches up.
     cluster.restart(leader);
@@ -121,7 +127,9 @@ async fn whole_cluster_restart_keeps_modules_counters_and_placements() {
         let events = c.events(0).await.ok()?;
         events
             .iter()
-            .any(|e| e.kind == "restored" && e.module.as_deref() == Some("web"))
+            .any(|e| {
+                e.event_kind() == Some(EventKind::Restored) && e.module.as_deref() == Some("web")
+            })
             .then_some(())
     })
     .await;
@@ -154,12 +162,14 @@ async fn whole_cluster_restart_keeps_modules_counters_and_placements() {
     assert!(
         events_after
             .iter()
-            .any(|e| e.kind == "restored" && e.module.as_deref() == Some("web"))
+            .any(|e| e.event_kind() == Some(EventKind::Restored)
+                && e.module.as_deref() == Some("web"))
     );
     // Nothing was re-decided: no new placement after the restart.
     assert!(
         !events_after[events_before..]
             .iter()
-            .any(|e| e.kind == "placed" || e.kind == "failover_started")
+            .any(|e| e.event_kind() == Some(EventKind::Placed)
+                || e.event_kind() == Some(EventKind::FailoverStarted))
     );
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use cluster_tests::{Options, TestCluster, spec};
+use proto::record::EventKind;
 use testkit::eventually;
 use testkit::process::pid_alive;
 use tokio::sync::Mutex;
@@ -14,8 +15,14 @@ use tokio::sync::Mutex;
 static SERIAL: Mutex<()> = Mutex::const_new(());
 const T: Duration = Duration::from_secs(40);
 
-fn kinds(events: &[admin_api::EventView]) -> Vec<&str> {
-    events.iter().map(|e| e.kind.as_str()).collect()
+fn kinds(events: &[admin_api::EventView]) -> Vec<EventKind> {
+    events
+        .iter()
+        .map(|e| {
+            e.event_kind()
+                .expect("every kind the supervisor records is known here")
+        })
+        .collect()
 }
 
 /// The pid of the module's process, from its agent.
@@ -66,17 +73,23 @@ async fn killed_module_is_restored_in_place() {
     kill9(pid);
     let events = eventually("restored", T, || async {
         let e = c.events_of("web").await;
-        e.iter().any(|e| e.kind == "restored").then_some(e)
+        e.iter()
+            .any(|e| e.event_kind() == Some(EventKind::Restored))
+            .then_some(e)
     })
     .await;
     let k = kinds(&events);
     let at = k
         .iter()
-        .position(|k| *k == "failure_detected")
+        .position(|k| *k == EventKind::FailureDetected)
         .expect("failure detected");
     assert_eq!(
         &k[at..at + 3],
-        ["failure_detected", "restore_ordered", "restored"],
+        [
+            EventKind::FailureDetected,
+            EventKind::RestoreOrdered,
+            EventKind::Restored
+        ],
         "{k:?}"
     );
     assert_eq!(events[at + 1].detail["attempt"], "1");
@@ -140,28 +153,28 @@ async fn module_failing_on_its_node_fails_over_with_its_package() {
     assert_eq!(moved.failovers, 1);
     let events = c.events_of("web").await;
     let k = kinds(&events);
-    let tail: Vec<&str> = k[k
+    let tail: Vec<EventKind> = k[k
         .iter()
-        .position(|k| *k == "failure_detected")
+        .position(|k| *k == EventKind::FailureDetected)
         .expect("detected")..]
         .to_vec();
     assert_eq!(
         tail,
         [
-            "failure_detected",
-            "restore_ordered",
-            "restore_ordered",
-            "failover_started",
-            "previous_released",
-            "package_retrieved",
-            "installed",
-            "failover_completed"
+            EventKind::FailureDetected,
+            EventKind::RestoreOrdered,
+            EventKind::RestoreOrdered,
+            EventKind::FailoverStarted,
+            EventKind::PreviousReleased,
+            EventKind::PackageRetrieved,
+            EventKind::Installed,
+            EventKind::FailoverCompleted
         ],
         "{k:?}"
     );
     let started = events
         .iter()
-        .find(|e| e.kind == "failover_started")
+        .find(|e| e.event_kind() == Some(EventKind::FailoverStarted))
         .expect("failover");
     assert_eq!(started.detail["from"], "a");
     assert_eq!(started.node, moved.node);
@@ -194,15 +207,13 @@ async fn failover_node_failing_too_moves_on_then_gives_up() {
     let events = c.events_of("web").await;
     let failed_over: Vec<_> = events
         .iter()
-        .filter(|e| e.kind == "failover_started")
+        .filter(|e| e.event_kind() == Some(EventKind::FailoverStarted))
         .map(|e| e.node.clone().unwrap_or_default())
         .collect();
     assert_eq!(failed_over, ["b", "c"]);
-    assert!(
-        events
-            .iter()
-            .any(|e| e.kind == "failover_failed" && e.node.as_deref() == Some("b"))
-    );
+    assert!(events.iter().any(
+        |e| e.event_kind() == Some(EventKind::FailoverFailed) && e.node.as_deref() == Some("b")
+    ));
 
     // Now it fails everywhere: after max_nodes failover nodes, it is failed.
     c.set_failing("c", true);
@@ -216,7 +227,7 @@ async fn failover_node_failing_too_moves_on_then_gives_up() {
         c.events_of("web")
             .await
             .iter()
-            .any(|e| e.kind == "module_failed")
+            .any(|e| e.event_kind() == Some(EventKind::ModuleFailed))
     );
     assert!(c.running_copies("web").await.is_empty());
 }
@@ -247,7 +258,7 @@ async fn leader_killed_mid_failover_new_leader_completes_it() {
     let events = c.events_of("web").await;
     let attempts: Vec<&str> = events
         .iter()
-        .filter(|e| e.kind == "restore_ordered")
+        .filter(|e| e.event_kind() == Some(EventKind::RestoreOrdered))
         .map(|e| e.detail["attempt"].as_str())
         .collect();
     assert_eq!(
@@ -259,7 +270,7 @@ async fn leader_killed_mid_failover_new_leader_completes_it() {
     assert_eq!(
         events
             .iter()
-            .filter(|e| e.kind == "failover_started")
+            .filter(|e| e.event_kind() == Some(EventKind::FailoverStarted))
             .count(),
         1
     );
@@ -388,7 +399,8 @@ async fn whole_cluster_stop_and_start_keeps_modules_counters_and_placements() {
     assert!(
         !events_after[events_before.len()..]
             .iter()
-            .any(|e| e.kind == "failover_started" || e.kind == "placed")
+            .any(|e| e.event_kind() == Some(EventKind::FailoverStarted)
+                || e.event_kind() == Some(EventKind::Placed))
     );
     for m in ["web", "api"] {
         let copies = eventually("one running copy", T, || async {
