@@ -81,13 +81,16 @@ async fn start(cfg: Config) -> Result<(), Startup> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let (state_file, persisted) = StateFile::open(DataDir::new(&cfg.data_dir), now_ms)
-        .map_err(|e| Startup::Usage(e.to_string()))?;
+    // Bind first: a listen address that cannot be used is an exit 2 that
+    // leaves the data dir untouched (opening it takes the lock and writes a
+    // new incarnation).
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| {
             Startup::Usage(agent::Error::Listen(format!("{}: {e}", cfg.listen)).to_string())
         })?;
+    let (state_file, persisted) = StateFile::open(DataDir::new(&cfg.data_dir), now_ms)
+        .map_err(|e| Startup::Usage(e.to_string()))?;
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     // Handlers are installed here, before anything runs, so a signal that

@@ -650,6 +650,28 @@ async fn bad_flags_and_unusable_data_dir_exit_2() {
         b"x",
         "nothing changed on disk"
     );
+    // A listen address in use: exit 2, and the (new) data dir is not created.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr").to_string();
+    let fresh = tmp.path().join("fresh");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args([
+            "--node",
+            "a",
+            "--listen",
+            &taken_addr,
+            "--supervisors",
+            "h:1",
+        ])
+        .arg("--data-dir")
+        .arg(&fresh)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&taken_addr), "{stderr}");
+    assert!(!fresh.exists(), "the data dir was created: {stderr}");
 }
 
 #[tokio::test]
