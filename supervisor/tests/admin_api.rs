@@ -186,6 +186,17 @@ async fn every_endpoint_and_every_bad_input() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = api.post("/v1/nodes/nowhere/drain", "").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // Unknown paths, wrong methods and malformed queries answer JSON errors
+    // too, naming the problem.
+    let (s, v) = api.get("/v1/nope").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(error_of(&v).contains("/v1/nope"), "{v}");
+    let (s, v) = api.delete("/v1/events").await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(error_of(&v).contains("DELETE"), "{v}");
+    let (s, v) = api.get("/v1/events?after=x").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(error_of(&v).contains("after"), "{v}");
 
     // Events: oldest first, `after` filters.
     let (s, v) = api.get("/v1/events").await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::forward::forward_to_leader;
 use super::guard::{refuse_oversized, require_token};
-use super::{ApiError, ApiResult};
+use super::{ApiError, ApiResult, Params};
 use crate::app::App;
 use crate::state::{Deploy, Drain, Outcome, Remove, Transition};
 use crate::views::{
@@ -202,7 +202,7 @@ async fn remove_member(
 
 async fn nodes(
     State(app): State<Arc<App>>,
-    Query(opts): Query<ReadOpts>,
+    Params(opts): Params<ReadOpts>,
 ) -> ApiResult<Json<Vec<NodeView>>> {
     read_barrier(&app, &opts).await?;
     Ok(Json(app.state.read(|s| {
@@ -224,7 +224,7 @@ async fn drain(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult
 
 async fn modules(
     State(app): State<Arc<App>>,
-    Query(opts): Query<ReadOpts>,
+    Params(opts): Params<ReadOpts>,
 ) -> ApiResult<Json<Vec<ModuleView>>> {
     read_barrier(&app, &opts).await?;
     Ok(Json(app.state.read(|s| {
@@ -235,7 +235,7 @@ async fn modules(
 async fn module(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    Query(opts): Query<ReadOpts>,
+    Params(opts): Params<ReadOpts>,
 ) -> ApiResult<Json<ModuleView>> {
     read_barrier(&app, &opts).await?;
     app.state
@@ -329,7 +329,7 @@ async fn remove(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiRes
 
 async fn events(
     State(app): State<Arc<App>>,
-    Query(opts): Query<ReadOpts>,
+    Params(opts): Params<ReadOpts>,
 ) -> ApiResult<Json<Vec<EventView>>> {
     read_barrier(&app, &opts).await?;
     let after = opts.after.unwrap_or(0);

@@ -21,7 +21,9 @@ pub mod raft;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -95,7 +97,8 @@ impl From<Rejection> for ApiError {
 /// A handler's result.
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// The whole HTTP surface of a replica.
+/// The whole HTTP surface of a replica. An unknown path or method is a
+/// JSON error too (404, 405), like every other error.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(raft::routes())
@@ -103,5 +106,41 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(agent::routes(&app))
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::metrics))
+        .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
+}
+
+async fn no_such_endpoint(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Query parameters, parsed into `T`; a malformed query is a JSON 400
+/// naming the problem (axum's own rejection is plain text).
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(e) => Err(ApiError::bad(e.body_text())),
+        }
+    }
 }
