@@ -35,6 +35,7 @@ impl ClientError {
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     http: reqwest::Client,
+    scheme: &'static str,
     addrs: Vec<String>,
     token: Option<String>,
     timeout: Duration,
@@ -43,12 +44,24 @@ pub struct AdminClient {
 impl AdminClient {
     /// `addrs`: `host:port` of one or more replicas.
     pub fn new(addrs: Vec<String>, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_tls(addrs, token, None)
+    }
+
+    /// With `tls`: `https://`, presenting this certificate (an operator's,
+    /// or a supervisor's when a replica forwards) and accepting only
+    /// supervisor certificates of the cluster CA.
+    pub fn with_tls(
+        addrs: Vec<String>,
+        token: Option<String>,
+        tls: Option<&std::sync::Arc<tls::Tls>>,
+    ) -> Self {
+        let http = tls::client::http_builder(tls, &[tls::Role::Supervisor])
             .connect_timeout(Duration::from_secs(2))
             .build()
             .expect("building an HTTP client with static settings");
         AdminClient {
             http,
+            scheme: tls::client::scheme(tls),
             addrs,
             token,
             timeout: Duration::from_secs(30),
@@ -68,7 +81,7 @@ impl AdminClient {
     ) -> Result<T, ClientError> {
         let mut unreachable = Vec::new();
         for addr in &self.addrs {
-            let url = format!("http://{addr}{path}");
+            let url = format!("{}://{addr}{path}", self.scheme);
             let mut req = self
                 .http
                 .request(method.clone(), &url)
@@ -82,7 +95,7 @@ impl AdminClient {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    unreachable.push(format!("{addr}: {e}"));
+                    unreachable.push(format!("{addr}: {}", chain(&e)));
                     continue;
                 }
             };
@@ -146,4 +159,20 @@ impl AdminClient {
         self.request::<(), _>(Method::POST, &format!("/v1/nodes/{node}/drain"), None)
             .await
     }
+}
+
+/// An error with its causes (reqwest's own message rarely says what
+/// happened: a refused certificate is three levels down).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg
 }

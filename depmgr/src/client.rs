@@ -91,20 +91,38 @@ impl Client {
     }
 
     pub fn with_timeouts(base: &str, timeouts: Timeouts) -> Result<Client> {
+        Client::with_tls(base, timeouts, None)
+    }
+
+    /// A client that, with `tls`, presents this program's certificate and
+    /// accepts only a server holding a depmgr certificate of the cluster CA
+    /// (`https://`); without, plain `http://`. A bare `host:port` takes the
+    /// scheme that fits.
+    pub fn with_tls(
+        base: &str,
+        timeouts: Timeouts,
+        tls: Option<&std::sync::Arc<tls::Tls>>,
+    ) -> Result<Client> {
         let base = base.trim().trim_end_matches('/');
         let base = if base.contains("://") {
             base.to_string()
         } else {
-            format!("http://{base}")
+            tls::client::base_url(tls, base)
         };
         let url = reqwest::Url::parse(&base)
             .map_err(|e| Error::BadRequest(format!("depmgr URL {base:?}: {e}")))?;
-        if url.scheme() != "http" {
-            return Err(Error::BadRequest(format!(
-                "depmgr URL {base:?}: only http:// is supported"
-            )));
+        let want = tls::client::scheme(tls);
+        if url.scheme() != want {
+            return Err(Error::BadRequest(if tls.is_some() {
+                format!("depmgr URL {base:?}: with TLS flags the URL is https://")
+            } else {
+                format!(
+                    "depmgr URL {base:?}: {}:// needs the TLS flags (--tls-ca, --tls-cert, --tls-key); without them only http:// is supported",
+                    url.scheme()
+                )
+            }));
         }
-        let http = reqwest::Client::builder()
+        let http = tls::client::http_builder(tls, &[tls::Role::Depmgr])
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.idle)
             .build()

@@ -68,6 +68,64 @@ enum Cmd {
     /// Configuration packages in the dependency manager (depmgr).
     #[command(subcommand)]
     Package(depmgr::cli::PackageCmd),
+    /// The cluster's certificate authority: make it, issue certificates.
+    #[command(subcommand)]
+    Ca(CaCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCmd {
+    /// Create a CA: <dir>/ca.pem and <dir>/ca.key (refuses to replace one).
+    Init { dir: PathBuf },
+    /// Issue a certificate and key signed by the CA in <dir>:
+    /// <dir>/<name>.pem and <dir>/<name>.key, naming
+    /// spiffe://supcluster/<role>/<name>. Issuing again for the same
+    /// identity replaces them (rotation: then send the daemon SIGHUP).
+    Issue {
+        dir: PathBuf,
+        /// supervisor (name = its id), agent (name = its node), depmgr or
+        /// operator.
+        role: tls::Role,
+        name: String,
+        /// A DNS name or IP address the holder is reached at (repeatable);
+        /// informational: cluster clients check identities, not host names.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Validity in days (a negative number issues an already expired
+        /// certificate, for testing refusals).
+        #[arg(long, default_value_t = tls::ca::DEFAULT_DAYS, allow_negative_numbers = true)]
+        days: i64,
+    },
+}
+
+fn ca(cmd: &CaCmd) -> Result<()> {
+    match cmd {
+        CaCmd::Init { dir } => {
+            tls::ca::init(dir)?;
+            println!(
+                "CA written: {} and {} (keep the key secret)",
+                tls::ca::ca_cert_path(dir).display(),
+                tls::ca::ca_key_path(dir).display()
+            );
+        }
+        CaCmd::Issue {
+            dir,
+            role,
+            name,
+            hosts,
+            days,
+        } => {
+            let identity = tls::Identity::new(*role, name).map_err(anyhow::Error::msg)?;
+            let cert = tls::ca::issue(dir, &identity, hosts, *days)?;
+            println!(
+                "{} issued: {} and {}",
+                identity.uri(),
+                cert.display(),
+                tls::ca::key_path(dir, name).display()
+            );
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -102,6 +160,7 @@ async fn run(cli: Cli) -> Result<()> {
     match &cli.cmd {
         Cmd::Package(cmd) => return depmgr::cli::run(cmd.clone()).await,
         Cmd::Dev { dir } => return dev::run(dir).await,
+        Cmd::Ca(cmd) => return ca(cmd),
         Cmd::Status => {
             let cluster = c.cluster().await?;
             let nodes = c.nodes().await?;

@@ -19,8 +19,18 @@ use crate::process::{ProcessSet, Program};
 /// `GET http://<addr>/v1/status` of an agent as JSON, if it answers within
 /// 2 s.
 pub async fn agent_status(addr: &str) -> Option<serde_json::Value> {
-    let resp = reqwest::Client::new()
-        .get(format!("http://{addr}/v1/status"))
+    agent_status_tls(addr, None).await
+}
+
+/// As [`agent_status`], over TLS with `tls`'s certificate when given.
+pub async fn agent_status_tls(
+    addr: &str,
+    tls: Option<&std::sync::Arc<tls::Tls>>,
+) -> Option<serde_json::Value> {
+    let resp = tls::client::http_builder(tls, &[tls::Role::Agent])
+        .build()
+        .ok()?
+        .get(format!("{}://{addr}/v1/status", tls::client::scheme(tls)))
         .timeout(Duration::from_secs(2))
         .send()
         .await
@@ -36,6 +46,9 @@ pub struct AgentArgs<'a> {
     pub heartbeat_ms: u64,
     pub stop_grace_ms: u64,
     pub extra: Vec<String>,
+    /// With TLS: the CA; the agent holds `agent/<node>`, and its status
+    /// API is read with `operator/ops`.
+    pub certs: Option<std::sync::Arc<crate::certs::Certs>>,
 }
 
 impl<'a> AgentArgs<'a> {
@@ -48,6 +61,7 @@ impl<'a> AgentArgs<'a> {
             heartbeat_ms: 100,
             stop_grace_ms: 300,
             extra: Vec::new(),
+            certs: None,
         }
     }
 }
@@ -60,6 +74,8 @@ pub struct AgentProc {
     pub listen: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// The identity the status API is read with (TLS only).
+    pub reader: Option<std::sync::Arc<tls::Tls>>,
 }
 
 impl AgentProc {
@@ -82,6 +98,11 @@ impl AgentProc {
             .args(["--stop-grace-ms", &a.stop_grace_ms.to_string()])
             .args(["--request-timeout-ms", "500"])
             .args(&a.extra)
+            .args(
+                a.certs
+                    .as_ref()
+                    .map_or_else(Vec::new, |c| c.flags(tls::Role::Agent, a.node)),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("AGENT_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -94,6 +115,7 @@ impl AgentProc {
             pid,
             listen,
             data_dir: a.data_dir.to_path_buf(),
+            reader: a.certs.as_ref().map(|c| c.operator()),
         }
     }
 
@@ -104,7 +126,7 @@ impl AgentProc {
 
     /// `GET /v1/status` as JSON.
     pub async fn status(&self) -> Option<serde_json::Value> {
-        agent_status(&self.listen).await
+        agent_status_tls(&self.listen, self.reader.as_ref()).await
     }
 
     /// Waits for the status API to answer.

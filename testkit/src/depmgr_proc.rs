@@ -30,6 +30,8 @@ pub struct DepmgrProc {
     /// `127.0.0.1:<port>`.
     pub addr: String,
     pub data_dir: PathBuf,
+    /// With TLS: the operator identity of [`DepmgrProc::client`].
+    pub operator: Option<std::sync::Arc<tls::Tls>>,
 }
 
 impl DepmgrProc {
@@ -40,12 +42,45 @@ impl DepmgrProc {
         Self::start_program(&bin("depmgr"), data_dir, extra, "depmgr=debug,info").await
     }
 
+    /// As [`DepmgrProc::start`], with TLS when `certs` is given: depmgr
+    /// holds `depmgr/depmgr`, the client `operator/ops`.
+    pub async fn start_tls(
+        data_dir: &Path,
+        extra: &[&str],
+        certs: Option<&crate::certs::Certs>,
+    ) -> io::Result<DepmgrProc> {
+        let Some(certs) = certs else {
+            return Self::start(data_dir, extra).await;
+        };
+        let flags = certs.flags(tls::Role::Depmgr, "depmgr");
+        let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
+        all.extend_from_slice(extra);
+        Self::start_inner(
+            &bin("depmgr"),
+            data_dir,
+            &all,
+            "depmgr=debug,info",
+            Some(certs.operator()),
+        )
+        .await
+    }
+
     /// As [`DepmgrProc::start`], with the binary and `RUST_LOG` given.
     pub async fn start_program(
         program: &Path,
         data_dir: &Path,
         extra: &[&str],
         rust_log: &str,
+    ) -> io::Result<DepmgrProc> {
+        Self::start_inner(program, data_dir, extra, rust_log, None).await
+    }
+
+    async fn start_inner(
+        program: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+        rust_log: &str,
+        operator: Option<std::sync::Arc<tls::Tls>>,
     ) -> io::Result<DepmgrProc> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -79,8 +114,9 @@ impl DepmgrProc {
             pid,
             addr,
             data_dir: data_dir.to_path_buf(),
+            operator,
         };
-        let http = reqwest::Client::builder()
+        let http = tls::client::http_builder(me.operator.as_ref(), &[tls::Role::Depmgr])
             .timeout(Duration::from_secs(2))
             .build()
             .map_err(io::Error::other)?;
@@ -99,16 +135,22 @@ impl DepmgrProc {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", self.base())
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        tls::client::base_url(self.operator.as_ref(), &self.addr)
     }
 
+    /// A client presenting the operator certificate with TLS.
     pub fn client(&self) -> depmgr::client::Client {
-        depmgr::client::Client::new(&self.base()).expect("client")
+        depmgr::client::Client::with_tls(
+            &self.base(),
+            depmgr::client::Timeouts::default(),
+            self.operator.as_ref(),
+        )
+        .expect("client")
     }
 
     pub fn pid(&self) -> u32 {

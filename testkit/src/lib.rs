@@ -15,12 +15,14 @@
 //! - Fakes, speaking the real protocols: [`fake_supervisor`] (for the
 //!   agent's tests), [`fake_agent`] (for the supervisor's), [`fake_depmgr`]
 //!   (for both).
+//! - Trust: [`certs`] (a CA and certificates made by `supctl ca`).
 //! - Builders: [`package`] (packages packed by depmgr's packer),
 //!   [`raw_tar`] (hostile archives), [`spec`] (module specs),
 //!   [`directives`] (what a leader sends).
 
 pub mod agent_proc;
 pub mod bins;
+pub mod certs;
 pub mod depmgr_proc;
 pub mod directives;
 pub mod fake_agent;
@@ -38,6 +40,7 @@ pub mod spec;
 pub mod supervisors;
 
 pub use bins::bin;
+pub use certs::Certs;
 pub use net::{free_addr, free_port};
 pub use poll::{eventually, poll_until};
 pub use process::{ProcessSet, Program};

@@ -17,11 +17,13 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use admin_api::{AdminClient, ClusterView, ModuleView};
 
 use crate::bins::bin;
+use crate::certs::Certs;
 use crate::flags::{SUPERVISOR_FLAGS_FAKE_AGENTS, with_defaults};
 use crate::net::free_addr;
 use crate::poll::eventually;
@@ -38,6 +40,9 @@ pub struct Supervisors {
     dir: PathBuf,
     /// Every replica's timing and other flags, after the fixed ones.
     flags: Vec<String>,
+    /// With TLS: the CA; replica `id` holds `supervisor/<id>`, the admin
+    /// clients `operator/ops`.
+    pub certs: Option<Arc<Certs>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -51,9 +56,26 @@ impl Supervisors {
     /// As [`Supervisors::start`], with `extra` flags (which override the
     /// fast defaults they name).
     pub async fn start_with(n: usize, depmgr: &str, extra: &[&str]) -> Supervisors {
+        Self::start_tls(n, depmgr, extra, None).await
+    }
+
+    /// As [`Supervisors::start_with`], with TLS when `certs` is given.
+    pub async fn start_tls(
+        n: usize,
+        depmgr: &str,
+        extra: &[&str],
+        certs: Option<Arc<Certs>>,
+    ) -> Supervisors {
         let tmp = tempfile::tempdir().expect("temp dir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut s = Self::spawn_in(tmp.path(), n, depmgr, &SUPERVISOR_FLAGS_FAKE_AGENTS, &extra);
+        let mut s = Self::spawn_in_tls(
+            tmp.path(),
+            n,
+            depmgr,
+            &SUPERVISOR_FLAGS_FAKE_AGENTS,
+            &extra,
+            certs,
+        );
         s._tmp = Some(tmp);
         s.wait_leader(Duration::from_secs(20)).await;
         s
@@ -68,7 +90,20 @@ impl Supervisors {
         defaults: &[&str],
         extra: &[String],
     ) -> Supervisors {
+        Self::spawn_in_tls(dir, n, depmgr, defaults, extra, None)
+    }
+
+    /// As [`Supervisors::spawn_in`], with TLS when `certs` is given.
+    pub fn spawn_in_tls(
+        dir: &Path,
+        n: usize,
+        depmgr: &str,
+        defaults: &[&str],
+        extra: &[String],
+        certs: Option<Arc<Certs>>,
+    ) -> Supervisors {
         let mut s = Supervisors {
+            certs,
             procs: ProcessSet::new(dir.join("logs")),
             ids: (1..=n as u64).collect(),
             addrs: (0..n).map(|_| free_addr()).collect(),
@@ -107,9 +142,31 @@ impl Supervisors {
             .arg(self.dir.join(format!("s{id}")))
             .args(["--peers", &self.peers(), "--depmgr", &self.depmgr])
             .args(&self.flags)
+            .args(self.tls_flags(id))
             .env("RUST_LOG", "info,openraft=warn");
         let key = self.key(i);
         self.procs.spawn(&key, program).expect("spawn supervisor");
+    }
+
+    /// The TLS flags of replica `id` (none without TLS).
+    pub fn tls_flags(&self, id: u64) -> Vec<String> {
+        self.certs.as_ref().map_or_else(Vec::new, |c| {
+            c.flags(tls::Role::Supervisor, &id.to_string())
+        })
+    }
+
+    /// The operator identity the admin clients present, with TLS.
+    pub fn operator(&self) -> Option<Arc<tls::Tls>> {
+        self.certs.as_ref().map(|c| c.operator())
+    }
+
+    /// `https://` with TLS, else `http://`.
+    pub fn scheme(&self) -> &'static str {
+        if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// SIGKILLs replica `i`.
@@ -149,13 +206,18 @@ impl Supervisors {
 
     /// An admin client that knows every replica.
     pub fn client(&self) -> AdminClient {
-        AdminClient::new(self.addrs.clone(), self.token()).with_timeout(Duration::from_secs(5))
+        AdminClient::with_tls(self.addrs.clone(), self.token(), self.operator().as_ref())
+            .with_timeout(Duration::from_secs(5))
     }
 
     /// An admin client of replica `i` only.
     pub fn client_of(&self, i: usize) -> AdminClient {
-        AdminClient::new(vec![self.addrs[i].clone()], self.token())
-            .with_timeout(Duration::from_secs(5))
+        AdminClient::with_tls(
+            vec![self.addrs[i].clone()],
+            self.token(),
+            self.operator().as_ref(),
+        )
+        .with_timeout(Duration::from_secs(5))
     }
 
     /// OS pid of replica `i`, while it runs.

@@ -1,0 +1,116 @@
+//! Certificates for tests, made the way an operator makes them: by running
+//! `supctl ca init` and `supctl ca issue` (the release binary).
+//!
+//! [`Certs`] is a CA in a directory; [`Certs::flags`] gives the three TLS
+//! flags of a program holding an identity (issuing its certificate the
+//! first time), [`Certs::load`] the loaded identity for an in-process
+//! client.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use tls::{Role, Tls, TlsFiles};
+
+use crate::bins::bin;
+
+/// A cluster CA in a directory, and the certificates it issued.
+pub struct Certs {
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Certs {
+    /// A new CA in a temp dir.
+    pub fn new() -> Certs {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut c = Certs::init(&tmp.path().join("ca"));
+        c._tmp = Some(tmp);
+        c
+    }
+
+    /// A new CA in `dir` (`supctl ca init <dir>`).
+    pub fn init(dir: &Path) -> Certs {
+        supctl(&["ca", "init"], dir, &[]);
+        Certs {
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The files of `role/name`, issued now if they are not there yet
+    /// (`supctl ca issue <dir> <role> <name> --host 127.0.0.1`).
+    pub fn issue(&self, role: Role, name: &str) -> TlsFiles {
+        let files = TlsFiles {
+            ca: self.ca(),
+            cert: self.dir.join(format!("{name}.pem")),
+            key: self.dir.join(format!("{name}.key")),
+        };
+        if !files.cert.exists() {
+            self.reissue(role, name, &[]);
+        }
+        files
+    }
+
+    /// Issues `role/name` again (rotation), with extra `supctl ca issue`
+    /// flags (e.g. `--days -1` for an expired one).
+    pub fn reissue(&self, role: Role, name: &str, extra: &[&str]) {
+        supctl(
+            &["ca", "issue"],
+            &self.dir,
+            &[&[role.as_str(), name, "--host", "127.0.0.1"], extra].concat(),
+        );
+    }
+
+    /// `--tls-ca <ca> --tls-cert <name>.pem --tls-key <name>.key`.
+    pub fn flags(&self, role: Role, name: &str) -> Vec<String> {
+        let f = self.issue(role, name);
+        vec![
+            "--tls-ca".into(),
+            f.ca.display().to_string(),
+            "--tls-cert".into(),
+            f.cert.display().to_string(),
+            "--tls-key".into(),
+            f.key.display().to_string(),
+        ]
+    }
+
+    /// `role/name`'s identity, loaded, for a client in the test.
+    pub fn load(&self, role: Role, name: &str) -> Arc<Tls> {
+        Tls::load(self.issue(role, name)).expect("loading a certificate the test issued")
+    }
+
+    /// The operator `ops`, for admin and upload clients.
+    pub fn operator(&self) -> Arc<Tls> {
+        self.load(Role::Operator, "ops")
+    }
+}
+
+impl Default for Certs {
+    fn default() -> Self {
+        Certs::new()
+    }
+}
+
+fn supctl(cmd: &[&str], dir: &Path, rest: &[&str]) {
+    let out = Command::new(bin("supctl"))
+        .args(cmd)
+        .arg(dir)
+        .args(rest)
+        .output()
+        .expect("running supctl (build the binaries first)");
+    assert!(
+        out.status.success(),
+        "supctl {cmd:?} {} {rest:?} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
