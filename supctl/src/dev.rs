@@ -7,6 +7,12 @@
 //! listens and how to break things, and runs until Ctrl-C (or SIGTERM),
 //! when it stops every process cleanly. A second run reuses the data and
 //! the ports recorded in `<dir>/cluster.json`.
+//!
+//! Everything runs over mutual TLS, as a real deployment does: the first
+//! run makes a CA in `<dir>/tls/` and a certificate per program (depmgr,
+//! supervisors `1`-`3`, agents `a`-`c`, the operator `ops`), and writes
+//! `<dir>/env`, which sets `SUPCTL_ADDR`, `SUPCTL_TLS_*` and `DEPMGR_URL`
+//! for `supctl` (`source .dev-cluster/env`).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -15,9 +21,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use admin_api::AdminClient;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use tls::{Identity, Role, Tls, TlsFiles};
 
 /// Ports of a dev cluster, kept across runs (Raft remembers its peers'
 /// addresses, so a second run must use the same ones).
@@ -223,6 +232,49 @@ where
     }
 }
 
+/// The dev cluster's CA, and certificates issued on demand (kept across
+/// runs; one that no longer loads, e.g. expired, is issued again).
+struct DevCa {
+    dir: PathBuf,
+}
+
+impl DevCa {
+    fn open(dir: &Path) -> Result<DevCa> {
+        if !tls::ca::ca_cert_path(dir).exists() {
+            tls::ca::init(dir)?;
+        }
+        Ok(DevCa {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn files(&self, role: Role, name: &str) -> Result<TlsFiles> {
+        let files = TlsFiles {
+            ca: tls::ca::ca_cert_path(&self.dir),
+            cert: tls::ca::cert_path(&self.dir, name),
+            key: tls::ca::key_path(&self.dir, name),
+        };
+        if Tls::load(files.clone()).is_err() {
+            let id = Identity::new(role, name).map_err(anyhow::Error::msg)?;
+            tls::ca::issue(&self.dir, &id, &["127.0.0.1".into(), "localhost".into()], 365)?;
+        }
+        Ok(files)
+    }
+
+    /// `--tls-ca <ca> --tls-cert <cert> --tls-key <key>` of `role/name`.
+    fn flags(&self, role: Role, name: &str) -> Result<Vec<String>> {
+        let f = self.files(role, name)?;
+        Ok(vec![
+            "--tls-ca".into(),
+            f.ca.display().to_string(),
+            "--tls-cert".into(),
+            f.cert.display().to_string(),
+            "--tls-key".into(),
+            f.key.display().to_string(),
+        ])
+    }
+}
+
 /// Runs the dev cluster until Ctrl-C.
 pub async fn run(dir: &Path) -> Result<()> {
     let (supervisor, agent, depmgr, demo) = (
@@ -237,20 +289,20 @@ pub async fn run(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     let layout = Layout::load_or_create(&dir)?;
     let d = |name: &str| dir.join(name).display().to_string();
+    let ca = DevCa::open(&dir.join("tls"))?;
+    let operator_files = ca.files(Role::Operator, "ops")?;
+    let operator = Tls::load(operator_files.clone())?;
     let mut children = Children(Vec::new());
 
-    let depmgr_url = format!("http://127.0.0.1:{}", layout.depmgr);
-    children.spawn(
-        "depmgr",
-        &depmgr,
-        &[
-            "--listen".into(),
-            format!("127.0.0.1:{}", layout.depmgr),
-            "--data-dir".into(),
-            d("depmgr"),
-        ],
-        &logs,
-    )?;
+    let depmgr_url = format!("https://127.0.0.1:{}", layout.depmgr);
+    let mut args: Vec<String> = vec![
+        "--listen".into(),
+        format!("127.0.0.1:{}", layout.depmgr),
+        "--data-dir".into(),
+        d("depmgr"),
+    ];
+    args.extend(ca.flags(Role::Depmgr, "depmgr")?);
+    children.spawn("depmgr", &depmgr, &args, &logs)?;
     let peers = layout
         .supervisors
         .iter()
@@ -260,7 +312,7 @@ pub async fn run(dir: &Path) -> Result<()> {
         .join(",");
     for (i, port) in layout.supervisors.iter().enumerate() {
         let id = i + 1;
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "--id".into(),
             id.to_string(),
             "--listen".into(),
@@ -272,11 +324,12 @@ pub async fn run(dir: &Path) -> Result<()> {
             "--depmgr".into(),
             depmgr_url.clone(),
         ];
+        args.extend(ca.flags(Role::Supervisor, &id.to_string())?);
         children.spawn(&format!("supervisor-{id}"), &supervisor, &args, &logs)?;
     }
     let sups = layout.supervisor_addrs().join(",");
     for (name, port) in &layout.agents {
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "--node".into(),
             name.clone(),
             "--listen".into(),
@@ -288,12 +341,15 @@ pub async fn run(dir: &Path) -> Result<()> {
             "--label".into(),
             format!("zone={name}"),
         ];
+        args.extend(ca.flags(Role::Agent, name)?);
         children.spawn(&format!("agent-{name}"), &agent, &args, &logs)?;
     }
 
-    let admin = AdminClient::new(
+    let env_file = write_env(&dir, &layout, &operator_files)?;
+    let admin = AdminClient::with_tls(
         layout.supervisor_addrs(),
         std::env::var("SUPCTL_TOKEN").ok(),
+        Some(&operator),
     )
     .with_timeout(Duration::from_secs(5));
     let leader = wait_for("a leader", Duration::from_secs(30), || async {
@@ -315,7 +371,11 @@ pub async fn run(dir: &Path) -> Result<()> {
         port = layout.demo
     );
     std::fs::write(pkg.join("manifest.toml"), manifest)?;
-    let packages = depmgr::client::Client::new(&depmgr_url)?;
+    let packages = depmgr::client::Client::with_tls(
+        &depmgr_url,
+        depmgr::client::Timeouts::default(),
+        Some(&operator),
+    )?;
     match wait_for("depmgr", Duration::from_secs(20), || async {
         Some(packages.push_dir(&pkg).await)
     })
@@ -353,18 +413,14 @@ pub async fn run(dir: &Path) -> Result<()> {
     )
     .await?;
     let node = demo_view.node.clone().unwrap_or_default();
-    let module_pid = module_pid(&layout, &node).await;
+    let module_pid = module_pid(&layout, &node, &operator).await;
 
-    let addr_flag = if layout.supervisors == [7001, 7002, 7003] {
-        String::new()
-    } else {
-        format!(" --addr {}", layout.supervisor_addrs().join(","))
-    };
     println!();
     println!(
-        "supervisor cluster running; data in {}, logs in {}",
+        "supervisor cluster running over mutual TLS; data in {}, logs in {}, CA and certificates in {}",
         dir.display(),
-        logs.display()
+        logs.display(),
+        ca.dir.display()
     );
     for (i, p) in layout.supervisors.iter().enumerate() {
         let id = i as u64 + 1;
@@ -391,9 +447,11 @@ pub async fn run(dir: &Path) -> Result<()> {
         layout.demo
     );
     println!();
+    println!("talk to it (sets SUPCTL_ADDR, SUPCTL_TLS_CA/CERT/KEY and DEPMGR_URL):");
+    println!("  source {}", env_file.display());
     println!("watch it:");
-    println!("  supctl{addr_flag} status");
-    println!("  supctl{addr_flag} events --follow");
+    println!("  supctl status");
+    println!("  supctl events --follow");
     println!("break it (and watch it heal):");
     println!(
         "  curl http://127.0.0.1:{}/crash     the module exits: restored in place within a heartbeat",
@@ -422,10 +480,33 @@ pub async fn run(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn module_pid(layout: &Layout, node: &str) -> Option<u64> {
+/// Writes `<dir>/env`: what `supctl` needs to reach this cluster.
+fn write_env(dir: &Path, layout: &Layout, operator: &TlsFiles) -> Result<PathBuf> {
+    let path = dir.join("env");
+    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let text = format!(
+        "# supctl dev: source this file to talk to the dev cluster\n\
+         export SUPCTL_ADDR={}\n\
+         export SUPCTL_TLS_CA={}\n\
+         export SUPCTL_TLS_CERT={}\n\
+         export SUPCTL_TLS_KEY={}\n\
+         export DEPMGR_URL=https://127.0.0.1:{}\n",
+        layout.supervisor_addrs().join(","),
+        q(&operator.ca),
+        q(&operator.cert),
+        q(&operator.key),
+        layout.depmgr
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+async fn module_pid(layout: &Layout, node: &str, operator: &Arc<Tls>) -> Option<u64> {
     let port = layout.agents.get(node)?;
-    let status: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/v1/status"))
+    let status: serde_json::Value = tls::client::http_builder(Some(operator), &[Role::Agent])
+        .build()
+        .ok()?
+        .get(format!("https://127.0.0.1:{port}/v1/status"))
         .timeout(Duration::from_secs(2))
         .send()
         .await

@@ -31,6 +31,17 @@ struct Cli {
     /// Admin token (sent as a bearer token).
     #[arg(long, env = "SUPCTL_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// The cluster CA (PEM): with --tls-cert and --tls-key, talk TLS and
+    /// accept only supervisors (and depmgr) holding certificates of it.
+    #[arg(long, env = "SUPCTL_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// This operator's certificate (PEM), issued by `supctl ca issue <dir>
+    /// operator <name>`.
+    #[arg(long, env = "SUPCTL_TLS_CERT", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// This operator's private key (PEM).
+    #[arg(long, env = "SUPCTL_TLS_KEY", global = true)]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -140,14 +151,27 @@ async fn main() -> ExitCode {
     }
 }
 
-fn client(cli: &Cli) -> AdminClient {
+/// The operator identity of `--tls-ca/--tls-cert/--tls-key`, if given.
+fn tls(cli: &Cli) -> Result<Option<std::sync::Arc<tls::Tls>>> {
+    let files = tls::TlsFiles::from_flags(
+        cli.tls_ca.clone(),
+        cli.tls_cert.clone(),
+        cli.tls_key.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    files
+        .map(|f| tls::Tls::load(f).context("loading the TLS flags"))
+        .transpose()
+}
+
+fn client(cli: &Cli, tls: Option<&std::sync::Arc<tls::Tls>>) -> AdminClient {
     let addrs = cli
         .addr
         .split(',')
         .map(|a| a.trim().to_string())
         .filter(|a| !a.is_empty())
         .collect();
-    AdminClient::new(addrs, cli.token.clone())
+    AdminClient::with_tls(addrs, cli.token.clone(), tls)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -156,11 +180,17 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let c = client(&cli);
+    match &cli.cmd {
+        Cmd::Ca(cmd) => return ca(cmd),
+        Cmd::Dev { dir } => return dev::run(dir).await,
+        _ => {}
+    }
+    let tls = tls(&cli)?;
+    let c = client(&cli, tls.as_ref());
     match &cli.cmd {
         Cmd::Package(cmd) => return depmgr::cli::run(cmd.clone()).await,
-        Cmd::Dev { dir } => return dev::run(dir).await,
-        Cmd::Ca(cmd) => return ca(cmd),
+        // Answered above, before any TLS flag is read.
+        Cmd::Dev { .. } | Cmd::Ca(_) => return Ok(()),
         Cmd::Status => {
             let cluster = c.cluster().await?;
             let nodes = c.nodes().await?;
