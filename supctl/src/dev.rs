@@ -256,7 +256,12 @@ impl DevCa {
         };
         if Tls::load(files.clone()).is_err() {
             let id = Identity::new(role, name).map_err(anyhow::Error::msg)?;
-            tls::ca::issue(&self.dir, &id, &["127.0.0.1".into(), "localhost".into()], 365)?;
+            tls::ca::issue(
+                &self.dir,
+                &id,
+                &["127.0.0.1".into(), "localhost".into()],
+                365,
+            )?;
         }
         Ok(files)
     }

@@ -11,6 +11,11 @@
 //! new node and epoch). The project is always torn down with `down -v`, by a
 //! guard whose `Drop` runs even when an assertion fails.
 //!
+//! The cluster runs as the compose file says, over mutual TLS with an admin
+//! token: its `certs` service issues them into a temp dir of the test
+//! (`SUPCLUSTER_CERTS`), and every request of the test and of supctl
+//! presents the operator certificate and the token from there.
+//!
 //! Without a reachable engine (or without a compose tool) it prints why and
 //! returns.
 
@@ -75,6 +80,7 @@ fn run(compose: Vec<String>) -> Result<()> {
 
     // 2. The cluster, under its own project name, subnet and host ports.
     let net = free_subnet()?;
+    let certs = tempfile::tempdir()?;
     let ports = free_ports(4);
     let (depmgr_port, sup_ports) = (ports[0], [ports[1], ports[2], ports[3]]);
     let project = format!(
@@ -94,6 +100,10 @@ fn run(compose: Vec<String>) -> Result<()> {
             ("SUPCLUSTER_SUP1_PORT".into(), sup_ports[0].to_string()),
             ("SUPCLUSTER_SUP2_PORT".into(), sup_ports[1].to_string()),
             ("SUPCLUSTER_SUP3_PORT".into(), sup_ports[2].to_string()),
+            (
+                "SUPCLUSTER_CERTS".into(),
+                certs.path().display().to_string(),
+            ),
         ],
         passed: false,
         torn_down: false,
@@ -112,7 +122,15 @@ fn run(compose: Vec<String>) -> Result<()> {
         format!("docker-compose up -d in {:.1}s", t.elapsed().as_secs_f64()),
     );
 
-    let http = Http::new()?;
+    let operator = Operator::read(certs.path())?;
+    log(
+        start,
+        format!(
+            "certs service issued the CA, certificates and token in {}",
+            certs.path().display()
+        ),
+    );
+    let http = Http::new(&operator)?;
     let sup_addr = |id: u64| format!("127.0.0.1:{}", sup_ports[(id - 1) as usize]);
     let all_ids = [1u64, 2, 3];
 
@@ -135,20 +153,20 @@ fn run(compose: Vec<String>) -> Result<()> {
     );
 
     // 4. Publish and deploy with supctl, from the host, through the published ports.
-    let supctl = bin_dir().join("supctl");
+    let supctl = || operator.supctl();
     let out = output_within(
-        Command::new(&supctl)
+        supctl()
             .arg("package")
             .arg("push")
             .arg(root.join("tests/compose/demo"))
             .arg("--depmgr")
-            .arg(format!("http://127.0.0.1:{depmgr_port}")),
+            .arg(format!("https://127.0.0.1:{depmgr_port}")),
         COMPOSE_TIMEOUT,
     )?;
     ensure_success("supctl package push", &out)?;
     log(start, format!("supctl package push: {}", stdout_line(&out)));
     let out = output_within(
-        Command::new(&supctl)
+        supctl()
             .arg("--addr")
             .arg(sup_addr(1))
             .arg("deploy")
@@ -209,7 +227,7 @@ fn run(compose: Vec<String>) -> Result<()> {
             if !module_settled(&http, &survivors[0])? {
                 return Ok(None);
             }
-            let status = cluster.agent_status(&net, &node)?;
+            let status = agent_status(&http, &net, &node)?;
             let runs = status["modules"].as_array().into_iter().flatten().any(|m| {
                 m["name"] == MODULE && m["state"] == "running" && m["epoch"].as_u64() == Some(epoch)
             });
@@ -269,7 +287,7 @@ fn run(compose: Vec<String>) -> Result<()> {
         "the killed supervisor {leader} leads again"
     );
     let out = output_within(
-        Command::new(&supctl)
+        supctl()
             .arg("--addr")
             .arg(survivors.join(","))
             .arg("events"),
@@ -357,25 +375,6 @@ impl Cluster {
         Ok((out.status.success() && line.contains(&wanted)).then_some(line))
     }
 
-    /// `GET /v1/status` of `agent-<node>`, asked from inside its container
-    /// (the agents publish no host port).
-    fn agent_status(&self, net: &str, node: &str) -> Result<Value> {
-        let host = match node {
-            "a" => 21,
-            "b" => 22,
-            "c" => 23,
-            other => bail!("no agent service for node {other}"),
-        };
-        let id = self.container(&format!("agent-{node}"))?;
-        let url = format!("http://{net}.{host}:7100/v1/status");
-        let out = output_within(
-            Command::new("docker").args(["exec", &id, "wget", "-q", "-O", "-", &url]),
-            COMPOSE_TIMEOUT,
-        )?;
-        ensure_success(&format!("wget {url} in agent-{node}"), &out)?;
-        serde_json::from_slice(&out.stdout).with_context(|| format!("agent-{node} status"))
-    }
-
     fn teardown(&mut self) -> Result<()> {
         self.torn_down = true;
         self.compose_ok(
@@ -425,33 +424,94 @@ impl Drop for Cluster {
 
 // ------------------------------------------------------------------- the API
 
+/// The operator's credentials the `certs` service issued.
+struct Operator {
+    dir: PathBuf,
+    tls: std::sync::Arc<tls::Tls>,
+    token: String,
+}
+
+impl Operator {
+    fn read(dir: &Path) -> Result<Operator> {
+        let files = tls::TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("ops.pem"),
+            key: dir.join("ops.key"),
+        };
+        let tls = tls::Tls::load(files).context("the operator certificate of the certs service")?;
+        let token = std::fs::read_to_string(dir.join("token"))
+            .context("the admin token of the certs service")?
+            .trim()
+            .to_string();
+        ensure!(token.len() >= 32, "the admin token is too short: {token:?}");
+        Ok(Operator {
+            dir: dir.to_path_buf(),
+            tls,
+            token,
+        })
+    }
+
+    /// `supctl` with the operator's certificate and the token.
+    fn supctl(&self) -> Command {
+        let mut cmd = Command::new(bin_dir().join("supctl"));
+        cmd.env("SUPCTL_TLS_CA", self.dir.join("ca.pem"))
+            .env("SUPCTL_TLS_CERT", self.dir.join("ops.pem"))
+            .env("SUPCTL_TLS_KEY", self.dir.join("ops.key"))
+            .env("SUPCTL_TOKEN", &self.token);
+        cmd
+    }
+}
+
 struct Http {
     rt: tokio::runtime::Runtime,
     client: reqwest::Client,
+    token: String,
 }
 
 impl Http {
-    fn new() -> Result<Self> {
+    fn new(operator: &Operator) -> Result<Self> {
         Ok(Self {
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()?,
+            client: tls::client::http_builder(
+                Some(&operator.tls),
+                &[tls::Role::Supervisor, tls::Role::Agent],
+            )
+            .timeout(Duration::from_secs(2))
+            .build()?,
+            token: operator.token.clone(),
         })
     }
 
     fn get(&self, addr: &str, path: &str) -> Result<Value> {
-        let url = format!("http://{addr}{path}");
+        let url = format!("https://{addr}{path}");
         self.rt.block_on(async {
-            let resp = self.client.get(&url).send().await?;
+            let resp = self
+                .client
+                .get(&url)
+                .bearer_auth(&self.token)
+                .send()
+                .await?;
             let status = resp.status();
             let body = resp.text().await?;
             ensure!(status.is_success(), "GET {url}: {status}: {body}");
             serde_json::from_str(&body).with_context(|| format!("GET {url}: {body}"))
         })
     }
+}
+
+/// `GET /v1/status` of `agent-<node>`, from the host through the bridge
+/// network (the agents publish no host port), with the operator's
+/// certificate.
+fn agent_status(http: &Http, net: &str, node: &str) -> Result<Value> {
+    let host = match node {
+        "a" => 21,
+        "b" => 22,
+        "c" => 23,
+        other => bail!("no agent service for node {other}"),
+    };
+    http.get(&format!("{net}.{host}:7100"), "/v1/status")
 }
 
 /// The leader every one of `addrs` names, once they all name the same one.
