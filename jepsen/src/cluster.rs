@@ -1,13 +1,17 @@
 //! The cluster under test on namespaced hosts: three supervisors (`s1`..),
 //! three agents (`a1`..), and depmgr beside the harness on the bridge.
+//! Everything runs over mutual TLS: a CA made by `supctl ca` in the run's
+//! directory, one certificate per program, the harness as operator `ops`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use testkit::flags::{AGENT_FLAGS, SUPERVISOR_FLAGS};
-use testkit::poll_until;
 use testkit::process::{ProcessSet, Program, proc_state};
+use testkit::{Certs, poll_until};
+use tls::Role;
 
 use crate::admin::AdminClient;
 use crate::netns::{HARNESS_IP, Net};
@@ -29,6 +33,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub supervisors: Vec<String>,
     pub agents: Vec<String>,
+    /// The run's CA and certificates.
+    pub certs: Arc<Certs>,
     /// Keyed by host (`s1`, `a1`) or `depmgr`; logs in `<dir>/logs/`.
     procs: ProcessSet,
 }
@@ -49,7 +55,9 @@ impl Cluster {
             .filter(|h| h.name.starts_with('a'))
             .map(|h| h.name.clone())
             .collect();
+        let certs = Arc::new(Certs::init(&dir.join("ca")));
         let mut c = Cluster {
+            certs,
             dir: dir.to_path_buf(),
             supervisors,
             agents,
@@ -66,7 +74,10 @@ impl Cluster {
                 format!("{HARNESS_IP}:{DEPMGR_PORT}"),
                 "--data-dir".into(),
                 c.data("depmgr"),
-            ],
+            ]
+            .into_iter()
+            .chain(c.certs.flags(Role::Depmgr, "depmgr"))
+            .collect(),
         )?;
         let peers = c
             .supervisors
@@ -90,6 +101,7 @@ impl Cluster {
                 depmgr_url.clone(),
             ];
             args.extend(SUPERVISOR_FLAGS.iter().map(|s| s.to_string()));
+            args.extend(c.certs.flags(Role::Supervisor, &s[1..]));
             c.add(&s, Some(s.clone()), bins.join("supervisor"), args)?;
         }
         let sup_addrs = c.supervisor_addrs().join(",");
@@ -107,6 +119,7 @@ impl Cluster {
                 depmgr_url.clone(),
             ];
             args.extend(AGENT_FLAGS.iter().map(|s| s.to_string()));
+            args.extend(c.certs.flags(Role::Agent, &a));
             c.add(&a, Some(a.clone()), bins.join("agent"), args)?;
         }
         let admin = c.admin(Duration::from_secs(2));
@@ -126,7 +139,7 @@ impl Cluster {
     }
 
     pub fn depmgr_url(&self) -> String {
-        format!("http://{HARNESS_IP}:{DEPMGR_PORT}")
+        format!("https://{HARNESS_IP}:{DEPMGR_PORT}")
     }
 
     fn data(&self, name: &str) -> String {
@@ -142,7 +155,8 @@ impl Cluster {
 
     /// A client of every supervisor (moves on when one is unreachable).
     pub fn admin(&self, timeout: Duration) -> AdminClient {
-        AdminClient::new(self.supervisor_addrs(), None).with_timeout(timeout)
+        AdminClient::with_tls(self.supervisor_addrs(), None, Some(&self.certs.operator()))
+            .with_timeout(timeout)
     }
 
     /// A client of one supervisor only.
@@ -151,7 +165,7 @@ impl Cluster {
             "{}:{SUPERVISOR_PORT}",
             self.net.ip(supervisor).unwrap_or_default()
         );
-        AdminClient::new(vec![addr], None).with_timeout(timeout)
+        AdminClient::with_tls(vec![addr], None, Some(&self.certs.operator())).with_timeout(timeout)
     }
 
     /// Starts `program` under `key`, on `host` when given (through `ip

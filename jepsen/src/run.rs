@@ -171,10 +171,14 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary> {
     let mut c = Cluster::start(&cfg.bins, &cfg.dir, net).await?;
     let pkg = cfg.dir.join("package");
     write_package(&pkg, &cfg.bins, &ledger, &crash_dir)?;
-    depmgr::client::Client::new(&c.depmgr_url())?
-        .push_dir(&pkg)
-        .await
-        .context("pushing the probe package")?;
+    depmgr::client::Client::with_tls(
+        &c.depmgr_url(),
+        depmgr::client::Timeouts::default(),
+        Some(&c.certs.operator()),
+    )?
+    .push_dir(&pkg)
+    .await
+    .context("pushing the probe package")?;
 
     let shared = Arc::new(Mutex::new(workload::Shared::default()));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -184,6 +188,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary> {
                 i,
                 cfg.seed,
                 c.supervisor_addrs(),
+                Some(c.certs.operator()),
                 shared.clone(),
                 stop.clone(),
             ))

@@ -62,13 +62,16 @@ pub async fn client(
     client: u32,
     seed: u64,
     addrs: Vec<String>,
+    operator: Option<Arc<tls::Tls>>,
     shared: Arc<Mutex<Shared>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(client) << 32));
     let admins: Vec<AdminClient> = addrs
         .iter()
-        .map(|a| AdminClient::new(vec![a.clone()], None).with_timeout(OP_TIMEOUT))
+        .map(|a| {
+            AdminClient::with_tls(vec![a.clone()], None, operator.as_ref()).with_timeout(OP_TIMEOUT)
+        })
         .collect();
     let mut next = 0u32;
     while !stop.is_cancelled() {

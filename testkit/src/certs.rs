@@ -17,6 +17,7 @@ use crate::bins::bin;
 /// A cluster CA in a directory, and the certificates it issued.
 pub struct Certs {
     dir: PathBuf,
+    operator: std::sync::OnceLock<Arc<Tls>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -34,6 +35,7 @@ impl Certs {
         supctl(&["ca", "init"], dir, &[]);
         Certs {
             dir: dir.to_path_buf(),
+            operator: std::sync::OnceLock::new(),
             _tmp: None,
         }
     }
@@ -90,7 +92,9 @@ impl Certs {
 
     /// The operator `ops`, for admin and upload clients.
     pub fn operator(&self) -> Arc<Tls> {
-        self.load(Role::Operator, "ops")
+        self.operator
+            .get_or_init(|| self.load(Role::Operator, "ops"))
+            .clone()
     }
 }
 

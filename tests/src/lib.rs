@@ -9,10 +9,15 @@
 //! data dir. Binaries are found next to the test executable's directory
 //! (`target/release/`): build them first (`cargo build --release --workspace
 //! --bins`, as `.ci/test` does).
+//!
+//! A cluster runs over mutual TLS unless [`Options::tls`] is off, as a
+//! deployment does: a CA made by `supctl ca` ([`testkit::Certs`]), a
+//! certificate per program, and the test's clients as the operator `ops`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use admin_api::AdminClient;
@@ -20,7 +25,8 @@ use admin_api::{ClusterView, EventView, ModuleView, NodeView};
 use testkit::flags::{AGENT_FLAGS, SUPERVISOR_FLAGS};
 use testkit::spec::ModuleSpec;
 use testkit::supervisors::Supervisors;
-use testkit::{ProcessSet, Program, eventually, free_addr};
+use testkit::{Certs, ProcessSet, Program, eventually, free_addr};
+use tls::Role;
 
 /// How long a process gets to stop cleanly in [`TestCluster::stop_all`].
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -32,6 +38,8 @@ pub struct Options {
     pub agents: Vec<String>,
     /// Extra supervisor flags (after the fast defaults).
     pub supervisor_flags: Vec<String>,
+    /// Mutual TLS between every program (on by default).
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -40,6 +48,7 @@ impl Default for Options {
             supervisors: 3,
             agents: ["a", "b", "c"].iter().map(|s| s.to_string()).collect(),
             supervisor_flags: vec![],
+            tls: true,
         }
     }
 }
@@ -53,6 +62,8 @@ pub struct TestCluster {
     pub bins: PathBuf,
     pub depmgr_url: String,
     pub agent_addrs: BTreeMap<String, String>,
+    /// The CA and certificates, with TLS.
+    pub certs: Option<Arc<Certs>>,
     /// Declared last: removed once every process has stopped.
     pub dir: tempfile::TempDir,
 }
@@ -64,25 +75,39 @@ impl TestCluster {
         let bins = testkit::bins::find_dir(&["supervisor", "agent", "depmgr"])
             .unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().expect("temp dir");
-        let depmgr_url = format!("http://{}", free_addr());
+        let certs = opts
+            .tls
+            .then(|| Arc::new(Certs::init(&dir.path().join("ca"))));
+        let tls_flags = |role: Role, name: &str| {
+            certs
+                .as_ref()
+                .map_or_else(Vec::new, |c| c.flags(role, name))
+        };
+        let depmgr_addr = free_addr();
+        let depmgr_url = format!(
+            "{}://{depmgr_addr}",
+            if certs.is_some() { "https" } else { "http" }
+        );
         let mut procs = ProcessSet::new(dir.path().join("logs"));
         let data = |name: &str| dir.path().join(name);
         procs
             .spawn(
                 "depmgr",
                 Program::new(bins.join("depmgr"))
-                    .args(["--listen", depmgr_url.trim_start_matches("http://")])
+                    .args(["--listen", &depmgr_addr])
                     .arg("--data-dir")
                     .arg(data("depmgr"))
+                    .args(tls_flags(Role::Depmgr, "depmgr"))
                     .env("RUST_LOG", "info,openraft=warn"),
             )
             .expect("spawn depmgr");
-        let supervisors = Supervisors::spawn_in(
+        let supervisors = Supervisors::spawn_in_tls(
             dir.path(),
             opts.supervisors,
             &depmgr_url,
             &SUPERVISOR_FLAGS,
             &opts.supervisor_flags,
+            certs.clone(),
         );
         let agent_addrs: BTreeMap<String, String> = opts
             .agents
@@ -96,6 +121,7 @@ impl TestCluster {
                 .arg(data(&format!("agent-{node}")))
                 .args(["--supervisors", &supervisors.addrs.join(",")])
                 .args(AGENT_FLAGS)
+                .args(tls_flags(Role::Agent, node))
                 .env("RUST_LOG", "info,openraft=warn");
             procs
                 .spawn(&format!("agent-{node}"), program)
@@ -107,6 +133,7 @@ impl TestCluster {
             bins,
             depmgr_url,
             agent_addrs,
+            certs,
             dir,
         };
         c.wait_leader(Duration::from_secs(30)).await;
@@ -118,6 +145,11 @@ impl TestCluster {
         })
         .await;
         c
+    }
+
+    /// The operator identity of the test's clients, with TLS.
+    pub fn operator(&self) -> Option<Arc<tls::Tls>> {
+        self.certs.as_ref().map(|c| c.operator())
     }
 
     /// An admin client that knows every supervisor.
@@ -207,7 +239,12 @@ impl TestCluster {
     pub async fn push_test_package(&self, name: &str) {
         let dir = self.dir.path().join(format!("pkg-{name}"));
         test_package(&dir, name, &self.markers());
-        let client = depmgr::client::Client::new(&self.depmgr_url).expect("depmgr client");
+        let client = depmgr::client::Client::with_tls(
+            &self.depmgr_url,
+            depmgr::client::Timeouts::default(),
+            self.operator().as_ref(),
+        )
+        .expect("depmgr client");
         eventually("package pushed", Duration::from_secs(20), || async {
             client.push_dir(&dir).await.ok()
         })
@@ -249,7 +286,8 @@ impl TestCluster {
 
     /// An agent's `/v1/status`.
     pub async fn agent_status(&self, node: &str) -> Option<serde_json::Value> {
-        testkit::agent_proc::agent_status(&self.agent_addrs[node]).await
+        testkit::agent_proc::agent_status_tls(&self.agent_addrs[node], self.operator().as_ref())
+            .await
     }
 
     /// Nodes whose agent reports `module` running, with the pid.
