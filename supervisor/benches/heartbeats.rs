@@ -3,9 +3,17 @@
 //!
 //! `cargo bench -p supervisor --bench heartbeats` (env: BENCH_AGENTS,
 //! default 200; BENCH_MODULES per agent, default 64; BENCH_SECS, default 10;
-//! BENCH_CONNS concurrent heartbeat senders, default 16).
+//! BENCH_CONNS concurrent heartbeat senders, default 16; BENCH_TLS `both`
+//! (default), `on` or `off`).
+//!
+//! With `both`, the whole bench runs twice in the same process, first in
+//! plaintext, then with mutual TLS (a CA, a supervisor certificate per
+//! replica, an agent certificate per simulated agent), and ends with the
+//! cost of TLS side by side. Each simulated agent has its own client and
+//! so its own persistent connection, as real agents do, in both modes.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +26,8 @@ use testkit::eventually;
 use testkit::fake_depmgr::FakeDepmgr;
 use testkit::spec::ModuleSpec;
 use testkit::supervisors::Supervisors;
+use testkit::Certs;
+use tls::{Identity, Role, Tls, TlsFiles};
 use tokio::sync::Mutex;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -27,8 +37,10 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A simulated agent driven by the bench (not on a timer).
+/// A simulated agent driven by the bench (not on a timer), with its own
+/// client (its own connection; with TLS, its own certificate).
 struct SimAgent {
+    http: reqwest::Client,
     node: String,
     seq: u64,
     table_version: u64,
@@ -93,9 +105,10 @@ impl SimAgent {
     }
 }
 
+/// `addr` is the leader's base URL (`http://` or `https://`).
 async fn send(http: &reqwest::Client, addr: &str, hb: &Heartbeat) -> Option<HeartbeatReply> {
     let resp = http
-        .post(format!("http://{addr}/v1/agent/heartbeat"))
+        .post(format!("{addr}/v1/agent/heartbeat"))
         .timeout(Duration::from_secs(5))
         .body(proto::encode(hb).ok()?)
         .send()
@@ -119,19 +132,18 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 type Agents = Arc<Vec<Mutex<SimAgent>>>;
 
 /// Every agent heartbeats once (concurrently, `conns` at a time).
-async fn round(http: &reqwest::Client, addr: &str, agents: &Agents, conns: usize) {
+async fn round(addr: &str, agents: &Agents, conns: usize) {
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..conns)
         .map(|_| {
-            let (http, addr, agents, next) =
-                (http.clone(), addr.to_string(), agents.clone(), next.clone());
+            let (addr, agents, next) = (addr.to_string(), agents.clone(), next.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(agent) = agents.get(i) else { break };
                     let mut a = agent.lock().await;
                     let hb = a.heartbeat();
-                    if let Some(r) = send(&http, &addr, &hb).await {
+                    if let Some(r) = send(&a.http, &addr, &hb).await {
                         a.take(r);
                     }
                 }
@@ -143,33 +155,118 @@ async fn round(http: &reqwest::Client, addr: &str, agents: &Agents, conns: usize
     }
 }
 
+/// The figures of one run, for the side-by-side comparison.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    reference: f64,
+    ingest: f64,
+    leader_cpu: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    storm_secs: f64,
+}
+
+/// A client of the supervisors as `role/name` (with TLS: its certificate,
+/// issued now by the CA in `certs`, by the code `supctl ca issue` runs),
+/// keeping up to `pool` idle connections.
+fn client(certs: Option<&Certs>, role: Role, name: &str, pool: usize) -> reqwest::Client {
+    let tls = certs.map(|c| issue(c.dir(), role, name));
+    tls::client::http_builder(tls.as_ref(), &[Role::Supervisor])
+        .pool_max_idle_per_host(pool)
+        .build()
+        .expect("client")
+}
+
+fn issue(dir: &Path, role: Role, name: &str) -> Arc<Tls> {
+    let id = Identity::new(role, name).expect("identity");
+    let cert = tls::ca::issue(dir, &id, &[], 30).expect("issue");
+    Tls::load(TlsFiles {
+        ca: tls::ca::ca_cert_path(dir),
+        cert,
+        key: tls::ca::key_path(dir, name),
+    })
+    .expect("load")
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n_agents = env("BENCH_AGENTS", 200) as usize;
     let n_modules = env("BENCH_MODULES", 64) as usize;
     let secs = env("BENCH_SECS", 10);
     let conns = env("BENCH_CONNS", 16) as usize;
+    let mode = std::env::var("BENCH_TLS").unwrap_or_else(|_| "both".into());
+    let modes: &[bool] = match mode.as_str() {
+        "on" => &[true],
+        "off" => &[false],
+        "both" => &[false, true],
+        other => panic!("BENCH_TLS={other:?}: use both, on or off"),
+    };
     println!(
         "{n_agents} simulated agents x {n_modules} modules, {conns} concurrent senders, {secs}s per phase"
     );
-    let depmgr = FakeDepmgr::any_package().await;
-    let cluster = Supervisors::start_with(
+    let mut all = Vec::new();
+    for &tls in modes {
+        println!();
+        println!(
+            "=== {} ===",
+            if tls { "mutual TLS" } else { "plaintext" }
+        );
+        all.push((tls, run(tls, n_agents, n_modules, secs, conns).await));
+    }
+    if let [(false, plain), (true, tls)] = all.as_slice() {
+        let cost = |a: f64, b: f64| (b - a) / a * 100.0;
+        println!();
+        println!("TLS against plaintext, same run:");
+        println!(
+            "  reference GET /health: {:.0} -> {:.0} req/s ({:+.1}%)",
+            plain.reference,
+            tls.reference,
+            cost(plain.reference, tls.reference)
+        );
+        println!(
+            "  ingest: {:.0} -> {:.0} heartbeats/s ({:+.1}%); leader CPU {:.0}% -> {:.0}% of one core",
+            plain.ingest,
+            tls.ingest,
+            cost(plain.ingest, tls.ingest),
+            plain.leader_cpu,
+            tls.leader_cpu
+        );
+        println!(
+            "  crash-to-restore p50 {:.2} -> {:.2} ms, p99 {:.2} -> {:.2} ms, max {:.2} -> {:.2} ms",
+            plain.p50, tls.p50, plain.p99, tls.p99, plain.max, tls.max
+        );
+        println!(
+            "  storm: {:.2} -> {:.2} s",
+            plain.storm_secs, tls.storm_secs
+        );
+    }
+}
+
+async fn run(tls: bool, n_agents: usize, n_modules: usize, secs: u64, conns: usize) -> Figures {
+    let mut figures = Figures::default();
+    let certs = tls.then(|| Arc::new(Certs::new()));
+    let depmgr = match &certs {
+        Some(c) => FakeDepmgr::any_package_tls(c.load(Role::Depmgr, "depmgr")).await,
+        None => FakeDepmgr::any_package().await,
+    };
+    let cluster = Supervisors::start_tls(
         3,
         &depmgr.url,
         &["--heartbeat-ttl-ms", "30000", "--lease-ms", "30000"],
+        certs.clone(),
     )
     .await;
     let leader = cluster.wait_leader(Duration::from_secs(20)).await;
-    let addr = cluster.addrs[leader].clone();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(conns * 2)
-        .build()
-        .expect("client");
+    let addr = format!("{}://{}", cluster.scheme(), cluster.addrs[leader]);
+    let http = client(certs.as_deref(), Role::Operator, "bench", conns * 2);
     let agents: Agents = Arc::new(
         (0..n_agents)
             .map(|i| {
+                let node = format!("n{i:04}");
                 Mutex::new(SimAgent {
-                    node: format!("n{i:04}"),
+                    http: client(certs.as_deref(), Role::Agent, &node, 2),
+                    node,
                     seq: 0,
                     table_version: 1,
                     acked: 0,
@@ -182,7 +279,7 @@ async fn main() {
     // Register every node, deploy every module pinned to its node, install.
     let admin = cluster.client_of(leader);
     eventually("every node registered", Duration::from_secs(60), || async {
-        round(&http, &addr, &agents, conns).await;
+        round(&addr, &agents, conns).await;
         (admin.nodes().await.ok()?.len() == n_agents).then_some(())
     })
     .await;
@@ -219,7 +316,7 @@ async fn main() {
         "every module installed",
         Duration::from_secs(600),
         || async {
-            round(&http, &addr, &agents, conns).await;
+            round(&addr, &agents, conns).await;
             let mut installed = 0;
             for a in agents.iter() {
                 installed += a.lock().await.modules.len();
@@ -230,7 +327,7 @@ async fn main() {
     .await;
     let admin_all = cluster.client();
     eventually("every module running", Duration::from_secs(600), || async {
-        round(&http, &addr, &agents, conns).await;
+        round(&addr, &agents, conns).await;
         let m = admin_all.modules().await.ok()?;
         m.iter().all(|m| m.state == "running").then_some(())
     })
@@ -251,7 +348,7 @@ async fn main() {
             tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let ok = http
-                        .get(format!("http://{addr}/health"))
+                        .get(format!("{addr}/health"))
                         .timeout(Duration::from_secs(5))
                         .send()
                         .await
@@ -266,9 +363,10 @@ async fn main() {
     for t in tasks {
         let _ = t.await;
     }
+    figures.reference = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
     println!(
-        "reference: GET /health {:.0} requests/s (same client, server and connections)",
-        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+        "reference: GET /health {:.0} requests/s ({conns} connections of one client, same server)",
+        figures.reference
     );
     // Phase 1: steady-state ingest, closed loop.
     let term_before = cluster.view(leader).await.expect("view").term;
@@ -279,14 +377,13 @@ async fn main() {
     let deadline = start + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..conns)
         .map(|w| {
-            let (http, addr, agents, count) =
-                (http.clone(), addr.clone(), agents.clone(), count.clone());
+            let (addr, agents, count) = (addr.clone(), agents.clone(), count.clone());
             tokio::spawn(async move {
                 let mut i = w;
                 while Instant::now() < deadline {
                     let mut a = agents[i % agents.len()].lock().await;
                     let hb = a.heartbeat();
-                    if let Some(r) = send(&http, &addr, &hb).await {
+                    if let Some(r) = send(&a.http, &addr, &hb).await {
                         a.take(r);
                         count.fetch_add(1, Ordering::Relaxed);
                     }
@@ -305,6 +402,8 @@ async fn main() {
         .expect("encode")
         .len();
     let term_after = cluster.view(leader).await.expect("view").term;
+    figures.ingest = beats as f64 / elapsed;
+    figures.leader_cpu = cpu / elapsed * 100.0;
     println!(
         "ingest: {:.0} heartbeats/s ({beats} in {elapsed:.1}s, {hb_size} bytes each); leader CPU {:.0}% of one core; term {term_before} -> {term_after}",
         beats as f64 / elapsed,
@@ -320,20 +419,15 @@ async fn main() {
     let sent = Arc::new(AtomicU64::new(0));
     let background: Vec<_> = (0..conns)
         .map(|w| {
-            let (http, addr, agents, stop, sent) = (
-                http.clone(),
-                addr.clone(),
-                agents.clone(),
-                stop.clone(),
-                sent.clone(),
-            );
+            let (addr, agents, stop, sent) =
+                (addr.clone(), agents.clone(), stop.clone(), sent.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let round = Instant::now();
                     for i in (w..agents.len()).step_by(conns) {
                         let mut a = agents[i].lock().await;
                         let hb = a.heartbeat();
-                        if let Some(r) = send(&http, &addr, &hb).await {
+                        if let Some(r) = send(&a.http, &addr, &hb).await {
                             a.take(r);
                             sent.fetch_add(1, Ordering::Relaxed);
                         }
@@ -352,7 +446,7 @@ async fn main() {
         a.modules[pos].1 = ModuleStatus::Failed;
         let hb = a.heartbeat();
         let t = Instant::now();
-        let reply = send(&http, &addr, &hb).await.expect("reply");
+        let reply = send(&a.http, &addr, &hb).await.expect("reply");
         let shown = format!(
             "{:?} need_table={} directives={:?}",
             reply.outcome, reply.need_table, reply.directives
@@ -372,6 +466,9 @@ async fn main() {
     }
     let rate = sent.load(Ordering::Relaxed) as f64 / phase2.elapsed().as_secs_f64();
     lat.sort();
+    figures.p50 = pct(&lat, 0.5);
+    figures.p99 = pct(&lat, 0.99);
+    figures.max = pct(&lat, 1.0);
     println!(
         "background load during the samples: {rate:.0} heartbeats/s ({n_agents} agents every {period:?})"
     );
@@ -392,7 +489,8 @@ async fn main() {
             .unwrap_or(0)
     };
     let scrape = || async {
-        reqwest::get(format!("http://{addr}/metrics"))
+        http.get(format!("{addr}/metrics"))
+            .send()
             .await
             .ok()?
             .text()
@@ -411,8 +509,9 @@ async fn main() {
         }
     }
     let start = Instant::now();
-    round(&http, &addr, &agents, conns).await;
+    round(&addr, &agents, conns).await;
     let storm = start.elapsed().as_secs_f64();
+    figures.storm_secs = storm;
     let after = scrape().await.expect("metrics");
     let (t1, b1) = (
         metrics(after.clone(), "supervisor_transitions_total"),
@@ -437,4 +536,5 @@ async fn main() {
         "term at the end: {term_end} (no election during the bench: {})",
         term_end == term_before
     );
+    figures
 }
