@@ -292,7 +292,12 @@ mod tests {
     fn tls_flags_come_together_and_decide_the_schemes() {
         assert!(problem(&["--tls-ca", "ca.pem"]).contains("--tls-cert, --tls-key"));
         let tls = [
-            "--tls-ca", "ca.pem", "--tls-cert", "1.pem", "--tls-key", "1.key",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "1.pem",
+            "--tls-key",
+            "1.key",
         ];
         let e = problem(&tls);
         assert!(e.contains("https://"), "{e}");

@@ -51,7 +51,12 @@ async fn send(req: reqwest::RequestBuilder) -> (StatusCode, String) {
     (status, resp.text().await.expect("body"))
 }
 
-async fn post_raft(http: &reqwest::Client, addr: &str, path: &str, body: Vec<u8>) -> (StatusCode, String) {
+async fn post_raft(
+    http: &reqwest::Client,
+    addr: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
     send(
         http.post(format!("https://{addr}/raft/{path}"))
             .header("content-type", "application/octet-stream")
@@ -111,7 +116,11 @@ fn issue_aside(certs: &Certs, dir: &std::path::Path, role: Role, name: &str) -> 
         .args([role.as_str(), name])
         .output()
         .expect("supctl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Tls::load(TlsFiles {
         ca: certs.ca(),
         cert: dir.join(format!("{name}.pem")),
@@ -205,7 +214,11 @@ async fn forged_raft_rpcs_are_refused_and_change_nothing() {
                 ("snapshot", forged_snapshot(forged_term, claims)),
             ] {
                 let (status, text) = post_raft(http, addr, path, body).await;
-                assert_eq!(status, StatusCode::FORBIDDEN, "{who} /raft/{path} at {addr}: {text}");
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{who} /raft/{path} at {addr}: {text}"
+                );
                 assert!(text.contains(who) && text.contains("\"error\""), "{text}");
                 refused += 1;
             }
@@ -216,15 +229,25 @@ async fn forged_raft_rpcs_are_refused_and_change_nothing() {
     for (i, addr) in cluster.addrs.iter().enumerate() {
         let holder = cluster.ids[(i + 1) % 3];
         let claims = cluster.ids[(i + 2) % 3];
-        let member = client(&certs, Some(&certs.load(Role::Supervisor, &holder.to_string())));
+        let member = client(
+            &certs,
+            Some(&certs.load(Role::Supervisor, &holder.to_string())),
+        );
         for (path, body) in [
             ("append", forged_append(forged_term, claims)),
             ("vote", forged_vote(forged_term, claims)),
             ("snapshot", forged_snapshot(forged_term, claims)),
         ] {
             let (status, text) = post_raft(&member, addr, path, body).await;
-            assert_eq!(status, StatusCode::FORBIDDEN, "supervisor/{holder} for {claims}: {text}");
-            assert!(text.contains(&format!("speaks for supervisor {claims}")), "{text}");
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "supervisor/{holder} for {claims}: {text}"
+            );
+            assert!(
+                text.contains(&format!("speaks for supervisor {claims}")),
+                "{text}"
+            );
             refused += 1;
         }
     }
@@ -232,23 +255,37 @@ async fn forged_raft_rpcs_are_refused_and_change_nothing() {
     // No replica took the forged term or the forged leader.
     for i in 0..3 {
         let v = cluster.view(i).await.expect("cluster view");
-        assert!(v.term < forged_term, "replica {} took the forged term: {v:?}", v.id);
+        assert!(
+            v.term < forged_term,
+            "replica {} took the forged term: {v:?}",
+            v.id
+        );
         assert!(
             v.leader.is_some_and(|l| cluster.ids.contains(&l)),
             "replica {} follows no real leader: {v:?}",
             v.id
         );
     }
-    let after = cluster.view(cluster.wait_leader(T).await).await.expect("view");
+    let after = cluster
+        .view(cluster.wait_leader(T).await)
+        .await
+        .expect("view");
     assert_eq!(
         (after.term, after.leader),
         (before.term, before.leader),
         "term and leader unchanged"
     );
 
-    let counted =
-        metric_sum(&certs, &cluster, "supervisor_auth_refused_total{surface=\"raft\"}").await;
-    assert!(counted >= refused, "{counted} raft refusals counted, {refused} sent");
+    let counted = metric_sum(
+        &certs,
+        &cluster,
+        "supervisor_auth_refused_total{surface=\"raft\"}",
+    )
+    .await;
+    assert!(
+        counted >= refused,
+        "{counted} raft refusals counted, {refused} sent"
+    );
     // The members still replicate to each other.
     deploy(&cluster.client(), "web").await;
     for i in 0..3 {
@@ -299,10 +336,14 @@ async fn heartbeats_and_the_admin_api_by_identity() {
     for addr in &cluster.addrs {
         let (status, text) = heartbeat_status(&as_a, addr, "b").await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
-        assert!(text.contains("agent/a") && text.contains("agent/b"), "{text}");
+        assert!(
+            text.contains("agent/a") && text.contains("agent/b"),
+            "{text}"
+        );
         let (status, text) = heartbeat_status(&client(&certs, None), addr, "b").await;
         assert_eq!(status, StatusCode::FORBIDDEN, "anonymous heartbeat: {text}");
-        let (status, text) = heartbeat_status(&client(&certs, Some(&certs.operator())), addr, "b").await;
+        let (status, text) =
+            heartbeat_status(&client(&certs, Some(&certs.operator())), addr, "b").await;
         assert_eq!(status, StatusCode::FORBIDDEN, "operator heartbeat: {text}");
     }
     let ops = client(&certs, Some(&certs.operator()));
@@ -320,8 +361,12 @@ async fn heartbeats_and_the_admin_api_by_identity() {
     drop(forger);
     let (_, text) = send(ops.get(format!("https://{leader_addr}/v1/nodes"))).await;
     assert!(!text.contains("\"b\""), "b never appears: {text}");
-    let hb_refused =
-        metric_sum(&certs, &cluster, "supervisor_auth_refused_total{surface=\"heartbeat\"}").await;
+    let hb_refused = metric_sum(
+        &certs,
+        &cluster,
+        "supervisor_auth_refused_total{surface=\"heartbeat\"}",
+    )
+    .await;
     assert!(hb_refused >= 19, "{hb_refused} heartbeat refusals counted");
 
     // (d) The admin API.
@@ -331,7 +376,10 @@ async fn heartbeats_and_the_admin_api_by_identity() {
         let anonymous = client(&certs, None);
         let (status, text) = send(anonymous.get(&modules)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
-        assert!(text.contains("the admin API needs an operator certificate or the admin token"), "{text}");
+        assert!(
+            text.contains("the admin API needs an operator certificate or the admin token"),
+            "{text}"
+        );
         let (status, text) = send(anonymous.get(&modules).bearer_auth("wrong")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
         let (status, text) = send(ops.get(&modules)).await;
@@ -384,7 +432,10 @@ async fn heartbeats_and_the_admin_api_by_identity() {
     }
     let (status, text) = send(ops.get(format!("https://{leader_addr}/v1/modules"))).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(text.contains("by-operator") && text.contains("by-token") && !text.contains("nope"), "{text}");
+    assert!(
+        text.contains("by-operator") && text.contains("by-token") && !text.contains("nope"),
+        "{text}"
+    );
 
     // (e) Plaintext on the TLS port fails and is counted; so are refusals.
     let addr = &cluster.addrs[follower];
@@ -401,7 +452,13 @@ async fn heartbeats_and_the_admin_api_by_identity() {
     .await;
     assert!(metric(&certs, addr, "supervisor_tls_handshakes_total").await > failed_before);
     assert!(
-        metric(&certs, addr, "supervisor_auth_refused_total{surface=\"admin\"}").await >= 6,
+        metric(
+            &certs,
+            addr,
+            "supervisor_auth_refused_total{surface=\"admin\"}"
+        )
+        .await
+            >= 6,
         "admin refusals counted"
     );
     drop(a);
@@ -415,7 +472,11 @@ async fn rotated_certificate_rejoins_and_sighup_reloads() {
     deploy(&c, "before").await;
 
     // (f) Replica 2 restarts with a new certificate and catches up.
-    let two = cluster.ids.iter().position(|id| *id == 2).expect("replica 2");
+    let two = cluster
+        .ids
+        .iter()
+        .position(|id| *id == 2)
+        .expect("replica 2");
     let old_two = certificate_on_disk(&certs, Role::Supervisor, "2");
     certs.reissue(Role::Supervisor, "2", &[]);
     let new_two = certificate_on_disk(&certs, Role::Supervisor, "2");
@@ -429,13 +490,23 @@ async fn rotated_certificate_rejoins_and_sighup_reloads() {
         (v.leader == Some(cluster.ids[leader]) && v.last_applied >= target).then_some(())
     })
     .await;
-    assert_eq!(served_certificate(&certs, &cluster.addrs[two]).await, Some(new_two));
+    assert_eq!(
+        served_certificate(&certs, &cluster.addrs[two]).await,
+        Some(new_two)
+    );
 
     // (g) Replica 1 reloads its certificate on SIGHUP, for new connections.
-    let one = cluster.ids.iter().position(|id| *id == 1).expect("replica 1");
+    let one = cluster
+        .ids
+        .iter()
+        .position(|id| *id == 1)
+        .expect("replica 1");
     let addr = cluster.addrs[one].clone();
     let old_one = certificate_on_disk(&certs, Role::Supervisor, "1");
-    assert_eq!(served_certificate(&certs, &addr).await.as_ref(), Some(&old_one));
+    assert_eq!(
+        served_certificate(&certs, &addr).await.as_ref(),
+        Some(&old_one)
+    );
     certs.reissue(Role::Supervisor, "1", &[]);
     let new_one = certificate_on_disk(&certs, Role::Supervisor, "1");
     assert_ne!(old_one, new_one);
@@ -467,7 +538,10 @@ fn run_supervisor(args: &[String]) -> (Option<i32>, String) {
         .args(args)
         .output()
         .expect("run supervisor");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 fn args(listen: &str, data_dir: &std::path::Path, extra: &[String]) -> Vec<String> {
@@ -498,7 +572,10 @@ async fn plaintext_only_on_loopback_and_certificates_checked_at_start() {
     let (code, err) = run_supervisor(&args(&everywhere, &data, &[]));
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("--tls-cert") && err.contains("--insecure"), "{err}");
+    assert!(
+        err.contains("--tls-cert") && err.contains("--insecure"),
+        "{err}"
+    );
     assert!(!data.exists(), "nothing made on disk");
 
     // The wrong certificate, or an http:// depmgr with TLS, or only some
@@ -523,7 +600,10 @@ async fn plaintext_only_on_loopback_and_certificates_checked_at_start() {
             .concat(),
             "must be an https:// URL",
         ),
-        (certs.flags(Role::Supervisor, "1")[..4].to_vec(), "missing --tls-key"),
+        (
+            certs.flags(Role::Supervisor, "1")[..4].to_vec(),
+            "missing --tls-key",
+        ),
     ] {
         let (code, err) = run_supervisor(&args(&loopback, &data, &extra));
         assert_eq!(code, Some(2), "{err}");
@@ -534,8 +614,11 @@ async fn plaintext_only_on_loopback_and_certificates_checked_at_start() {
 
     // With --insecure it serves plaintext on every address.
     let mut procs = ProcessSet::new(tmp.path().join("logs"));
-    let program = Program::new(env!("CARGO_BIN_EXE_supervisor"))
-        .args(args(&everywhere, &data, &["--insecure".into()]));
+    let program = Program::new(env!("CARGO_BIN_EXE_supervisor")).args(args(
+        &everywhere,
+        &data,
+        &["--insecure".into()],
+    ));
     procs.spawn("s1", program).expect("spawn");
     let http = reqwest::Client::new();
     eventually("the --insecure replica answers", T, || async {

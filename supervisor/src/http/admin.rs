@@ -24,8 +24,8 @@ use openraft::BasicNode;
 use proto::spec::ModuleSpec;
 use serde::Deserialize;
 
-use super::forward::forward_to_leader;
 use super::auth;
+use super::forward::forward_to_leader;
 use super::guard::refuse_oversized;
 use super::{ApiError, ApiResult, Params};
 use crate::app::App;

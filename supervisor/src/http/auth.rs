@@ -77,13 +77,7 @@ impl Surface {
 }
 
 /// Counts, logs (rate-limited) and answers a refusal.
-pub fn refuse(
-    app: &App,
-    surface: Surface,
-    status: StatusCode,
-    peer: &Peer,
-    why: &str,
-) -> Response {
+pub fn refuse(app: &App, surface: Surface, status: StatusCode, peer: &Peer, why: &str) -> Response {
     let n = surface.counter(app).fetch_add(1, Ordering::Relaxed) + 1;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -131,11 +125,7 @@ pub async fn raft_peer(
 
 /// With TLS, the leader or candidate a Raft request names (`claimed`) must
 /// be the supervisor whose certificate sent it.
-pub fn raft_claim(
-    app: &App,
-    peer: &Peer,
-    claimed: Option<SupervisorId>,
-) -> Result<(), Response> {
+pub fn raft_claim(app: &App, peer: &Peer, claimed: Option<SupervisorId>) -> Result<(), Response> {
     if app.tls.is_none() {
         return Ok(());
     }

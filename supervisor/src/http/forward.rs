@@ -89,7 +89,10 @@ async fn forward(app: &App, req: Request, addr: &str) -> Result<Response, Error>
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut out = app
         .http
-        .request(parts.method.clone(), format!("{}://{addr}{path}", app.scheme()))
+        .request(
+            parts.method.clone(),
+            format!("{}://{addr}{path}", app.scheme()),
+        )
         .timeout(FORWARD_TIMEOUT)
         .header(FORWARDED, app.id.to_string())
         .body(bytes);

@@ -123,7 +123,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         ),
         (
             "supervisor_tls_handshakes_failed_total",
-            "TLS handshakes that failed (plaintext, unknown CA, expired or missing certificate, timeout)",
+            "TLS handshakes that failed (plaintext, a certificate of another CA or expired, timeout)",
             hs.failed(),
         ),
     ] {

@@ -14,9 +14,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::middleware;
 use tls::Peer;
 
 use super::{ApiError, ApiResult, auth};
