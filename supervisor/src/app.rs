@@ -1,5 +1,10 @@
 //! The running replica: Raft handle, applied state, leader session,
 //! metrics, and the one place where transitions are proposed.
+//!
+//! With TLS ([`App::tls`]) the replica's clients (forwarding here, Raft in
+//! [`crate::network`], depmgr) present its `supervisor/<id>` certificate
+//! and accept only peers of the expected role; [`App::is_raft_peer`] is
+//! who may speak Raft to this replica.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
+use tls::{HandshakeStats, Role, Tls};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,6 +35,10 @@ pub struct Metrics {
     pub passes: AtomicU64,
     pub pass_micros: AtomicU64,
     pub plan_micros: AtomicU64,
+    /// Requests refused by identity (or token), by surface.
+    pub refused_raft: AtomicU64,
+    pub refused_heartbeat: AtomicU64,
+    pub refused_admin: AtomicU64,
 }
 
 /// Shared by every task and handler of the replica.
@@ -37,8 +47,13 @@ pub struct App {
     pub config: Config,
     pub raft: Raft,
     pub state: StateHandle,
-    /// Client for forwarding admin requests to the leader.
+    /// Client for forwarding admin requests to the leader (with TLS: it
+    /// presents this replica's certificate and accepts only supervisors).
     pub http: reqwest::Client,
+    /// This replica's certificate, key and CA; `None` in plaintext.
+    pub tls: Option<Arc<Tls>>,
+    /// TLS handshakes of the listener, for `/metrics`.
+    pub handshakes: Arc<HandshakeStats>,
     /// The dependency manager (package checks and retrieval).
     pub depmgr: depmgr::client::Client,
     pub tasks: TaskTracker,
@@ -53,9 +68,11 @@ impl App {
         raft: Raft,
         state: StateHandle,
         depmgr: depmgr::client::Client,
+        tls: Option<Arc<Tls>>,
+        handshakes: Arc<HandshakeStats>,
         cancel: CancellationToken,
     ) -> Arc<App> {
-        let http = reqwest::Client::builder()
+        let http = tls::client::http_builder(tls.as_ref(), &[Role::Supervisor])
             .connect_timeout(std::time::Duration::from_secs(2))
             .build()
             .expect("building an HTTP client with static settings");
@@ -65,6 +82,8 @@ impl App {
             raft,
             state,
             http,
+            tls,
+            handshakes,
             depmgr,
             tasks: TaskTracker::new(),
             cancel,
@@ -168,6 +187,45 @@ impl App {
             .membership()
             .voter_ids()
             .collect()
+    }
+
+    /// `http` or `https`: how this replica reaches the others.
+    pub fn scheme(&self) -> &'static str {
+        tls::client::scheme(self.tls.as_ref())
+    }
+
+    /// Whether supervisor `id` may speak Raft to this replica: a voter or
+    /// learner of the membership it knows, or, while it knows none yet (a
+    /// fresh replica, or a learner the leader has not reached yet), one of
+    /// `--peers`. The error says why not.
+    pub fn is_raft_peer(&self, id: SupervisorId) -> std::result::Result<(), String> {
+        let members: BTreeSet<SupervisorId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        if members.is_empty() {
+            return if self.config.peers.0.contains_key(&id) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "supervisor {id} is not one of --peers (this replica has no membership yet)"
+                ))
+            };
+        }
+        if members.contains(&id) {
+            Ok(())
+        } else {
+            let list: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+            Err(format!(
+                "supervisor {id} is not a member of this cluster (members: {})",
+                list.join(", ")
+            ))
+        }
     }
 
     pub fn count(&self, counter: &AtomicU64) {

@@ -1,11 +1,19 @@
 //! The supervisor's configuration: one typed struct, every field from a flag
 //! or its environment variable (`SUPERVISOR_<FLAG>`), validated at start-up.
+//!
+//! Trust: `--tls-ca/--tls-cert/--tls-key` (all three or none) make every
+//! listener TLS-only and every client verify its peer against the CA;
+//! without them the replica serves plaintext on a loopback address only,
+//! unless `--insecure`. `--admin-token` and `--read-token` are the bearer
+//! tokens of anonymous admin clients (the read token for GETs only).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
+
+use tls::TlsFiles;
 
 use crate::error::Error;
 use crate::plan::Timing;
@@ -72,9 +80,33 @@ pub struct Config {
     #[arg(long, env = "SUPERVISOR_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// A bearer token for read-only admin clients (dashboards): GET
+    /// requests only; any other method is refused with 403.
+    #[arg(long, env = "SUPERVISOR_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+
     /// Largest request body accepted (admin and heartbeats), in bytes.
     #[arg(long, env = "SUPERVISOR_MAX_BODY", default_value_t = 4 << 20)]
     pub max_body: usize,
+
+    /// The cluster CA (PEM). With --tls-cert and --tls-key: every listener
+    /// serves TLS only and every peer is verified against this CA.
+    #[arg(long, env = "SUPERVISOR_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This replica's certificate (PEM), naming `supervisor/<--id>`;
+    /// re-read on SIGHUP.
+    #[arg(long, env = "SUPERVISOR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The key of --tls-cert (PEM); re-read on SIGHUP.
+    #[arg(long, env = "SUPERVISOR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Without the TLS flags, serve plaintext on a non-loopback --listen
+    /// address too (anyone who can reach it is trusted).
+    #[arg(long, env = "SUPERVISOR_INSECURE")]
+    pub insecure: bool,
 }
 
 /// `--peers`: id → address, the initial voters.
@@ -125,18 +157,55 @@ impl Config {
                 "--election-timeout-ms must be at least 50".into(),
             ));
         }
-        if !self.depmgr.starts_with("http://") {
-            return Err(Error::Config(format!(
-                "--depmgr {:?} must be an http:// URL",
-                self.depmgr
-            )));
+        let tls = self.tls_files()?.is_some();
+        tls::policy::check_listen(&self.listen.to_string(), tls, self.insecure)
+            .map_err(Error::Config)?;
+        match (tls, self.depmgr.starts_with("https://")) {
+            (true, false) => {
+                return Err(Error::Config(format!(
+                    "--depmgr {:?} must be an https:// URL: with the TLS flags depmgr is reached over TLS only",
+                    self.depmgr
+                )));
+            }
+            (false, _) if !self.depmgr.starts_with("http://") => {
+                return Err(Error::Config(format!(
+                    "--depmgr {:?} must be an http:// URL (https:// needs --tls-ca, --tls-cert and --tls-key)",
+                    self.depmgr
+                )));
+            }
+            _ => {}
         }
-        if let Some(t) = &self.admin_token
-            && t.is_empty()
-        {
-            return Err(Error::Config("--admin-token is empty".into()));
+        for (flag, token) in [
+            ("--admin-token", &self.admin_token),
+            ("--read-token", &self.read_token),
+        ] {
+            if token.as_ref().is_some_and(|t| t.is_empty()) {
+                return Err(Error::Config(format!("{flag} is empty")));
+            }
+        }
+        if let Some(read) = &self.read_token {
+            if self.admin_token.as_ref() == Some(read) {
+                return Err(Error::Config(
+                    "--read-token must differ from --admin-token".into(),
+                ));
+            }
+            if self.admin_token.is_none() && !tls {
+                return Err(Error::Config(
+                    "--read-token needs --admin-token or the TLS flags: without either the admin API is open to everyone".into(),
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// The TLS flags: all three, or none (`Ok(None)`).
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, Error> {
+        TlsFiles::from_flags(
+            self.tls_ca.clone(),
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+        )
+        .map_err(Error::Config)
     }
 
     /// This replica's advertised address (its entry in --peers).
@@ -194,5 +263,73 @@ mod tests {
         ])
         .expect("parses");
         assert!(c.validate().unwrap_err().to_string().contains("--id 4"));
+    }
+
+    /// A config with `extra` flags; `--listen` is 127.0.0.1:1 unless given.
+    fn parse(extra: &[&str]) -> Config {
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:1"]
+        };
+        let base = [
+            "supervisor",
+            "--id",
+            "1",
+            "--data-dir",
+            "/tmp/x",
+            "--peers",
+            "1=h:1",
+        ];
+        Config::try_parse_from(base.iter().chain(listen).chain(extra)).expect("parses")
+    }
+
+    fn problem(extra: &[&str]) -> String {
+        parse(extra).validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn tls_flags_come_together_and_decide_the_schemes() {
+        assert!(problem(&["--tls-ca", "ca.pem"]).contains("--tls-cert, --tls-key"));
+        let tls = [
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "1.pem",
+            "--tls-key",
+            "1.key",
+        ];
+        let e = problem(&tls);
+        assert!(e.contains("https://"), "{e}");
+        let with_https: Vec<&str> = tls
+            .iter()
+            .copied()
+            .chain(["--depmgr", "https://d:7000", "--listen", "0.0.0.0:1"])
+            .collect();
+        assert!(parse(&with_https).validate().is_ok());
+        assert!(problem(&["--depmgr", "https://d:7000"]).contains("needs --tls-ca"));
+    }
+
+    #[test]
+    fn plaintext_only_on_loopback_unless_insecure() {
+        let e = problem(&["--listen", "0.0.0.0:1"]);
+        assert!(e.contains("--tls-cert") && e.contains("--insecure"), "{e}");
+        assert!(
+            parse(&["--listen", "0.0.0.0:1", "--insecure"])
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn read_token_needs_a_way_to_write() {
+        assert!(problem(&["--read-token", "r"]).contains("--admin-token"));
+        assert!(problem(&["--read-token", "t", "--admin-token", "t"]).contains("differ"));
+        assert!(problem(&["--read-token", ""]).contains("empty"));
+        assert!(
+            parse(&["--read-token", "r", "--admin-token", "w"])
+                .validate()
+                .is_ok()
+        );
     }
 }

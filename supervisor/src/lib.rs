@@ -29,7 +29,9 @@
 //!   leader's side of the heartbeat protocol, package retrieval.
 //! - [`raft`], [`network`]: openraft type configuration and HTTP Raft RPC.
 //! - [`http`]: one file per surface (Raft RPC, agents, admin API,
-//!   forwarding, guards, metrics); [`views`]: the admin API's JSON.
+//!   forwarding, guards, metrics) and who may call each (`http::auth`:
+//!   with TLS, by the identity of the client certificate); [`views`]: the
+//!   admin API's JSON.
 //! - [`app`], [`server`], [`config`]: wiring, start and stop; [`error`]:
 //!   the one error type.
 //!

@@ -5,7 +5,13 @@
 //! return `Result<response, RaftError>`. Every call has a timeout (openraft's
 //! per-RPC hard TTL, capped), so a partitioned peer turns into an
 //! `Unreachable` error and never hangs a replication task.
+//!
+//! With TLS the calls go to `https://<addr>/raft/...`, presenting this
+//! replica's `supervisor/<id>` certificate, and only a server holding a
+//! supervisor certificate of the cluster CA is accepted. The receiving
+//! side checks that the caller is a member ([`crate::http::auth`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -24,23 +30,22 @@ const MAX_RPC: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Network {
     http: reqwest::Client,
+    scheme: &'static str,
 }
 
 impl Network {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder()
+    /// Plain HTTP without `tls`; with it, HTTPS to supervisors only.
+    pub fn new(tls: Option<&Arc<tls::Tls>>) -> Self {
+        let http = tls::client::http_builder(tls, &[tls::Role::Supervisor])
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()
             .expect("building an HTTP client with static settings");
-        Network { http }
-    }
-}
-
-impl Default for Network {
-    fn default() -> Self {
-        Self::new()
+        Network {
+            http,
+            scheme: tls::client::scheme(tls),
+        }
     }
 }
 
@@ -50,6 +55,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: SupervisorId, node: &BasicNode) -> PeerClient {
         PeerClient {
             http: self.http.clone(),
+            scheme: self.scheme,
             target,
             addr: node.addr.clone(),
         }
@@ -59,6 +65,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// Raft RPC client for one peer.
 pub struct PeerClient {
     http: reqwest::Client,
+    scheme: &'static str,
     target: SupervisorId,
     addr: String,
 }
@@ -81,7 +88,7 @@ impl PeerClient {
     {
         let body = proto::encode(req).map_err(|e| NetworkError::new(&e))?;
         let timeout = option.hard_ttl().min(MAX_RPC);
-        let url = format!("http://{}/raft/{path}", self.addr);
+        let url = format!("{}://{}/raft/{path}", self.scheme, self.addr);
         let resp = self
             .http
             .post(&url)

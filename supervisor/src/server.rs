@@ -1,9 +1,17 @@
-//! Starting and stopping a replica: open the store, start Raft, bootstrap,
-//! serve HTTP, and on shutdown drain everything in order.
+//! Starting and stopping a replica: load the TLS identity, bind, open the
+//! store, start Raft, bootstrap, serve HTTP(S), and on shutdown drain
+//! everything in order.
+//!
+//! With the TLS flags the certificate is loaded and checked before the
+//! data dir is touched (it must name `supervisor/<--id>`), re-read on
+//! SIGHUP, and the listener serves TLS only, verifying the client
+//! certificates it is offered ([`ClientAuth::Optional`]: the routes decide
+//! what a client without one may do, see [`crate::http::auth`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tls::{Bound, ClientAuth, HandshakeStats, Identity, Role, Tls};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -28,29 +36,51 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .raft_config()
         .validate()
         .map_err(|e| Error::Config(e.to_string()))?;
-    let depmgr = depmgr::client::Client::with_timeouts(&config.depmgr, DEPMGR_TIMEOUTS)
+    let tls = load_tls(&config)?;
+    let depmgr = depmgr::client::Client::with_tls(&config.depmgr, DEPMGR_TIMEOUTS, tls.as_ref())
         .map_err(|e| Error::Config(format!("--depmgr: {e}")))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Listen {
+    let handshakes = Arc::new(HandshakeStats::default());
+    let listener = Bound::bind(
+        config.listen,
+        tls.as_ref().map(|t| (t, ClientAuth::Optional)),
+        handshakes.clone(),
+    )
+    .await
+    .map_err(|e| match e {
+        tls::server::BindError::Listen(source) => Error::Listen {
             addr: config.listen.to_string(),
             source,
-        })?;
+        },
+        tls::server::BindError::Tls(e) => Error::Config(format!("TLS: {e}")),
+    })?;
+    if let Some(tls) = &tls {
+        tls.reload_on_sighup()
+            .map_err(|e| Error::Config(format!("cannot install the SIGHUP handler: {e}")))?;
+    }
     let (log, sm) =
         raft_store::Store::open::<crate::raft::TypeConfig, ClusterState>(&config.data_dir)?;
     let state = sm.handle();
-    let raft = Raft::new(config.id, Arc::new(raft_config), Network::new(), log, sm)
+    let network = Network::new(tls.as_ref());
+    let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| Error::Raft(e.to_string()))?;
-    let app = App::new(config, raft, state, depmgr, shutdown.child_token());
+    let app = App::new(
+        config,
+        raft,
+        state,
+        depmgr,
+        tls,
+        handshakes,
+        shutdown.child_token(),
+    );
     app.bootstrap().await?;
-    tracing::info!(id = app.id, listen = %app.config.listen, data_dir = %app.config.data_dir.display(), "supervisor replica serving");
+    tracing::info!(id = app.id, listen = %app.config.listen, tls = app.tls.is_some(), data_dir = %app.config.data_dir.display(), "supervisor replica serving");
     app.tasks.spawn(app.clone().watch_leadership());
 
     let router = crate::http::router(app.clone());
     let stop = app.cancel.clone();
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
+    let served = listener
+        .serve(router, async move { stop.cancelled().await })
         .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "HTTP server failed");
@@ -68,6 +98,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     tracing::info!(id = app.id, "supervisor replica stopped");
     Ok(())
+}
+
+/// Loads and checks `--tls-ca/--tls-cert/--tls-key` (none: `None`): the
+/// certificate must name `supervisor/<--id>`.
+fn load_tls(config: &Config) -> Result<Option<Arc<Tls>>> {
+    let Some(files) = config.tls_files()? else {
+        return Ok(None);
+    };
+    let cert = files.cert.clone();
+    let tls = Tls::load(files).map_err(|e| Error::Config(format!("TLS: {e}")))?;
+    let want = Identity::new(Role::Supervisor, &config.id.to_string()).map_err(Error::Config)?;
+    if *tls.identity() != want {
+        return Err(Error::Config(format!(
+            "--tls-cert {}: certificate names {} but --id is {}",
+            cert.display(),
+            tls.identity(),
+            config.id
+        )));
+    }
+    Ok(Some(tls))
 }
 
 /// Installs the SIGTERM and SIGINT handlers now (so that an early signal is

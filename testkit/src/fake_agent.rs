@@ -8,6 +8,13 @@
 //! supervisors it was given. Installs always succeed; a test makes a module
 //! fail on this node ([`FakeAgent::set_failing`]), crash, or the whole node
 //! fall silent ([`FakeAgent::pause`]). The heartbeat task stops on drop.
+//!
+//! [`FakeAgent::start_tls`] heartbeats over TLS presenting a given
+//! certificate (normally `agent/<node>`; a test of refusal gives another
+//! node's), accepting only supervisor certificates of the cluster CA; it
+//! counts the heartbeats answered with an HTTP error
+//! ([`FakeAgent::http_errors`]) and those accepted
+//! ([`FakeAgent::accepted`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -37,6 +44,10 @@ struct AgentState {
     current: usize,
     paused: bool,
     refused: u64,
+    /// Heartbeats answered with an HTTP error status (e.g. 403).
+    http_errors: u64,
+    /// Heartbeats answered `Accepted`.
+    accepted: u64,
 }
 
 /// A simulated node manager: heartbeats every 100 ms with the real
@@ -49,6 +60,16 @@ pub struct FakeAgent {
 
 impl FakeAgent {
     pub fn start(node: &str, supervisors: Vec<String>) -> FakeAgent {
+        Self::start_tls(node, supervisors, None)
+    }
+
+    /// As [`FakeAgent::start`]; with `tls`, over HTTPS presenting that
+    /// certificate.
+    pub fn start_tls(
+        node: &str,
+        supervisors: Vec<String>,
+        tls: Option<Arc<tls::Tls>>,
+    ) -> FakeAgent {
         let state = Arc::new(Mutex::new(AgentState {
             incarnation: 1,
             table_version: 1,
@@ -57,7 +78,10 @@ impl FakeAgent {
         let st = state.clone();
         let name = node.to_string();
         let task = tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let scheme = tls::client::scheme(tls.as_ref());
+            let http = tls::client::http_builder(tls.as_ref(), &[tls::Role::Supervisor])
+                .build()
+                .expect("building an HTTP client with static settings");
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let (hb, target) = {
@@ -84,18 +108,26 @@ impl FakeAgent {
                 };
                 let body = proto::encode(&hb).expect("encode");
                 let resp = http
-                    .post(format!("http://{target}/v1/agent/heartbeat"))
+                    .post(format!("{scheme}://{target}/v1/agent/heartbeat"))
                     .timeout(Duration::from_secs(1))
                     .body(body)
                     .send()
                     .await;
+                let mut http_error = false;
                 let reply: Option<HeartbeatReply> = match resp {
                     Ok(r) if r.status().is_success() => {
                         r.bytes().await.ok().and_then(|b| proto::decode(&b).ok())
                     }
-                    _ => None,
+                    Ok(_) => {
+                        http_error = true;
+                        None
+                    }
+                    Err(_) => None,
                 };
                 let mut s = st.lock().expect("lock");
+                if http_error {
+                    s.http_errors += 1;
+                }
                 let Some(reply) = reply else {
                     s.current += 1;
                     continue;
@@ -113,6 +145,7 @@ impl FakeAgent {
                     }
                     ReplyOutcome::Stale => continue,
                     ReplyOutcome::Accepted { table_version } => {
+                        s.accepted += 1;
                         s.acked = *table_version;
                         if reply.need_table {
                             s.acked = 0;
@@ -177,6 +210,17 @@ impl FakeAgent {
                 .find(|m| m.entry.module == module)
                 .map(|m| m.entry.epoch)
         })
+    }
+
+    /// Heartbeats answered with an HTTP error status (403 for a refused
+    /// identity).
+    pub fn http_errors(&self) -> u64 {
+        self.with(|s| s.http_errors)
+    }
+
+    /// Heartbeats the leader accepted.
+    pub fn accepted(&self) -> u64 {
+        self.with(|s| s.accepted)
     }
 
     /// Stops heartbeating (a partitioned or frozen agent) or resumes.

@@ -3,6 +3,11 @@
 //! committed through Raft, and a rejection by `apply` becomes 404/409/400
 //! through [`ApiError`]. Reads are linearizable (a read barrier on the
 //! leader) unless `?stale=true` asks for this replica's applied state.
+//!
+//! Who may call it ([`super::auth::admin`], in front of forwarding): with
+//! TLS an operator certificate, a member's supervisor certificate (a
+//! follower forwarding), or the admin token (the read token: GETs only);
+//! without TLS the tokens when `--admin-token` is set.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,8 +24,9 @@ use openraft::BasicNode;
 use proto::spec::ModuleSpec;
 use serde::Deserialize;
 
+use super::auth;
 use super::forward::forward_to_leader;
-use super::guard::{refuse_oversized, require_token};
+use super::guard::refuse_oversized;
 use super::{ApiError, ApiResult, Params};
 use crate::app::App;
 use crate::state::{Deploy, Drain, Outcome, Remove, Transition};
@@ -32,7 +38,7 @@ use crate::views::{
 /// Longest a deploy waits for depmgr to say whether its package exists.
 const PACKAGE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The admin routes, behind forwarding, the token and the body limit.
+/// The admin routes, behind forwarding, authorization and the body limit.
 pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
     Router::new()
         .route("/v1/cluster", get(cluster))
@@ -47,7 +53,7 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
             app.clone(),
             forward_to_leader,
         ))
-        .layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .layer(middleware::from_fn_with_state(app.clone(), auth::admin))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             refuse_oversized,

@@ -3,6 +3,11 @@
 //! a header so two replicas that disagree about the leader cannot bounce a
 //! request between them); `GET /v1/cluster` and reads with `?stale=true`
 //! are answered here. Every forwarded request has a timeout.
+//!
+//! With TLS the hop is HTTPS, presenting this replica's supervisor
+//! certificate (which the leader admits, [`super::auth::admin`]: this
+//! replica admitted the client already) to a server that must hold a
+//! supervisor certificate; the client's `Authorization` header goes along.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +89,10 @@ async fn forward(app: &App, req: Request, addr: &str) -> Result<Response, Error>
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut out = app
         .http
-        .request(parts.method.clone(), format!("http://{addr}{path}"))
+        .request(
+            parts.method.clone(),
+            format!("{}://{addr}{path}", app.scheme()),
+        )
         .timeout(FORWARD_TIMEOUT)
         .header(FORWARDED, app.id.to_string())
         .body(bytes);

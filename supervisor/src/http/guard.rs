@@ -1,6 +1,6 @@
-//! Guards in front of the admin and agent routes: a body over
-//! `--max-body` is refused with a 413 and a message, and with
-//! `--admin-token` every admin request needs `Authorization: Bearer <token>`.
+//! The guard in front of the admin and agent routes: a body over
+//! `--max-body` is refused with a 413 and a message. Who may call them is
+//! decided in [`super::auth`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,23 +43,4 @@ pub async fn refuse_oversized(State(app): State<Arc<App>>, req: Request, next: N
         }
         _ => next.run(req).await,
     }
-}
-
-pub async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &app.config.admin_token {
-        let ok = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| t == token);
-        if !ok {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong admin token (Authorization: Bearer <token>)",
-            )
-            .into_response();
-        }
-    }
-    next.run(req).await
 }

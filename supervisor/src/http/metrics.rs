@@ -1,5 +1,7 @@
 //! `GET /metrics`: Prometheus text, hand-written from the replica's
-//! counters ([`crate::app::Metrics`]), Raft's metrics and the applied state.
+//! counters ([`crate::app::Metrics`]), Raft's metrics and the applied state,
+//! the listener's TLS handshakes and the refusals of [`super::auth`].
+//! Open to anyone (no certificate or token needed).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,6 +10,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use super::auth::Surface;
 use crate::app::App;
 use crate::views;
 
@@ -109,6 +112,36 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             out,
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
             c.load(Ordering::Relaxed)
+        );
+    }
+    let hs = &app.handshakes;
+    for (name, help, value) in [
+        (
+            "supervisor_tls_handshakes_total",
+            "TLS handshakes on the listen port, completed or failed",
+            hs.accepted() + hs.failed(),
+        ),
+        (
+            "supervisor_tls_handshakes_failed_total",
+            "TLS handshakes that failed (plaintext, a certificate of another CA or expired, timeout)",
+            hs.failed(),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP supervisor_auth_refused_total requests refused for their identity or token, by surface\n# TYPE supervisor_auth_refused_total counter"
+    );
+    for surface in Surface::ALL {
+        let _ = writeln!(
+            out,
+            "supervisor_auth_refused_total{{surface=\"{}\"}} {}",
+            surface.as_str(),
+            surface.counter(&app).load(Ordering::Relaxed)
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

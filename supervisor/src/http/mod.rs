@@ -6,14 +6,23 @@
 //!   leader session;
 //! - [`admin`]: the admin API (JSON, see docs/reference.md), behind
 //!   [`forward`] (followers send writes and linearizable reads to the
-//!   leader) and [`guard`] (body limit, admin token);
-//! - [`metrics`]: `/metrics`; and `/health`.
+//!   leader) and [`guard`] (body limit);
+//! - [`auth`]: who may call each of them: with TLS by the identity of the
+//!   client certificate (members for Raft, `agent/<node>` for heartbeats,
+//!   operators, members or the token for the admin API), the admin tokens
+//!   in any case;
+//! - [`metrics`]: `/metrics`; and `/health`. Both are open to anyone.
 //!
-//! Errors are `{"error": "..."}` with 400/401/404/409/413/503, made in one
-//! place: [`ApiError`], which every error of the layers below converts into.
+//! Handlers read the peer as `ConnectInfo<tls::Peer>` (served by
+//! `tls::Bound`, TLS or plain).
+//!
+//! Errors are `{"error": "..."}` with 400/401/403/404/409/413/503, made in
+//! one place: [`ApiError`], which every error of the layers below converts
+//! into.
 
 pub mod admin;
 pub mod agent;
+pub mod auth;
 pub mod forward;
 pub mod guard;
 pub mod metrics;
@@ -101,7 +110,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// JSON error too (404, 405), like every other error.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .merge(raft::routes())
+        .merge(raft::routes(&app))
         .merge(admin::routes(&app))
         .merge(agent::routes(&app))
         .route("/health", get(|| async { "ok\n" }))

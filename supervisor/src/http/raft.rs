@@ -2,28 +2,37 @@
 //! `/raft/snapshot`. Bodies are [`proto::codec`] blobs (bincode with a
 //! format byte): the openraft request in, `Result<response, RaftError>` out.
 //! The sending side is [`crate::network`].
+//!
+//! With TLS only a member's supervisor certificate gets as far as the body
+//! ([`super::auth::raft_peer`]), and the leader or candidate the request
+//! names must be that member ([`super::auth::raft_claim`]); a refused
+//! request is a 403 and never reaches openraft.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use tls::Peer;
 
-use super::{ApiError, ApiResult};
+use super::{ApiError, ApiResult, auth};
 use crate::app::App;
+use crate::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 /// Largest Raft RPC body (snapshots).
 const MAX_RAFT_BODY: usize = 512 << 20;
 
 /// The Raft RPC routes.
-pub fn routes() -> Router<Arc<App>> {
+pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
+        .layer(middleware::from_fn_with_state(app.clone(), auth::raft_peer))
         .layer(DefaultBodyLimit::max(MAX_RAFT_BODY))
 }
 
@@ -45,17 +54,38 @@ pub fn encode_answer<T: serde::Serialize>(value: &T) -> Response {
     }
 }
 
-async fn append(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Response> {
-    let req = decode_body(&body)?;
+async fn append(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: AppendEntriesRequest = decode_body(&body)?;
+    if let Err(refused) = auth::raft_claim(&app, &peer, req.vote.leader_id().voted_for()) {
+        return Ok(refused);
+    }
     Ok(encode_answer(&app.raft.append_entries(req).await))
 }
 
-async fn vote(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Response> {
-    let req = decode_body(&body)?;
+async fn vote(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: VoteRequest = decode_body(&body)?;
+    if let Err(refused) = auth::raft_claim(&app, &peer, req.vote.leader_id().voted_for()) {
+        return Ok(refused);
+    }
     Ok(encode_answer(&app.raft.vote(req).await))
 }
 
-async fn snapshot(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Response> {
-    let req = decode_body(&body)?;
+async fn snapshot(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: InstallSnapshotRequest = decode_body(&body)?;
+    if let Err(refused) = auth::raft_claim(&app, &peer, req.vote.leader_id().voted_for()) {
+        return Ok(refused);
+    }
     Ok(encode_answer(&app.raft.install_snapshot(req).await))
 }
