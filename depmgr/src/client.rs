@@ -114,7 +114,10 @@ impl Client {
         let want = tls::client::scheme(tls);
         if url.scheme() != want {
             return Err(Error::BadRequest(if tls.is_some() {
-                format!("depmgr URL {base:?}: with TLS flags the URL is https://")
+                format!(
+                    "depmgr URL {base:?}: {}:// refused: with the TLS flags (--tls-ca, --tls-cert, --tls-key) depmgr is reached over https:// only",
+                    url.scheme()
+                )
             } else {
                 format!(
                     "depmgr URL {base:?}: {}:// needs the TLS flags (--tls-ca, --tls-cert, --tls-key); without them only http:// is supported",
