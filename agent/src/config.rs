@@ -5,12 +5,23 @@
 //! The contract flags (`--node`, `--listen`, `--data-dir`, `--supervisors`,
 //! `--label`, `--heartbeat-ms`) keep their names; the others are additions
 //! with defaults, so a contract command line is always complete.
+//!
+//! ## Trust
+//! `--tls-ca`, `--tls-cert` and `--tls-key` come together or not at all
+//! ([`Config::tls_files`]). With them the status API serves TLS only, the
+//! heartbeats go to `https://` supervisors holding supervisor certificates,
+//! and downloads to an `https://` depmgr holding a depmgr certificate; the
+//! certificate must be `agent/<--node>` (checked when it is loaded, in
+//! `main.rs`). Without them the status API is plaintext and only on a
+//! loopback address, unless `--insecure` ([`tls::policy::check_listen`]).
+//! `--depmgr` follows: `https://` with TLS, `http://` without.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use tls::TlsFiles;
 
 use crate::Error;
 
@@ -70,10 +81,29 @@ pub struct Config {
     #[arg(long, env = "AGENT_FETCH_TIMEOUT_MS", default_value_t = 60_000)]
     pub fetch_timeout_ms: u64,
 
-    /// Fallback depmgr base URL (`http://host:port`), used only when an
-    /// install directive names none.
+    /// Fallback depmgr base URL (`http://host:port`, or `https://` with
+    /// TLS), used only when an install directive names none.
     #[arg(long, env = "AGENT_DEPMGR")]
     pub depmgr: Option<String>,
+
+    /// The cluster CA's certificate (PEM): every peer must hold a
+    /// certificate it signed. With `--tls-cert` and `--tls-key`.
+    #[arg(long, env = "AGENT_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This agent's certificate (PEM), naming `agent/<--node>`.
+    #[arg(long, env = "AGENT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The key of `--tls-cert` (PEM). Reloaded with the certificate on
+    /// SIGHUP.
+    #[arg(long, env = "AGENT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Without TLS flags, serve plaintext on a non-loopback `--listen`
+    /// anyway (anyone who can reach it can read the status).
+    #[arg(long, env = "AGENT_INSECURE")]
+    pub insecure: bool,
 }
 
 impl Config {
@@ -109,12 +139,34 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("--data-dir is empty".into()));
         }
-        if let Some(d) = &self.depmgr
-            && !d.starts_with("http://")
-        {
-            return Err(bad(format!("--depmgr {d:?} must start with http://")));
+        let tls = self.tls_files()?;
+        tls::policy::check_listen(&self.listen, tls.is_some(), self.insecure).map_err(bad)?;
+        if let Some(d) = &self.depmgr {
+            let want = if tls.is_some() { "https://" } else { "http://" };
+            if !d.starts_with(want) {
+                return Err(bad(if tls.is_some() {
+                    format!(
+                        "--depmgr {d:?} must start with https:// (the TLS flags are given: depmgr is reached over TLS only)"
+                    )
+                } else {
+                    format!(
+                        "--depmgr {d:?} must start with http:// (https:// needs --tls-ca, --tls-cert and --tls-key)"
+                    )
+                }));
+            }
         }
         Ok(())
+    }
+
+    /// The TLS flags: all three, or none (`Ok(None)`); the error names
+    /// the missing ones.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, Error> {
+        TlsFiles::from_flags(
+            self.tls_ca.clone(),
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+        )
+        .map_err(Error::Config)
     }
 
     /// The `--label` flags as a map; an error names the bad label.
@@ -201,7 +253,7 @@ mod tests {
 
     #[test]
     fn bad_flags_name_the_flag() {
-        let cases: [(&[&str], &str); 5] = [
+        let cases: [(&[&str], &str); 8] = [
             (&["--supervisors", "nope"], "--supervisors"),
             (&["--supervisors", "h:1", "--label", "zone"], "--label"),
             (
@@ -209,7 +261,13 @@ mod tests {
                 "--heartbeat-ms",
             ),
             (&["--supervisors", "h:1", "--depmgr", "ftp://x"], "--depmgr"),
+            (&["--supervisors", "h:1", "--depmgr", "https://x:1"], "--tls-ca"),
             (&[], "--supervisors"),
+            (&["--supervisors", "h:1", "--tls-ca", "ca.pem"], "--tls-cert"),
+            (
+                &["--supervisors", "h:1", "--tls-cert", "a.pem", "--tls-key", "a.key"],
+                "--tls-ca",
+            ),
         ];
         for (extra, needle) in cases {
             let mut args = BASE.to_vec();
@@ -217,5 +275,40 @@ mod tests {
             let err = parse(&args).expect_err(needle);
             assert!(err.contains(needle), "{extra:?}: {err}");
         }
+    }
+
+    #[test]
+    fn plaintext_only_on_loopback_unless_insecure_and_depmgr_scheme_follows_tls() {
+        let base = |listen: &'static str| {
+            vec![
+                "--node",
+                "a",
+                "--listen",
+                listen,
+                "--data-dir",
+                "/tmp/x",
+                "--supervisors",
+                "h:1",
+            ]
+        };
+        let err = parse(&base("0.0.0.0:7100")).expect_err("not loopback");
+        assert!(err.contains("--tls-cert") && err.contains("--insecure"), "{err}");
+        let mut insecure = base("0.0.0.0:7100");
+        insecure.push("--insecure");
+        parse(&insecure).expect("--insecure");
+        let tls = [
+            "--tls-ca", "ca.pem", "--tls-cert", "a.pem", "--tls-key", "a.key",
+        ];
+        let mut with_tls = base("0.0.0.0:7100");
+        with_tls.extend(tls);
+        let c = parse(&with_tls).expect("TLS on any address");
+        assert!(c.tls_files().expect("files").is_some());
+        with_tls.extend(["--depmgr", "http://d:1"]);
+        let err = parse(&with_tls).expect_err("plaintext depmgr with TLS");
+        assert!(err.contains("https://"), "{err}");
+        let mut ok = base("127.0.0.1:7100");
+        ok.extend(tls);
+        ok.extend(["--depmgr", "https://d:1"]);
+        parse(&ok).expect("https depmgr with TLS");
     }
 }

@@ -5,6 +5,17 @@
 //! `proto::encode(&Heartbeat)` and reads a `HeartbeatReply` back. One
 //! heartbeat is in flight at a time, so `seq` order is send order.
 //!
+//! ## Trust
+//! With TLS the URL is `https://<supervisor>/...` (for `--supervisors`
+//! entries and leader hints alike, both bare `host:port`), the agent
+//! presents its own certificate, and the server must hold a *supervisor*
+//! certificate of the cluster CA ([`tls::client::http_builder`]). Any
+//! other certificate (an agent's, depmgr's, another CA's, an expired one)
+//! fails the handshake: the request is never sent and no reply is read, so
+//! such a server cannot renew the lease, send a directive or a leader
+//! hint. It counts as an unreachable supervisor, and the log line names
+//! the certificate it presented.
+//!
 //! ## Whom to talk to ([`Targets`])
 //! The current target is the leader hint from the last `NotLeader` reply,
 //! else the next of `--supervisors`. A hint is followed at once; an
@@ -24,6 +35,7 @@
 //! On shutdown the loop stops every module and sends one last heartbeat
 //! that shows them stopped.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use proto::heartbeat::{HeartbeatReply, ReplyOutcome};
@@ -90,6 +102,8 @@ pub struct HeartbeatSettings {
     pub supervisors: Vec<String>,
     pub period: Duration,
     pub request_timeout: Duration,
+    /// With TLS: `https://` and supervisor certificates only.
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 /// How one exchange ended, for the scheduling of the next.
@@ -104,7 +118,7 @@ enum Next {
 /// Runs until `shutdown`, then stops the modules and sends a last
 /// heartbeat.
 pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: CancellationToken) {
-    let client = match reqwest::Client::builder()
+    let client = match tls::client::http_builder(settings.tls.as_ref(), &[tls::Role::Supervisor])
         .timeout(settings.request_timeout)
         .connect_timeout(settings.request_timeout)
         .pool_max_idle_per_host(2)
@@ -121,6 +135,7 @@ pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: Cancellati
     let mut hb = Heartbeater {
         agent: agent.clone(),
         client,
+        scheme: tls::client::scheme(settings.tls.as_ref()),
         targets: Targets::new(settings.supervisors.clone()),
         seq: 0,
         acked_table: None,
@@ -155,6 +170,8 @@ pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: Cancellati
 struct Heartbeater {
     agent: Agent,
     client: reqwest::Client,
+    /// `https` with TLS, else `http`.
+    scheme: &'static str,
     targets: Targets,
     seq: u64,
     /// Table version the current target acknowledged.
@@ -178,7 +195,7 @@ impl Heartbeater {
             }
         };
         let target = self.targets.current().to_string();
-        let url = format!("http://{target}/v1/agent/heartbeat");
+        let url = format!("{}://{target}/v1/agent/heartbeat", self.scheme);
         let sent_at = Instant::now();
         let reply = match self.send(&url, body).await {
             Ok(r) => r,

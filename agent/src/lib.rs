@@ -22,7 +22,19 @@
 //! - [`process`], [`spawner`], [`probe`]: module processes, the thread that
 //!   forks them (parent-death signal), and health probes.
 //! - [`state`]: the durable state file and data dir layout.
-//! - [`http`]: the status API.
+//! - [`http`]: the status API: `/health` open to all; with TLS every
+//!   other path needs a certificate of the cluster CA (401 otherwise).
+//!
+//! ## Trust
+//! With `--tls-ca/--tls-cert/--tls-key` ([`load_tls`]: the certificate
+//! must be `agent/<--node>`; reloaded on SIGHUP) the status API is served
+//! by a [`tls::Bound`] listener (client certificates optional, checked per
+//! route), heartbeats go over `https://` to servers holding a *supervisor*
+//! certificate of the CA (any other is refused at the handshake, so
+//! nothing of its reply is read: no lease, no directive, no leader hint),
+//! and archives are downloaded over `https://` from a server holding a
+//! depmgr certificate. The handshake and refusal counters are in
+//! `/v1/status` under `tls` (the agent has no `/metrics`).
 //!
 //! depmgr is reached only through its own crate (`depmgr::client` to
 //! download archives by digest, `depmgr::archive` to unpack them under the
@@ -40,6 +52,9 @@ pub mod process;
 pub mod spawner;
 pub mod state;
 
+use std::sync::Arc;
+
+use tls::{HandshakeStats, Identity, Role, Tls};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -125,11 +140,42 @@ impl Error {
     }
 }
 
+/// The agent's side of TLS: its loaded certificate (none without the TLS
+/// flags) and the handshake counters of its status listener.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    pub tls: Option<Arc<Tls>>,
+    pub handshakes: Arc<HandshakeStats>,
+}
+
+/// Loads the TLS flags of `cfg`, if given, and checks that the
+/// certificate is this node's: `agent/<--node>`. The error is the one line
+/// the binary prints before exiting 2 (it names the file, or both
+/// identities).
+pub fn load_tls(cfg: &Config) -> Result<Option<Arc<Tls>>, Error> {
+    let Some(files) = cfg.tls_files()? else {
+        return Ok(None);
+    };
+    let tls = Tls::load(files).map_err(|e| Error::Config(e.to_string()))?;
+    let want = Identity::new(Role::Agent, &cfg.node).map_err(Error::Config)?;
+    if *tls.identity() != want {
+        return Err(Error::Config(format!(
+            "--tls-cert {} names {}, but this agent is --node {} and needs a certificate of {want}",
+            tls.files().cert.display(),
+            tls.identity(),
+            cfg.node
+        )));
+    }
+    Ok(Some(tls))
+}
+
 /// Runs the agent until `shutdown` is cancelled, then stops every module,
-/// sends a last heartbeat and returns.
+/// sends a last heartbeat and returns. `listener` serves the status API
+/// (TLS or plaintext, as bound); `trust` is the TLS it was bound with.
 pub async fn run(
     cfg: Config,
-    listener: tokio::net::TcpListener,
+    listener: tls::Bound,
+    trust: Trust,
     state_file: state::StateFile,
     persisted: state::PersistedState,
     shutdown: CancellationToken,
@@ -149,6 +195,7 @@ pub async fn run(
             stop_grace: cfg.stop_grace(),
             fetch_timeout: cfg.fetch_timeout(),
             default_depmgr: cfg.depmgr.clone(),
+            tls: trust.tls.clone(),
             state_file,
             persisted,
         },
@@ -159,6 +206,7 @@ pub async fn run(
     tracing::info!(
         node = %cfg.node,
         listen = %cfg.listen,
+        tls = trust.tls.is_some(),
         incarnation = agent.incarnation(),
         modules = agent.status().modules.len(),
         "agent started"
@@ -170,11 +218,12 @@ pub async fn run(
             supervisors: cfg.supervisors.clone(),
             period: cfg.heartbeat_period(),
             request_timeout: cfg.request_timeout(),
+            tls: trust.tls.clone(),
         },
         shutdown.clone(),
     ));
-    let server = axum::serve(listener, http::router(agent.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let router = http::router(agent.clone(), http::Access::new(&trust));
+    let server = listener.serve(router, shutdown.clone().cancelled_owned());
     tasks.spawn(async move {
         if let Err(e) = server.await {
             tracing::error!("status API stopped: {e}");

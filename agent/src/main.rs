@@ -1,9 +1,14 @@
-//! The `agent` binary: parses the configuration, opens the data dir, binds
-//! the status API, and runs the node manager until SIGTERM or SIGINT.
+//! The `agent` binary: parses the configuration, loads its certificate
+//! (with the TLS flags), binds the status API, opens the data dir, and runs
+//! the node manager until SIGTERM or SIGINT; SIGHUP reloads the
+//! certificate and key.
 //!
-//! Exit status: 0 after a clean shutdown; 2 for bad flags, an unusable data
-//! dir or an address that cannot be bound (one line on stderr); 1 for a
-//! failure while running.
+//! Exit status: 0 after a clean shutdown; 2 for bad flags (TLS flags given
+//! only in part, plaintext on a non-loopback address without `--insecure`),
+//! an unusable certificate (unreadable, expired, not of the CA, not
+//! `agent/<--node>`), an unusable data dir or an address that cannot be
+//! bound (one line on stderr, nothing on disk changed); 1 for a failure
+//! while running.
 
 use std::process::ExitCode;
 
@@ -81,10 +86,20 @@ async fn start(cfg: Config) -> Result<(), Startup> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    // Bind first: a listen address that cannot be used is an exit 2 that
-    // leaves the data dir untouched (opening it takes the lock and writes a
-    // new incarnation).
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+    // The certificate, then the listener, before the data dir: a bad
+    // certificate or a listen address that cannot be used is an exit 2
+    // that leaves the data dir untouched (opening it takes the lock and
+    // writes a new incarnation).
+    let tls = agent::load_tls(&cfg).map_err(|e| Startup::Usage(e.to_string()))?;
+    let trust = agent::Trust {
+        tls,
+        handshakes: Default::default(),
+    };
+    let auth = trust
+        .tls
+        .as_ref()
+        .map(|t| (t, tls::ClientAuth::Optional));
+    let listener = tls::Bound::bind(&cfg.listen, auth, trust.handshakes.clone())
         .await
         .map_err(|e| {
             Startup::Usage(agent::Error::Listen(format!("{}: {e}", cfg.listen)).to_string())
@@ -103,7 +118,13 @@ async fn start(cfg: Config) -> Result<(), Startup> {
         tracing::info!("{name} received: shutting down");
         signals.cancel();
     });
-    agent::run(cfg, listener, state_file, persisted, shutdown)
+    if let Some(tls) = &trust.tls {
+        tls.reload_on_sighup()
+            .context("installing the SIGHUP handler")
+            .map_err(Startup::Failed)?;
+        tracing::info!(identity = %tls.identity(), "TLS on: status API, heartbeats and downloads");
+    }
+    agent::run(cfg, listener, trust, state_file, persisted, shutdown)
         .await
         .context("agent failed")
         .map_err(Startup::Failed)

@@ -9,7 +9,14 @@
 //! ```
 //!
 //! `--depmgr` defaults to the `DEPMGR_URL` environment variable, else
-//! `http://127.0.0.1:7000`; `host:port` without a scheme means `http://`.
+//! `127.0.0.1:7000`; `host:port` without a scheme means `http://`, or
+//! `https://` with TLS.
+//!
+//! TLS: [`run_with_tls`] takes the caller's loaded certificate (supctl's
+//! `--tls-ca/--tls-cert/--tls-key`): the client presents it and accepts
+//! only a server holding a depmgr certificate of the same CA, over
+//! `https://` only. Uploads need an operator certificate; reads any
+//! certificate of the CA. [`run`] is the same without TLS.
 //!
 //! Mounting it in a clap derive CLI:
 //!
@@ -22,22 +29,36 @@
 //! }
 //! // ...
 //! Command::Package(cmd) => depmgr::cli::run(cmd).await?,
+//! // or, with the operator's certificate loaded:
+//! Command::Package(cmd) => depmgr::cli::run_with_tls(cmd, Some(tls)).await?,
 //! ```
 //!
 //! Output is for people: one line per result, errors through `anyhow`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::client::{Client, DEFAULT_URL};
+use crate::client::{Client, Timeouts};
+
+/// Where the dependency manager is when nothing else is said: the
+/// scheme follows TLS.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7000";
 
 /// Where the dependency manager is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DepmgrAddr {
-    /// URL of the dependency manager (`http://host:port`).
-    #[arg(long = "depmgr", env = "DEPMGR_URL", default_value = DEFAULT_URL, value_name = "URL")]
+    /// URL of the dependency manager (`http://host:port`, `https://` with
+    /// TLS; a bare `host:port` takes the scheme that fits).
+    #[arg(long = "depmgr", env = "DEPMGR_URL", default_value = DEFAULT_ADDR, value_name = "URL")]
     pub depmgr: String,
+}
+
+impl DepmgrAddr {
+    fn client(&self, tls: Option<&Arc<tls::Tls>>) -> anyhow::Result<Client> {
+        Ok(Client::with_tls(&self.depmgr, Timeouts::default(), tls)?)
+    }
 }
 
 /// The `package` subcommands.
@@ -83,9 +104,15 @@ fn split_ref(s: &str) -> anyhow::Result<(&str, &str)> {
 
 /// Runs one `package` subcommand, printing its result on stdout.
 pub async fn run(cmd: PackageCmd) -> anyhow::Result<()> {
+    run_with_tls(cmd, None).await
+}
+
+/// As [`run`], over TLS with `tls`'s certificate when given.
+pub async fn run_with_tls(cmd: PackageCmd, tls: Option<Arc<tls::Tls>>) -> anyhow::Result<()> {
+    let tls = tls.as_ref();
     match cmd {
         PackageCmd::Push { dir, addr } => {
-            let client = Client::new(&addr.depmgr)?;
+            let client = addr.client(tls)?;
             let (answer, created) = client
                 .push_dir(&dir)
                 .await
@@ -101,7 +128,7 @@ pub async fn run(cmd: PackageCmd) -> anyhow::Result<()> {
             );
         }
         PackageCmd::List { addr } => {
-            let client = Client::new(&addr.depmgr)?;
+            let client = addr.client(tls)?;
             let packages = client.list().await.context("listing packages")?;
             if packages.is_empty() {
                 println!("no packages");
@@ -113,7 +140,7 @@ pub async fn run(cmd: PackageCmd) -> anyhow::Result<()> {
         }
         PackageCmd::Show { package, addr } => {
             let (name, version) = split_ref(&package)?;
-            let client = Client::new(&addr.depmgr)?;
+            let client = addr.client(tls)?;
             let info = client
                 .show(name, version)
                 .await
@@ -152,7 +179,7 @@ pub async fn run(cmd: PackageCmd) -> anyhow::Result<()> {
         }
         PackageCmd::Closure { package, addr } => {
             let (name, version) = split_ref(&package)?;
-            let client = Client::new(&addr.depmgr)?;
+            let client = addr.client(tls)?;
             let order = client
                 .closure(name, version)
                 .await

@@ -16,6 +16,13 @@
 //! anything is written, and the stream is cut at the cap
 //! ([`Error::TooLarge`]). A download that fails, or whose future is dropped
 //! (a caller's timeout or cancellation), leaves no file behind.
+//!
+//! TLS ([`Client::with_tls`]): the client presents the caller's
+//! certificate and accepts only a server holding a depmgr certificate of
+//! the cluster CA; the URL must then be `https://`, and without TLS
+//! `http://` (the other scheme is refused with a message saying why; a
+//! bare `host:port` takes the scheme that fits). Which certificates may do
+//! what is the server's rule: uploads from operators, reads from any.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,7 +121,10 @@ impl Client {
         let want = tls::client::scheme(tls);
         if url.scheme() != want {
             return Err(Error::BadRequest(if tls.is_some() {
-                format!("depmgr URL {base:?}: with TLS flags the URL is https://")
+                format!(
+                    "depmgr URL {base:?}: {}:// refused: with the TLS flags (--tls-ca, --tls-cert, --tls-key) depmgr is reached over https:// only",
+                    url.scheme()
+                )
             } else {
                 format!(
                     "depmgr URL {base:?}: {}:// needs the TLS flags (--tls-ca, --tls-cert, --tls-key); without them only http:// is supported",

@@ -1,6 +1,12 @@
 //! Configuration of the `depmgr` program: one typed struct, every field a
 //! flag that also reads `DEPMGR_<FLAG>` from the environment, validated at
 //! start-up before anything touches the disk.
+//!
+//! TLS: `--tls-ca`, `--tls-cert` and `--tls-key` come together or not at
+//! all ([`Config::tls_files`]); without them depmgr serves plaintext only
+//! on a loopback `--listen`, unless `--insecure`
+//! ([`tls::policy::check_listen`]). The certificate's role (depmgr) is
+//! checked when it is loaded, in `main.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +51,24 @@ pub struct Config {
     /// finish before the server closes them, in ms.
     #[arg(long, env = "DEPMGR_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+
+    /// The cluster CA's certificate (PEM): clients must hold a certificate
+    /// it signed. With `--tls-cert` and `--tls-key`: serve TLS only.
+    #[arg(long, env = "DEPMGR_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// depmgr's certificate (PEM), of role depmgr.
+    #[arg(long, env = "DEPMGR_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The key of `--tls-cert` (PEM). Reloaded with it on SIGHUP.
+    #[arg(long, env = "DEPMGR_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Without TLS flags, serve plaintext on a non-loopback `--listen`
+    /// anyway (anyone who can reach it can upload).
+    #[arg(long, env = "DEPMGR_INSECURE")]
+    pub insecure: bool,
 }
 
 impl Config {
@@ -59,7 +83,21 @@ impl Config {
             max_entries: l.max_entries,
             upload_idle_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            insecure: false,
         }
+    }
+
+    /// The TLS flags: all three, or none (`Ok(None)`); the error names the
+    /// missing ones.
+    pub fn tls_files(&self) -> Result<Option<tls::TlsFiles>, String> {
+        tls::TlsFiles::from_flags(
+            self.tls_ca.clone(),
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+        )
     }
 
     /// Checks the values that clap cannot; the error names the flag.
@@ -83,7 +121,8 @@ impl Config {
                 return Err(format!("{flag} must be above 0"));
             }
         }
-        Ok(())
+        let tls = self.tls_files()?;
+        tls::policy::check_listen(&self.listen, tls.is_some(), self.insecure)
     }
 
     /// The upload limits.
@@ -120,5 +159,33 @@ mod tests {
             .expect("parse");
         assert!(c.validate().expect_err("zero").contains("--max-entries"));
         assert!(Config::try_parse_from(["depmgr", "--listen", "x:1"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_come_together_and_plaintext_stays_on_loopback() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["depmgr", "--data-dir", "/tmp/x"];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args)
+                .expect("parse")
+                .validate()
+                .map(|()| ())
+        };
+        let e = parse(&["--tls-ca", "ca.pem"]).expect_err("partial");
+        assert!(e.contains("--tls-cert") && e.contains("--tls-key"), "{e}");
+        let e = parse(&["--listen", "0.0.0.0:7000"]).expect_err("plaintext");
+        assert!(e.contains("--tls-ca") && e.contains("--insecure"), "{e}");
+        parse(&["--listen", "0.0.0.0:7000", "--insecure"]).expect("insecure");
+        parse(&[
+            "--listen",
+            "0.0.0.0:7000",
+            "--tls-ca",
+            "c",
+            "--tls-cert",
+            "d",
+            "--tls-key",
+            "k",
+        ])
+        .expect("TLS anywhere");
     }
 }

@@ -1,11 +1,15 @@
 //! `depmgr`: the dependency manager's program.
 //!
-//! Parses and checks its configuration ([`depmgr::config::Config`]), binds
-//! the listener, opens the store, prints `depmgr listening on <addr>` on
-//! stdout (so a parent process can find a port chosen with `:0`), and
-//! serves until SIGTERM or SIGINT. Bad flags, an unusable data dir or an
-//! address that cannot be bound: one line on stderr, exit status 2, nothing
-//! on disk changed. Logs go to stderr (`RUST_LOG`, default `info`).
+//! Parses and checks its configuration ([`depmgr::config::Config`]: TLS
+//! flags all or none, plaintext only on loopback unless `--insecure`),
+//! loads its certificate (role depmgr, valid, of the CA), binds the
+//! listener (TLS only with the flags), opens the store, prints `depmgr
+//! listening on <addr>` on stdout (so a parent process can find a port
+//! chosen with `:0`), and serves until SIGTERM or SIGINT; SIGHUP reloads
+//! the certificate and key. Bad flags, an unusable certificate, an
+//! unusable data dir or an address that cannot be bound: one line on
+//! stderr, exit status 2, nothing on disk changed. Logs go to stderr
+//! (`RUST_LOG`, default `info`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use depmgr::config::Config;
+use depmgr::server::Trust;
 use depmgr::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -62,8 +67,20 @@ fn main() -> ExitCode {
 }
 
 async fn start(config: Config) -> ExitCode {
-    // Bind first: a busy port must not leave a fresh data dir behind.
-    let listener = match tokio::net::TcpListener::bind(&config.listen).await {
+    // The certificate, then the port, before the data dir: neither a bad
+    // certificate nor a busy port may leave a fresh data dir behind.
+    let trust = match depmgr::server::load_tls(&config) {
+        Ok(tls) => Trust {
+            tls,
+            handshakes: Default::default(),
+        },
+        Err(e) => return refuse(e),
+    };
+    let auth = trust
+        .tls
+        .as_ref()
+        .map(|t| (t, tls::ClientAuth::Optional));
+    let listener = match tls::Bound::bind(&config.listen, auth, trust.handshakes.clone()).await {
         Ok(l) => l,
         Err(e) => return refuse(format!("cannot listen on {}: {e}", config.listen)),
     };
@@ -78,7 +95,7 @@ async fn start(config: Config) -> ExitCode {
         }
         Err(e) => return refuse(format!("cannot open the store: {e}")),
     };
-    match serve(config, listener, store).await {
+    match serve(config, listener, trust, store).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -89,7 +106,8 @@ async fn start(config: Config) -> ExitCode {
 
 async fn serve(
     config: Config,
-    listener: tokio::net::TcpListener,
+    listener: tls::Bound,
+    trust: Trust,
     store: Store,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
@@ -97,13 +115,18 @@ async fn serve(
     // Installed before anything is announced, so an early signal is a clean
     // shutdown rather than the default (death).
     tokio::spawn(on_signal(shutdown.clone()).context("installing signal handlers")?);
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "depmgr serving");
+    if let Some(tls) = &trust.tls {
+        tls.reload_on_sighup()
+            .context("installing the SIGHUP handler")?;
+    }
+    let identity = trust.tls.as_ref().map(|t| t.identity().to_string());
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), tls = ?identity, "depmgr serving");
     {
         // For a parent process that chose port 0; nobody reading is fine.
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "depmgr listening on {addr}").and_then(|()| stdout.flush());
     }
-    depmgr::server::run(&config, listener, store, shutdown)
+    depmgr::server::run(&config, listener, trust, store, shutdown)
         .await
         .context("serving")
 }

@@ -11,18 +11,24 @@
 //! it does not hold with a package of that name (command `bin/run`, a
 //! digest of `a`s), for supervisor tests whose agents are simulated and
 //! never download. Unknown packages and archives are 404 with a JSON error.
+//!
+//! TLS: [`FakeDepmgr::start_tls`] serves `https://` only with the
+//! certificate it is given (client certificates optional), and records
+//! the client identity of every archive download
+//! ([`FakeDepmgr::fetch_peers`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use depmgr::api::PackageInfo;
 use proto::manifest::{ArtifactRef, Manifest};
+use tls::{Identity, Peer, Tls};
 use tokio_util::sync::CancellationToken;
 
 use crate::package::BuiltPackage;
@@ -34,13 +40,15 @@ struct Store {
     /// digest → archive bytes.
     archives: BTreeMap<String, Vec<u8>>,
     fetches: u32,
+    /// The client identity of each download (`None`: anonymous).
+    fetch_peers: Vec<Option<Identity>>,
     any_package: bool,
 }
 
 /// The fake depmgr; clones share it. Runs until [`FakeDepmgr::shutdown`].
 #[derive(Clone)]
 pub struct FakeDepmgr {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub url: String,
     store: Arc<Mutex<Store>>,
     stop: CancellationToken,
@@ -49,12 +57,23 @@ pub struct FakeDepmgr {
 impl FakeDepmgr {
     /// Serves what is put in.
     pub async fn start() -> FakeDepmgr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_with(None).await
+    }
+
+    /// Serves what is put in over TLS only, holding `tls`'s certificate
+    /// (a depmgr's, or an impostor's).
+    pub async fn start_tls(tls: Arc<Tls>) -> FakeDepmgr {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<Arc<Tls>>) -> FakeDepmgr {
+        let auth = tls.as_ref().map(|t| (t, tls::ClientAuth::Optional));
+        let listener = tls::Bound::bind("127.0.0.1:0", auth, Default::default())
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let me = FakeDepmgr {
-            url: format!("http://{addr}"),
+            url: tls::client::base_url(tls.as_ref(), &addr.to_string()),
             store: Arc::new(Mutex::new(Store::default())),
             stop: CancellationToken::new(),
         };
@@ -65,9 +84,7 @@ impl FakeDepmgr {
             .with_state(me.clone());
         let shutdown = me.stop.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
+            let _ = listener.serve(app, shutdown.cancelled_owned()).await;
         });
         me
     }
@@ -112,6 +129,11 @@ impl FakeDepmgr {
     /// How many archive downloads were asked for.
     pub fn fetches(&self) -> u32 {
         self.store.lock().expect("lock").fetches
+    }
+
+    /// The client identity of each archive download so far, in order.
+    pub fn fetch_peers(&self) -> Vec<Option<Identity>> {
+        self.store.lock().expect("lock").fetch_peers.clone()
     }
 
     /// Stops listening (open connections may linger until they close).
@@ -172,9 +194,14 @@ async fn closure(State(s): State<FakeDepmgr>, Path(p): Path<(String, String)>) -
     json_or_404(s.lookup(p.0, p.1).map(|(_, closure)| closure))
 }
 
-async fn archive(State(s): State<FakeDepmgr>, Path(digest): Path<String>) -> Response {
+async fn archive(
+    State(s): State<FakeDepmgr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(digest): Path<String>,
+) -> Response {
     let mut store = s.store.lock().expect("lock");
     store.fetches += 1;
+    store.fetch_peers.push(peer.identity);
     match store.archives.get(&digest) {
         Some(b) => b.clone().into_response(),
         None => json_or_404(None::<()>),

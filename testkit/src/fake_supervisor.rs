@@ -8,13 +8,21 @@
 //! leader, unavailable, or never) and which directives it sends: repeated in
 //! every reply (level-triggered, as the leader does) or once. What it saw is
 //! read back per module ([`Seen`]), as reports, or as timed heartbeats.
+//!
+//! TLS: [`FakeSupervisor::start_tls`] serves over a [`tls::Bound`]
+//! listener with the certificate it is given (client certificates
+//! optional), so a test can stand up a real-looking leader (a supervisor
+//! certificate) or an impostor (an agent's or depmgr's certificate, another
+//! CA's). Each recorded heartbeat carries the identity of the client
+//! certificate it came with ([`Beat::peer`]); [`FakeSupervisor::handshakes`]
+//! counts the listener's handshakes.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -22,6 +30,7 @@ use proto::heartbeat::{
     Directive, Heartbeat, HeartbeatReply, ModuleStatus, ModuleTable, ReplyOutcome, Report,
     ReportKind,
 };
+use tls::{HandshakeStats, Identity, Peer, Tls};
 use tokio_util::sync::CancellationToken;
 
 use crate::poll::eventually;
@@ -44,6 +53,8 @@ pub enum Mode {
 pub struct Beat {
     pub at: Instant,
     pub hb: Heartbeat,
+    /// The client certificate's identity (TLS), `None` in plaintext.
+    pub peer: Option<Identity>,
 }
 
 #[derive(Debug)]
@@ -62,9 +73,11 @@ struct FakeState {
 /// A fake supervisor leader on loopback.
 #[derive(Clone)]
 pub struct FakeSupervisor {
+    /// `127.0.0.1:<port>` (bare, as in `--supervisors` and leader hints).
     pub addr: String,
     state: Arc<Mutex<FakeState>>,
     stop: CancellationToken,
+    handshakes: Arc<HandshakeStats>,
 }
 
 /// What the fake supervisor knows of one module from the heartbeats.
@@ -77,19 +90,27 @@ pub struct Seen {
 
 impl FakeSupervisor {
     pub async fn start() -> FakeSupervisor {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        Self::serve(listener)
+        Self::start_at_tls("127.0.0.1:0", None).await
     }
 
     /// Starts on a given address (to come back where an agent expects it).
     pub async fn start_at(addr: &str) -> FakeSupervisor {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        Self::serve(listener)
+        Self::start_at_tls(addr, None).await
     }
 
-    fn serve(listener: tokio::net::TcpListener) -> FakeSupervisor {
+    /// Serves TLS only with `tls`'s certificate (whatever its role: a
+    /// supervisor's, or an impostor's).
+    pub async fn start_tls(tls: Arc<Tls>) -> FakeSupervisor {
+        Self::start_at_tls("127.0.0.1:0", Some(tls)).await
+    }
+
+    /// On `addr`, with TLS when `tls` is given.
+    pub async fn start_at_tls(addr: &str, tls: Option<Arc<Tls>>) -> FakeSupervisor {
+        let handshakes = Arc::new(HandshakeStats::default());
+        let auth = tls.as_ref().map(|t| (t, tls::ClientAuth::Optional));
+        let listener = tls::Bound::bind(addr, auth, handshakes.clone())
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let state = Arc::new(Mutex::new(FakeState {
             beats: Vec::new(),
@@ -105,11 +126,19 @@ impl FakeSupervisor {
             .with_state(state.clone());
         let shutdown = stop.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
+            let _ = listener.serve(app, shutdown.cancelled_owned()).await;
         });
-        FakeSupervisor { addr, state, stop }
+        FakeSupervisor {
+            addr,
+            state,
+            stop,
+            handshakes,
+        }
+    }
+
+    /// Handshakes of its listener (TLS only): completed and failed.
+    pub fn handshakes(&self) -> &HandshakeStats {
+        &self.handshakes
     }
 
     /// Stops listening (open connections may linger until they close).
@@ -211,7 +240,12 @@ impl FakeSupervisor {
     }
 }
 
-async fn heartbeat(State(state): State<Arc<Mutex<FakeState>>>, body: Bytes) -> Response {
+async fn heartbeat(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Bytes,
+) -> Response {
+    let peer = peer.identity;
     let hb: Heartbeat = match proto::decode(&body) {
         Ok(h) => h,
         Err(e) => {
@@ -239,7 +273,11 @@ async fn heartbeat(State(state): State<Arc<Mutex<FakeState>>>, body: Bytes) -> R
                     .into_response();
             }
             Mode::NotLeader(hint) => {
-                st.beats.push(Beat { at, hb });
+                st.beats.push(Beat {
+                    at,
+                    hb,
+                    peer: peer.clone(),
+                });
                 Some(HeartbeatReply {
                     outcome: ReplyOutcome::NotLeader { leader: hint },
                     need_table: false,
@@ -257,7 +295,11 @@ async fn heartbeat(State(state): State<Arc<Mutex<FakeState>>>, body: Bytes) -> R
                 directives.append(&mut st.once);
                 let lease_ms = st.lease_ms;
                 let table_version = hb.table_version;
-                st.beats.push(Beat { at, hb });
+                st.beats.push(Beat {
+                    at,
+                    hb,
+                    peer: peer.clone(),
+                });
                 Some(HeartbeatReply {
                     outcome: ReplyOutcome::Accepted { table_version },
                     need_table,

@@ -21,12 +21,21 @@
 //! [`Agent::run_restore`]) wrap it: stop the replaced process, (wait the
 //! restore's backoff,) prepare, and hand the outcome to the table.
 //!
+//! ## Trust
+//! With TLS the depmgr client presents the agent's certificate and accepts
+//! only a server holding a depmgr certificate of the cluster CA
+//! ([`Client::with_tls`]); the directive's depmgr URL must then be
+//! `https://` (an `http://` one fails the install with a message saying
+//! so), and without TLS `http://` (a bare `host:port` takes the scheme
+//! that fits).
+//!
 //! ## Invariants
 //! - Nothing unverified is ever unpacked: a digest that does not match
 //!   leaves no file in the cache and no directory behind.
 //! - Every download is bounded in bytes and in time (`--fetch-timeout-ms`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use depmgr::archive::Limits;
@@ -53,13 +62,15 @@ pub const ARCHIVE_LIMITS: Limits = Limits {
 pub struct Installer {
     dirs: DataDir,
     fetch_timeout: Duration,
+    tls: Option<Arc<tls::Tls>>,
 }
 
 impl Installer {
-    pub fn new(dirs: DataDir, fetch_timeout: Duration) -> Installer {
+    pub fn new(dirs: DataDir, fetch_timeout: Duration, tls: Option<Arc<tls::Tls>>) -> Installer {
         Installer {
             dirs,
             fetch_timeout,
+            tls,
         }
     }
 
@@ -185,13 +196,14 @@ impl Installer {
 
     fn client(&self, depmgr: &str) -> depmgr::Result<Client> {
         let t = self.fetch_timeout;
-        Client::with_timeouts(
+        Client::with_tls(
             depmgr,
             Timeouts {
                 connect: t.min(Duration::from_secs(5)),
                 request: t,
                 idle: t,
             },
+            self.tls.as_ref(),
         )
         .map(|c| c.with_max_download_bytes(ARCHIVE_LIMITS.max_archive_bytes))
     }

@@ -67,6 +67,8 @@ pub struct AgentOptions {
     pub fetch_timeout: Duration,
     /// depmgr to use when an install directive names none.
     pub default_depmgr: Option<String>,
+    /// With TLS: downloads go over `https://` to a depmgr certificate.
+    pub tls: Option<Arc<tls::Tls>>,
     pub state_file: StateFile,
     pub persisted: PersistedState,
 }
@@ -130,7 +132,7 @@ impl Agent {
                 node: opts.node,
                 incarnation: opts.persisted.incarnation,
                 stop_grace: opts.stop_grace,
-                installer: Installer::new(dirs.clone(), opts.fetch_timeout),
+                installer: Installer::new(dirs.clone(), opts.fetch_timeout, opts.tls),
                 dirs,
                 state_file: Arc::new(opts.state_file),
                 spawner,

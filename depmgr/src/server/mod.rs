@@ -11,6 +11,27 @@
 //! | `GET /v1/archives/{digest}` | an archive by digest, streamed |
 //! | `GET /health`, `GET /metrics` | liveness, Prometheus text |
 //!
+//! # Access
+//!
+//! [`run`] serves on a [`tls::Bound`] listener, so every request carries
+//! its [`Peer`]. With TLS (client certificates optional at the handshake,
+//! checked here per request, see `authorize`):
+//!
+//! - `GET /health` is open to anyone;
+//! - every other `GET`/`HEAD` (lists, metadata, closures, downloads,
+//!   `/metrics`) needs a certificate of the cluster CA, any role: 401
+//!   without one;
+//! - every other method (uploads; a future delete) needs an *operator*
+//!   certificate: 401 without a certificate, 403 with another role, the
+//!   message naming the peer's identity and what is needed.
+//!
+//! Each refusal is one warn log line and counts in
+//! `depmgr_auth_refused_total`; failed handshakes (plaintext on the TLS
+//! port, another CA, an expired certificate) count in
+//! `depmgr_tls_handshakes_failed_total`, completed ones in
+//! `depmgr_tls_handshakes_total`. Without TLS (loopback, or `--insecure`)
+//! nothing is asked.
+//!
 //! # Uploads
 //!
 //! The body is streamed to a temporary file while its sha256 and size are
@@ -52,12 +73,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use proto::ErrorBody;
-use tokio::net::TcpListener;
+use tls::{HandshakeStats, Peer, Role, Tls};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -109,6 +131,33 @@ struct Metrics {
     download_bytes: AtomicU64,
     closures: AtomicU64,
     closure_errors: AtomicU64,
+    auth_refused: AtomicU64,
+}
+
+/// depmgr's side of TLS: its loaded certificate (none without the TLS
+/// flags) and the handshake counters of its listener.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    pub tls: Option<Arc<Tls>>,
+    pub handshakes: Arc<HandshakeStats>,
+}
+
+/// Loads the TLS flags of `config`, if given; the certificate must be of
+/// role depmgr. The error is the one line the binary prints before
+/// exiting 2 (it names the file: unreadable, not of the CA, expired, ...).
+pub fn load_tls(config: &Config) -> std::result::Result<Option<Arc<Tls>>, String> {
+    let Some(files) = config.tls_files()? else {
+        return Ok(None);
+    };
+    let tls = Tls::load(files).map_err(|e| e.to_string())?;
+    if tls.identity().role != Role::Depmgr {
+        return Err(format!(
+            "--tls-cert {} names {}, but depmgr needs a certificate of role depmgr (supctl ca issue <dir> depmgr <name>)",
+            tls.files().cert.display(),
+            tls.identity()
+        ));
+    }
+    Ok(Some(tls))
 }
 
 /// What every handler shares.
@@ -120,6 +169,7 @@ pub struct AppState {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     metrics: Metrics,
+    trust: Trust,
 }
 
 type Shared = Arc<AppState>;
@@ -128,6 +178,7 @@ impl AppState {
     pub fn new(
         store: Arc<Store>,
         config: &Config,
+        trust: Trust,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> AppState {
@@ -138,6 +189,7 @@ impl AppState {
             shutdown,
             tracker,
             metrics: Metrics::default(),
+            trust,
         }
     }
 
@@ -170,16 +222,63 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/packages/{name}/{version}/closure", get(get_closure))
         .route("/v1/archives/{digest}", get(get_archive_by_digest))
         .fallback(|| async { Error::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
         // Uploads stream to disk under our own limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` fires, then drains (see the module
-/// doc). The store is closed when this returns.
+/// The access rules of the module doc, before any handler runs.
+async fn authorize(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    if state.trust.tls.is_none() || req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| c.0.clone());
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let identity = peer.as_ref().and_then(|p| p.identity.as_ref());
+    let refusal = match identity {
+        None => Some((
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "{} {} needs a client certificate of the cluster CA ({}); none was presented",
+                req.method(),
+                req.uri().path(),
+                if write { "role operator" } else { "any role" }
+            ),
+        )),
+        Some(id) if write && id.role != Role::Operator => Some((
+            StatusCode::FORBIDDEN,
+            format!(
+                "{id} may not {} {}: uploads need an operator certificate",
+                req.method(),
+                req.uri().path()
+            ),
+        )),
+        Some(_) => None,
+    };
+    let Some((status, message)) = refusal else {
+        return next.run(req).await;
+    };
+    let n = state.metrics.auth_refused.fetch_add(1, Ordering::Relaxed) + 1;
+    let who = peer.map_or_else(|| "anonymous".to_string(), |p| p.describe());
+    tracing::warn!(peer = %who, %status, refused_total = n, "request refused: {message}");
+    if write {
+        // Let the client read the answer rather than a reset (see linger).
+        upload::linger(&state, req.into_body().into_data_stream());
+    }
+    (status, axum::Json(ErrorBody { error: message })).into_response()
+}
+
+/// Serves on `listener` (bound with `trust`'s TLS, or plaintext) until
+/// `shutdown` fires, then drains (see the module doc). The store is closed
+/// when this returns.
 pub async fn run(
     config: &Config,
-    listener: TcpListener,
+    listener: tls::Bound,
+    trust: Trust,
     store: Store,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -187,13 +286,12 @@ pub async fn run(
     let state = Arc::new(AppState::new(
         Arc::new(store),
         config,
+        trust,
         shutdown.clone(),
         tracker.clone(),
     ));
     let app = router(state.clone());
-    let serve = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let serve = listener.serve(app, shutdown.clone().cancelled_owned());
     let grace = config.shutdown_grace();
     let overdue = async {
         shutdown.cancelled().await;
@@ -259,6 +357,21 @@ async fn metrics(State(state): State<Shared>) -> Result<Response> {
             "depmgr_closure_errors_total",
             "Closure requests that failed.",
             &m.closure_errors,
+        ),
+        (
+            "depmgr_tls_handshakes_total",
+            "TLS handshakes completed.",
+            &state.trust.handshakes.accepted,
+        ),
+        (
+            "depmgr_tls_handshakes_failed_total",
+            "TLS handshakes that failed (plaintext, another CA, an expired certificate, ...).",
+            &state.trust.handshakes.failed,
+        ),
+        (
+            "depmgr_auth_refused_total",
+            "Requests refused for want of a (fitting) client certificate.",
+            &m.auth_refused,
         ),
     ] {
         out.push_str(&format!(
