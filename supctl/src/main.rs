@@ -188,7 +188,7 @@ async fn run(cli: Cli) -> Result<()> {
     let tls = tls(&cli)?;
     let c = client(&cli, tls.as_ref());
     match &cli.cmd {
-        Cmd::Package(cmd) => return depmgr::cli::run(cmd.clone()).await,
+        Cmd::Package(cmd) => return depmgr::cli::run_with_tls(cmd.clone(), tls.clone()).await,
         // Answered above, before any TLS flag is read.
         Cmd::Dev { .. } | Cmd::Ca(_) => return Ok(()),
         Cmd::Status => {

@@ -97,6 +97,13 @@ impl FakeDepmgr {
         me
     }
 
+    /// As [`FakeDepmgr::any_package`], over TLS holding `tls`'s certificate.
+    pub async fn any_package_tls(tls: Arc<Tls>) -> FakeDepmgr {
+        let me = Self::start_tls(tls).await;
+        me.store.lock().expect("lock").any_package = true;
+        me
+    }
+
     /// Serves `p`: its metadata, a closure of itself, its archive.
     pub fn put(&self, p: &BuiltPackage) {
         let info = PackageInfo {
