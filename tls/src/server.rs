@@ -123,7 +123,9 @@ pub fn server_config(tls: &Arc<Tls>, auth: ClientAuth) -> crate::Result<Arc<rust
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(ServerCert(tls.clone())));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: axum is built without its http2 feature, so offering
+    // h2 would make clients that prefer it (curl) fail after the handshake.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -248,3 +248,25 @@ async fn presented(client: &Arc<Tls>, addr: &str) -> Vec<u8> {
     let stream = connector.connect(name, tcp).await.expect("handshake");
     stream.get_ref().1.peer_certificates().expect("certs")[0].to_vec()
 }
+
+#[tokio::test]
+async fn a_client_preferring_http2_is_served_http1() {
+    // axum serves HTTP/1.1 only here; offering h2 in ALPN made curl fail
+    // after the handshake ("stream 1 was not closed cleanly").
+    let dir = tempfile::tempdir().expect("tempdir");
+    ca::init(dir.path()).expect("init");
+    let sup = load(issue(dir.path(), Role::Supervisor, "1", 30));
+    let op = load(issue(dir.path(), Role::Operator, "ops", 30));
+    let (url, _) = serve(&sup, ClientAuth::Optional).await;
+    let addr = url
+        .trim_start_matches("https://")
+        .trim_end_matches("/who")
+        .to_string();
+    let mut config = tls::client::client_config(&op, &[Role::Supervisor]);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("supervisor").expect("name");
+    let stream = connector.connect(name, tcp).await.expect("handshake");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
