@@ -346,3 +346,25 @@ async fn plaintext_on_a_non_loopback_address_needs_insecure() -> Result<()> {
     assert!(status.success(), "{status:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_and_keeps_serving() -> Result<()> {
+    let certs = Certs::new();
+    let tmp = tempfile::tempdir()?;
+    let server = DepmgrProc::start_tls(&tmp.path().join("data"), &[], Some(&certs)).await?;
+    // Rotation: a new certificate and key for the same identity.
+    certs.reissue(Role::Depmgr, "depmgr", &[]);
+    testkit::process::signal(server.pid(), nix::sys::signal::Signal::SIGHUP);
+    eventually("the reload in the log", DEADLINE, || async {
+        server
+            .log()
+            .contains("TLS certificate reloaded")
+            .then_some(())
+    })
+    .await;
+    // Still there (SIGHUP's default would have ended it), serving TLS.
+    assert!(server.client().list().await?.is_empty());
+    let status = server.terminate().await?;
+    assert!(status.success(), "{status:?}");
+    Ok(())
+}
