@@ -261,11 +261,24 @@ mod tests {
                 "--heartbeat-ms",
             ),
             (&["--supervisors", "h:1", "--depmgr", "ftp://x"], "--depmgr"),
-            (&["--supervisors", "h:1", "--depmgr", "https://x:1"], "--tls-ca"),
-            (&[], "--supervisors"),
-            (&["--supervisors", "h:1", "--tls-ca", "ca.pem"], "--tls-cert"),
             (
-                &["--supervisors", "h:1", "--tls-cert", "a.pem", "--tls-key", "a.key"],
+                &["--supervisors", "h:1", "--depmgr", "https://x:1"],
+                "--tls-ca",
+            ),
+            (&[], "--supervisors"),
+            (
+                &["--supervisors", "h:1", "--tls-ca", "ca.pem"],
+                "--tls-cert",
+            ),
+            (
+                &[
+                    "--supervisors",
+                    "h:1",
+                    "--tls-cert",
+                    "a.pem",
+                    "--tls-key",
+                    "a.key",
+                ],
                 "--tls-ca",
             ),
         ];
@@ -292,12 +305,20 @@ mod tests {
             ]
         };
         let err = parse(&base("0.0.0.0:7100")).expect_err("not loopback");
-        assert!(err.contains("--tls-cert") && err.contains("--insecure"), "{err}");
+        assert!(
+            err.contains("--tls-cert") && err.contains("--insecure"),
+            "{err}"
+        );
         let mut insecure = base("0.0.0.0:7100");
         insecure.push("--insecure");
         parse(&insecure).expect("--insecure");
         let tls = [
-            "--tls-ca", "ca.pem", "--tls-cert", "a.pem", "--tls-key", "a.key",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "a.key",
         ];
         let mut with_tls = base("0.0.0.0:7100");
         with_tls.extend(tls);

@@ -95,10 +95,7 @@ async fn start(cfg: Config) -> Result<(), Startup> {
         tls,
         handshakes: Default::default(),
     };
-    let auth = trust
-        .tls
-        .as_ref()
-        .map(|t| (t, tls::ClientAuth::Optional));
+    let auth = trust.tls.as_ref().map(|t| (t, tls::ClientAuth::Optional));
     let listener = tls::Bound::bind(&cfg.listen, auth, trust.handshakes.clone())
         .await
         .map_err(|e| {

@@ -344,9 +344,9 @@ async fn plaintext_on_a_non_loopback_address_needs_insecure() {
 }
 
 /// Plaintext to the TLS port gets nothing, and the failed handshake is
-/// counted in `/v1/status`.
+/// counted in `/v1/status`; SIGHUP reloads the certificate.
 #[tokio::test]
-async fn plaintext_to_the_tls_port_fails_and_is_counted() {
+async fn plaintext_to_the_tls_port_fails_and_is_counted_and_sighup_reloads() {
     let certs = Arc::new(Certs::new());
     let tmp = tempfile::tempdir().expect("tempdir");
     let sup = FakeSupervisor::start_tls(certs.load(Role::Supervisor, "1")).await;
@@ -374,4 +374,17 @@ async fn plaintext_to_the_tls_port_fails_and_is_counted() {
     })
     .await;
     println!("tls counters: {}", s["tls"]);
+
+    // SIGHUP reloads the certificate (rotated here) and the agent goes on.
+    certs.reissue(Role::Agent, "node-a", &[]);
+    testkit::process::signal(agent.pid(), nix::sys::signal::Signal::SIGHUP);
+    eventually("the reload in the log", T, || async {
+        agent
+            .log_text()
+            .contains("TLS certificate reloaded")
+            .then_some(())
+    })
+    .await;
+    assert!(pid_alive(agent.pid()));
+    assert_eq!(agent.status().await.expect("status")["node"], "node-a");
 }

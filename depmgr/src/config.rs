@@ -166,10 +166,7 @@ mod tests {
         let parse = |extra: &[&str]| {
             let mut args = vec!["depmgr", "--data-dir", "/tmp/x"];
             args.extend_from_slice(extra);
-            Config::try_parse_from(args)
-                .expect("parse")
-                .validate()
-                .map(|()| ())
+            Config::try_parse_from(args).expect("parse").validate()
         };
         let e = parse(&["--tls-ca", "ca.pem"]).expect_err("partial");
         assert!(e.contains("--tls-cert") && e.contains("--tls-key"), "{e}");

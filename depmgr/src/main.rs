@@ -76,10 +76,7 @@ async fn start(config: Config) -> ExitCode {
         },
         Err(e) => return refuse(e),
     };
-    let auth = trust
-        .tls
-        .as_ref()
-        .map(|t| (t, tls::ClientAuth::Optional));
+    let auth = trust.tls.as_ref().map(|t| (t, tls::ClientAuth::Optional));
     let listener = match tls::Bound::bind(&config.listen, auth, trust.handshakes.clone()).await {
         Ok(l) => l,
         Err(e) => return refuse(format!("cannot listen on {}: {e}", config.listen)),

@@ -134,11 +134,17 @@ async fn uploads_need_an_operator_and_reads_any_certificate_of_the_ca() -> Resul
     // One warn line per refusal, naming the peer; all of them counted.
     let log = server.log();
     assert!(
-        log.lines()
-            .any(|l| l.contains("WARN") && l.contains("request refused") && l.contains("agent/node-a@")),
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("request refused")
+            && l.contains("agent/node-a@")),
         "{log}"
     );
-    assert_eq!(log.lines().filter(|l| l.contains("request refused: ")).count(), 6);
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("request refused: "))
+            .count(),
+        6
+    );
     assert_eq!(metric(&server, "depmgr_auth_refused_total").await?, 6);
 
     // supctl's package commands over TLS: the operator pushes, an agent
@@ -165,7 +171,11 @@ async fn uploads_need_an_operator_and_reads_any_certificate_of_the_ca() -> Resul
         .expect_err("agent push");
     assert!(format!("{err:#}").contains("403"), "{err:#}");
     push(certs.operator()).await?;
-    run_with_tls(PackageCmd::List { addr: addr.clone() }, Some(certs.operator())).await?;
+    run_with_tls(
+        PackageCmd::List { addr: addr.clone() },
+        Some(certs.operator()),
+    )
+    .await?;
     assert_eq!(server.client().show("api", "1.0.0").await?.name, "api");
     Ok(())
 }
@@ -176,7 +186,10 @@ async fn certificates_of_another_ca_are_refused_at_the_handshake_and_counted() -
     let other = Certs::new();
     let tmp = tempfile::tempdir()?;
     let server = DepmgrProc::start_tls(&tmp.path().join("data"), &[], Some(&certs)).await?;
-    assert_eq!(metric(&server, "depmgr_tls_handshakes_failed_total").await?, 0);
+    assert_eq!(
+        metric(&server, "depmgr_tls_handshakes_failed_total").await?,
+        0
+    );
 
     // A client of the other CA: depmgr's certificate is not one it trusts.
     let stranger = client_as(&server, &other.operator())?;
@@ -189,12 +202,18 @@ async fn certificates_of_another_ca_are_refused_at_the_handshake_and_counted() -
     let f = other.issue(Role::Operator, "ops");
     let raw = raw_client(&certs, Some((&f.cert, &f.key)))?;
     let answer = raw.get(server.url("/v1/packages")).send().await;
-    assert!(answer.is_err(), "another CA's certificate was taken: {answer:?}");
+    assert!(
+        answer.is_err(),
+        "another CA's certificate was taken: {answer:?}"
+    );
     metric_at_least(&server, "depmgr_tls_handshakes_failed_total", 2).await;
     assert_eq!(metric(&server, "depmgr_auth_refused_total").await?, 0);
 
     // Plaintext to the TLS port: nothing, and counted.
-    let answer = http().get(format!("http://{}/health", server.addr)).send().await;
+    let answer = http()
+        .get(format!("http://{}/health", server.addr))
+        .send()
+        .await;
     assert!(
         !answer.as_ref().is_ok_and(|r| r.status().is_success()),
         "plaintext was answered: {answer:?}"
@@ -239,7 +258,10 @@ async fn expired_certificates_are_refused_at_start_and_at_the_handshake() -> Res
         &data,
         certs.flags(Role::Depmgr, "depmgr"),
     ))?;
-    assert!(e.to_lowercase().contains("expired") && e.contains("depmgr.pem"), "{e}");
+    assert!(
+        e.to_lowercase().contains("expired") && e.contains("depmgr.pem"),
+        "{e}"
+    );
     assert!(!data.exists(), "the data dir was created");
     // Nor with a certificate of another role.
     let e = refused(&args(
@@ -247,7 +269,10 @@ async fn expired_certificates_are_refused_at_start_and_at_the_handshake() -> Res
         &data,
         certs.flags(Role::Operator, "ops"),
     ))?;
-    assert!(e.contains("operator/ops") && e.contains("role depmgr"), "{e}");
+    assert!(
+        e.contains("operator/ops") && e.contains("role depmgr"),
+        "{e}"
+    );
     assert!(!data.exists(), "the data dir was created");
 
     // With a valid one it starts; a client presenting an expired
@@ -258,7 +283,10 @@ async fn expired_certificates_are_refused_at_start_and_at_the_handshake() -> Res
     let f = certs.issue(Role::Operator, "old");
     let raw = raw_client(&certs, Some((&f.cert, &f.key)))?;
     let answer = raw.get(server.url("/v1/packages")).send().await;
-    assert!(answer.is_err(), "an expired certificate was taken: {answer:?}");
+    assert!(
+        answer.is_err(),
+        "an expired certificate was taken: {answer:?}"
+    );
     metric_at_least(&server, "depmgr_tls_handshakes_failed_total", 1).await;
     eventually("the refused handshake in the log", DEADLINE, || async {
         let log = server.log();
@@ -315,6 +343,28 @@ async fn plaintext_on_a_non_loopback_address_needs_insecure() -> Result<()> {
     .await;
     assert_eq!(health.status(), 200);
     let status = procs.terminate("depmgr", DEADLINE).await.context("exit")?;
+    assert!(status.success(), "{status:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_and_keeps_serving() -> Result<()> {
+    let certs = Certs::new();
+    let tmp = tempfile::tempdir()?;
+    let server = DepmgrProc::start_tls(&tmp.path().join("data"), &[], Some(&certs)).await?;
+    // Rotation: a new certificate and key for the same identity.
+    certs.reissue(Role::Depmgr, "depmgr", &[]);
+    testkit::process::signal(server.pid(), nix::sys::signal::Signal::SIGHUP);
+    eventually("the reload in the log", DEADLINE, || async {
+        server
+            .log()
+            .contains("TLS certificate reloaded")
+            .then_some(())
+    })
+    .await;
+    // Still there (SIGHUP's default would have ended it), serving TLS.
+    assert!(server.client().list().await?.is_empty());
+    let status = server.terminate().await?;
     assert!(status.success(), "{status:?}");
     Ok(())
 }

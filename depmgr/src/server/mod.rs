@@ -222,7 +222,10 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/packages/{name}/{version}/closure", get(get_closure))
         .route("/v1/archives/{digest}", get(get_archive_by_digest))
         .fallback(|| async { Error::NotFound("no such endpoint".into()) })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         // Uploads stream to disk under our own limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
