@@ -22,11 +22,11 @@ use proto::heartbeat::{
     Directive, Heartbeat, HeartbeatReply, ModuleStatus, ModuleTable, PackedStatuses, ReplyOutcome,
     TableEntry,
 };
+use testkit::Certs;
 use testkit::eventually;
 use testkit::fake_depmgr::FakeDepmgr;
 use testkit::spec::ModuleSpec;
 use testkit::supervisors::Supervisors;
-use testkit::Certs;
 use tls::{Identity, Role, Tls, TlsFiles};
 use tokio::sync::Mutex;
 
@@ -208,10 +208,7 @@ async fn main() {
     let mut all = Vec::new();
     for &tls in modes {
         println!();
-        println!(
-            "=== {} ===",
-            if tls { "mutual TLS" } else { "plaintext" }
-        );
+        println!("=== {} ===", if tls { "mutual TLS" } else { "plaintext" });
         all.push((tls, run(tls, n_agents, n_modules, secs, conns).await));
     }
     if let [(false, plain), (true, tls)] = all.as_slice() {

@@ -152,6 +152,20 @@ impl TestCluster {
         self.certs.as_ref().map(|c| c.operator())
     }
 
+    /// `supctl --addr <every supervisor>`, with the operator's TLS flags
+    /// in its environment (`SUPCTL_TLS_*`) when the cluster runs TLS.
+    pub fn supctl(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(self.bins.join("supctl"));
+        cmd.arg("--addr").arg(self.supervisors.addrs.join(","));
+        if let Some(c) = &self.certs {
+            let f = c.issue(Role::Operator, "ops");
+            cmd.env("SUPCTL_TLS_CA", f.ca)
+                .env("SUPCTL_TLS_CERT", f.cert)
+                .env("SUPCTL_TLS_KEY", f.key);
+        }
+        cmd
+    }
+
     /// An admin client that knows every supervisor.
     pub fn admin(&self) -> AdminClient {
         self.supervisors.client()

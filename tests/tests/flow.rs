@@ -113,13 +113,9 @@ async fn killed_module_is_restored_in_place() {
     );
 
     // supctl reads the same views.
-    let out = std::process::Command::new(c.bins.join("supctl"))
-        .args([
-            "--addr",
-            &c.supervisors.addrs.join(","),
-            "--json",
-            "modules",
-        ])
+    let out = c
+        .supctl()
+        .args(["--json", "modules"])
         .output()
         .expect("supctl");
     assert!(

@@ -265,7 +265,9 @@ async fn a_client_preferring_http2_is_served_http1() {
     let mut config = tls::client::client_config(&op, &[Role::Supervisor]);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
     let name = rustls_pki_types::ServerName::try_from("supervisor").expect("name");
     let stream = connector.connect(name, tcp).await.expect("handshake");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
