@@ -534,10 +534,13 @@ async fn rotated_certificate_rejoins_and_sighup_reloads() {
 }
 
 fn run_supervisor(args: &[String]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor"))
-        .args(args)
-        .output()
-        .expect("run supervisor");
+    // A supervisor that starts instead of refusing is killed (and the
+    // test fails) after 20 s.
+    let out = testkit::process::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_supervisor")).args(args),
+        Duration::from_secs(20),
+    )
+    .expect("the supervisor exits by itself");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).to_string(),
