@@ -291,7 +291,7 @@ async fn forged_raft_rpcs_are_refused_and_change_nothing() {
     for i in 0..3 {
         eventually("the write applied on every replica", T, || async {
             let v = cluster.view(i).await?;
-            (v.last_applied >= after.last_applied + 1).then_some(())
+            (v.last_applied > after.last_applied).then_some(())
         })
         .await;
     }
