@@ -43,7 +43,7 @@ async fn heartbeat(
     body: Bytes,
 ) -> Response {
     if let Err(refused) = auth::heartbeat_agent(&app, &peer) {
-        return refused;
+        return refused.into_response();
     }
     let hb: Heartbeat = match proto::decode(&body) {
         Ok(hb) => hb,
@@ -57,7 +57,7 @@ async fn heartbeat(
         return ApiError::bad(format!("heartbeat: {e}")).into_response();
     }
     if let Err(refused) = auth::heartbeat_node(&app, &peer, &hb.node) {
-        return refused;
+        return refused.into_response();
     }
     app.count(&app.metrics.heartbeats);
     encode_answer(&answer(&app, &hb).await)

@@ -77,7 +77,7 @@ impl Surface {
 }
 
 /// Counts, logs (rate-limited) and answers a refusal.
-pub fn refuse(app: &App, surface: Surface, status: StatusCode, peer: &Peer, why: &str) -> Response {
+pub fn refuse(app: &App, surface: Surface, status: StatusCode, peer: &Peer, why: &str) -> ApiError {
     let n = surface.counter(app).fetch_add(1, Ordering::Relaxed) + 1;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -96,7 +96,7 @@ pub fn refuse(app: &App, surface: Surface, status: StatusCode, peer: &Peer, why:
             "request refused: {why}"
         );
     }
-    ApiError::new(status, format!("{} refused: {why}", peer.describe())).into_response()
+    ApiError::new(status, format!("{} refused: {why}", peer.describe()))
 }
 
 /// Middleware of the Raft routes: with TLS, only a member's supervisor
@@ -119,13 +119,13 @@ pub async fn raft_peer(
     };
     match checked {
         Ok(()) => next.run(req).await,
-        Err(why) => refuse(&app, Surface::Raft, StatusCode::FORBIDDEN, &peer, &why),
+        Err(why) => refuse(&app, Surface::Raft, StatusCode::FORBIDDEN, &peer, &why).into_response(),
     }
 }
 
 /// With TLS, the leader or candidate a Raft request names (`claimed`) must
 /// be the supervisor whose certificate sent it.
-pub fn raft_claim(app: &App, peer: &Peer, claimed: Option<SupervisorId>) -> Result<(), Response> {
+pub fn raft_claim(app: &App, peer: &Peer, claimed: Option<SupervisorId>) -> Result<(), ApiError> {
     if app.tls.is_none() {
         return Ok(());
     }
@@ -151,7 +151,7 @@ pub fn raft_claim(app: &App, peer: &Peer, claimed: Option<SupervisorId>) -> Resu
 
 /// With TLS, a heartbeat comes from an agent certificate (checked before
 /// the body is decoded).
-pub fn heartbeat_agent(app: &App, peer: &Peer) -> Result<(), Response> {
+pub fn heartbeat_agent(app: &App, peer: &Peer) -> Result<(), ApiError> {
     if app.tls.is_none() {
         return Ok(());
     }
@@ -175,7 +175,7 @@ pub fn heartbeat_agent(app: &App, peer: &Peer) -> Result<(), Response> {
 }
 
 /// With TLS, a heartbeat of `node` comes from `agent/<node>`.
-pub fn heartbeat_node(app: &App, peer: &Peer, node: &str) -> Result<(), Response> {
+pub fn heartbeat_node(app: &App, peer: &Peer, node: &str) -> Result<(), ApiError> {
     if app.tls.is_none() {
         return Ok(());
     }
@@ -256,14 +256,16 @@ pub async fn admin(
                     .and_then(|sid| app.is_raft_peer(sid));
                 return match member {
                     Ok(()) => next.run(req).await,
-                    Err(why) => refuse(&app, Surface::Admin, StatusCode::FORBIDDEN, &peer, &why),
+                    Err(why) => refuse(&app, Surface::Admin, StatusCode::FORBIDDEN, &peer, &why)
+                        .into_response(),
                 };
             }
             Some(id) => {
                 let why = format!(
                     "{id} may not use the admin API: it needs an operator certificate or the admin token"
                 );
-                return refuse(&app, Surface::Admin, StatusCode::FORBIDDEN, &peer, &why);
+                return refuse(&app, Surface::Admin, StatusCode::FORBIDDEN, &peer, &why)
+                    .into_response();
             }
             None => {}
         }
@@ -283,14 +285,15 @@ pub async fn admin(
                 "the read token allows GET requests only, not {}",
                 req.method()
             ),
-        ),
+        )
+        .into_response(),
         TokenGrant::Nothing => {
             let why = if tls {
                 "the admin API needs an operator certificate or the admin token (Authorization: Bearer <token>)"
             } else {
                 "missing or wrong admin token (Authorization: Bearer <token>)"
             };
-            refuse(&app, Surface::Admin, StatusCode::UNAUTHORIZED, &peer, why)
+            refuse(&app, Surface::Admin, StatusCode::UNAUTHORIZED, &peer, why).into_response()
         }
     }
 }

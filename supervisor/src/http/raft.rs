@@ -60,9 +60,7 @@ async fn append(
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: AppendEntriesRequest = decode_body(&body)?;
-    if let Err(refused) = auth::raft_claim(&app, &peer, req.vote.leader_id().voted_for()) {
-        return Ok(refused);
-    }
+    auth::raft_claim(&app, &peer, req.vote.leader_id().voted_for())?;
     Ok(encode_answer(&app.raft.append_entries(req).await))
 }
 
@@ -72,9 +70,7 @@ async fn vote(
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: VoteRequest = decode_body(&body)?;
-    if let Err(refused) = auth::raft_claim(&app, &peer, req.vote.leader_id().voted_for()) {
-        return Ok(refused);
-    }
+    auth::raft_claim(&app, &peer, req.vote.leader_id().voted_for())?;
     Ok(encode_answer(&app.raft.vote(req).await))
 }
 
@@ -84,8 +80,6 @@ async fn snapshot(
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: InstallSnapshotRequest = decode_body(&body)?;
-    if let Err(refused) = auth::raft_claim(&app, &peer, req.vote.leader_id().voted_for()) {
-        return Ok(refused);
-    }
+    auth::raft_claim(&app, &peer, req.vote.leader_id().voted_for())?;
     Ok(encode_answer(&app.raft.install_snapshot(req).await))
 }
