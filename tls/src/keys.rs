@@ -140,7 +140,12 @@ impl Tls {
         let tls = self.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match tls.reload() {
+                // File reads and parsing: off the async workers.
+                let t = tls.clone();
+                let reloaded = tokio::task::spawn_blocking(move || t.reload())
+                    .await
+                    .unwrap_or_else(|e| Err(crate::Error::Cert(format!("reload task: {e}"))));
+                match reloaded {
                     Ok(()) => tracing::info!(
                         cert = %tls.files.cert.display(),
                         identity = %tls.identity,
