@@ -95,7 +95,9 @@ impl AdminClient {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    unreachable.push(format!("{addr}: {}", chain(&e)));
+                    let msg = chain(&e);
+                    let hint = scheme_hint(self.scheme, &msg);
+                    unreachable.push(format!("{addr}: {msg}{hint}"));
                     continue;
                 }
             };
@@ -163,6 +165,21 @@ impl AdminClient {
 
 /// An error with its causes (reqwest's own message rarely says what
 /// happened: a refused certificate is three levels down).
+/// What to do when the server speaks another protocol than the client:
+/// plaintext against a TLS port reads the TLS alert as a malformed HTTP
+/// answer; TLS against a plaintext port gets no TLS record back.
+fn scheme_hint(scheme: &str, msg: &str) -> &'static str {
+    if scheme == "http" && msg.contains("invalid HTTP version") {
+        " (the replica answered in TLS: give --tls-ca, --tls-cert and --tls-key, or set SUPCTL_TLS_CA, SUPCTL_TLS_CERT and SUPCTL_TLS_KEY)"
+    } else if scheme == "https"
+        && (msg.contains("InvalidContentType") || msg.contains("corrupt message"))
+    {
+        " (the replica does not speak TLS: leave out the --tls-* flags for a plaintext cluster)"
+    } else {
+        ""
+    }
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut cause = e.source();

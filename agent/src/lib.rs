@@ -54,7 +54,7 @@ pub mod state;
 
 use std::sync::Arc;
 
-use tls::{HandshakeStats, Identity, Role, Tls};
+use tls::{HandshakeStats, Role, Tls};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -156,16 +156,8 @@ pub fn load_tls(cfg: &Config) -> Result<Option<Arc<Tls>>, Error> {
     let Some(files) = cfg.tls_files()? else {
         return Ok(None);
     };
-    let tls = Tls::load(files).map_err(|e| Error::Config(e.to_string()))?;
-    let want = Identity::new(Role::Agent, &cfg.node).map_err(Error::Config)?;
-    if *tls.identity() != want {
-        return Err(Error::Config(format!(
-            "--tls-cert {} names {}, but this agent is --node {} and needs a certificate of {want}",
-            tls.files().cert.display(),
-            tls.identity(),
-            cfg.node
-        )));
-    }
+    let who = format!("this agent (--node {})", cfg.node);
+    let tls = Tls::load_as(files, Role::Agent, Some(&cfg.node), &who).map_err(Error::Config)?;
     Ok(Some(tls))
 }
 

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::leader::{Leader, stamp};
 use crate::raft::{Raft, StateHandle, SupervisorId};
 use crate::state::{BatchResponse, Transition};
+use crate::vouch::Vouches;
 
 /// Counters exported on `/metrics`.
 #[derive(Debug, Default)]
@@ -60,6 +61,8 @@ pub struct App {
     pub cancel: CancellationToken,
     leader: RwLock<Option<Arc<Leader>>>,
     pub metrics: Metrics,
+    /// Supervisors admitted for Raft on a trusted replica's word.
+    pub vouches: Vouches,
 }
 
 impl App {
@@ -82,13 +85,14 @@ impl App {
             raft,
             state,
             http,
-            tls,
+            tls: tls.clone(),
             handshakes,
             depmgr,
             tasks: TaskTracker::new(),
             cancel,
             leader: RwLock::new(None),
             metrics: Metrics::default(),
+            vouches: Vouches::new(tls.as_ref()),
         })
     }
 
@@ -194,20 +198,29 @@ impl App {
         tls::client::scheme(self.tls.as_ref())
     }
 
-    /// Whether supervisor `id` may speak Raft to this replica: a voter or
-    /// learner of the membership it knows, or, while it knows none yet (a
-    /// fresh replica, or a learner the leader has not reached yet), one of
-    /// `--peers`. The error says why not.
-    pub fn is_raft_peer(&self, id: SupervisorId) -> std::result::Result<(), String> {
-        let members: BTreeSet<SupervisorId> = self
-            .raft
+    /// Voters and learners of the membership this replica knows, with
+    /// their addresses.
+    pub fn member_addrs(&self) -> Vec<(SupervisorId, String)> {
+        self.raft
             .metrics()
             .borrow()
             .membership_config
             .membership()
             .nodes()
-            .map(|(id, _)| *id)
-            .collect();
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect()
+    }
+
+    /// Whether supervisor `id` may speak Raft to this replica: a voter or
+    /// learner of the membership it knows, or, while it knows none yet (a
+    /// fresh replica, or a learner the leader has not reached yet), one of
+    /// `--peers`; or a member by the word of a replica it trusts (a replica
+    /// behind a membership change, see [`crate::vouch`]; an unknown id
+    /// starts the questions in the background and is refused meanwhile).
+    /// The error says why not.
+    pub fn is_raft_peer(self: &Arc<Self>, id: SupervisorId) -> std::result::Result<(), String> {
+        let members: BTreeSet<SupervisorId> =
+            self.member_addrs().into_iter().map(|(id, _)| id).collect();
         if members.is_empty() {
             return if self.config.peers.0.contains_key(&id) {
                 Ok(())
@@ -217,15 +230,15 @@ impl App {
                 ))
             };
         }
-        if members.contains(&id) {
-            Ok(())
-        } else {
-            let list: Vec<String> = members.iter().map(|m| m.to_string()).collect();
-            Err(format!(
-                "supervisor {id} is not a member of this cluster (members: {})",
-                list.join(", ")
-            ))
+        if members.contains(&id) || self.vouches.admitted(self, id) {
+            return Ok(());
         }
+        self.vouches.ask(self, id);
+        let list: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+        Err(format!(
+            "supervisor {id} is not a member of this cluster (members: {}; asking them whether it joined since)",
+            list.join(", ")
+        ))
     }
 
     pub fn count(&self, counter: &AtomicU64) {

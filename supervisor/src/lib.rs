@@ -27,7 +27,9 @@
 //! - [`directives`]: what each agent is told, derived from committed state.
 //! - [`leader`]: the leader-only control loop (I/O edge of `plan`), the
 //!   leader's side of the heartbeat protocol, package retrieval.
-//! - [`raft`], [`network`]: openraft type configuration and HTTP Raft RPC.
+//! - [`raft`], [`network`]: openraft type configuration and HTTP Raft RPC;
+//!   [`vouch`]: with TLS, admitting a member this replica has not learnt of
+//!   yet on the word of one it trusts.
 //! - [`http`]: one file per surface (Raft RPC, agents, admin API,
 //!   forwarding, guards, metrics) and who may call each (`http::auth`:
 //!   with TLS, by the identity of the client certificate); [`views`]: the
@@ -53,3 +55,4 @@ mod scenarios;
 pub mod server;
 pub mod state;
 pub mod views;
+pub mod vouch;

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tls::{Bound, ClientAuth, HandshakeStats, Identity, Role, Tls};
+use tls::{Bound, ClientAuth, HandshakeStats, Role, Tls};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -106,17 +106,9 @@ fn load_tls(config: &Config) -> Result<Option<Arc<Tls>>> {
     let Some(files) = config.tls_files()? else {
         return Ok(None);
     };
-    let cert = files.cert.clone();
-    let tls = Tls::load(files).map_err(|e| Error::Config(format!("TLS: {e}")))?;
-    let want = Identity::new(Role::Supervisor, &config.id.to_string()).map_err(Error::Config)?;
-    if *tls.identity() != want {
-        return Err(Error::Config(format!(
-            "--tls-cert {}: certificate names {} but --id is {}",
-            cert.display(),
-            tls.identity(),
-            config.id
-        )));
-    }
+    let who = format!("this supervisor (--id {})", config.id);
+    let tls = Tls::load_as(files, Role::Supervisor, Some(&config.id.to_string()), &who)
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?;
     Ok(Some(tls))
 }
 

@@ -446,6 +446,16 @@ async fn heartbeats_and_the_admin_api_by_identity() {
         .expect("client");
     let answer = plain.get(format!("http://{addr}/health")).send().await;
     assert!(answer.is_err(), "plaintext HTTP answered: {answer:?}");
+    // supctl's client without the TLS flags says what is missing.
+    let err = admin_api::AdminClient::new(vec![addr.clone()], None)
+        .with_timeout(Duration::from_secs(10))
+        .cluster()
+        .await
+        .expect_err("a plaintext admin client against TLS");
+    assert!(
+        err.to_string().contains("answered in TLS: give --tls-ca"),
+        "{err}"
+    );
     eventually("the failed handshake counted", T, || async {
         (metric(&certs, addr, handshakes_failed).await > failed_before).then_some(())
     })
@@ -533,6 +543,123 @@ async fn rotated_certificate_rejoins_and_sighup_reloads() {
     .await;
 }
 
+/// The leader every answering replica among `live` names, when they agree.
+async fn agreed_leader(cluster: &Supervisors, live: &[usize]) -> Option<u64> {
+    let mut leaders = std::collections::BTreeSet::new();
+    for i in live {
+        leaders.insert(cluster.view(*i).await?.leader?);
+    }
+    (leaders.len() == 1).then(|| leaders.first().copied())?
+}
+
+/// `POST /v1/cluster/members` (or `DELETE .../{id}` when `add` is false),
+/// retried while leadership moves; done when it went through earlier.
+async fn membership_change(c: &admin_api::AdminClient, id: u64, add: Option<&str>) {
+    let body = add.map(|addr| serde_json::json!({"id": id, "addr": addr}));
+    let (method, path, done) = match add {
+        Some(_) => (
+            reqwest::Method::POST,
+            "/v1/cluster/members".to_string(),
+            StatusCode::CONFLICT,
+        ),
+        None => (
+            reqwest::Method::DELETE,
+            format!("/v1/cluster/members/{id}"),
+            StatusCode::NOT_FOUND,
+        ),
+    };
+    eventually(&format!("{method} supervisor {id}"), T, || async {
+        match c
+            .request::<_, serde_json::Value>(method.clone(), &path, body.as_ref())
+            .await
+        {
+            Ok(_) => Some(()),
+            Err(admin_api::ClientError::Api { status, .. }) if status == done => Some(()),
+            Err(_) => None,
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_a_membership_change_follows_a_leader_it_did_not_know() {
+    let certs = Arc::new(Certs::new());
+    let mut cluster = Supervisors::start_tls(3, &depmgr_url(), &[], Some(certs.clone())).await;
+    let c = cluster.client();
+    deploy(&c, "before").await;
+
+    // A follower (the laggard) is down while 4, 5 and 6 join and the
+    // leader of that time leaves: the laggard knows {1, 2, 3} only, and of
+    // those only the other follower still runs.
+    let leader = cluster.wait_leader(T).await;
+    let laggard = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    cluster.kill(laggard);
+    for id in [4u64, 5, 6] {
+        let i = cluster.add(id);
+        let addr = cluster.addrs[i].clone();
+        membership_change(&c, id, Some(&addr)).await;
+    }
+    membership_change(&c, cluster.ids[leader], None).await;
+    cluster.kill(leader);
+
+    // A new member leads: with the other follower paused, only 4, 5 and 6
+    // can elect (three of {other, laggard, 4, 5, 6}). A paused follower
+    // sends no appends of its own when it resumes.
+    let newcomers = [3usize, 4, 5];
+    let pid = cluster.pid(other).expect("the other follower runs");
+    testkit::process::signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    let new_leader = eventually("4, 5 and 6 elect one of them", T, || async {
+        agreed_leader(&cluster, &newcomers)
+            .await
+            .filter(|l| *l >= 4)
+    })
+    .await;
+    testkit::process::signal(pid, nix::sys::signal::Signal::SIGCONT);
+    let live = [other, 3, 4, 5];
+    eventually("the other follower names the new leader", T, || async {
+        agreed_leader(&cluster, &live).await.filter(|l| *l >= 4)
+    })
+    .await;
+    deploy(&c, "while-the-laggard-was-down").await;
+    let target = {
+        let l = cluster
+            .ids
+            .iter()
+            .position(|x| *x == new_leader)
+            .expect("leader index");
+        cluster.view(l).await.expect("view").last_applied
+    };
+
+    // The laggard comes back knowing {1, 2, 3} only: the other follower
+    // vouches for the members it does not know, and it catches up from
+    // them (the only replicas with the log it lacks that are not paused
+    // followers of its own era).
+    let known: Vec<u64> = cluster.ids[..3].to_vec();
+    cluster.restart_knowing(laggard, &known);
+    eventually("the laggard catches up and names a leader", T, || async {
+        let v = cluster.view(laggard).await?;
+        (v.last_applied >= target && v.leader.is_some_and(|l| l >= 4)).then_some(())
+    })
+    .await;
+    let v = cluster.view(laggard).await.expect("view of the laggard");
+    let mut ids: Vec<u64> = v.members.iter().map(|m| m.id).collect();
+    ids.sort();
+    let mut want: Vec<u64> = [cluster.ids[laggard], cluster.ids[other], 4, 5, 6].to_vec();
+    want.sort();
+    assert_eq!(ids, want, "{v:?}");
+    let log = cluster.log(laggard);
+    let vouched = format!(
+        "admitted for Raft: a member of supervisor {}'s membership",
+        cluster.ids[other]
+    );
+    assert!(
+        log.contains(&vouched),
+        "the laggard admitted the new members on the other follower's word:\n{}",
+        cluster.log_tail(laggard, 40)
+    );
+}
+
 fn run_supervisor(args: &[String]) -> (Option<i32>, String) {
     // A supervisor that starts instead of refusing is killed (and the
     // test fails) after 20 s.
@@ -589,11 +716,11 @@ async fn plaintext_only_on_loopback_and_certificates_checked_at_start() {
     for (extra, expect) in [
         (
             [certs.flags(Role::Supervisor, "2"), https.to_vec()].concat(),
-            "certificate names supervisor/2 but --id is 1",
+            "the certificate names supervisor/2, but this supervisor (--id 1) needs the certificate supervisor/1",
         ),
         (
             [certs.flags(Role::Agent, "a"), https.to_vec()].concat(),
-            "certificate names agent/a but --id is 1",
+            "the certificate names agent/a, but this supervisor (--id 1) needs the certificate supervisor/1",
         ),
         (
             [

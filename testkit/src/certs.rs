@@ -104,13 +104,26 @@ impl Default for Certs {
     }
 }
 
+/// Runs supctl and waits for it (tens of milliseconds). Called from an
+/// async test on a multi-threaded runtime, the worker hands its other
+/// tasks away while it waits (`block_in_place`); a current-thread runtime
+/// or plain thread just waits.
 fn supctl(cmd: &[&str], dir: &Path, rest: &[&str]) {
-    let out = Command::new(bin("supctl"))
-        .args(cmd)
-        .arg(dir)
-        .args(rest)
-        .output()
-        .expect("running supctl (build the binaries first)");
+    let run = || {
+        Command::new(bin("supctl"))
+            .args(cmd)
+            .arg(dir)
+            .args(rest)
+            .output()
+            .expect("running supctl (build the binaries first)")
+    };
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let out = if multi_thread {
+        tokio::task::block_in_place(run)
+    } else {
+        run()
+    };
     assert!(
         out.status.success(),
         "supctl {cmd:?} {} {rest:?} failed: {}",

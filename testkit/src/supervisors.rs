@@ -135,12 +135,33 @@ impl Supervisors {
 
     /// Starts replica `i` with the current peers.
     fn spawn(&mut self, i: usize) {
+        let peers = self.peers();
+        self.spawn_with_peers(i, &peers);
+    }
+
+    /// Starts replica `i` again (SIGKILL first if it runs) with `--peers`
+    /// naming only the replicas `ids` (as a replica configured before the
+    /// others joined would be).
+    pub fn restart_knowing(&mut self, i: usize, ids: &[u64]) {
+        self.kill(i);
+        let peers = self
+            .ids
+            .iter()
+            .zip(&self.addrs)
+            .filter(|(id, _)| ids.contains(id))
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.spawn_with_peers(i, &peers);
+    }
+
+    fn spawn_with_peers(&mut self, i: usize, peers: &str) {
         let id = self.ids[i];
         let program = Program::new(bin("supervisor"))
             .args(["--id", &id.to_string(), "--listen", &self.addrs[i]])
             .arg("--data-dir")
             .arg(self.dir.join(format!("s{id}")))
-            .args(["--peers", &self.peers(), "--depmgr", &self.depmgr])
+            .args(["--peers", peers, "--depmgr", &self.depmgr])
             .args(&self.flags)
             .args(self.tls_flags(id))
             .env("RUST_LOG", "info,openraft=warn");

@@ -17,7 +17,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
-use crate::identity::Identity;
+use crate::identity::{Identity, Role};
 use crate::{Error, Result};
 
 /// The three TLS flags of a program.
@@ -88,6 +88,39 @@ impl Tls {
             provider,
             current: RwLock::new(key),
         }))
+    }
+
+    /// Loads the three files (as [`Tls::load`]) and checks that the
+    /// certificate names `role`, and `name` when given: a program refuses
+    /// to start with another's certificate. `who` names the program in the
+    /// error (`this supervisor (--id 1)`); every error names the file.
+    pub fn load_as(
+        files: TlsFiles,
+        role: Role,
+        name: Option<&str>,
+        who: &str,
+    ) -> std::result::Result<Arc<Tls>, String> {
+        let tls = Tls::load(files).map_err(|e| e.to_string())?;
+        let got = tls.identity();
+        let want = match name {
+            Some(name) => {
+                let want = Identity::new(role, name)?;
+                (*got != want).then(|| format!("the certificate {want}"))
+            }
+            None => (got.role != role).then(|| {
+                format!(
+                    "a certificate of role {role} (supctl ca issue <dir> {role} <name>)",
+                    role = role.as_str()
+                )
+            }),
+        };
+        match want {
+            None => Ok(tls),
+            Some(want) => Err(format!(
+                "--tls-cert {}: the certificate names {got}, but {who} needs {want}",
+                tls.files().cert.display()
+            )),
+        }
     }
 
     /// Who this program is.

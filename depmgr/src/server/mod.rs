@@ -149,14 +149,7 @@ pub fn load_tls(config: &Config) -> std::result::Result<Option<Arc<Tls>>, String
     let Some(files) = config.tls_files()? else {
         return Ok(None);
     };
-    let tls = Tls::load(files).map_err(|e| e.to_string())?;
-    if tls.identity().role != Role::Depmgr {
-        return Err(format!(
-            "--tls-cert {} names {}, but depmgr needs a certificate of role depmgr (supctl ca issue <dir> depmgr <name>)",
-            tls.files().cert.display(),
-            tls.identity()
-        ));
-    }
+    let tls = Tls::load_as(files, Role::Depmgr, None, "depmgr")?;
     Ok(Some(tls))
 }
 

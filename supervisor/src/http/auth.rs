@@ -6,7 +6,8 @@
 //!
 //! - Raft RPC (`/raft/append|vote|snapshot`): a `supervisor/<id>`
 //!   certificate whose id is a member of the membership this replica knows
-//!   (voter or learner), or, while it knows none, one of `--peers`
+//!   (voter or learner), or, while it knows none, one of `--peers`, or a
+//!   member by the word of a member or peer it knows ([`crate::vouch`])
 //!   ([`raft_peer`], before the body is read); and the leader or candidate
 //!   named in the request is that id ([`raft_claim`]): a member cannot
 //!   speak for another.

@@ -1,5 +1,6 @@
 //! Raft RPC between replicas: `POST /raft/append`, `/raft/vote`,
-//! `/raft/snapshot`. Bodies are [`proto::codec`] blobs (bincode with a
+//! `/raft/snapshot`, and `GET /raft/membership` (the members this replica
+//! knows, JSON, for [`crate::vouch`]). Bodies are [`proto::codec`] blobs (bincode with a
 //! format byte): the openraft request in, `Result<response, RaftError>` out.
 //! The sending side is [`crate::network`].
 //!
@@ -16,7 +17,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use tls::Peer;
 
 use super::{ApiError, ApiResult, auth};
@@ -32,6 +33,7 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
+        .route("/raft/membership", get(membership))
         .layer(middleware::from_fn_with_state(app.clone(), auth::raft_peer))
         .layer(DefaultBodyLimit::max(MAX_RAFT_BODY))
 }
@@ -52,6 +54,15 @@ pub fn encode_answer<T: serde::Serialize>(value: &T) -> Response {
         Ok(bytes) => binary(bytes),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// The members this replica knows (asked by a replica that is behind a
+/// membership change, [`crate::vouch`]).
+async fn membership(State(app): State<Arc<App>>) -> axum::Json<crate::vouch::MembershipAnswer> {
+    axum::Json(crate::vouch::MembershipAnswer {
+        id: app.id,
+        members: app.member_addrs().into_iter().map(|(id, _)| id).collect(),
+    })
 }
 
 async fn append(
