@@ -461,6 +461,64 @@ async fn lease_expiry_fences_at_most_one_and_spares_at_least_one() {
 }
 
 #[tokio::test]
+async fn a_lease_as_long_as_the_stop_grace_keeps_at_most_one_running() {
+    // The documented pairing: leases of 1 s, agents with the default stop
+    // grace (1 s) and heartbeats every 200 ms. The fence shortens its grace
+    // to half the lease instead of fencing every module at once.
+    let w = World::new().await;
+    let amo = package("amo", SLEEPER, "");
+    w.pkgs.put(&amo);
+    w.sup.set_lease_ms(1000);
+    let agent = w
+        .agent(|a| {
+            a.stop_grace_ms = 1000;
+            a.heartbeat_ms = 200;
+        })
+        .await;
+    w.sup.set_directives(vec![install(
+        "amo",
+        1,
+        Fencing::AtMostOne,
+        &[&amo],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("amo", ModuleStatus::Running, T).await;
+    let pid = agent.wait_pid("amo", T).await;
+    // Three leases long: the same process runs, and nothing is fenced.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(pid_alive(pid), "the at-most-one module was stopped");
+        assert_eq!(
+            w.sup.module("amo").map(|s| s.status),
+            Some(ModuleStatus::Running)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(agent.module_pid("amo").await, Some(pid));
+    assert!(
+        agent
+            .log_text()
+            .contains("the granted lease is short for the stop grace"),
+        "the agent says why it shortens the grace"
+    );
+
+    // And the fence still beats the lease's end when the leader goes
+    // silent.
+    w.sup.set_mode(Mode::Hang);
+    let last_accepted = w.sup.beats().last().expect("beats").at;
+    let lease_end = last_accepted + Duration::from_millis(1000);
+    let dead_at = eventually("the at-most-one module is stopped", T, || async {
+        (!pid_alive(pid)).then(Instant::now)
+    })
+    .await;
+    assert!(
+        dead_at < lease_end,
+        "at-most-one module died {:?} after the lease ended",
+        dead_at.duration_since(lease_end)
+    );
+}
+
+#[tokio::test]
 async fn sigkill_of_the_agent_takes_its_modules_along() {
     let w = World::new().await;
     let web = package("web", SLEEPER, "");

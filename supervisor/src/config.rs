@@ -138,7 +138,27 @@ fn parse_peers(s: &str) -> Result<Peers, String> {
     Ok(Peers(peers))
 }
 
+/// The shortest lease a replica grants (`--lease-ms`): agents fence
+/// halfway through a lease they could not renew, and renew every 300 ms by
+/// default; a shorter lease would fence modules of healthy nodes.
+pub const MIN_LEASE_MS: u64 = 1000;
+
 impl Config {
+    /// What is allowed but unwise, one line each (logged at start): a lease
+    /// that a leader election can outlast fences every `at-most-one` module
+    /// during leader changes.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let election_max = self.election_timeout_ms * 2;
+        if self.lease_ms <= election_max {
+            out.push(format!(
+                "--lease-ms {} is not longer than a leader election can take (up to {election_max} ms with --election-timeout-ms {}): at-most-one modules will be fenced during leader changes",
+                self.lease_ms, self.election_timeout_ms
+            ));
+        }
+        out
+    }
+
     /// Checks what clap cannot: cross-field rules.
     pub fn validate(&self) -> Result<(), Error> {
         if !self.peers.0.contains_key(&self.id) {
@@ -147,10 +167,14 @@ impl Config {
                 self.id
             )));
         }
-        if self.lease_ms == 0 || self.heartbeat_ttl_ms == 0 {
-            return Err(Error::Config(
-                "--lease-ms and --heartbeat-ttl-ms must be above 0".into(),
-            ));
+        if self.heartbeat_ttl_ms == 0 {
+            return Err(Error::Config("--heartbeat-ttl-ms must be above 0".into()));
+        }
+        if self.lease_ms < MIN_LEASE_MS {
+            return Err(Error::Config(format!(
+                "--lease-ms {} is too short: the minimum is {MIN_LEASE_MS} ms (an agent heartbeats every 300 ms by default and fences its at-most-one modules halfway through a lease it could not renew)",
+                self.lease_ms
+            )));
         }
         if self.election_timeout_ms < 50 {
             return Err(Error::Config(
@@ -286,6 +310,25 @@ mod tests {
 
     fn problem(extra: &[&str]) -> String {
         parse(extra).validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_lease_below_the_minimum_is_refused_and_a_short_one_warned_about() {
+        let e = problem(&["--lease-ms", "999"]);
+        assert!(
+            e.contains("--lease-ms 999") && e.contains("minimum is 1000 ms"),
+            "{e}"
+        );
+        assert!(problem(&["--lease-ms", "0"]).contains("minimum is 1000 ms"));
+        assert!(problem(&["--heartbeat-ttl-ms", "0"]).contains("--heartbeat-ttl-ms"));
+        // The documented pairing starts, with a warning about elections.
+        let c = parse(&["--heartbeat-ttl-ms", "1500", "--lease-ms", "1000"]);
+        c.validate().expect("lease 1000 ms is accepted");
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("up to 1200 ms"), "{w:?}");
+        // The defaults warn about nothing.
+        assert!(parse(&[]).warnings().is_empty());
     }
 
     #[test]

@@ -32,6 +32,9 @@ const DEPMGR_TIMEOUTS: depmgr::client::Timeouts = depmgr::client::Timeouts {
 /// before serving means nothing was changed (exit status 2).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     config.validate()?;
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let raft_config = config
         .raft_config()
         .validate()

@@ -29,6 +29,19 @@ use super::table::{Effect, Table, Victim};
 /// timer lateness and the kill itself.
 pub const FENCE_MARGIN: Duration = Duration::from_millis(50);
 
+/// The grace the fence allows under leases of `lease_ms`: the configured
+/// `stop_grace`, but never more than half the lease less
+/// [`FENCE_MARGIN`], so the fence starts no earlier than halfway through a
+/// fresh lease and a few missed renewals do not stop anything. (With a
+/// grace as long as the lease, every `at-most-one` module would be fenced
+/// as soon as it started.) `0`: no lease granted yet, the configured grace.
+pub fn fence_grace(stop_grace: Duration, lease_ms: u64) -> Duration {
+    if lease_ms == 0 {
+        return stop_grace;
+    }
+    stop_grace.min(Duration::from_millis(lease_ms / 2).saturating_sub(FENCE_MARGIN))
+}
+
 /// When the fence starts for a lease ending at `deadline`: `stop_grace`
 /// (plus [`FENCE_MARGIN`]) earlier.
 pub fn fence_start(deadline: Instant, stop_grace: Duration) -> Instant {
@@ -74,7 +87,7 @@ impl Table {
     /// The fence fired at `now`: every `at-most-one` process is taken out of
     /// its slot to be stopped, unless the lease was renewed meanwhile.
     pub fn fence(&mut self, now: Instant) -> Vec<Effect> {
-        if !lease_fences(self.lease, self.cfg.stop_grace, now) {
+        if !lease_fences(self.lease, self.fence_grace(), now) {
             return vec![]; // renewed meanwhile
         }
         let victims: Vec<Victim> = self
@@ -124,10 +137,12 @@ impl Agent {
     /// Watches the lease and fences `at-most-one` modules before it ends.
     /// Runs until shutdown.
     pub async fn fence_loop(self) {
-        let grace = self.sh.stop_grace;
         let mut fenced_for: Option<Instant> = None;
         loop {
-            let lease = self.lock().lease;
+            let (lease, grace) = {
+                let table = self.lock();
+                (table.lease, table.fence_grace())
+            };
             let wake = match lease {
                 Some(d) if fenced_for != Some(d) => Some(fence_start(d, grace)),
                 _ => None,
@@ -147,7 +162,7 @@ impl Agent {
     /// Executes [`Effect::Fence`]: every victim stopped at once, then
     /// recorded.
     pub(super) async fn stop_victims(&self, victims: Vec<Victim>) {
-        let grace = self.sh.stop_grace;
+        let grace = self.lock().fence_grace();
         let outcomes =
             futures::future::join_all(victims.iter().map(|v| v.handle.stop(grace))).await;
         let stopped: Vec<(Victim, String)> = victims.into_iter().zip(outcomes).collect();
@@ -188,5 +203,24 @@ mod tests {
         assert_eq!(renew(later, t0 + ms(100), 3000), later);
         // A lease shorter than the grace fences at once.
         assert!(lease_fences(renew(None, t0, 500), grace, t0));
+    }
+
+    #[test]
+    fn the_fence_grace_is_at_most_half_the_lease() {
+        let ms = Duration::from_millis;
+        // Long leases: the configured grace.
+        assert_eq!(fence_grace(ms(1000), 5000), ms(1000));
+        assert_eq!(fence_grace(ms(500), 3000), ms(500));
+        // A lease as long as the grace: half of it, less the margin.
+        assert_eq!(fence_grace(ms(1000), 1000), ms(450));
+        // No lease yet: the configured grace; tiny leases: no grace at all.
+        assert_eq!(fence_grace(ms(1000), 0), ms(1000));
+        assert_eq!(fence_grace(ms(1000), 80), ms(0));
+        // Under a 1 s lease granted now, the fence starts after 500 ms.
+        let t0 = Instant::now();
+        let lease = renew(None, t0, 1000);
+        let grace = fence_grace(ms(1000), 1000);
+        assert!(!lease_fences(lease, grace, t0 + ms(499)));
+        assert!(lease_fences(lease, grace, t0 + ms(500)));
     }
 }

@@ -174,7 +174,7 @@ pub struct RestoreTarget {
 pub struct TableConfig {
     pub incarnation: u64,
     /// SIGTERM → SIGKILL grace; the fence starts this long before the lease
-    /// ends.
+    /// ends (less under short leases: [`Table::fence_grace`]).
     pub stop_grace: Duration,
     /// depmgr to use when an install directive names none.
     pub default_depmgr: Option<String>,
@@ -194,6 +194,9 @@ pub struct Table {
     pub(super) reports: Vec<Report>,
     /// End of the lease (monotonic); `None` until one is granted.
     pub(super) lease: Option<Instant>,
+    /// Length of the last lease granted (ms; 0 before the first): sets the
+    /// fence's grace ([`Table::fence_grace`]).
+    lease_ms: u64,
     pub(super) leader: Option<String>,
     next_op: u64,
     /// Revision of the persisted part, for ordered saves.
@@ -301,6 +304,7 @@ impl Table {
             table_version: 1,
             reports: Vec::new(),
             lease: None,
+            lease_ms: 0,
             leader: None,
             next_op,
             rev: 1,
@@ -371,23 +375,32 @@ impl Table {
         let n = sent_reports.min(self.reports.len());
         self.reports.drain(..n);
         self.lease = fence::renew(self.lease, sent_at, lease_ms);
-        let grace = self.cfg.stop_grace;
-        if lease_ms > 0
-            && Duration::from_millis(lease_ms) <= grace + fence::FENCE_MARGIN
-            && !self.warned_short_lease
-        {
-            self.warned_short_lease = true;
-            tracing::warn!(
-                lease_ms,
-                stop_grace_ms = grace.as_millis() as u64,
-                "the granted lease is not longer than the stop grace: at-most-one modules are fenced at once"
-            );
+        if lease_ms > 0 && lease_ms != self.lease_ms {
+            self.lease_ms = lease_ms;
+            let grace = self.fence_grace();
+            if grace < self.cfg.stop_grace && !self.warned_short_lease {
+                self.warned_short_lease = true;
+                tracing::warn!(
+                    lease_ms,
+                    stop_grace_ms = self.cfg.stop_grace.as_millis() as u64,
+                    fence_grace_ms = grace.as_millis() as u64,
+                    "the granted lease is short for the stop grace: a fence gives at-most-one modules {} ms between SIGTERM and SIGKILL, not {} (--stop-grace-ms), so that it starts halfway through the lease",
+                    grace.as_millis(),
+                    self.cfg.stop_grace.as_millis()
+                );
+            }
         }
         if self.leader.as_deref() != Some(leader) {
             tracing::info!(leader, "heartbeats accepted by the leader");
             self.leader = Some(leader.to_string());
         }
         vec![Effect::LeaseChanged]
+    }
+
+    /// The SIGTERM → SIGKILL grace of a fence under the leases granted so
+    /// far ([`fence::fence_grace`]).
+    pub fn fence_grace(&self) -> Duration {
+        fence::fence_grace(self.cfg.stop_grace, self.lease_ms)
     }
 
     /// No leader is known (unreachable, or no hint).

@@ -106,7 +106,7 @@ impl Table {
     /// the lease fences the module.
     pub fn start(&mut self, name: &str, op: u64, after_install: bool, now: Instant) -> Vec<Effect> {
         let lease = self.lease;
-        let grace = self.cfg.stop_grace;
+        let grace = self.fence_grace();
         let Some(slot) = self.slot_op(name, op) else {
             return vec![];
         };
@@ -144,7 +144,7 @@ impl Table {
     ) -> Vec<Effect> {
         let name = plan.module.as_str();
         let lease = self.lease;
-        let grace = self.cfg.stop_grace;
+        let grace = self.fence_grace();
         let handle = match result {
             Ok(h) => h,
             Err(e) => {
