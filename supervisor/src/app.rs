@@ -124,12 +124,18 @@ impl App {
 
     /// Records an AppendEntries accepted from `contact.leader`.
     pub fn record_leader_contact(&self, contact: LeaderContact) {
-        *self.leader_contact.lock().expect("leader contact lock poisoned") = Some(contact);
+        *self
+            .leader_contact
+            .lock()
+            .expect("leader contact lock poisoned") = Some(contact);
     }
 
     /// The last AppendEntries accepted from a leader.
     pub fn leader_contact(&self) -> Option<LeaderContact> {
-        *self.leader_contact.lock().expect("leader contact lock poisoned")
+        *self
+            .leader_contact
+            .lock()
+            .expect("leader contact lock poisoned")
     }
 
     /// The leader session, when this replica leads.

@@ -148,7 +148,9 @@ async fn watch_fatal(app: Arc<App>) {
     app.cancel.cancel();
     std::thread::spawn(|| {
         std::thread::sleep(FATAL_EXIT_DEADLINE);
-        eprintln!("supervisor: did not stop within {FATAL_EXIT_DEADLINE:?} of Raft stopping; exiting");
+        eprintln!(
+            "supervisor: did not stop within {FATAL_EXIT_DEADLINE:?} of Raft stopping; exiting"
+        );
         std::process::exit(i32::from(EXIT_RAFT_STOPPED));
     });
 }

@@ -92,11 +92,18 @@ async fn a_replica_whose_disk_fills_up_exits_and_the_others_keep_committing() {
         }
     };
     let depmgr = FakeDepmgr::any_package().await;
-    let mut cluster =
-        Supervisors::spawn_in(tmp.path(), 3, &depmgr.url, &SUPERVISOR_FLAGS_FAKE_AGENTS, &[]);
+    let mut cluster = Supervisors::spawn_in(
+        tmp.path(),
+        3,
+        &depmgr.url,
+        &SUPERVISOR_FLAGS_FAKE_AGENTS,
+        &[],
+    );
     cluster.wait_leader(T).await;
     let c = cluster.client();
-    c.deploy(&spec("before", None, 1)).await.expect("deploy before the fill");
+    c.deploy(&spec("before", None, 1))
+        .await
+        .expect("deploy before the fill");
     eventually("replica 3 applied the first deploy", T, || async {
         let v = cluster.client_of(2).module("before").await.ok()?;
         (v.name == "before").then_some(())
@@ -149,15 +156,19 @@ async fn a_replica_whose_disk_fills_up_exits_and_the_others_keep_committing() {
 
     // The other two still commit.
     let _ = healthy.deploy(&spec("after", None, 1)).await;
-    eventually("a deploy commits on the two healthy replicas", T, || async {
-        match healthy.module("after").await {
-            Ok(_) => Some(()),
-            Err(_) => {
-                let _ = healthy.deploy(&spec("after", None, 1)).await;
-                None
+    eventually(
+        "a deploy commits on the two healthy replicas",
+        T,
+        || async {
+            match healthy.module("after").await {
+                Ok(_) => Some(()),
+                Err(_) => {
+                    let _ = healthy.deploy(&spec("after", None, 1)).await;
+                    None
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     for i in 0..2 {
         wait_module(
@@ -220,7 +231,9 @@ async fn ready_is_503_on_a_replica_cut_from_the_quorum() {
     }
     let body = not_ready(&cluster, leader, "the lone leader not ready").await;
     println!("lone leader: {body}");
-    let (status, _) = get(&cluster.addrs[leader], "/health").await.expect("/health");
+    let (status, _) = get(&cluster.addrs[leader], "/health")
+        .await
+        .expect("/health");
     assert_eq!(status, 200, "/health is about the process, not the quorum");
     for &f in &followers {
         cluster.resume(f);
