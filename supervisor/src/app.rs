@@ -63,6 +63,21 @@ pub struct App {
     pub metrics: Metrics,
     /// Supervisors admitted for Raft on a trusted replica's word.
     pub vouches: Vouches,
+    /// Why Raft stopped on its own (set once by the fail-stop watcher).
+    fatal: std::sync::OnceLock<openraft::error::Fatal<SupervisorId>>,
+    /// The last AppendEntries (heartbeat or entries) this replica accepted:
+    /// what `/ready` asks of a follower.
+    leader_contact: std::sync::Mutex<Option<LeaderContact>>,
+}
+
+/// An AppendEntries request this replica accepted from a leader.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderContact {
+    pub term: u64,
+    pub leader: SupervisorId,
+    /// The commit index the leader announced in it.
+    pub committed: Option<u64>,
+    pub at: std::time::Instant,
 }
 
 impl App {
@@ -93,7 +108,34 @@ impl App {
             leader: RwLock::new(None),
             metrics: Metrics::default(),
             vouches: Vouches::new(tls.as_ref()),
+            fatal: std::sync::OnceLock::new(),
+            leader_contact: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Why Raft stopped on its own, if it did.
+    pub fn fatal(&self) -> Option<openraft::error::Fatal<SupervisorId>> {
+        self.fatal.get().cloned()
+    }
+
+    pub(crate) fn set_fatal(&self, cause: openraft::error::Fatal<SupervisorId>) {
+        let _ = self.fatal.set(cause);
+    }
+
+    /// Records an AppendEntries accepted from `contact.leader`.
+    pub fn record_leader_contact(&self, contact: LeaderContact) {
+        *self
+            .leader_contact
+            .lock()
+            .expect("leader contact lock poisoned") = Some(contact);
+    }
+
+    /// The last AppendEntries accepted from a leader.
+    pub fn leader_contact(&self) -> Option<LeaderContact> {
+        *self
+            .leader_contact
+            .lock()
+            .expect("leader contact lock poisoned")
     }
 
     /// The leader session, when this replica leads.

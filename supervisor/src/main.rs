@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use supervisor::config::Config;
-use supervisor::server::{run, terminated};
+use supervisor::error::Error;
+use supervisor::server::{EXIT_RAFT_STOPPED, run, terminated};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -44,6 +45,8 @@ fn main() -> ExitCode {
         });
         match run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
+            // Already logged (one `error` line naming the cause).
+            Err(Error::Fatal(_)) => ExitCode::from(EXIT_RAFT_STOPPED),
             Err(e) => {
                 eprintln!("supervisor: {e}");
                 ExitCode::from(2)

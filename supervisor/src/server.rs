@@ -28,8 +28,20 @@ const DEPMGR_TIMEOUTS: depmgr::client::Timeouts = depmgr::client::Timeouts {
     idle: Duration::from_secs(5),
 };
 
+/// Exit status of a replica whose Raft stopped on a fatal error (a storage
+/// error, a panic in the Raft core): distinct from 2 (flags, data dir).
+pub const EXIT_RAFT_STOPPED: u8 = 3;
+
+/// How long the HTTP server and the tasks get to stop after Raft stopped
+/// on a fatal error before the process exits anyway.
+const FATAL_EXIT_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Runs a replica until `shutdown` fires, then stops cleanly. An error
-/// before serving means nothing was changed (exit status 2).
+/// before serving means nothing was changed (exit status 2). If Raft stops
+/// on its own (a storage error, a panic in the Raft core), the replica logs
+/// one `error` line naming the cause, stops serving and returns
+/// [`Error::Fatal`] (exit status [`EXIT_RAFT_STOPPED`]): it must not keep
+/// answering as if it were a healthy member.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     config.validate()?;
     for w in config.warnings() {
@@ -79,6 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     app.bootstrap().await?;
     tracing::info!(id = app.id, listen = %app.config.listen, tls = app.tls.is_some(), data_dir = %app.config.data_dir.display(), "supervisor replica serving");
     app.tasks.spawn(app.clone().watch_leadership());
+    let fatal = tokio::spawn(watch_fatal(app.clone()));
 
     let router = crate::http::router(app.clone());
     let stop = app.cancel.clone();
@@ -96,11 +109,53 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     {
         tracing::warn!("some tasks did not finish within 5 s of shutdown");
     }
+    fatal.abort();
+    if let Some(cause) = app.fatal() {
+        // Raft has stopped already; do not wait on it.
+        return Err(Error::Fatal(Box::new(cause)));
+    }
     if let Err(e) = app.raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
     }
     tracing::info!(id = app.id, "supervisor replica stopped");
     Ok(())
+}
+
+/// Watches Raft's metrics for a stop this replica did not ask for: a
+/// storage error (openraft stops the core on any `StorageError`, including
+/// a failed WAL sync) or a panic in the core (the metrics channel closes).
+/// Records the cause, logs it once, and stops the HTTP server; a process
+/// that has not exited [`FATAL_EXIT_DEADLINE`] later exits anyway.
+async fn watch_fatal(app: Arc<App>) {
+    use openraft::error::Fatal;
+    let mut rx = app.raft.metrics();
+    let cause = loop {
+        if let Err(e) = &rx.borrow_and_update().running_state {
+            break e.clone();
+        }
+        tokio::select! {
+            _ = app.cancel.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { break Fatal::Panicked },
+        }
+    };
+    if app.cancel.is_cancelled() {
+        return; // a shutdown we asked for
+    }
+    let why = match &cause {
+        Fatal::StorageError(e) => format!("storage error: {e}"),
+        Fatal::Panicked => "the Raft core panicked".to_string(),
+        Fatal::Stopped => "stopped without being asked to".to_string(),
+    };
+    app.set_fatal(cause);
+    tracing::error!(id = app.id, data_dir = %app.config.data_dir.display(), "Raft stopped: {why}; exiting with status {EXIT_RAFT_STOPPED}");
+    app.cancel.cancel();
+    std::thread::spawn(|| {
+        std::thread::sleep(FATAL_EXIT_DEADLINE);
+        eprintln!(
+            "supervisor: did not stop within {FATAL_EXIT_DEADLINE:?} of Raft stopping; exiting"
+        );
+        std::process::exit(i32::from(EXIT_RAFT_STOPPED));
+    });
 }
 
 /// Loads and checks `--tls-ca/--tls-cert/--tls-key` (none: `None`): the

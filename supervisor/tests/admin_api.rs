@@ -356,6 +356,11 @@ async fn admin_token_is_required_when_set() {
     assert_eq!(resp.status(), StatusCode::OK);
     let (s, _) = api.get("/health").await;
     assert_eq!(s, StatusCode::OK, "health needs no token");
+    let (s, _) = api.get("/ready").await;
+    assert!(
+        s == StatusCode::OK || s == StatusCode::SERVICE_UNAVAILABLE,
+        "ready needs no token: {s}"
+    );
 }
 
 #[test]

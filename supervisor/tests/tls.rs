@@ -411,6 +411,12 @@ async fn heartbeats_and_the_admin_api_by_identity() {
             let (status, _) = send(anonymous.get(format!("{base}{path}"))).await;
             assert_eq!(status, StatusCode::OK, "{path}");
         }
+        // `/ready` too: 200 or 503 by the quorum, never a refusal.
+        let (status, text) = send(anonymous.get(format!("{base}/ready"))).await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "/ready: {status} {text}"
+        );
     }
     // Writes through a follower: forwarded to the leader over TLS, where
     // the follower's certificate is admitted (an operator's request carries

@@ -284,6 +284,25 @@ impl Supervisors {
     pub fn log_tail(&self, i: usize, lines: usize) -> String {
         self.procs.log_tail(&self.key(i), lines)
     }
+
+    /// Waits up to `timeout` for replica `i` to exit on its own; its
+    /// status, or `None` while it still runs.
+    pub async fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
+        let key = self.key(i);
+        self.procs.wait_exit(&key, timeout).await
+    }
+
+    /// SIGSTOP to replica `i` (it keeps its sockets but answers nothing).
+    pub fn pause(&mut self, i: usize) {
+        let key = self.key(i);
+        self.procs.pause(&key);
+    }
+
+    /// SIGCONT to a paused replica `i`.
+    pub fn resume(&mut self, i: usize) {
+        let key = self.key(i);
+        self.procs.resume(&key);
+    }
 }
 
 /// Waits until the module view (through `client`) satisfies `pred`.

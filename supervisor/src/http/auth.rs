@@ -23,7 +23,7 @@
 //!
 //! Without TLS only the admin tokens are checked, as before (and only when
 //! `--admin-token` is set). Tokens are compared in constant time.
-//! `/health` and `/metrics` are open.
+//! `/health`, `/ready` and `/metrics` are open.
 //!
 //! Every refusal is an `{"error"}` naming who was refused and why, a count
 //! in `supervisor_auth_refused_total{surface}`, and a warning in the log

@@ -11,7 +11,8 @@
 //!   client certificate (members for Raft, `agent/<node>` for heartbeats,
 //!   operators, members or the token for the admin API), the admin tokens
 //!   in any case;
-//! - [`metrics`]: `/metrics`; and `/health`. Both are open to anyone.
+//! - [`metrics`]: `/metrics`; [`ready`]: `/health` and `/ready`. All are
+//!   open to anyone.
 //!
 //! Handlers read the peer as `ConnectInfo<tls::Peer>` (served by
 //! `tls::Bound`, TLS or plain).
@@ -27,6 +28,7 @@ pub mod forward;
 pub mod guard;
 pub mod metrics;
 pub mod raft;
+pub mod ready;
 
 use std::sync::Arc;
 
@@ -113,7 +115,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(raft::routes(&app))
         .merge(admin::routes(&app))
         .merge(agent::routes(&app))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(ready::health))
+        .route("/ready", get(ready::ready))
         .route("/metrics", get(metrics::metrics))
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)

@@ -72,7 +72,25 @@ async fn append(
 ) -> ApiResult<Response> {
     let req: AppendEntriesRequest = decode_body(&body)?;
     auth::raft_claim(&app, &peer, req.vote.leader_id().voted_for())?;
-    Ok(encode_answer(&app.raft.append_entries(req).await))
+    let (term, leader, committed) = (
+        req.vote.leader_id().get_term(),
+        req.vote.leader_id().voted_for(),
+        req.leader_commit.map(|c| c.index),
+    );
+    let answer = app.raft.append_entries(req).await;
+    // Accepted (even with a conflict to resolve): the leader of `term`
+    // reached this replica now. `/ready` asks for that.
+    if let (Ok(resp), Some(leader)) = (&answer, leader)
+        && !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_))
+    {
+        app.record_leader_contact(crate::app::LeaderContact {
+            term,
+            leader,
+            committed,
+            at: std::time::Instant::now(),
+        });
+    }
+    Ok(encode_answer(&answer))
 }
 
 async fn vote(
