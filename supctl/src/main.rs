@@ -82,6 +82,57 @@ enum Cmd {
     /// The cluster's certificate authority: make it, issue certificates.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// GET a URL of any program of the cluster (e.g.
+    /// https://10.0.0.1:7001/ready) and exit 0 on a 2xx answer, 1
+    /// otherwise, printing the status and body: a health check for
+    /// containers and scripts. With the TLS flags the server may hold a
+    /// certificate of any role of the CA.
+    Probe {
+        url: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
+/// `supctl probe`: one GET, 2xx or not.
+async fn probe(url: &str, timeout_ms: u64, tls: Option<&std::sync::Arc<tls::Tls>>) -> Result<()> {
+    use tls::Role;
+    let http = tls::client::http_builder(
+        tls,
+        &[Role::Supervisor, Role::Agent, Role::Depmgr, Role::Operator],
+    )
+    .timeout(std::time::Duration::from_millis(timeout_ms))
+    .build()
+    .context("building the HTTP client")?;
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {}", error_chain(&e)))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let body = body.trim();
+    if status.is_success() {
+        println!("{status} {body}");
+        Ok(())
+    } else {
+        anyhow::bail!("{url}: {status} {body}")
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +240,7 @@ async fn run(cli: Cli) -> Result<()> {
     let c = client(&cli, tls.as_ref());
     match &cli.cmd {
         Cmd::Package(cmd) => return depmgr::cli::run_with_tls(cmd.clone(), tls.clone()).await,
+        Cmd::Probe { url, timeout_ms } => return probe(url, *timeout_ms, tls.as_ref()).await,
         // Answered above, before any TLS flag is read.
         Cmd::Dev { .. } | Cmd::Ca(_) => return Ok(()),
         Cmd::Status => {

@@ -152,6 +152,35 @@ fn run(compose: Vec<String>) -> Result<()> {
         ),
     );
 
+    // Every container's health check (`supctl probe` over mutual TLS:
+    // /ready of the supervisors, /health of the others) passes.
+    let t = Instant::now();
+    let services = [
+        "depmgr",
+        "supervisor1",
+        "supervisor2",
+        "supervisor3",
+        "agent-a",
+        "agent-b",
+        "agent-c",
+    ];
+    poll("every container healthy", READY_DEADLINE, || {
+        for service in services {
+            if cluster.health(service)? != "healthy" {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })?;
+    log(
+        start,
+        format!(
+            "all {} health checks pass after {:.1}s more",
+            services.len(),
+            t.elapsed().as_secs_f64()
+        ),
+    );
+
     // 4. Publish and deploy with supctl, from the host, through the published ports.
     let supctl = || operator.supctl();
     let out = output_within(
@@ -354,6 +383,18 @@ impl Cluster {
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         ensure!(!id.is_empty(), "no container for service {service}");
         Ok(id)
+    }
+
+    /// The health status Docker reports for `service`'s container
+    /// (`starting`, `healthy`, `unhealthy`).
+    fn health(&self, service: &str) -> Result<String> {
+        let id = self.container(service)?;
+        let out = output_within(
+            Command::new("docker").args(["inspect", "--format", "{{.State.Health.Status}}", &id]),
+            COMPOSE_TIMEOUT,
+        )?;
+        ensure_success(&format!("docker inspect {service}"), &out)?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     fn kill(&self, service: &str) -> Result<()> {
