@@ -26,6 +26,34 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_BLOB>()
 }
 
+/// Decodes `body` with a claim limit no smaller than the input: every
+/// string and byte string of a value is in its blob, so what they claim
+/// together is at most `body.len()`. bincode allocates a string's claimed
+/// length before reading it; a limit near the input's size stops a
+/// 10-byte blob claiming 512 MiB before that allocation.
+fn decode_limited<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize), Error> {
+    fn with<T: DeserializeOwned, const N: usize>(body: &[u8]) -> Result<(T, usize), Error> {
+        bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<N>())
+            .map_err(|e| match e {
+                bincode::error::DecodeError::LimitExceeded => Error::Decode(format!(
+                    "a length prefix claims more than the limit of {N} bytes for a blob of {} bytes",
+                    body.len()
+                )),
+                e => Error::Decode(e.to_string()),
+            })
+    }
+    match body.len() {
+        n if n <= 4 << 10 => with::<T, { 4 << 10 }>(body),
+        n if n <= 64 << 10 => with::<T, { 64 << 10 }>(body),
+        n if n <= 1 << 20 => with::<T, { 1 << 20 }>(body),
+        n if n <= 16 << 20 => with::<T, { 16 << 20 }>(body),
+        n if n <= MAX_BLOB => with::<T, MAX_BLOB>(body),
+        n => Err(Error::Decode(format!(
+            "blob of {n} bytes is over the limit of {MAX_BLOB} bytes"
+        ))),
+    }
+}
+
 /// Encodes `value` as `[FORMAT_VERSION, bincode...]`.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     let mut out = vec![FORMAT_VERSION];
@@ -35,7 +63,9 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
 }
 
 /// Decodes a blob made by [`encode`]. Wrong version, truncated input, bad
-/// contents and trailing bytes are all errors.
+/// contents and trailing bytes are all errors; a length prefix claiming
+/// more than the blob holds is refused before anything that size is
+/// allocated.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let (&version, body) = bytes
         .split_first()
@@ -45,8 +75,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             "format version {version}, expected {FORMAT_VERSION}"
         )));
     }
-    let (value, used) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|e| Error::Decode(e.to_string()))?;
+    let (value, used) = decode_limited(body)?;
     if used != body.len() {
         return Err(Error::Decode(format!(
             "{} trailing bytes after the value",
@@ -94,6 +123,18 @@ mod tests {
             0xFF,
         ];
         assert!(decode::<Vec<u8>>(&blob).is_err());
+    }
+
+    #[test]
+    fn strings_and_byte_strings_of_every_size_round_trip() {
+        for n in [0, 4000, 5000, 70_000, 2 << 20, 20 << 20] {
+            let v = (vec![7u8; n], "x".repeat(n / 2), vec!["y".repeat(n / 4); 2]);
+            let blob = encode(&v).expect("encode");
+            assert_eq!(
+                decode::<(Vec<u8>, String, Vec<String>)>(&blob).expect("decode"),
+                v
+            );
+        }
     }
 
     proptest! {
