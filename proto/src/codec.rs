@@ -26,11 +26,13 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_BLOB>()
 }
 
-/// Decodes `body` with a claim limit no smaller than the input: every
-/// string and byte string of a value is in its blob, so what they claim
-/// together is at most `body.len()`. bincode allocates a string's claimed
-/// length before reading it; a limit near the input's size stops a
-/// 10-byte blob claiming 512 MiB before that allocation.
+/// Decodes `body` with a claim limit that follows the input's size.
+/// bincode claims the in-memory size of every value it reads (a string its
+/// length, an integer its width: at most 16 bytes for one byte of input),
+/// so a valid blob claims at most 16 times its length; the limit is the
+/// smallest size class at or above that. bincode allocates a string's
+/// claimed length before reading it: the limit stops a 10-byte blob
+/// claiming 512 MiB before that allocation.
 fn decode_limited<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize), Error> {
     fn with<T: DeserializeOwned, const N: usize>(body: &[u8]) -> Result<(T, usize), Error> {
         bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<N>())
@@ -42,15 +44,13 @@ fn decode_limited<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize), Error>
                 e => Error::Decode(e.to_string()),
             })
     }
-    match body.len() {
+    const CLAIM_PER_BYTE: usize = 16;
+    match body.len().saturating_mul(CLAIM_PER_BYTE) {
         n if n <= 4 << 10 => with::<T, { 4 << 10 }>(body),
         n if n <= 64 << 10 => with::<T, { 64 << 10 }>(body),
         n if n <= 1 << 20 => with::<T, { 1 << 20 }>(body),
         n if n <= 16 << 20 => with::<T, { 16 << 20 }>(body),
-        n if n <= MAX_BLOB => with::<T, MAX_BLOB>(body),
-        n => Err(Error::Decode(format!(
-            "blob of {n} bytes is over the limit of {MAX_BLOB} bytes"
-        ))),
+        _ => with::<T, MAX_BLOB>(body),
     }
 }
 
