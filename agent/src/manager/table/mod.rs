@@ -202,6 +202,7 @@ pub struct Table {
     logged: HashSet<String>,
     pub(super) refusals: VecDeque<String>,
     warned_short_lease: bool,
+    warned_long_lease: bool,
 }
 
 /// One module held by this node.
@@ -307,6 +308,7 @@ impl Table {
             logged: HashSet::new(),
             refusals: VecDeque::new(),
             warned_short_lease: false,
+            warned_long_lease: false,
         }
     }
 
@@ -381,6 +383,15 @@ impl Table {
                 lease_ms,
                 stop_grace_ms = grace.as_millis() as u64,
                 "the granted lease is not longer than the stop grace: at-most-one modules are fenced at once"
+            );
+        }
+        if Duration::from_millis(lease_ms) > fence::MAX_LEASE && !self.warned_long_lease {
+            self.warned_long_lease = true;
+            tracing::warn!(
+                lease_ms,
+                leader,
+                max_lease_ms = fence::MAX_LEASE.as_millis() as u64,
+                "the granted lease is over the agent's cap: holding the cap only"
             );
         }
         if self.leader.as_deref() != Some(leader) {
