@@ -26,6 +26,34 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_BLOB>()
 }
 
+/// Decodes `body` with a claim limit that follows the input's size.
+/// bincode claims the in-memory size of every value it reads (a string its
+/// length, an integer its width: at most 16 bytes for one byte of input),
+/// so a valid blob claims at most 16 times its length; the limit is the
+/// smallest size class at or above that. bincode allocates a string's
+/// claimed length before reading it: the limit stops a 10-byte blob
+/// claiming 512 MiB before that allocation.
+fn decode_limited<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize), Error> {
+    fn with<T: DeserializeOwned, const N: usize>(body: &[u8]) -> Result<(T, usize), Error> {
+        bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<N>())
+            .map_err(|e| match e {
+                bincode::error::DecodeError::LimitExceeded => Error::Decode(format!(
+                    "a length prefix claims more than the limit of {N} bytes for a blob of {} bytes",
+                    body.len()
+                )),
+                e => Error::Decode(e.to_string()),
+            })
+    }
+    const CLAIM_PER_BYTE: usize = 16;
+    match body.len().saturating_mul(CLAIM_PER_BYTE) {
+        n if n <= 4 << 10 => with::<T, { 4 << 10 }>(body),
+        n if n <= 64 << 10 => with::<T, { 64 << 10 }>(body),
+        n if n <= 1 << 20 => with::<T, { 1 << 20 }>(body),
+        n if n <= 16 << 20 => with::<T, { 16 << 20 }>(body),
+        _ => with::<T, MAX_BLOB>(body),
+    }
+}
+
 /// Encodes `value` as `[FORMAT_VERSION, bincode...]`.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     let mut out = vec![FORMAT_VERSION];
@@ -35,7 +63,9 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
 }
 
 /// Decodes a blob made by [`encode`]. Wrong version, truncated input, bad
-/// contents and trailing bytes are all errors.
+/// contents and trailing bytes are all errors; a length prefix claiming
+/// more than the blob holds is refused before anything that size is
+/// allocated.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let (&version, body) = bytes
         .split_first()
@@ -45,8 +75,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             "format version {version}, expected {FORMAT_VERSION}"
         )));
     }
-    let (value, used) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|e| Error::Decode(e.to_string()))?;
+    let (value, used) = decode_limited(body)?;
     if used != body.len() {
         return Err(Error::Decode(format!(
             "{} trailing bytes after the value",
@@ -94,6 +123,18 @@ mod tests {
             0xFF,
         ];
         assert!(decode::<Vec<u8>>(&blob).is_err());
+    }
+
+    #[test]
+    fn strings_and_byte_strings_of_every_size_round_trip() {
+        for n in [0, 4000, 5000, 70_000, 2 << 20, 20 << 20] {
+            let v = (vec![7u8; n], "x".repeat(n / 2), vec!["y".repeat(n / 4); 2]);
+            let blob = encode(&v).expect("encode");
+            assert_eq!(
+                decode::<(Vec<u8>, String, Vec<String>)>(&blob).expect("decode"),
+                v
+            );
+        }
     }
 
     proptest! {

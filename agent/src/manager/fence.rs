@@ -42,6 +42,11 @@ pub fn fence_grace(stop_grace: Duration, lease_ms: u64) -> Duration {
     stop_grace.min(Duration::from_millis(lease_ms / 2).saturating_sub(FENCE_MARGIN))
 }
 
+/// Longest lease the agent holds from one grant: a reply granting more
+/// (a leader's bug or a forgery, up to `u64::MAX` ms) renews the lease for
+/// this long only, with a warning ([`Table::accepted`]).
+pub const MAX_LEASE: Duration = Duration::from_secs(60);
+
 /// When the fence starts for a lease ending at `deadline`: `stop_grace`
 /// (plus [`FENCE_MARGIN`]) earlier.
 pub fn fence_start(deadline: Instant, stop_grace: Duration) -> Instant {
@@ -72,11 +77,15 @@ pub fn may_start(
 /// The new lease end after a reply granting `lease_ms` to the heartbeat
 /// sent at `sent_at`; 0 leaves the lease as it was. A grant never moves the
 /// end backwards (a slow reply to an older heartbeat cannot shorten it).
+/// A grant is capped at [`MAX_LEASE`]; an end past what the clock can hold
+/// leaves the lease as it was.
 pub fn renew(current: Option<Instant>, sent_at: Instant, lease_ms: u64) -> Option<Instant> {
     if lease_ms == 0 {
         return current;
     }
-    let granted = sent_at + Duration::from_millis(lease_ms);
+    let Some(granted) = sent_at.checked_add(Duration::from_millis(lease_ms).min(MAX_LEASE)) else {
+        return current;
+    };
     Some(match current {
         Some(c) if c > granted => c,
         _ => granted,
@@ -222,5 +231,20 @@ mod tests {
         let grace = fence_grace(ms(1000), 1000);
         assert!(!lease_fences(lease, grace, t0 + ms(499)));
         assert!(lease_fences(lease, grace, t0 + ms(500)));
+    }
+
+    #[test]
+    fn a_huge_grant_is_capped() {
+        let t0 = Instant::now();
+        for lease_ms in [u64::MAX, 61_000, MAX_LEASE.as_millis() as u64] {
+            assert_eq!(
+                renew(None, t0, lease_ms),
+                Some(t0 + MAX_LEASE),
+                "grant of {lease_ms} ms"
+            );
+        }
+        // A capped grant does not shorten a lease already further out.
+        let far = Some(t0 + Duration::from_secs(90));
+        assert_eq!(renew(far, t0, u64::MAX), far);
     }
 }

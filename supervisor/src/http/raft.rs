@@ -27,6 +27,13 @@ use crate::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest
 /// Largest Raft RPC body (snapshots).
 const MAX_RAFT_BODY: usize = 512 << 20;
 
+/// Largest snapshot a replica accepts (bytes): a chunk whose `offset` plus
+/// its length ends beyond this is refused with a 400 before openraft sees
+/// it (openraft writes each chunk at its offset into a buffer in memory,
+/// so a forged offset of 2^40 would make it reserve a terabyte). The same
+/// bound as one Raft body: a state machine snapshot is far smaller.
+pub const MAX_SNAPSHOT: u64 = 512 << 20;
+
 /// The Raft RPC routes.
 pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
     Router::new()
@@ -110,5 +117,34 @@ async fn snapshot(
 ) -> ApiResult<Response> {
     let req: InstallSnapshotRequest = decode_body(&body)?;
     auth::raft_claim(&app, &peer, req.vote.leader_id().voted_for())?;
+    check_chunk(req.offset, req.data.len())?;
     Ok(encode_answer(&app.raft.install_snapshot(req).await))
+}
+
+/// Refuses a snapshot chunk that would end beyond [`MAX_SNAPSHOT`] (or
+/// whose end overflows).
+fn check_chunk(offset: u64, len: usize) -> ApiResult<()> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= MAX_SNAPSHOT => Ok(()),
+        _ => Err(ApiError::bad(format!(
+            "snapshot chunk at offset {offset} of {len} bytes ends beyond the snapshot limit of {MAX_SNAPSHOT} bytes"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_chunks_beyond_the_limit_are_refused() {
+        assert!(check_chunk(0, 0).is_ok());
+        assert!(check_chunk(MAX_SNAPSHOT - 10, 10).is_ok());
+        for (offset, len) in [(1 << 40, 0), (MAX_SNAPSHOT - 10, 11), (u64::MAX, 1)] {
+            let e = check_chunk(offset, len).expect_err("refused");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains("snapshot limit"), "{}", e.message);
+            assert!(e.message.contains(&offset.to_string()), "{}", e.message);
+        }
+    }
 }

@@ -1,6 +1,9 @@
 //! The directive rules and what an executed directive changes.
 //!
 //! ## Directive rules ([`decide`])
+//! A directive whose module name breaks the name rules
+//! ([`proto::names::check`], as the supervisor checks a spec) is refused
+//! before any rule: logged once and shown among the status API's refusals.
 //! Directives are level-triggered (the leader repeats one until heartbeats
 //! show it took effect), so every rule makes a repeat a no-op:
 //! - Any directive whose epoch is below the highest epoch accepted for the
@@ -29,6 +32,9 @@ impl Table {
     /// the state change, its persistence and its task.
     pub fn directive(&mut self, d: Directive) -> Vec<Effect> {
         let name = d.module().to_string();
+        if let Err(why) = proto::names::check("module name", &name) {
+            return self.bad_name(&d, why);
+        }
         let view = self.slot(&name).map(Slot::view);
         let record = self.epochs.get(&name).copied();
         match decide(view.as_ref(), record.as_ref(), &d) {
@@ -263,6 +269,30 @@ fn kind(d: &Directive) -> &'static str {
 }
 
 /// Key of a directive for log-once bookkeeping.
+impl Table {
+    /// A directive naming a module by a name the supervisor would never
+    /// accept: refused, logged once and shown among the refusals of the
+    /// status API, not executed and not reported (a report would carry the
+    /// bad name back). `why` is cut to 200 characters.
+    fn bad_name(&mut self, d: &Directive, why: String) -> Vec<Effect> {
+        if !self.logged.insert(directive_key(d)) {
+            return vec![];
+        }
+        let mut why: String = why.chars().take(200).collect();
+        why = format!(
+            "{} directive for epoch {} refused: {why}",
+            kind(d),
+            d.epoch()
+        );
+        tracing::warn!("{why}");
+        if self.refusals.len() >= MAX_REFUSALS_SHOWN {
+            self.refusals.pop_front();
+        }
+        self.refusals.push_back(why);
+        vec![]
+    }
+}
+
 fn directive_key(d: &Directive) -> String {
     match d {
         Directive::Restore(r) => format!("restore/{}/{}/{}", r.module, r.epoch, r.seq),

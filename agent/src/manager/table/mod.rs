@@ -205,6 +205,7 @@ pub struct Table {
     logged: HashSet<String>,
     pub(super) refusals: VecDeque<String>,
     warned_short_lease: bool,
+    warned_long_lease: bool,
 }
 
 /// One module held by this node.
@@ -311,6 +312,7 @@ impl Table {
             logged: HashSet::new(),
             refusals: VecDeque::new(),
             warned_short_lease: false,
+            warned_long_lease: false,
         }
     }
 
@@ -389,6 +391,15 @@ impl Table {
                     self.cfg.stop_grace.as_millis()
                 );
             }
+        }
+        if Duration::from_millis(lease_ms) > fence::MAX_LEASE && !self.warned_long_lease {
+            self.warned_long_lease = true;
+            tracing::warn!(
+                lease_ms,
+                leader,
+                max_lease_ms = fence::MAX_LEASE.as_millis() as u64,
+                "the granted lease is over the agent's cap: holding the cap only"
+            );
         }
         if self.leader.as_deref() != Some(leader) {
             tracing::info!(leader, "heartbeats accepted by the leader");

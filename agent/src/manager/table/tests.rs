@@ -790,3 +790,48 @@ fn directive_rules() {
     assert!(stale(decide(Some(&running7), Some(&r7), &stop(6))));
     assert_eq!(decide(Some(&stopping), Some(&r7), &stop(7)), Repeat);
 }
+
+/// A reply granting `u64::MAX` ms renews the lease for the cap only (and
+/// does not panic adding it to the clock).
+#[test]
+fn a_huge_lease_grant_is_capped() {
+    let mut w = World::running(7, Fencing::AtMostOne, false);
+    w.t.accepted(0, w.now, u64::MAX, "leader:1");
+    let left = w.t.status_view("a", w.now).lease_ms_left;
+    assert_eq!(
+        left,
+        fence::MAX_LEASE.as_millis() as u64,
+        "lease left: {left} ms"
+    );
+}
+
+/// A directive naming a module by a name the supervisor would refuse is
+/// not executed, and shows among the refusals.
+#[test]
+fn directive_with_a_bad_module_name_is_refused() {
+    let mut w = World::empty();
+    for bad in ["../../etc", "", "a b", &"x".repeat(10_000)] {
+        let mut d = install(3, Fencing::AtMostOne);
+        if let Directive::Install(i) = &mut d {
+            i.module = bad.to_string();
+        }
+        let effects = w.t.directive(d);
+        assert!(effects.is_empty(), "{bad:.20}: {effects:?}");
+        let mut r = restore(3, 1);
+        if let Directive::Restore(x) = &mut r {
+            x.module = bad.to_string();
+        }
+        assert!(w.t.directive(r).is_empty());
+    }
+    let s = w.t.status_view("a", w.now);
+    assert!(s.modules.is_empty(), "{:?}", s.modules);
+    assert_eq!(s.pending_reports, 0);
+    assert!(
+        s.refused
+            .iter()
+            .any(|r| r.contains("module name \"../../etc\"")),
+        "{:?}",
+        s.refused
+    );
+    assert!(s.refused.iter().all(|r| r.len() < 300), "{:?}", s.refused);
+}

@@ -1,0 +1,158 @@
+//! Every input bounded, against real replicas (plaintext on loopback,
+//! where the Raft routes are open to any caller): a snapshot chunk at a
+//! forged offset, and short bodies whose length prefixes claim 512 MiB on
+//! every binary endpoint.
+
+use std::time::{Duration, Instant};
+
+use openraft::{CommittedLeaderId, LogId, StoredMembership, Vote};
+use reqwest::StatusCode;
+use supervisor::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest};
+use testkit::supervisors::Supervisors;
+use testkit::{eventually, free_addr};
+
+const T: Duration = Duration::from_secs(30);
+
+async fn post(addr: &str, path: &str, body: Vec<u8>) -> (StatusCode, String) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(20))
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path} at {addr}: {e}"));
+    let status = resp.status();
+    (status, resp.text().await.expect("body"))
+}
+
+async fn healthy(addr: &str) -> bool {
+    reqwest::Client::new()
+        .get(format!("http://{addr}/health"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// A chunk of a snapshot the leader of `term` (`leader`) would send.
+fn snapshot_chunk(term: u64, leader: u64, id: &str, offset: u64, data: Vec<u8>) -> Vec<u8> {
+    let req = InstallSnapshotRequest {
+        vote: Vote::new_committed(term, leader),
+        meta: openraft::SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(term, leader), 1 << 20)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: id.into(),
+        },
+        offset,
+        data,
+        done: false,
+    };
+    proto::encode(&req).expect("encode")
+}
+
+/// `blob` with the length prefix of the string `marker` (shorter than 251
+/// bytes, one varint byte) replaced by a claim of 512 MiB, cut after the
+/// claim: a short body that claims far more than it holds.
+fn claim_512_mib(blob: &[u8], marker: &str) -> Vec<u8> {
+    let mut needle = vec![marker.len() as u8];
+    needle.extend_from_slice(marker.as_bytes());
+    let at = blob
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("marker in blob");
+    let mut out = blob[..at].to_vec();
+    out.push(0xFC);
+    out.extend_from_slice(&(512u32 << 20).to_le_bytes());
+    out.extend_from_slice(marker.as_bytes());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_chunk_beyond_the_limit_is_refused_and_the_replica_lives() {
+    let depmgr = format!("http://{}", free_addr());
+    let cluster = Supervisors::start(3, &depmgr).await;
+    let leader = cluster.wait_leader(T).await;
+    let before = cluster.view(leader).await.expect("view");
+    let leader_id = before.leader.expect("leader");
+    let follower = (leader + 1) % 3;
+    let addr = &cluster.addrs[follower];
+
+    // The vote of the real leader, so openraft would take the chunk.
+    for (offset, len) in [(1u64 << 40, 16usize), (u64::MAX, 1), ((512 << 20) - 8, 16)] {
+        let body = snapshot_chunk(before.term, leader_id, "bomb", offset, vec![0; len]);
+        let (status, text) = post(addr, "/raft/snapshot", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "offset {offset}: {text}");
+        assert!(
+            text.contains("\"error\"")
+                && text.contains("snapshot limit")
+                && text.contains(&offset.to_string()),
+            "offset {offset}: {text}"
+        );
+    }
+
+    // The follower still serves and follows the same leader.
+    assert!(
+        healthy(addr).await,
+        "the follower stopped answering /health"
+    );
+    eventually("the follower still follows the leader", T, || async {
+        let v = cluster.view(follower).await?;
+        (v.leader == Some(leader_id)).then_some(())
+    })
+    .await;
+    assert_eq!(cluster.view(leader).await.expect("view").term, before.term);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_bodies_claiming_512_mib_are_refused_quickly() {
+    let depmgr = format!("http://{}", free_addr());
+    let cluster = Supervisors::start(1, &depmgr).await;
+    let addr = &cluster.addrs[0];
+
+    let hb = proto::heartbeat::Heartbeat {
+        node: "nodeQQ".into(),
+        incarnation: 1,
+        seq: 1,
+        table_version: 0,
+        table: None,
+        statuses: Default::default(),
+        reports: vec![],
+    };
+    let append = AppendEntriesRequest {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let mut append = proto::encode(&append).expect("encode");
+    // The entries' count (the byte after the vote and prev_log_id): 512 Mi.
+    append.truncate(append.len() - 2);
+    append.push(0xFC);
+    append.extend_from_slice(&(512u32 << 20).to_le_bytes());
+
+    let bodies = [
+        (
+            "/v1/agent/heartbeat",
+            claim_512_mib(&proto::encode(&hb).expect("encode"), "nodeQQ"),
+        ),
+        (
+            "/raft/snapshot",
+            claim_512_mib(&snapshot_chunk(1, 1, "QQQQ", 0, vec![]), "QQQQ"),
+        ),
+        ("/raft/append", append),
+    ];
+    for (path, body) in bodies {
+        assert!(body.len() < 64, "{path}: {} bytes", body.len());
+        let started = Instant::now();
+        let (status, text) = post(addr, path, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {text}");
+        assert!(text.contains("\"error\""), "{path}: {text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(healthy(addr).await, "the replica stopped answering /health");
+}
