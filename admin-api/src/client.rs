@@ -95,7 +95,7 @@ impl AdminClient {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    let msg = chain(&e);
+                    let msg = error_chain(&e);
                     let hint = scheme_hint(self.scheme, &msg);
                     unreachable.push(format!("{addr}: {msg}{hint}"));
                     continue;
@@ -180,7 +180,9 @@ fn scheme_hint(scheme: &str, msg: &str) -> &'static str {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, `outer: inner: ...`, each once (reqwest
+/// hides the cause, e.g. a refused connection, in the sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -109,7 +109,7 @@ async fn probe(url: &str, timeout_ms: u64, tls: Option<&std::sync::Arc<tls::Tls>
         .get(url)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{url}: {}", error_chain(&e)))?;
+        .map_err(|e| anyhow::anyhow!("{url}: {}", admin_api::client::error_chain(&e)))?;
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     let body = body.trim();
@@ -119,20 +119,6 @@ async fn probe(url: &str, timeout_ms: u64, tls: Option<&std::sync::Arc<tls::Tls>
     } else {
         anyhow::bail!("{url}: {status} {body}")
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        cause = c.source();
-    }
-    msg
 }
 
 #[derive(Debug, Subcommand)]
