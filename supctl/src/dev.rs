@@ -268,15 +268,7 @@ impl DevCa {
 
     /// `--tls-ca <ca> --tls-cert <cert> --tls-key <key>` of `role/name`.
     fn flags(&self, role: Role, name: &str) -> Result<Vec<String>> {
-        let f = self.files(role, name)?;
-        Ok(vec![
-            "--tls-ca".into(),
-            f.ca.display().to_string(),
-            "--tls-cert".into(),
-            f.cert.display().to_string(),
-            "--tls-key".into(),
-            f.key.display().to_string(),
-        ])
+        Ok(self.files(role, name)?.to_flags())
     }
 }
 

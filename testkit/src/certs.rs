@@ -74,15 +74,7 @@ impl Certs {
 
     /// `--tls-ca <ca> --tls-cert <name>.pem --tls-key <name>.key`.
     pub fn flags(&self, role: Role, name: &str) -> Vec<String> {
-        let f = self.issue(role, name);
-        vec![
-            "--tls-ca".into(),
-            f.ca.display().to_string(),
-            "--tls-cert".into(),
-            f.cert.display().to_string(),
-            "--tls-key".into(),
-            f.key.display().to_string(),
-        ]
+        self.issue(role, name).to_flags()
     }
 
     /// `role/name`'s identity, loaded, for a client in the test.

@@ -29,6 +29,19 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// The command-line flags naming these files:
+    /// `--tls-ca <ca> --tls-cert <cert> --tls-key <key>`.
+    pub fn to_flags(&self) -> Vec<String> {
+        vec![
+            "--tls-ca".into(),
+            self.ca.display().to_string(),
+            "--tls-cert".into(),
+            self.cert.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+        ]
+    }
+
     /// All three flags or none: `Ok(None)` without TLS; an error naming
     /// the missing flags when only some are given.
     pub fn from_flags(
