@@ -16,6 +16,8 @@
 //!   ([`RegisterNode`], [`SetNodeHealth`], [`Drain`]);
 //! - `placement`: where a module runs and when it stops trying ([`Place`],
 //!   [`ReleasePrevious`], [`AwaitNode`], [`GiveUp`]);
+//! - `lease`: the lease terms every lease still held is within
+//!   ([`RecordLease`]);
 //! - `recovery`: bringing a placement up and keeping it up
 //!   ([`PackageRetrieved`], [`FailureDetected`], [`RestoreOrdered`],
 //!   [`Healthy`], [`InstallFailed`]).
@@ -43,6 +45,7 @@
 //!   encoding; the records shown by the admin API ([`Event`], [`EventKind`],
 //!   [`ModuleState`]) live in [`proto::record`].
 
+mod lease;
 mod modules;
 mod nodes;
 mod placement;
@@ -54,6 +57,7 @@ use proto::spec::ModuleSpec;
 use proto::{Epoch, ModuleName, NodeId};
 use serde::{Deserialize, Serialize};
 
+pub use lease::{LeaseTerms, RecordLease};
 pub use modules::{Deploy, ModuleRecord, Remove};
 pub use nodes::{Drain, NodeHealth, NodeRecord, RegisterNode, SetNodeHealth};
 pub use placement::{AwaitNode, GiveUp, Place, PlaceCause, Placement, ReleasePrevious};
@@ -65,8 +69,10 @@ pub use recovery::{
 /// Events kept in the state; older ones are dropped first.
 pub const EVENTS_KEPT: usize = 10_000;
 
-/// The replicated state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The replicated state. Its encoding is its fields in order (bincode);
+/// fields added later go at the end and decode to their default from a
+/// snapshot written before them (see the `Deserialize` impl).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ClusterState {
     pub nodes: BTreeMap<NodeId, NodeRecord>,
     pub modules: BTreeMap<ModuleName, ModuleRecord>,
@@ -76,6 +82,48 @@ pub struct ClusterState {
     pub placed: BTreeMap<NodeId, BTreeSet<ModuleName>>,
     /// Last applied log index (the epoch source).
     pub last_index: u64,
+    /// The lease terms every lease still held is within (see `lease`).
+    pub lease: LeaseTerms,
+}
+
+/// Decodes the fields in order; `lease`, added after the first stored
+/// format, is optional at the end: a snapshot written before it has
+/// nothing more, and decodes to the default (no terms recorded yet), as the
+/// compatibility fixture shows (`scenarios::compat`).
+impl<'de> Deserialize<'de> for ClusterState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ClusterState, D::Error> {
+        use serde::de::{Error, SeqAccess, Visitor};
+        const FIELDS: &[&str] = &[
+            "nodes",
+            "modules",
+            "events",
+            "next_event",
+            "placed",
+            "last_index",
+            "lease",
+        ];
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = ClusterState;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the cluster state's fields in order")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ClusterState, A::Error> {
+                let missing = |i: usize| A::Error::invalid_length(i, &"7 fields");
+                Ok(ClusterState {
+                    nodes: seq.next_element()?.ok_or_else(|| missing(0))?,
+                    modules: seq.next_element()?.ok_or_else(|| missing(1))?,
+                    events: seq.next_element()?.ok_or_else(|| missing(2))?,
+                    next_event: seq.next_element()?.ok_or_else(|| missing(3))?,
+                    placed: seq.next_element()?.ok_or_else(|| missing(4))?,
+                    last_index: seq.next_element()?.ok_or_else(|| missing(5))?,
+                    // The input ends here in the first format.
+                    lease: seq.next_element().ok().flatten().unwrap_or_default(),
+                })
+            }
+        }
+        d.deserialize_struct("ClusterState", FIELDS, Fields)
+    }
 }
 
 /// One Raft log entry's worth of transitions, stamped by the leader.
@@ -142,6 +190,7 @@ pub enum Transition {
     GiveUp(GiveUp),
     ReleasePrevious(ReleasePrevious),
     AwaitNode(AwaitNode),
+    RecordLease(RecordLease),
 }
 
 impl Transition {
@@ -163,6 +212,7 @@ impl Transition {
             Transition::GiveUp(t) => t.apply(state, index, at),
             Transition::ReleasePrevious(t) => t.apply(state, index, at),
             Transition::AwaitNode(t) => t.apply(state, index, at),
+            Transition::RecordLease(t) => t.apply(state, index, at),
         }
     }
 }
