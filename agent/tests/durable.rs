@@ -203,8 +203,8 @@ async fn a_directive_manifest_that_differs_from_the_archive_is_refused() {
             "1.0.0",
             "command = \"bin/run\"\n[env]\nMODE = \"safe\"\n",
         )
-        .file("bin/run", &marking(&ran_y), 0o755)
-        .file("bin/evil", &marking(&ran_x), 0o755)
+        .file("bin/run", marking(&ran_y).into_bytes(), 0o755)
+        .file("bin/evil", marking(&ran_x).into_bytes(), 0o755)
         .build()
     };
     let web = build("web");

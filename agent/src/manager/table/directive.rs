@@ -83,6 +83,9 @@ impl Table {
         let mut replaced: HashSet<String> = HashSet::new();
         let mut restored: BTreeMap<String, u32> = BTreeMap::new();
         let mut planned = Vec::with_capacity(directives.len());
+        // Slots the planned installs add, and whether anything needs saving.
+        let mut added = 0;
+        let mut save = false;
         for d in directives {
             let name = d.module().to_string();
             let execute = proto::names::check("module name", &name).is_ok() && {
@@ -92,7 +95,16 @@ impl Table {
                 };
                 let record = self.epochs.get(&name).copied();
                 let execute = decide(view.as_ref(), record.as_ref(), &d) == Decision::Execute;
-                if execute {
+                // A new module on a full node: refused when executed
+                // (`begin_install`), so nothing to raise or save.
+                let full = matches!(d, Directive::Install(_))
+                    && view.is_none()
+                    && self.slots.len() + added >= MAX_MODULES;
+                if execute && !full {
+                    save = true;
+                    if view.is_none() && matches!(d, Directive::Install(_)) {
+                        added += 1;
+                    }
                     let record = self.epochs.entry(name.clone()).or_default();
                     record.highest = record.highest.max(d.epoch());
                     let next = match &d {
@@ -129,7 +141,7 @@ impl Table {
             };
             planned.push((d, execute));
         }
-        let snapshot = planned.iter().any(|(_, e)| *e).then(|| {
+        let snapshot = save.then(|| {
             let (rev, mut state) = self.snapshot();
             state.modules.retain(|m| !replaced.contains(&m.name));
             for m in &mut state.modules {
