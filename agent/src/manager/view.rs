@@ -40,7 +40,8 @@ pub struct StatusView {
     pub incarnation: u64,
     pub table_version: u64,
     pub modules: Vec<ModuleStatusView>,
-    /// Recent directives refused as stale (newest last).
+    /// Recent directives refused (stale, a bad module name) or not
+    /// executed because their state could not be saved (newest last).
     pub refused: Vec<String>,
     pub pending_reports: usize,
 }

@@ -7,7 +7,8 @@
 //!
 //! ## Data flow
 //! ```text
-//! directive ──► directive() ──► [Persist, Notify, Spawn(task)]
+//! reply ──► plan_reply() ──► snapshot ──► (saved by the edge) ──► execute_reply(saved?)
+//!                                                   ──► per directive [Notify, Spawn(task)]
 //! task step (installed, restored, stopped) ──► install_done() / ... ──► effects
 //! process events (launched, exited, probe) ──► launched() / exited() / ... ──► effects
 //! ```
@@ -16,8 +17,8 @@
 //! ## Parts
 //! - this file: the table's data ([`Table`], its slots), the [`Effect`]s and
 //!   [`Task`]s it returns, and the lease grant from the leader;
-//! - `directive`: the directive rules ([`decide`]) and the state change of
-//!   an executed directive;
+//! - `directive`: the directive rules ([`decide`]), the plan of a whole
+//!   reply ([`ReplyPlan`]) and the state change of an executed directive;
 //! - `steps`: the steps of the tasks (installed, restored, stopped) and the
 //!   process events (start, launched, exited, probe verdicts, shutdown).
 //!
@@ -33,10 +34,15 @@
 //!   run. Whoever stops a process takes the handle out first; an exit is
 //!   reported as a failure only when the handle is still there. So an
 //!   intended stop is never reported as a crash, and every crash is.
-//! - The epoch record of a module (highest epoch, last stop) is in the
-//!   [`Effect::Persist`] that precedes the task of the directive that raised
-//!   it, and outlives the module, so a stale directive is refused even after
-//!   a restart.
+//! - A reply is decided as a whole before any of it executes
+//!   ([`Table::plan_reply`]); the epoch records (highest epoch, last stop)
+//!   its executed directives raise are in the one snapshot the edge saves
+//!   first, and a directive executes ([`Table::execute_reply`]) only when
+//!   that save succeeded and it is still decided `Execute`. A failed save
+//!   executes nothing: no slot changes, no process stops, no task starts;
+//!   the error is logged, shown among the refusals and reported, and the
+//!   leader's repeat executes once the state can be saved. Records outlive
+//!   the module, so a stale directive is refused even after a restart.
 //! - An `at-most-one` module is never launched while the lease fences it
 //!   (checked before the launch and again once the process exists).
 
@@ -106,8 +112,8 @@ pub enum Effect {
     ForgetFiles { module: ModuleName },
 }
 
-/// The background work of a directive, run after its state change was
-/// persisted.
+/// The background work of a directive, run after the state its reply
+/// needs was saved.
 #[derive(Debug)]
 pub enum Task {
     Install {
@@ -204,6 +210,9 @@ pub struct Table {
     /// Directives already logged as refused or unusable (log once).
     logged: HashSet<String>,
     pub(super) refusals: VecDeque<String>,
+    /// Directives (key and save error) already logged and reported as not
+    /// executed for want of a save; cleared by a successful one.
+    unsaved: HashSet<String>,
     warned_short_lease: bool,
     warned_long_lease: bool,
 }
@@ -311,6 +320,7 @@ impl Table {
             rev: 1,
             logged: HashSet::new(),
             refusals: VecDeque::new(),
+            unsaved: HashSet::new(),
             warned_short_lease: false,
             warned_long_lease: false,
         }
@@ -423,7 +433,7 @@ impl Table {
 mod directive;
 mod steps;
 
-pub use directive::{Decision, ModuleView, decide};
+pub use directive::{Decision, ModuleView, ReplyPlan, decide};
 
 #[cfg(test)]
 mod tests;
