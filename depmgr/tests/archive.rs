@@ -317,13 +317,21 @@ fn hostile_modes_are_masked_on_unpack() {
     };
     assert_eq!(mode("open/suid"), depmgr::archive::EXEC_MODE, "0o4777 file");
     assert_eq!(mode("open/sgid"), depmgr::archive::FILE_MODE, "0o2666 file");
-    assert_eq!(mode("open/sticky"), depmgr::archive::FILE_MODE, "0o1644 file");
+    assert_eq!(
+        mode("open/sticky"),
+        depmgr::archive::FILE_MODE,
+        "0o1644 file"
+    );
     assert_eq!(mode("open"), depmgr::archive::DIR_MODE, "0o7777 directory");
     assert_eq!(mode("bin/web"), 0o755, "an executable stays executable");
     assert_eq!(mode("manifest.toml"), 0o644);
     assert_eq!(mode("."), depmgr::archive::DIR_MODE, "the package root");
     for p in ["open/suid", "open/sgid", "open/sticky", "open", "."] {
-        assert_eq!(mode(p) & 0o7022, 0, "{p}: special or group/world-write bits survived");
+        assert_eq!(
+            mode(p) & 0o7022,
+            0,
+            "{p}: special or group/world-write bits survived"
+        );
     }
 }
 

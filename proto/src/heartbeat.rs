@@ -81,9 +81,9 @@ const TABLE_MAX: usize = string_max(MAX_ADDR_LEN)
     + len_prefix(MAX_MODULES)
     + MAX_MODULES * TABLE_ENTRY_MAX;
 /// [`PackedStatuses`]: count (u16, 3) + bits (3 + 3,750) = 3,756.
-const STATUSES_MAX: usize =
-    3 + len_prefix((MAX_MODULES * ModuleStatus::BITS).div_ceil(8))
-        + (MAX_MODULES * ModuleStatus::BITS).div_ceil(8);
+const STATUSES_MAX: usize = 3
+    + len_prefix((MAX_MODULES * ModuleStatus::BITS).div_ceil(8))
+    + (MAX_MODULES * ModuleStatus::BITS).div_ceil(8);
 
 /// The most bytes a [`Heartbeat`] an agent sends can encode to (format
 /// byte included), from the bounds above: format 1 + node 65 + three u64

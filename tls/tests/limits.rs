@@ -88,7 +88,10 @@ async fn closed_by_server(conn: &mut TcpStream, since: Instant, what: &str) -> D
 async fn until(what: &str, cond: impl Fn() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < DEADLINE, "{what}: not within {DEADLINE:?}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what}: not within {DEADLINE:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -119,7 +122,10 @@ async fn slow_loris_and_silent_clients_are_disconnected_after_the_header_timeout
     assert!(took >= header, "closed after {took:?}, before the timeout");
     let took = closed_by_server(&mut silent, started, "silent client").await;
     assert!(took >= header, "closed after {took:?}, before the timeout");
-    until("both connections released", || s.stats.open_connections() == 0).await;
+    until("both connections released", || {
+        s.stats.open_connections() == 0
+    })
+    .await;
 
     // A real request is served as before, with its peer.
     let (status, who) = get_text(&s.addr, "/who").await.expect("request");
@@ -202,9 +208,16 @@ async fn shutdown_lets_the_request_under_way_finish_then_returns() {
     let mut s = serve(ServeLimits::default(), release.clone()).await;
     let addr = s.addr.clone();
     let request = tokio::spawn(async move { get_text(&addr, "/wait").await });
-    until("the request is under way", || s.stats.open_connections() == 1).await;
+    until("the request is under way", || {
+        s.stats.open_connections() == 1
+    })
+    .await;
 
-    s.stop.take().expect("stop").send(()).expect("server running");
+    s.stop
+        .take()
+        .expect("stop")
+        .send(())
+        .expect("server running");
     // New connections are no longer accepted once the loop stopped.
     let addr = s.addr.clone();
     until("the listener is closed", || {

@@ -264,7 +264,6 @@ impl Transition {
         }
     }
 
-impl Transition {
     /// Applies the transition at log `index`, stamped `at` (ms) by the
     /// leader. `Err` leaves the state unchanged.
     fn apply(&self, state: &mut ClusterState, index: u64, at: u64) -> Result<(), Rejection> {
@@ -523,24 +522,59 @@ mod tests {
         let mut index = 0;
         let mut apply = |s: &mut ClusterState, t: Transition| {
             index += 1;
-            s.apply(index, &Batch { at_ms: index, transitions: vec![t] });
+            s.apply(
+                index,
+                &Batch {
+                    at_ms: index,
+                    transitions: vec![t],
+                },
+            );
         };
-        apply(&mut s, Transition::RegisterNode(RegisterNode { node: "a".into(), addr: "a:1".into(), labels: BTreeMap::new() }));
+        apply(
+            &mut s,
+            Transition::RegisterNode(RegisterNode {
+                node: "a".into(),
+                addr: "a:1".into(),
+                labels: BTreeMap::new(),
+            }),
+        );
         let per_event = 100 << 10;
         let n = (EVENTS_MAX_BYTES / per_event) as usize + 50;
         for i in 0..n {
             let health = [NodeHealth::Suspect, NodeHealth::Ready][i % 2];
-            apply(&mut s, Transition::SetNodeHealth(SetNodeHealth { node: "a".into(), health, detail: detail.clone() }));
+            apply(
+                &mut s,
+                Transition::SetNodeHealth(SetNodeHealth {
+                    node: "a".into(),
+                    health,
+                    detail: detail.clone(),
+                }),
+            );
         }
-        assert!(s.size().events <= EVENTS_MAX_BYTES, "{} bytes kept", s.size().events);
+        assert!(
+            s.size().events <= EVENTS_MAX_BYTES,
+            "{} bytes kept",
+            s.size().events
+        );
         let encoded: u64 = s.events.iter().map(|e| proto::encoded_len(e) as u64).sum();
         assert_eq!(s.size().events, encoded);
-        assert!(s.events.len() < n && s.events.len() < EVENTS_KEPT, "{} events kept", s.events.len());
-        assert!(s.size().events > EVENTS_MAX_BYTES - 2 * per_event, "dropped more than needed");
+        assert!(
+            s.events.len() < n && s.events.len() < EVENTS_KEPT,
+            "{} events kept",
+            s.events.len()
+        );
+        assert!(
+            s.size().events > EVENTS_MAX_BYTES - 2 * per_event,
+            "dropped more than needed"
+        );
         // The oldest went first: the newest is the last one applied.
         assert_eq!(s.events.back().map(|e| e.index), Some(s.next_event));
-        assert_eq!(s.events.front().map(|e| e.index), Some(s.next_event - s.events.len() as u64 + 1));
-        let decoded: ClusterState = proto::decode(&proto::encode(&s).expect("encode")).expect("decode");
+        assert_eq!(
+            s.events.front().map(|e| e.index),
+            Some(s.next_event - s.events.len() as u64 + 1)
+        );
+        let decoded: ClusterState =
+            proto::decode(&proto::encode(&s).expect("encode")).expect("decode");
         assert_eq!(decoded.size(), s.size());
         assert_eq!(decoded, s);
     }

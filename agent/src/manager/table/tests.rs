@@ -865,5 +865,8 @@ fn reports_are_bounded_in_size_and_per_heartbeat() {
     w.t.accepted(sent, w.now, 10_000, "leader:1");
     let (hb, sent) = w.t.heartbeat(&me, 2, None);
     assert_eq!(sent, 10, "the rest in the next heartbeat");
-    assert_eq!(hb.reports[0].message, format!("failure {MAX_REPORTS_PER_HEARTBEAT}"));
+    assert_eq!(
+        hb.reports[0].message,
+        format!("failure {MAX_REPORTS_PER_HEARTBEAT}")
+    );
 }
