@@ -27,18 +27,32 @@
 //! - `Accepted{table_version}`: the leader holds that table version (the
 //!   table is left out from now on until it changes), the reports carried
 //!   are dropped, the lease is renewed from the moment the heartbeat was
-//!   *sent*, and the directives are executed.
+//!   *sent*, and the directives go to the applier (below).
 //! - `need_table`: the next heartbeat carries the table and goes at once.
 //! - `NotLeader`: follow the hint, or move on; the next target gets the
 //!   table. `Stale`: logged; the next heartbeat has a higher `seq`.
 //!
-//! On shutdown the loop stops every module and sends one last heartbeat
-//! that shows them stopped.
+//! ## The applier
+//! Directives are executed by a separate task, the applier, never by the
+//! loop itself: deciding a reply and saving the state it needs (an fsync,
+//! possibly slow on a sick disk) must not delay the next heartbeat, which
+//! renews the lease. The loop hands each accepted reply's directives to the
+//! applier over a queue of [`REPLY_QUEUE`] replies, and the applier runs
+//! [`Agent::apply`] on them one reply at a time, in the order they came.
+//! When the queue is full (the applier is that far behind) the reply's
+//! directives are dropped with a log line: the leader repeats every
+//! directive until heartbeats show it took effect, so a later reply
+//! carries them again.
+//!
+//! On shutdown the applier stops (after the reply it is applying, if any),
+//! then the loop stops every module and sends one last heartbeat that
+//! shows them stopped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::heartbeat::{HeartbeatReply, ReplyOutcome};
+use proto::heartbeat::{Directive, HeartbeatReply, ReplyOutcome};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +110,10 @@ impl Targets {
     }
 }
 
+/// Replies waiting for the applier; one more is dropped (the leader
+/// repeats its directives).
+pub const REPLY_QUEUE: usize = 4;
+
 /// Settings of the loop.
 #[derive(Debug, Clone)]
 pub struct HeartbeatSettings {
@@ -132,8 +150,12 @@ pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: Cancellati
             return;
         }
     };
+    let (replies, queued) = mpsc::channel(REPLY_QUEUE);
+    let applier = tokio::spawn(apply_replies(agent.clone(), queued, shutdown.clone()));
     let mut hb = Heartbeater {
         agent: agent.clone(),
+        replies: Some(replies),
+        dropped: 0,
         client,
         scheme: tls::client::scheme(settings.tls.as_ref()),
         targets: Targets::new(settings.supervisors.clone()),
@@ -157,6 +179,12 @@ pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: Cancellati
             _ => sent_at + settings.period,
         };
     }
+    // The applier ends after the reply it is applying: nothing starts
+    // after the modules are stopped.
+    hb.replies = None;
+    if let Err(e) = applier.await {
+        tracing::error!("the directive applier failed: {e}");
+    }
     agent.stop_all().await;
     // The last word: every module stopped. One try to the current target.
     let _ = hb.exchange(false).await;
@@ -167,8 +195,32 @@ pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: Cancellati
     }
 }
 
+/// The applier: executes the directives of each reply, in order, until
+/// `shutdown` or the loop is gone.
+async fn apply_replies(
+    agent: Agent,
+    mut queued: mpsc::Receiver<Vec<Directive>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let directives = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            d = queued.recv() => match d {
+                Some(d) => d,
+                None => return,
+            },
+        };
+        agent.apply(directives).await;
+    }
+}
+
 struct Heartbeater {
     agent: Agent,
+    /// To the applier (`None` once the loop ended).
+    replies: Option<mpsc::Sender<Vec<Directive>>>,
+    /// Replies dropped in a row because the applier's queue was full.
+    dropped: u64,
     client: reqwest::Client,
     /// `https` with TLS, else `http`.
     scheme: &'static str,
@@ -212,7 +264,7 @@ impl Heartbeater {
                     .accepted(reports, sent_at, reply.lease_ms, &target)
                     .await;
                 if apply && !reply.directives.is_empty() {
-                    self.agent.apply(reply.directives).await;
+                    self.hand_over(reply.directives);
                 }
                 if reply.need_table {
                     self.quick_in_row += 1;
@@ -243,6 +295,33 @@ impl Heartbeater {
                 self.quick_in_row = 0;
                 Next::Period
             }
+        }
+    }
+
+    /// Queues a reply's directives for the applier; never waits.
+    fn hand_over(&mut self, directives: Vec<Directive>) {
+        let Some(replies) = &self.replies else {
+            return;
+        };
+        match replies.try_send(directives) {
+            Ok(()) => {
+                if self.dropped > 0 {
+                    tracing::info!(dropped = self.dropped, "the directive applier caught up");
+                }
+                self.dropped = 0;
+            }
+            Err(mpsc::error::TrySendError::Full(d)) => {
+                self.dropped += 1;
+                if self.dropped == 1 || self.dropped.is_power_of_two() {
+                    tracing::warn!(
+                        directives = d.len(),
+                        dropped = self.dropped,
+                        queued = REPLY_QUEUE,
+                        "the directive applier is behind: reply dropped (the leader repeats its directives)"
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 

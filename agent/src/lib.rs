@@ -49,6 +49,7 @@ pub mod http;
 pub mod manager;
 pub mod probe;
 pub mod process;
+pub mod shim;
 pub mod spawner;
 pub mod state;
 

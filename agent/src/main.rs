@@ -19,6 +19,11 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // A module's shim is this binary too (see `agent::shim`).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == agent::shim::ARG) {
+        agent::shim::main(&argv[2..]);
+    }
     let cfg = match Config::try_parse() {
         Ok(c) => c,
         Err(e) => {

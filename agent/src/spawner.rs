@@ -18,6 +18,7 @@
 use std::io;
 use std::sync::mpsc;
 
+use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
@@ -51,10 +52,10 @@ impl Spawner {
     }
 
     /// Spawns `cmd` in its own process group with the parent-death signal
-    /// set, on the spawner thread.
-    pub async fn spawn(&self, mut cmd: Command) -> io::Result<Child> {
+    /// `death`, on the spawner thread.
+    pub async fn spawn(&self, mut cmd: Command, death: Signal) -> io::Result<Child> {
         cmd.process_group(0);
-        set_parent_death_signal(cmd.as_std_mut());
+        set_parent_death_signal(cmd.as_std_mut(), death);
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((cmd, tx))
@@ -64,10 +65,11 @@ impl Spawner {
     }
 }
 
-/// Makes the child of `cmd` receive SIGKILL when the thread that forks it
+/// Makes the child of `cmd` receive `sig` when the thread that forks it
 /// exits. Public so a test can show what happens when the forking thread is
-/// a short-lived one.
-pub fn set_parent_death_signal(cmd: &mut std::process::Command) {
+/// a short-lived one, and for the module shim ([`crate::shim`]), which
+/// forks the module on its only thread.
+pub fn set_parent_death_signal(cmd: &mut std::process::Command, sig: Signal) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the hook runs in the child between fork and exec. It only
@@ -77,7 +79,7 @@ pub fn set_parent_death_signal(cmd: &mut std::process::Command) {
         cmd.pre_exec(move || {
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
+                sig as libc::c_int as libc::c_ulong,
                 0 as libc::c_ulong,
                 0 as libc::c_ulong,
                 0 as libc::c_ulong,

@@ -17,6 +17,7 @@ use testkit::{eventually, free_addr};
 
 const SLEEPER: &str = include_str!("modules/sleeper.sh");
 const FORKER: &str = include_str!("modules/forker.sh");
+const SETSID_FORKER: &str = include_str!("modules/setsid_forker.sh");
 const FLAKY: &str = include_str!("modules/flaky.sh");
 const ENVDUMP: &str = include_str!("modules/envdump.sh");
 const T: Duration = Duration::from_secs(10);
@@ -733,12 +734,50 @@ async fn bad_flags_and_unusable_data_dir_exit_2() {
 }
 
 #[tokio::test]
-async fn grandchildren_left_by_a_killed_agent_are_swept_at_restart() {
+async fn grandchildren_die_with_a_killed_agent() {
     let w = World::new().await;
     let out = w.tmp.path().join("grandchild.pid");
     let web = package(
         "web",
-        FORKER,
+        SETSID_FORKER,
+        &format!("[env]\nOUT = \"{}\"\n", out.display()),
+    );
+    w.pkgs.put(&web);
+    let agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        1,
+        Fencing::AtLeastOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let pid = agent.wait_pid("web", T).await;
+    let grandchild: u32 = eventually("grandchild pid file", T, || async {
+        std::fs::read_to_string(&out).ok()?.trim().parse().ok()
+    })
+    .await;
+    signal(agent.pid(), nix::sys::signal::Signal::SIGKILL);
+    // Not restarted: the module's shim sees its agent gone and kills the
+    // whole tree, the grandchild in its own session too.
+    eventually(
+        "the module and its grandchild died with the agent",
+        T,
+        || async { (!pid_alive(pid) && !pid_alive(grandchild)).then_some(()) },
+    )
+    .await;
+    let log =
+        std::fs::read_to_string(agent.data_dir.join("modules/web/output.log")).expect("output.log");
+    assert!(log.contains("module-shim: the agent is gone"), "{log}");
+}
+
+#[tokio::test]
+async fn grandchildren_left_by_a_killed_shim_and_agent_are_swept_at_restart() {
+    let w = World::new().await;
+    let out = w.tmp.path().join("grandchild.pid");
+    let web = package(
+        "web",
+        SETSID_FORKER,
         &format!("[env]\nOUT = \"{}\"\n", out.display()),
     );
     w.pkgs.put(&web);
@@ -756,14 +795,17 @@ async fn grandchildren_left_by_a_killed_agent_are_swept_at_restart() {
         std::fs::read_to_string(&out).ok()?.trim().parse().ok()
     })
     .await;
+    // The shim itself is killed (its pid is the module's parent), then
+    // the agent: nothing is left to kill the grandchild, which left the
+    // module's process group.
+    let shim = parent_of(pid);
+    signal(shim, nix::sys::signal::Signal::SIGKILL);
     signal(agent.pid(), nix::sys::signal::Signal::SIGKILL);
     agent.wait_exit(T).await;
-    eventually("the module died with its agent", T, || async {
+    eventually("the module died with its shim", T, || async {
         (!pid_alive(pid)).then_some(())
     })
     .await;
-    // The parent-death signal reaches only the direct child: the
-    // grandchild is still there until the agent comes back.
     assert!(pid_alive(grandchild));
     drop(agent);
     let agent = w.agent(|_| {}).await;
@@ -776,6 +818,15 @@ async fn grandchildren_left_by_a_killed_agent_are_swept_at_restart() {
         "{}",
         agent.log_text()
     );
+}
+
+/// The parent pid of `pid`, from `/proc`.
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("ppid")
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ fn modules_survive_blocking_thread_churn() {
             handle.block_on(async {
                 let mut cmd = tokio::process::Command::new("sleep");
                 cmd.arg("1000");
-                s.spawn(cmd).await
+                s.spawn(cmd, nix::sys::signal::Signal::SIGKILL).await
             })
         })
         .await
@@ -39,7 +39,7 @@ fn modules_survive_blocking_thread_churn() {
         let mut naive = tokio::task::spawn_blocking(|| {
             let mut cmd = std::process::Command::new("sleep");
             cmd.arg("1000");
-            set_parent_death_signal(&mut cmd);
+            set_parent_death_signal(&mut cmd, nix::sys::signal::Signal::SIGKILL);
             cmd.spawn()
         })
         .await

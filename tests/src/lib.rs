@@ -203,6 +203,18 @@ impl TestCluster {
         self.procs.pid(&format!("agent-{node}"))
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to the agent of `node`: a
+    /// stalled agent, its modules' shims untouched.
+    pub fn pause_agent(&self, node: &str, paused: bool) {
+        let pid = self.agent_pid(node).expect("agent running");
+        let sig = if paused {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal agent");
+    }
+
     /// SIGTERM every process (agents first, then depmgr, then the
     /// supervisors) and return how each exited (`None`: not within 15 s).
     pub async fn stop_all(&mut self) -> BTreeMap<String, Option<ExitStatus>> {
@@ -253,6 +265,12 @@ impl TestCluster {
     pub async fn push_test_package(&self, name: &str) {
         let dir = self.dir.path().join(format!("pkg-{name}"));
         test_package(&dir, name, &self.markers());
+        self.push_package(&dir).await;
+    }
+
+    /// Pushes the package directory `dir` (a `manifest.toml` and files) to
+    /// depmgr.
+    pub async fn push_package(&self, dir: &Path) {
         let client = depmgr::client::Client::with_tls(
             &self.depmgr_url,
             depmgr::client::Timeouts::default(),
@@ -260,7 +278,7 @@ impl TestCluster {
         )
         .expect("depmgr client");
         eventually("package pushed", Duration::from_secs(20), || async {
-            client.push_dir(&dir).await.ok()
+            client.push_dir(dir).await.ok()
         })
         .await;
     }

@@ -10,6 +10,11 @@
 //! an `at-most-one` module may not start ([`may_start`]); `at-least-one`
 //! modules always may.
 //!
+//! The fence has a second line that does not depend on the agent: every
+//! `at-most-one` module runs under a shim ([`crate::shim`]) that holds
+//! [`shim_deadline`] itself and kills the module's whole tree when it
+//! passes; the fence loop hands every renewal on to the shims.
+//!
 //! ## Data flow
 //! [`Agent::fence_loop`] sleeps until the fence start of the current lease
 //! (woken early by every renewal), then asks the table ([`Table::fence`])
@@ -24,6 +29,7 @@ use tokio::time::Instant;
 
 use super::Agent;
 use super::table::{Effect, Table, Victim};
+use crate::process::ProcessHandle;
 
 /// Margin before the lease's end by which SIGKILL must have gone out, for
 /// timer lateness and the kill itself.
@@ -74,6 +80,22 @@ pub fn may_start(
     fencing == Fencing::AtLeastOne || !lease_fences(deadline, stop_grace, now)
 }
 
+/// The deadline a module's shim holds ([`crate::shim`]): for an
+/// `at-most-one` module, the lease end less [`FENCE_MARGIN`] (when the
+/// fence's SIGKILL is due too), or `now` if no lease was ever granted;
+/// `None` for an `at-least-one` module (no deadline). The shim kills the
+/// module's whole tree at this deadline unless told a later one, whatever
+/// the agent is doing by then.
+pub fn shim_deadline(fencing: Fencing, lease: Option<Instant>, now: Instant) -> Option<Instant> {
+    match fencing {
+        Fencing::AtLeastOne => None,
+        Fencing::AtMostOne => Some(match lease {
+            Some(d) => d.checked_sub(FENCE_MARGIN).unwrap_or(d),
+            None => now,
+        }),
+    }
+}
+
 /// The new lease end after a reply granting `lease_ms` to the heartbeat
 /// sent at `sent_at`; 0 leaves the lease as it was. A grant never moves the
 /// end backwards (a slow reply to an older heartbeat cannot shorten it).
@@ -93,6 +115,24 @@ pub fn renew(current: Option<Instant>, sent_at: Instant, lease_ms: u64) -> Optio
 }
 
 impl Table {
+    /// The shim deadline of `module`'s next process ([`shim_deadline`]).
+    pub fn shim_deadline_of(&self, module: &str, now: Instant) -> Option<Instant> {
+        let fencing = self.slot(module).map_or(Fencing::AtMostOne, |s| s.fencing);
+        shim_deadline(fencing, self.lease, now)
+    }
+
+    /// The running `at-most-one` processes with the shim deadline of the
+    /// current lease, for the fence loop to hand on after a renewal.
+    pub fn leashed(&self, now: Instant) -> (Option<Instant>, Vec<ProcessHandle>) {
+        let handles = self
+            .slots
+            .iter()
+            .filter(|s| s.fencing == Fencing::AtMostOne)
+            .filter_map(|s| s.proc.as_ref().map(|p| p.handle.clone()))
+            .collect();
+        (shim_deadline(Fencing::AtMostOne, self.lease, now), handles)
+    }
+
     /// The fence fired at `now`: every `at-most-one` process is taken out of
     /// its slot to be stopped, unless the lease was renewed meanwhile.
     pub fn fence(&mut self, now: Instant) -> Vec<Effect> {
@@ -158,7 +198,16 @@ impl Agent {
             };
             tokio::select! {
                 _ = self.sh.shutdown.cancelled() => return,
-                _ = self.sh.lease_changed.notified() => continue,
+                _ = self.sh.lease_changed.notified() => {
+                    // Every shim holds the new deadline: a renewal the
+                    // agent cannot hand on (stalled, hung, killed) is one
+                    // the modules do not get.
+                    let (deadline, handles) = self.lock().leashed(Instant::now());
+                    for h in handles {
+                        h.set_deadline(deadline);
+                    }
+                    continue;
+                }
                 _ = sleep_until_opt(wake) => {
                     let effects = self.lock().fence(Instant::now());
                     self.execute(effects).await;

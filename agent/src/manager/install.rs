@@ -15,7 +15,13 @@
 //!    [`depmgr::archive::unpack`] (the workspace's one archive rule set)
 //!    into `modules/<module>/<epoch>/<pkg>-<version>/`, which appears only
 //!    when the whole archive passed; then writes the `.unpacked` marker.
-//! 3. checks that the manifest's command is an executable file.
+//! 3. reads the `manifest.toml` of the module's own package from what was
+//!    just unpacked (so from the digest-verified archive) and compares it,
+//!    field by field, with the manifest the directive carried: a
+//!    difference fails the install, naming the first differing field
+//!    (`the directive's manifest differs from the package's manifest.toml
+//!    (command: "x" vs "y")`).
+//! 4. checks that the manifest's command is an executable file.
 //!
 //! The install and restore tasks ([`Agent::run_install`],
 //! [`Agent::run_restore`]) wrap it: stop the replaced process, (wait the
@@ -32,6 +38,12 @@
 //! ## Invariants
 //! - Nothing unverified is ever unpacked: a digest that does not match
 //!   leaves no file in the cache and no directory behind.
+//! - What runs is what was verified: a module is launched only after its
+//!   install (or restore) found the directive's manifest equal, in every
+//!   field (command, args, env, health check, dependencies, name,
+//!   version), to the `manifest.toml` inside the verified archive; so the
+//!   command, arguments, environment and probe the agent uses are the
+//!   archive's, never ones that only travelled in the directive.
 //! - Every download is bounded in bytes and in time (`--fetch-timeout-ms`).
 
 use std::path::{Path, PathBuf};
@@ -40,7 +52,7 @@ use std::time::Duration;
 
 use depmgr::archive::Limits;
 use depmgr::client::{Client, Timeouts};
-use proto::manifest::{ArtifactRef, ConfigPackage};
+use proto::manifest::{ArtifactRef, ConfigPackage, Manifest};
 use proto::{Epoch, ModuleName};
 use tokio_util::sync::CancellationToken;
 
@@ -139,7 +151,17 @@ impl Installer {
             blocking(move || install_artifact(&archive, &dir, &marker, &digest, &what)).await?;
         }
         let module_dir = dirs.package_dir(name, epoch, &own.name, &own.version);
-        check_command(&module_dir, &manifest.command)
+        let archived = blocking({
+            let dir = module_dir.clone();
+            move || read_manifest(&dir)
+        })
+        .await?;
+        if let Some(diff) = manifest_difference(manifest, &archived) {
+            return Err(Error::InvalidPackage(format!(
+                "the directive's manifest differs from the package's manifest.toml ({diff})"
+            )));
+        }
+        check_command(&module_dir, &archived.command)
     }
 
     /// The cached archive of `a`, verified against its digest; downloaded
@@ -228,6 +250,81 @@ fn install_artifact(
     })?;
     std::fs::write(marker, digest)
         .map_err(|e| Error::io(format!("cannot write {}", marker.display()), e))
+}
+
+/// The `manifest.toml` at the root of an unpacked package: a regular file
+/// of at most [`depmgr::archive::MAX_MANIFEST_BYTES`], a valid manifest.
+/// Blocking.
+fn read_manifest(package_dir: &Path) -> Result<Manifest, Error> {
+    use std::io::Read;
+    let path = package_dir.join(depmgr::archive::MANIFEST);
+    let bad =
+        |problem: String| Error::InvalidPackage(format!("the package's manifest.toml {problem}"));
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(bad("is not a regular file".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(bad("is missing from the archive".into()));
+        }
+        Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+    }
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| {
+            f.take(depmgr::archive::MAX_MANIFEST_BYTES + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    if text.len() as u64 > depmgr::archive::MAX_MANIFEST_BYTES {
+        return Err(bad(format!(
+            "is larger than {} bytes",
+            depmgr::archive::MAX_MANIFEST_BYTES
+        )));
+    }
+    Manifest::from_toml(&text).map_err(|e| bad(format!("is not valid: {e}")))
+}
+
+/// The first field in which the directive's manifest differs from the
+/// archive's, as `field: <directive's> vs <archive's>`; `None` when equal.
+pub fn manifest_difference(directive: &Manifest, archive: &Manifest) -> Option<String> {
+    // Destructured: a new field of Manifest must be compared here too.
+    let Manifest {
+        name,
+        version,
+        command,
+        args,
+        env,
+        dependencies,
+        health,
+    } = directive;
+    // Each side cut to 200 characters: the message goes into a report.
+    let cut = |v: &dyn std::fmt::Debug| {
+        let s = format!("{v:?}");
+        match s.char_indices().nth(200) {
+            Some((i, _)) => format!("{}...", &s[..i]),
+            None => s,
+        }
+    };
+    let field = |what: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+        Some(format!("{what}: {} vs {}", cut(a), cut(b)))
+    };
+    if *name != archive.name {
+        field("name", name, &archive.name)
+    } else if *version != archive.version {
+        field("version", version, &archive.version)
+    } else if *command != archive.command {
+        field("command", command, &archive.command)
+    } else if *args != archive.args {
+        field("args", args, &archive.args)
+    } else if *env != archive.env {
+        field("env", env, &archive.env)
+    } else if *dependencies != archive.dependencies {
+        field("dependencies", dependencies, &archive.dependencies)
+    } else if *health != archive.health {
+        field("health", health, &archive.health)
+    } else {
+        None
+    }
 }
 
 fn remove_dir_if_any(dir: &Path) -> Result<(), Error> {
@@ -354,5 +451,68 @@ impl Agent {
     pub(super) async fn remove_placement(&self, name: &str, epoch: Epoch) {
         let placement = self.sh.dirs.placement_dir(name, epoch);
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(placement)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(extra: &str) -> Manifest {
+        Manifest::from_toml(&format!("name = \"web\"\nversion = \"1.0.0\"\n{extra}"))
+            .expect("manifest")
+    }
+
+    #[test]
+    fn manifest_difference_names_the_first_differing_field() {
+        let base = manifest("command = \"bin/run\"\nargs = [\"a\"]\n[env]\nK = \"v\"\n");
+        assert_eq!(manifest_difference(&base, &base.clone()), None);
+        for (other, want) in [
+            (
+                "command = \"bin/evil\"\nargs = [\"a\"]\n[env]\nK = \"v\"\n",
+                r#"command: "bin/run" vs "bin/evil""#,
+            ),
+            (
+                "command = \"bin/run\"\nargs = [\"b\"]\n[env]\nK = \"v\"\n",
+                r#"args: ["a"] vs ["b"]"#,
+            ),
+            (
+                "command = \"bin/run\"\nargs = [\"a\"]\n[env]\nK = \"w\"\n",
+                r#"env: {"K": "v"} vs {"K": "w"}"#,
+            ),
+            (
+                "command = \"bin/run\"\nargs = [\"a\"]\n[env]\nK = \"v\"\n[health]\ntcp = \"127.0.0.1:1\"\n",
+                "health: None vs Some(",
+            ),
+        ] {
+            let diff = manifest_difference(&base, &manifest(other)).expect("a difference");
+            assert!(diff.starts_with(want), "{diff}");
+        }
+        let long = manifest(&format!("command = \"bin/{}\"\n", "x".repeat(1000)));
+        let diff = manifest_difference(&base, &long).expect("a difference");
+        assert!(diff.len() < 500, "cut: {diff}");
+    }
+
+    #[test]
+    fn the_manifest_must_be_a_file_in_the_package() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let err = read_manifest(tmp.path()).expect_err("missing");
+        assert!(
+            err.to_string().contains("manifest.toml is missing"),
+            "{err}"
+        );
+        std::fs::create_dir(tmp.path().join("manifest.toml")).expect("dir");
+        let err = read_manifest(tmp.path()).expect_err("a directory");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        std::fs::remove_dir(tmp.path().join("manifest.toml")).expect("rm");
+        std::fs::write(tmp.path().join("manifest.toml"), "name = 3").expect("write");
+        let err = read_manifest(tmp.path()).expect_err("invalid");
+        assert!(err.to_string().contains("is not valid"), "{err}");
+        std::fs::write(
+            tmp.path().join("manifest.toml"),
+            "name = \"web\"\nversion = \"1.0.0\"\ncommand = \"bin/run\"\n",
+        )
+        .expect("write");
+        assert_eq!(read_manifest(tmp.path()).expect("valid").command, "bin/run");
     }
 }

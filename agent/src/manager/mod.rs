@@ -13,9 +13,11 @@
 //!
 //! ## Data flow
 //! ```text
-//! heartbeat reply ──► Agent::apply ──► Table::directive ──► effects ──► Agent::execute
-//!                                                             │ Persist, Notify, Spawn(task)
-//!             install / restore / stop tasks ◄────────────────┘
+//! heartbeat loop ──► applier task (bounded queue, in order, see heartbeat)
+//!   ──► Agent::apply ──► Table::plan_reply ──► one snapshot ──► save
+//!         ──► Table::execute_reply(saved?) ──► effects ──► Agent::execute
+//!                                                │ Notify, Spawn(task)
+//!             install / restore / stop tasks ◄───┘
 //!                     │ each step: Table::<step>(outcome) ──► effects ──► execute
 //!   exit watcher, probe loop, lease fence ──► Table ──► effects (Notify: heartbeat at once)
 //! ```
@@ -26,10 +28,15 @@
 //! leader within one round trip.
 //!
 //! ## Invariants
-//! - [`Agent::execute`] is the only place effects turn into I/O, and it
-//!   runs them in order: a [`Effect::Persist`] completes before the effects
-//!   after it (so a directive's state change is durable before its task
-//!   runs and before the next heartbeat).
+//! - [`Agent::execute`] is the only place effects turn into I/O (besides
+//!   the one save of a reply's snapshot in [`Agent::apply`]), and it runs
+//!   them in order: a [`Effect::Persist`] completes before the effects
+//!   after it.
+//! - Durable before it takes effect: a reply's directives execute only
+//!   after the state they need (their epoch records) was saved; when the
+//!   save fails (a full disk, an I/O error) none executes and the error is
+//!   shown and reported (see [`table`]). The leader repeats its directives,
+//!   so nothing is lost once the state can be saved again.
 //! - The rest (operation fencing by `op`, process handles, lease) is the
 //!   table's, see [`table`].
 
@@ -195,13 +202,20 @@ impl Agent {
         self.lock().status_view(&self.sh.node, Instant::now())
     }
 
-    /// Executes the directives of an accepted heartbeat reply, in order.
-    /// Returns once each is decided, persisted and its task started.
+    /// Executes the directives of an accepted heartbeat reply, in order:
+    /// the reply is decided as a whole ([`Table::plan_reply`]), the state
+    /// it needs saved once, then (only if the save succeeded) the
+    /// directives execute ([`Table::execute_reply`]). Returns once each is
+    /// decided and its task started. Called by one task at a time, in reply
+    /// order (the heartbeat loop's applier).
     pub async fn apply(&self, directives: Vec<Directive>) {
-        for d in directives {
-            let effects = self.lock().directive(d);
-            self.execute(effects).await;
-        }
+        let mut plan = self.lock().plan_reply(directives);
+        let saved = match plan.snapshot.take() {
+            Some(snap) => self.save(snap).await,
+            None => Ok(()),
+        };
+        let effects = self.lock().execute_reply(plan, saved);
+        self.execute(effects).await;
     }
 
     /// Turns effects into I/O, in order (the only place that does). Boxed:
@@ -249,13 +263,21 @@ impl Agent {
         }
     }
 
-    async fn persist(&self, (rev, state): table::Snapshot) {
+    /// Executes [`Effect::Persist`]: a failure is logged (the state change
+    /// of a task step already happened; the next save carries it).
+    async fn persist(&self, snap: table::Snapshot) {
+        if let Err(e) = self.save(snap).await {
+            tracing::error!("cannot persist the agent state: {e}");
+        }
+    }
+
+    /// Saves a snapshot (off the runtime's workers: it fsyncs).
+    async fn save(&self, (rev, state): table::Snapshot) -> Result<(), String> {
         let file = self.sh.state_file.clone();
-        let res = tokio::task::spawn_blocking(move || file.save(rev, &state)).await;
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("cannot persist the agent state: {e}"),
-            Err(e) => tracing::error!("state persist task failed: {e}"),
+        match tokio::task::spawn_blocking(move || file.save(rev, &state)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("state persist task failed: {e}")),
         }
     }
 }

@@ -97,7 +97,8 @@ impl Agent {
         let launch = launch_for(&self.sh.dirs, &self.sh.node, &plan);
         let agent = self.clone();
         let (name, op) = (plan.module.clone(), plan.op);
-        let launched = process::launch(&self.sh.spawner, &launch, move |how| {
+        let deadline = self.lock().shim_deadline_of(&plan.module, Instant::now());
+        let launched = process::launch(&self.sh.spawner, &launch, deadline, move |how| {
             let effects = agent.lock().exited(&name, op, &how);
             agent.execute(effects)
         })
@@ -106,9 +107,15 @@ impl Agent {
             program: launch.program.display().to_string(),
             source,
         });
+        let handle = launched.as_ref().ok().cloned();
         let effects = self
             .lock()
             .launched(&plan, &launch, launched, Instant::now());
+        // A renewal between the launch and now reached only the older
+        // processes: this one gets the current deadline too.
+        if let Some(h) = handle {
+            h.set_deadline(self.lock().shim_deadline_of(&plan.module, Instant::now()));
+        }
         self.execute(effects).await;
     }
 

@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use proto::Epoch;
-use proto::heartbeat::{Heartbeat, ModuleStatus, ModuleTable, PackedStatuses, TableEntry};
+use proto::heartbeat::{
+    Heartbeat, MAX_REPORTS_PER_HEARTBEAT, ModuleStatus, ModuleTable, PackedStatuses, TableEntry,
+};
 use proto::spec::Fencing;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -40,7 +42,8 @@ pub struct StatusView {
     pub incarnation: u64,
     pub table_version: u64,
     pub modules: Vec<ModuleStatusView>,
-    /// Recent directives refused as stale (newest last).
+    /// Recent directives refused (stale, a bad module name) or not
+    /// executed because their state could not be saved (newest last).
     pub refused: Vec<String>,
     pub pending_reports: usize,
 }
@@ -111,8 +114,16 @@ impl Table {
             table_version: self.table_version,
             table,
             statuses: PackedStatuses::pack(&statuses),
-            reports: self.reports.clone(),
+            // The oldest first, at most MAX_REPORTS_PER_HEARTBEAT: the
+            // leader acknowledges them by count, the rest go next time.
+            reports: self
+                .reports
+                .iter()
+                .take(MAX_REPORTS_PER_HEARTBEAT)
+                .cloned()
+                .collect(),
         };
-        (hb, self.reports.len())
+        let sent = hb.reports.len();
+        (hb, sent)
     }
 }

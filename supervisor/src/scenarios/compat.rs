@@ -167,7 +167,7 @@ fn tour_replays_the_fixture_from_main() {
     }
     assert_eq!(records, 1, "the lease terms are recorded once");
     assert!(matches!(
-        sim.log[0].1.transitions.last(),
+        sim.log[0].1.transitions.first(),
         Some(Transition::RecordLease(_))
     ));
     assert_eq!(without, log);

@@ -64,7 +64,11 @@ fn a_new_leader_with_a_shorter_lease_waits_for_the_recorded_one() {
         NodeHealth::Down,
         "own terms would say down after 1200 ms"
     );
-    assert_eq!(sim.node_of("web"), "a", "not moved under a lease a may hold");
+    assert_eq!(
+        sim.node_of("web"),
+        "a",
+        "not moved under a lease a may hold"
+    );
     assert_eq!(sim.state.lease.lease_ms, 3000, "not lowered yet");
     // The new leader grants its own, shorter lease meanwhile.
     assert_eq!(grantable_lease_ms(SHORT, sim.state.lease), 1000);
@@ -124,6 +128,9 @@ fn a_repeated_or_outdated_record_is_rejected() {
         expect: LeaseTerms::default(),
     });
     let r = sim.commit(vec![stale]);
-    assert!(matches!(r.outcomes[0], Outcome::Rejected(Rejection::Conflict(_))));
+    assert!(matches!(
+        r.outcomes[0],
+        Outcome::Rejected(Rejection::Conflict(_))
+    ));
     assert_eq!(sim.state.lease, recorded);
 }

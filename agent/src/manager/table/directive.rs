@@ -18,19 +18,173 @@
 //!   with a warning, the missing table entry tells the leader.
 //! - Stop: stops and forgets the module; a repeat while stopping, or a stop
 //!   for an unknown module, is a no-op.
+//!
+//! ## A reply as a whole
+//! A reply's directives are decided together before any executes
+//! ([`Table::plan_reply`]): the epoch records of those that execute are
+//! raised and one snapshot holds them. The edge saves it, then
+//! [`Table::execute_reply`] executes them, each decided again (only one
+//! decided `Execute` both times runs). A failed save executes nothing;
+//! each planned directive is reported as not executed (`cannot persist the
+//! epoch record: <error>`), once per directive and error until a save
+//! succeeds.
 
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use proto::Epoch;
 use proto::heartbeat::{Directive, Install, ModuleStatus, ReportKind, Restore, Stop};
 
-use super::{Effect, MAX_LOGGED, MAX_MODULES, MAX_REFUSALS_SHOWN, Slot, Table, Task};
+use super::{Effect, MAX_LOGGED, MAX_MODULES, MAX_REFUSALS_SHOWN, Slot, Snapshot, Table, Task};
 use crate::state::EpochRecord;
 
+/// A heartbeat reply decided as a whole ([`Table::plan_reply`]), to
+/// execute once its snapshot is saved ([`Table::execute_reply`]).
+#[derive(Debug)]
+pub struct ReplyPlan {
+    /// The durable state the reply's executed directives need: the epoch
+    /// records they raise, the restore orders they record, and the module
+    /// list without the placements their installs replace. Saved before
+    /// any of them executes; `None` when none executes (only repeats and
+    /// refusals), so nothing needs saving.
+    pub snapshot: Option<Snapshot>,
+    /// Each directive, and whether it was decided `Execute` when planned.
+    directives: Vec<(Directive, bool)>,
+}
+
+impl ReplyPlan {
+    /// How many directives were decided `Execute`.
+    pub fn executing(&self) -> usize {
+        self.directives.iter().filter(|(_, e)| *e).count()
+    }
+}
+
+/// What [`Table::directive`] may do with a directive decided `Execute`.
+enum Allowed<'a> {
+    /// Planned, and its state is durable: execute it.
+    Yes,
+    /// Not decided `Execute` when planned (the table changed since): leave
+    /// it to the leader's repeat, which the next reply plans.
+    NotPlanned,
+    /// Planned, but the snapshot could not be saved (the error).
+    Unsaved(&'a str),
+}
+
 impl Table {
-    /// One directive of an accepted reply: decided, then (when executed)
-    /// the state change, its persistence and its task.
-    pub fn directive(&mut self, d: Directive) -> Vec<Effect> {
+    /// Decides a whole reply before anything of it executes: each directive
+    /// in order (against the table as the directives before it leave it),
+    /// raising the epoch records of those that execute. Records only grow
+    /// (highest epoch seen, last stop), so raising them before the save is
+    /// safe: a directive they refuse is older than one the leader sent.
+    /// Nothing else changes: no slot, no process, no task.
+    pub fn plan_reply(&mut self, directives: Vec<Directive>) -> ReplyPlan {
+        // The module as the directives before this one leave it.
+        let mut views: BTreeMap<String, Option<ModuleView>> = BTreeMap::new();
+        let mut replaced: HashSet<String> = HashSet::new();
+        let mut restored: BTreeMap<String, u32> = BTreeMap::new();
+        let mut planned = Vec::with_capacity(directives.len());
+        // Slots the planned installs add, and whether anything needs saving.
+        let mut added = 0;
+        let mut save = false;
+        for d in directives {
+            let name = d.module().to_string();
+            let execute = proto::names::check("module name", &name).is_ok() && {
+                let view = match views.get(&name) {
+                    Some(v) => *v,
+                    None => self.slot(&name).map(Slot::view),
+                };
+                let record = self.epochs.get(&name).copied();
+                let execute = decide(view.as_ref(), record.as_ref(), &d) == Decision::Execute;
+                // A new module on a full node: refused when executed
+                // (`begin_install`), so nothing to raise or save.
+                let full = matches!(d, Directive::Install(_))
+                    && view.is_none()
+                    && self.slots.len() + added >= MAX_MODULES;
+                if execute && !full {
+                    save = true;
+                    if view.is_none() && matches!(d, Directive::Install(_)) {
+                        added += 1;
+                    }
+                    let record = self.epochs.entry(name.clone()).or_default();
+                    record.highest = record.highest.max(d.epoch());
+                    let next = match &d {
+                        Directive::Install(i) => {
+                            replaced.insert(name.clone());
+                            restored.remove(&name);
+                            Some(ModuleView {
+                                epoch: i.epoch,
+                                status: ModuleStatus::Installing,
+                                restore_seq: 0,
+                                installed: false,
+                                stopping: false,
+                            })
+                        }
+                        Directive::Restore(r) => {
+                            restored.insert(name.clone(), r.seq);
+                            view.map(|v| ModuleView {
+                                restore_seq: r.seq,
+                                status: ModuleStatus::Restoring,
+                                ..v
+                            })
+                        }
+                        Directive::Stop(s) => {
+                            record.stopped_at = Some(record.stopped_at.unwrap_or(0).max(s.epoch));
+                            view.map(|v| ModuleView {
+                                stopping: true,
+                                ..v
+                            })
+                        }
+                    };
+                    views.insert(name.clone(), next);
+                }
+                execute
+            };
+            planned.push((d, execute));
+        }
+        let snapshot = save.then(|| {
+            let (rev, mut state) = self.snapshot();
+            state.modules.retain(|m| !replaced.contains(&m.name));
+            for m in &mut state.modules {
+                if let Some(seq) = restored.get(&m.name) {
+                    m.restore_seq = *seq;
+                }
+            }
+            (rev, state)
+        });
+        ReplyPlan {
+            snapshot,
+            directives: planned,
+        }
+    }
+
+    /// Executes a planned reply once its snapshot was saved (`saved` is
+    /// `Ok`), each directive decided again against the table as it is now
+    /// (a task step may have changed it since the plan): only a directive
+    /// decided `Execute` both times executes. When the save failed
+    /// (`saved` is the error) nothing executes: each planned directive is
+    /// refused, logged once, shown among the status API's refusals and
+    /// reported to the leader, which repeats it; once the state can be
+    /// saved again, the repeat executes. Refusals of stale directives
+    /// happen either way.
+    pub fn execute_reply(&mut self, plan: ReplyPlan, saved: Result<(), String>) -> Vec<Effect> {
+        if saved.is_ok() {
+            self.unsaved.clear();
+        }
+        let mut effects = Vec::new();
+        for (d, planned) in plan.directives {
+            let allowed = match (&saved, planned) {
+                (_, false) => Allowed::NotPlanned,
+                (Ok(()), true) => Allowed::Yes,
+                (Err(e), true) => Allowed::Unsaved(e),
+            };
+            effects.extend(self.directive(d, allowed));
+        }
+        effects
+    }
+
+    /// One directive of a planned reply: decided, then (when executed and
+    /// `allowed`) the state change and its task.
+    fn directive(&mut self, d: Directive, allowed: Allowed<'_>) -> Vec<Effect> {
         let name = d.module().to_string();
         if let Err(why) = proto::names::check("module name", &name) {
             return self.bad_name(&d, why);
@@ -45,10 +199,7 @@ impl Table {
                 }
                 tracing::warn!(module = %name, "refused directive: {why}");
                 self.report(&name, d.epoch(), ReportKind::StaleDirective, why.clone());
-                if self.refusals.len() >= MAX_REFUSALS_SHOWN {
-                    self.refusals.pop_front();
-                }
-                self.refusals.push_back(format!("{name}: {why}"));
+                self.refused(format!("{name}: {why}"));
                 return vec![Effect::Notify];
             }
             Decision::Unusable(why) => {
@@ -58,6 +209,11 @@ impl Table {
                 return vec![];
             }
             Decision::Execute => {}
+        }
+        match allowed {
+            Allowed::Yes => {}
+            Allowed::NotPlanned => return vec![],
+            Allowed::Unsaved(error) => return self.not_saved(&d, error),
         }
         if self.logged.len() > MAX_LOGGED {
             self.logged.clear();
@@ -71,11 +227,42 @@ impl Table {
             Directive::Stop(s) => self.begin_stop(s),
         };
         self.table_version += 1;
-        vec![
-            Effect::Persist(self.snapshot()),
-            Effect::Notify,
-            Effect::Spawn(task),
-        ]
+        vec![Effect::Notify, Effect::Spawn(task)]
+    }
+
+    /// A directive not executed because the state it needs could not be
+    /// saved: logged once per directive and error (until a save succeeds),
+    /// shown among the refusals, reported to the leader.
+    fn not_saved(&mut self, d: &Directive, error: &str) -> Vec<Effect> {
+        let name = d.module();
+        let why = format!(
+            "{} directive for epoch {} not executed: cannot persist the epoch record: {error}",
+            kind(d),
+            d.epoch()
+        );
+        if !self.unsaved.insert(format!("{}/{error}", directive_key(d))) {
+            return vec![];
+        }
+        if self.unsaved.len() > MAX_LOGGED {
+            self.unsaved.clear();
+        }
+        tracing::error!(module = %name, "{why}");
+        let report = match d {
+            Directive::Install(_) => ReportKind::InstallFailed,
+            Directive::Restore(_) | Directive::Stop(_) => ReportKind::Failed,
+        };
+        self.report(name, d.epoch(), report, why.clone());
+        self.refused(format!("{name}: {why}"));
+        vec![Effect::Notify]
+    }
+
+    /// Shows `why` among the status API's refusals (the newest
+    /// [`MAX_REFUSALS_SHOWN`]).
+    fn refused(&mut self, why: String) {
+        if self.refusals.len() >= MAX_REFUSALS_SHOWN {
+            self.refusals.pop_front();
+        }
+        self.refusals.push_back(why);
     }
 
     fn begin_install(&mut self, mut i: Install) -> Option<Task> {
@@ -285,10 +472,7 @@ impl Table {
             d.epoch()
         );
         tracing::warn!("{why}");
-        if self.refusals.len() >= MAX_REFUSALS_SHOWN {
-            self.refusals.pop_front();
-        }
-        self.refusals.push_back(why);
+        self.refused(why);
         vec![]
     }
 }

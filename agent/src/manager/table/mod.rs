@@ -7,7 +7,8 @@
 //!
 //! ## Data flow
 //! ```text
-//! directive ──► directive() ──► [Persist, Notify, Spawn(task)]
+//! reply ──► plan_reply() ──► snapshot ──► (saved by the edge) ──► execute_reply(saved?)
+//!                                                   ──► per directive [Notify, Spawn(task)]
 //! task step (installed, restored, stopped) ──► install_done() / ... ──► effects
 //! process events (launched, exited, probe) ──► launched() / exited() / ... ──► effects
 //! ```
@@ -16,8 +17,8 @@
 //! ## Parts
 //! - this file: the table's data ([`Table`], its slots), the [`Effect`]s and
 //!   [`Task`]s it returns, and the lease grant from the leader;
-//! - `directive`: the directive rules ([`decide`]) and the state change of
-//!   an executed directive;
+//! - `directive`: the directive rules ([`decide`]), the plan of a whole
+//!   reply ([`ReplyPlan`]) and the state change of an executed directive;
 //! - `steps`: the steps of the tasks (installed, restored, stopped) and the
 //!   process events (start, launched, exited, probe verdicts, shutdown).
 //!
@@ -33,17 +34,22 @@
 //!   run. Whoever stops a process takes the handle out first; an exit is
 //!   reported as a failure only when the handle is still there. So an
 //!   intended stop is never reported as a crash, and every crash is.
-//! - The epoch record of a module (highest epoch, last stop) is in the
-//!   [`Effect::Persist`] that precedes the task of the directive that raised
-//!   it, and outlives the module, so a stale directive is refused even after
-//!   a restart.
+//! - A reply is decided as a whole before any of it executes
+//!   ([`Table::plan_reply`]); the epoch records (highest epoch, last stop)
+//!   its executed directives raise are in the one snapshot the edge saves
+//!   first, and a directive executes ([`Table::execute_reply`]) only when
+//!   that save succeeded and it is still decided `Execute`. A failed save
+//!   executes nothing: no slot changes, no process stops, no task starts;
+//!   the error is logged, shown among the refusals and reported, and the
+//!   leader's repeat executes once the state can be saved. Records outlive
+//!   the module, so a stale directive is refused even after a restart.
 //! - An `at-most-one` module is never launched while the lease fences it
 //!   (checked before the launch and again once the process exists).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use proto::heartbeat::{Install, ModuleStatus, Report, ReportKind};
+use proto::heartbeat::{Install, MAX_REPORT_MESSAGE, ModuleStatus, Report, ReportKind};
 use proto::manifest::{ConfigPackage, HealthCheck, Manifest};
 use proto::spec::Fencing;
 use proto::{Epoch, ModuleName};
@@ -54,8 +60,9 @@ use super::fence;
 use crate::process::{Launch, ProcessHandle};
 use crate::state::{EpochRecord, InstalledModule, PersistedState};
 
-/// Most modules one node holds (the packed status count is a u16).
-pub const MAX_MODULES: usize = 10_000;
+/// Most modules one node holds (the packed status count is a u16); the
+/// supervisor's heartbeat body limit is derived from it.
+pub use proto::heartbeat::MAX_MODULES;
 /// Most unacknowledged reports kept; the oldest go first.
 pub(super) const MAX_REPORTS: usize = 1000;
 /// Refusals shown in the status API.
@@ -106,8 +113,8 @@ pub enum Effect {
     ForgetFiles { module: ModuleName },
 }
 
-/// The background work of a directive, run after its state change was
-/// persisted.
+/// The background work of a directive, run after the state its reply
+/// needs was saved.
 #[derive(Debug)]
 pub enum Task {
     Install {
@@ -204,6 +211,9 @@ pub struct Table {
     /// Directives already logged as refused or unusable (log once).
     logged: HashSet<String>,
     pub(super) refusals: VecDeque<String>,
+    /// Directives (key and save error) already logged and reported as not
+    /// executed for want of a save; cleared by a successful one.
+    unsaved: HashSet<String>,
     warned_short_lease: bool,
     warned_long_lease: bool,
 }
@@ -311,6 +321,7 @@ impl Table {
             rev: 1,
             logged: HashSet::new(),
             refusals: VecDeque::new(),
+            unsaved: HashSet::new(),
             warned_short_lease: false,
             warned_long_lease: false,
         }
@@ -333,7 +344,10 @@ impl Table {
 
     /// Queues a report for the next heartbeats (until accepted); an equal
     /// report already queued is not repeated.
+    /// A message longer than [`MAX_REPORT_MESSAGE`] bytes is cut at a
+    /// character boundary (the heartbeat's size bound counts on it).
     pub(super) fn report(&mut self, module: &str, epoch: Epoch, kind: ReportKind, message: String) {
+        let message = cut_message(message);
         let r = Report {
             module: module.to_string(),
             epoch,
@@ -423,7 +437,23 @@ impl Table {
 mod directive;
 mod steps;
 
-pub use directive::{Decision, ModuleView, decide};
+pub use directive::{Decision, ModuleView, ReplyPlan, decide};
 
 #[cfg(test)]
 mod tests;
+
+/// `message`, cut to at most [`MAX_REPORT_MESSAGE`] bytes at a character
+/// boundary, ending in `…` when cut.
+fn cut_message(mut message: String) -> String {
+    if message.len() <= MAX_REPORT_MESSAGE {
+        return message;
+    }
+    const MORE: &str = "…";
+    let mut end = MAX_REPORT_MESSAGE - MORE.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(MORE);
+    message
+}

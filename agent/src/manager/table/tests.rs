@@ -148,6 +148,25 @@ fn describe(effects: &[Effect]) -> Vec<String> {
         .collect()
 }
 
+/// A reply of one directive whose snapshot saved: the snapshot (as a
+/// `Persist`, when there is one), then the effects of executing it.
+fn reply(t: &mut Table, d: Directive) -> Vec<Effect> {
+    reply_of(t, vec![d], Ok(()))
+}
+
+/// A reply of `ds` whose save ended with `saved`.
+fn reply_of(t: &mut Table, ds: Vec<Directive>, saved: Result<(), String>) -> Vec<Effect> {
+    let mut plan = t.plan_reply(ds);
+    let mut effects: Vec<Effect> = plan
+        .snapshot
+        .take()
+        .map(Effect::Persist)
+        .into_iter()
+        .collect();
+    effects.extend(t.execute_reply(plan, saved));
+    effects
+}
+
 /// The `op` of the task among `effects`.
 fn task_op(effects: &[Effect]) -> u64 {
     effects
@@ -180,7 +199,7 @@ impl World {
     /// `web` installed at `epoch` (its install task still running).
     fn installing(epoch: Epoch, fencing: Fencing) -> World {
         let mut w = World::empty();
-        let e = w.t.directive(install(epoch, fencing));
+        let e = reply(&mut w.t, install(epoch, fencing));
         w.op = task_op(&e);
         w
     }
@@ -251,7 +270,7 @@ fn directives() {
         (
             "install on an empty node: persist the epoch, then the task",
             World::empty,
-            |w| w.t.directive(install(7, Fencing::AtMostOne)),
+            |w| reply(&mut w.t, install(7, Fencing::AtMostOne)),
             &[
                 "persist [] epochs [web:7]",
                 "notify",
@@ -262,14 +281,14 @@ fn directives() {
         (
             "the same install again is a repeat",
             running,
-            |w| w.t.directive(install(7, Fencing::AtMostOne)),
+            |w| reply(&mut w.t, install(7, Fencing::AtMostOne)),
             &[],
             Some(Running),
         ),
         (
             "a newer epoch replaces the placement and stops its process",
             running,
-            |w| w.t.directive(install(9, Fencing::AtMostOne)),
+            |w| reply(&mut w.t, install(9, Fencing::AtMostOne)),
             &[
                 "persist [] epochs [web:9]",
                 "notify",
@@ -280,7 +299,7 @@ fn directives() {
         (
             "an older epoch is refused and reported",
             running,
-            |w| w.t.directive(install(5, Fencing::AtMostOne)),
+            |w| reply(&mut w.t, install(5, Fencing::AtMostOne)),
             &["notify"],
             Some(Running),
         ),
@@ -288,8 +307,8 @@ fn directives() {
             "a refusal is reported once",
             running,
             |w| {
-                w.t.directive(install(5, Fencing::AtMostOne));
-                w.t.directive(install(5, Fencing::AtMostOne))
+                reply(&mut w.t, install(5, Fencing::AtMostOne));
+                reply(&mut w.t, install(5, Fencing::AtMostOne))
             },
             &[],
             Some(Running),
@@ -297,7 +316,7 @@ fn directives() {
         (
             "a newer restore stops the process and restores",
             running,
-            |w| w.t.directive(restore(7, 1)),
+            |w| reply(&mut w.t, restore(7, 1)),
             &[
                 "persist [web@7] epochs [web:7]",
                 "notify",
@@ -309,8 +328,8 @@ fn directives() {
             "a restore already executed is a repeat",
             running,
             |w| {
-                w.t.directive(restore(7, 3));
-                w.t.directive(restore(7, 2))
+                reply(&mut w.t, restore(7, 3));
+                reply(&mut w.t, restore(7, 2))
             },
             &[],
             Some(Restoring),
@@ -318,21 +337,21 @@ fn directives() {
         (
             "a restore for a module not held is ignored",
             World::empty,
-            |w| w.t.directive(restore(7, 1)),
+            |w| reply(&mut w.t, restore(7, 1)),
             &[],
             None,
         ),
         (
             "a restore of an install still running is ignored",
             || World::installing(7, Fencing::AtMostOne),
-            |w| w.t.directive(restore(7, 1)),
+            |w| reply(&mut w.t, restore(7, 1)),
             &[],
             Some(Installing),
         ),
         (
             "a stop records the stop epoch and stops the process",
             running,
-            |w| w.t.directive(stop(7)),
+            |w| reply(&mut w.t, stop(7)),
             &[
                 "persist [web@7] epochs [web:7/stop 7]",
                 "notify",
@@ -344,8 +363,8 @@ fn directives() {
             "a stop under way is not repeated",
             running,
             |w| {
-                w.t.directive(stop(7));
-                w.t.directive(stop(7))
+                reply(&mut w.t, stop(7));
+                reply(&mut w.t, stop(7))
             },
             &[],
             Some(Running),
@@ -354,9 +373,9 @@ fn directives() {
             "an install at or below a stop is stale",
             running,
             |w| {
-                let op = task_op(&w.t.directive(stop(7)));
+                let op = task_op(&reply(&mut w.t, stop(7)));
                 w.t.forget("web", op);
-                w.t.directive(install(7, Fencing::AtMostOne))
+                reply(&mut w.t, install(7, Fencing::AtMostOne))
             },
             &["notify"],
             None,
@@ -380,7 +399,7 @@ fn directives() {
                 w.t = Table::new(config(), &p);
                 w
             },
-            |w| w.t.directive(install(7, Fencing::AtMostOne)),
+            |w| reply(&mut w.t, install(7, Fencing::AtMostOne)),
             &["notify"],
             None,
         ),
@@ -415,7 +434,7 @@ fn task_steps() {
             installing,
             |w| {
                 let old = w.op;
-                w.t.directive(install(8, Fencing::AtMostOne));
+                reply(&mut w.t, install(8, Fencing::AtMostOne));
                 w.t.install_done("web", old, Ok(()))
             },
             &[],
@@ -425,7 +444,7 @@ fn task_steps() {
             "restored: start",
             || World::running(7, Fencing::AtMostOne, false),
             |w| {
-                let op = task_op(&w.t.directive(restore(7, 1)));
+                let op = task_op(&reply(&mut w.t, restore(7, 1)));
                 w.t.restore_done("web", op, Ok(()))
             },
             &["start web after restore"],
@@ -435,7 +454,7 @@ fn task_steps() {
             "restore failed: the module failed",
             || World::running(7, Fencing::AtMostOne, false),
             |w| {
-                let op = task_op(&w.t.directive(restore(7, 1)));
+                let op = task_op(&reply(&mut w.t, restore(7, 1)));
                 w.t.restore_done("web", op, Err(fail("gone")))
             },
             &["notify"],
@@ -445,7 +464,7 @@ fn task_steps() {
             "stopped: forget the module and its files",
             || World::running(7, Fencing::AtMostOne, false),
             |w| {
-                let op = task_op(&w.t.directive(stop(7)));
+                let op = task_op(&reply(&mut w.t, stop(7)));
                 w.t.forget("web", op)
             },
             &[
@@ -547,7 +566,7 @@ fn process_events() {
             installed_amo,
             |w| {
                 let plan = w.launch_plan(true);
-                w.t.directive(install(8, Fencing::AtMostOne));
+                reply(&mut w.t, install(8, Fencing::AtMostOne));
                 let h = ProcessHandle::fake(42, None);
                 w.t.launched(&plan, &launch(), Ok(h), w.now)
             },
@@ -588,7 +607,7 @@ fn process_events() {
             "an exit after a stop was asked for is not",
             || World::running(7, Fencing::AtMostOne, false),
             |w| {
-                w.t.directive(stop(7));
+                reply(&mut w.t, stop(7));
                 w.t.exited("web", w.op, "killed by signal 15")
             },
             &[],
@@ -815,13 +834,13 @@ fn directive_with_a_bad_module_name_is_refused() {
         if let Directive::Install(i) = &mut d {
             i.module = bad.to_string();
         }
-        let effects = w.t.directive(d);
+        let effects = reply(&mut w.t, d);
         assert!(effects.is_empty(), "{bad:.20}: {effects:?}");
         let mut r = restore(3, 1);
         if let Directive::Restore(x) = &mut r {
             x.module = bad.to_string();
         }
-        assert!(w.t.directive(r).is_empty());
+        assert!(reply(&mut w.t, r).is_empty());
     }
     let s = w.t.status_view("a", w.now);
     assert!(s.modules.is_empty(), "{:?}", s.modules);
@@ -834,4 +853,165 @@ fn directive_with_a_bad_module_name_is_refused() {
         s.refused
     );
     assert!(s.refused.iter().all(|r| r.len() < 300), "{:?}", s.refused);
+}
+
+fn named(mut d: Directive, name: &str) -> Directive {
+    match &mut d {
+        Directive::Install(i) => i.module = name.into(),
+        Directive::Restore(r) => r.module = name.into(),
+        Directive::Stop(s) => s.module = name.into(),
+    }
+    d
+}
+
+/// A reply is decided as a whole: one snapshot for all its directives,
+/// holding every epoch record they raise, then their tasks in order.
+#[test]
+fn a_reply_is_saved_once() {
+    let mut w = World::running(7, Fencing::AtMostOne, false);
+    let effects = reply_of(
+        &mut w.t,
+        vec![
+            named(install(3, Fencing::AtLeastOne), "api"),
+            restore(7, 4),
+            named(stop(2), "gone"),
+            install(7, Fencing::AtMostOne),
+        ],
+        Ok(()),
+    );
+    assert_eq!(
+        describe(&effects),
+        [
+            "persist [web@7] epochs [api:3 web:7]",
+            "notify",
+            "install api@3 from http://fallback:1",
+            "notify",
+            "restore web (stop pid 42)",
+        ]
+    );
+    let Effect::Persist((_, p)) = &effects[0] else {
+        panic!("no snapshot first: {effects:?}");
+    };
+    assert_eq!(p.modules[0].restore_seq, 4, "the restore order is in it");
+    // Repeats only: nothing to save, nothing to do.
+    let plan =
+        w.t.plan_reply(vec![restore(7, 4), install(7, Fencing::AtMostOne)]);
+    assert!(plan.snapshot.is_none());
+    assert_eq!(plan.executing(), 0);
+    // Within one reply, a directive sees what those before it decided.
+    let effects = reply_of(
+        &mut w.t,
+        vec![
+            install(9, Fencing::AtMostOne),
+            install(9, Fencing::AtMostOne),
+        ],
+        Ok(()),
+    );
+    assert_eq!(
+        describe(&effects),
+        [
+            "persist [] epochs [api:3 web:9]",
+            "notify",
+            "install web@9 from http://fallback:1",
+        ]
+    );
+}
+
+/// When the reply's snapshot cannot be saved, nothing of it executes: no
+/// slot changes, no process is stopped, no task starts; the error is
+/// reported once and shown among the refusals. The leader's repeat
+/// executes once a save succeeds.
+#[test]
+fn nothing_executes_when_the_save_fails() {
+    let mut w = World::running(7, Fencing::AtMostOne, false);
+    let full = || Err("state.json: No space left on device (os error 28)".to_string());
+    let effects = reply_of(&mut w.t, vec![install(9, Fencing::AtMostOne)], full());
+    assert_eq!(describe(&effects), ["persist [] epochs [web:9]", "notify"]);
+    assert_eq!(w.status(), Some(ModuleStatus::Running));
+    let slot = w.t.slot("web").expect("still held");
+    assert_eq!(slot.epoch, 7);
+    assert_eq!(slot.proc.as_ref().map(|p| p.handle.pid), Some(42));
+    let (kind, why) = w.last_report().expect("a report");
+    assert_eq!(kind, ReportKind::InstallFailed);
+    assert_eq!(
+        why,
+        "install directive for epoch 9 not executed: cannot persist the epoch record: \
+         state.json: No space left on device (os error 28)"
+    );
+    let s = w.t.status_view("a", w.now);
+    assert!(
+        s.refused
+            .iter()
+            .any(|r| r.starts_with("web: install directive for epoch 9 not executed")),
+        "{:?}",
+        s.refused
+    );
+    // The repeat, still unsaved: not executed, not reported again.
+    let reports = w.t.reports.len();
+    let effects = reply_of(&mut w.t, vec![install(9, Fencing::AtMostOne)], full());
+    assert_eq!(describe(&effects), ["persist [] epochs [web:9]"]);
+    assert_eq!(w.t.reports.len(), reports);
+    assert_eq!(w.t.slot("web").map(|s| s.epoch), Some(7));
+    // Space is back: the repeat executes.
+    let effects = reply(&mut w.t, install(9, Fencing::AtMostOne));
+    assert_eq!(
+        describe(&effects),
+        [
+            "persist [] epochs [web:9]",
+            "notify",
+            "install web@9 from http://fallback:1 (stop pid 42)",
+        ]
+    );
+    assert_eq!(w.status(), Some(ModuleStatus::Installing));
+}
+
+/// A directive that was not `Execute` when the reply was planned does not
+/// execute, even if a task step made it executable since: its state was
+/// not in the snapshot. The leader's repeat plans it.
+#[test]
+fn only_planned_directives_execute() {
+    let mut w = World::installing(7, Fencing::AtMostOne);
+    let plan = w.t.plan_reply(vec![restore(7, 1)]);
+    assert!(
+        plan.snapshot.is_none(),
+        "a restore of an install under way waits"
+    );
+    w.t.install_done("web", w.op, Ok(()));
+    assert!(w.t.execute_reply(plan, Ok(())).is_empty());
+    assert_eq!(w.t.slot("web").map(|s| s.restore_seq), Some(0));
+}
+
+/// The heartbeat's size bound holds whatever the table is asked to
+/// report: a message is cut to `MAX_REPORT_MESSAGE` bytes at a character
+/// boundary, and one heartbeat carries at most
+/// `MAX_REPORTS_PER_HEARTBEAT` reports, the oldest, acknowledged by count.
+#[test]
+fn reports_are_bounded_in_size_and_per_heartbeat() {
+    use proto::heartbeat::{MAX_REPORT_MESSAGE, MAX_REPORTS_PER_HEARTBEAT};
+    let mut w = World::empty();
+    // Multi-byte characters across the cut.
+    w.t.report("web", 1, ReportKind::Failed, "é".repeat(MAX_REPORT_MESSAGE));
+    let cut = &w.t.reports[0].message;
+    assert!(cut.len() <= MAX_REPORT_MESSAGE, "{} bytes", cut.len());
+    assert!(cut.ends_with('…'));
+    let n = MAX_REPORTS_PER_HEARTBEAT + 10;
+    for i in 1..n {
+        w.t.report("web", 1, ReportKind::Failed, format!("failure {i}"));
+    }
+    let me = NodeIdentity {
+        node: "a".into(),
+        addr: "127.0.0.1:1".into(),
+        labels: Default::default(),
+    };
+    let (hb, sent) = w.t.heartbeat(&me, 1, None);
+    assert_eq!(sent, MAX_REPORTS_PER_HEARTBEAT);
+    assert_eq!(hb.reports.len(), MAX_REPORTS_PER_HEARTBEAT);
+    assert!(hb.reports[0].message.ends_with('…'), "the oldest first");
+    w.t.accepted(sent, w.now, 10_000, "leader:1");
+    let (hb, sent) = w.t.heartbeat(&me, 2, None);
+    assert_eq!(sent, 10, "the rest in the next heartbeat");
+    assert_eq!(
+        hb.reports[0].message,
+        format!("failure {MAX_REPORTS_PER_HEARTBEAT}")
+    );
 }
