@@ -134,6 +134,9 @@ event_kinds! {
     DrainMoved = "drain_moved",
     /// A module must leave its node but no eligible node is ready: it waits.
     FailoverWaiting = "failover_waiting",
+    /// The replicated lease terms changed (a leader with other
+    /// `--lease-ms` / `--lease-drift-ms`).
+    LeaseTerms = "lease_terms",
 }
 
 impl fmt::Display for EventKind {

@@ -81,7 +81,11 @@ impl Leader {
                 table_version: acked,
             },
             need_table,
-            lease_ms: app.config.lease_ms,
+            // Never more than the replicated terms: a lease a later leader
+            // with other flags would not wait for cannot be granted.
+            lease_ms: app
+                .state
+                .read(|s| crate::plan::grantable_lease_ms(app.config.timing(), s.lease)),
             directives,
         }
     }

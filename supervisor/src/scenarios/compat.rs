@@ -139,27 +139,61 @@ fn tour_replays_the_fixture_from_main() {
     // Stored bytes decode, and encode again to the same bytes.
     let log: Vec<(u64, Batch)> = proto::decode(TOUR_LOG).expect("the stored log decodes");
     assert_eq!(proto::encode(&log).expect("encode"), TOUR_LOG);
+    // The stored snapshot predates the `lease` field: it decodes with no
+    // terms recorded, and encodes again to the same bytes plus that field
+    // (two zero varints).
     let stored: ClusterState = proto::decode(TOUR_STATE).expect("the stored snapshot decodes");
-    assert_eq!(proto::encode(&stored).expect("encode"), TOUR_STATE);
+    assert_eq!(stored.lease, LeaseTerms::default());
+    let with_lease = [TOUR_STATE, &[0, 0]].concat();
+    assert_eq!(proto::encode(&stored).expect("encode"), with_lease);
+    let again: ClusterState = proto::decode(&with_lease).expect("decodes with the field");
+    assert_eq!(again, stored);
     // Replaying the stored log gives the stored snapshot, byte for byte.
     let mut replayed = ClusterState::default();
     for (index, batch) in &log {
         replayed.apply(*index, batch);
     }
-    assert_eq!(proto::encode(&replayed).expect("encode"), TOUR_STATE);
-    // The planner, driven through the same tour, writes the same log.
+    assert_eq!(proto::encode(&replayed).expect("encode"), with_lease);
+    // The planner, driven through the same tour, writes the same log, but
+    // for the lease terms it records in the first batch (added since).
     let sim = tour();
-    assert_eq!(sim.log, log);
-    assert_eq!(proto::encode(&sim.log).expect("encode"), TOUR_LOG);
-    // The tour covers every transition and every event kind.
-    let variants: HashSet<_> = log
+    let (mut records, mut without) = (0, sim.log.clone());
+    for (_, batch) in &mut without {
+        let before = batch.transitions.len();
+        batch
+            .transitions
+            .retain(|t| !matches!(t, Transition::RecordLease(_)));
+        records += before - batch.transitions.len();
+    }
+    assert_eq!(records, 1, "the lease terms are recorded once");
+    assert!(matches!(
+        sim.log[0].1.transitions.first(),
+        Some(Transition::RecordLease(_))
+    ));
+    assert_eq!(without, log);
+    assert_eq!(proto::encode(&without).expect("encode"), TOUR_LOG);
+    // The tour covers every transition and every event kind (those added
+    // since the fixture in the new tour only).
+    let added_since = [EventKind::LeaseTerms];
+    let variants: HashSet<_> = sim
+        .log
         .iter()
         .flat_map(|(_, b)| b.transitions.iter().map(std::mem::discriminant))
         .collect();
-    assert_eq!(variants.len(), 14, "every Transition variant");
+    assert_eq!(variants.len(), 15, "every Transition variant");
     let kinds: BTreeSet<EventKind> = stored.events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
+        EventKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| !added_since.contains(k))
+            .collect(),
+        "every event kind of the fixture"
+    );
+    let new_kinds: BTreeSet<EventKind> = sim.state.events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        new_kinds,
         EventKind::ALL.iter().copied().collect(),
         "every event kind"
     );

@@ -11,6 +11,7 @@
 //! - `failover`: restores exhausted, failover nodes failing too, giving up,
 //!   a leader change in the middle;
 //! - `node_loss`: suspect and down nodes, fencing, waiting for a node;
+//! - `lease`: replicated lease terms across leaders with other flags;
 //! - `drain`: an operator emptying a node;
 //! - `replay`: rejected replays, identical replicas, scoped passes;
 //! - `compat`: a tour of every transition against a stored fixture.
@@ -18,6 +19,7 @@
 mod compat;
 mod drain;
 mod failover;
+mod lease;
 mod node_loss;
 mod replay;
 mod restore;
@@ -58,6 +60,8 @@ struct Sim {
     now: u64,
     index: u64,
     agents: BTreeMap<String, Agent>,
+    /// The leader's flags (a leader change may bring others).
+    timing: Timing,
     /// Every batch committed, as the Raft log would hold it.
     log: Vec<(u64, Batch)>,
 }
@@ -93,6 +97,7 @@ impl Sim {
             now: 1,
             index: 0,
             agents: BTreeMap::new(),
+            timing: TIMING,
             log: vec![],
         };
         for n in nodes {
@@ -131,7 +136,7 @@ impl Sim {
 
     /// Plans and commits once; answers package retrievals at once.
     fn step(&mut self) -> Plan {
-        let p = plan(&self.state, &self.observed, self.now, TIMING);
+        let p = plan(&self.state, &self.observed, self.now, self.timing);
         if !p.transitions.is_empty() {
             let resp = self.commit(p.transitions.clone());
             for (t, o) in p.transitions.iter().zip(&resp.outcomes) {

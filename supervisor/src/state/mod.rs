@@ -16,6 +16,8 @@
 //!   ([`RegisterNode`], [`SetNodeHealth`], [`Drain`]);
 //! - `placement`: where a module runs and when it stops trying ([`Place`],
 //!   [`ReleasePrevious`], [`AwaitNode`], [`GiveUp`]);
+//! - `lease`: the lease terms every lease still held is within
+//!   ([`RecordLease`]);
 //! - `recovery`: bringing a placement up and keeping it up
 //!   ([`PackageRetrieved`], [`FailureDetected`], [`RestoreOrdered`],
 //!   [`Healthy`], [`InstallFailed`]).
@@ -43,6 +45,7 @@
 //!   encoding; the records shown by the admin API ([`Event`], [`EventKind`],
 //!   [`ModuleState`]) live in [`proto::record`].
 
+mod lease;
 mod modules;
 mod nodes;
 mod placement;
@@ -54,6 +57,7 @@ use proto::spec::ModuleSpec;
 use proto::{Epoch, ModuleName, NodeId};
 use serde::{Deserialize, Serialize};
 
+pub use lease::{LeaseTerms, RecordLease};
 pub use modules::{Deploy, ModuleRecord, Remove};
 pub use nodes::{Drain, NodeHealth, NodeRecord, RegisterNode, SetNodeHealth};
 pub use placement::{AwaitNode, GiveUp, Place, PlaceCause, Placement, ReleasePrevious};
@@ -85,14 +89,19 @@ pub struct ClusterState {
     pub placed: BTreeMap<NodeId, BTreeSet<ModuleName>>,
     /// Last applied log index (the epoch source).
     pub last_index: u64,
+    /// The lease terms every lease still held is within (see `lease`).
+    /// Added after the first stored format: see [`StoredState`].
+    pub lease: LeaseTerms,
     /// Encoded size of the parts (kept by `apply`; not stored).
     #[serde(skip)]
     size: StateSize,
 }
 
 /// [`ClusterState`] as stored: the same fields, in the same order, without
-/// the size.
-#[derive(Deserialize)]
+/// the size. Fields added after the first stored format (`lease`) are
+/// optional at the end: a snapshot written before them has nothing more,
+/// and they decode to their default (no lease terms recorded yet), as the
+/// compatibility fixture shows (`scenarios::compat`).
 struct StoredState {
     nodes: BTreeMap<NodeId, NodeRecord>,
     modules: BTreeMap<ModuleName, ModuleRecord>,
@@ -100,6 +109,43 @@ struct StoredState {
     next_event: u64,
     placed: BTreeMap<NodeId, BTreeSet<ModuleName>>,
     last_index: u64,
+    lease: LeaseTerms,
+}
+
+impl<'de> Deserialize<'de> for StoredState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StoredState, D::Error> {
+        use serde::de::{Error, SeqAccess, Visitor};
+        const FIELDS: &[&str] = &[
+            "nodes",
+            "modules",
+            "events",
+            "next_event",
+            "placed",
+            "last_index",
+            "lease",
+        ];
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = StoredState;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the cluster state's fields in order")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StoredState, A::Error> {
+                let missing = |i: usize| A::Error::invalid_length(i, &"7 fields");
+                Ok(StoredState {
+                    nodes: seq.next_element()?.ok_or_else(|| missing(0))?,
+                    modules: seq.next_element()?.ok_or_else(|| missing(1))?,
+                    events: seq.next_element()?.ok_or_else(|| missing(2))?,
+                    next_event: seq.next_element()?.ok_or_else(|| missing(3))?,
+                    placed: seq.next_element()?.ok_or_else(|| missing(4))?,
+                    last_index: seq.next_element()?.ok_or_else(|| missing(5))?,
+                    // The input ends here in the first format.
+                    lease: seq.next_element().ok().flatten().unwrap_or_default(),
+                })
+            }
+        }
+        d.deserialize_struct("ClusterState", FIELDS, Fields)
+    }
 }
 
 impl From<StoredState> for ClusterState {
@@ -111,6 +157,7 @@ impl From<StoredState> for ClusterState {
             next_event: s.next_event,
             placed: s.placed,
             last_index: s.last_index,
+            lease: s.lease,
             size: StateSize::default(),
         };
         state.size = StateSize::of(&state);
@@ -131,8 +178,8 @@ pub struct StateSize {
 }
 
 /// Bytes of the fixed part of an encoded state: four length prefixes and
-/// two u64 (9 bytes each at most).
-const STATE_FIXED_BYTES: u64 = 6 * 9;
+/// four u64 (two counters, the lease terms; 9 bytes each at most).
+const STATE_FIXED_BYTES: u64 = 8 * 9;
 
 impl StateSize {
     /// Measures every entry of `state` (after decoding a snapshot).
@@ -238,6 +285,7 @@ pub enum Transition {
     GiveUp(GiveUp),
     ReleasePrevious(ReleasePrevious),
     AwaitNode(AwaitNode),
+    RecordLease(RecordLease),
 }
 
 impl Transition {
@@ -261,6 +309,7 @@ impl Transition {
             Transition::GiveUp(t) => (Some(&t.module), None),
             Transition::ReleasePrevious(t) => (Some(&t.module), None),
             Transition::AwaitNode(t) => (Some(&t.module), None),
+            Transition::RecordLease(_) => (None, None),
         }
     }
 
@@ -282,6 +331,7 @@ impl Transition {
             Transition::GiveUp(t) => t.apply(state, index, at),
             Transition::ReleasePrevious(t) => t.apply(state, index, at),
             Transition::AwaitNode(t) => t.apply(state, index, at),
+            Transition::RecordLease(t) => t.apply(state, index, at),
         }
     }
 }
