@@ -43,6 +43,7 @@
 //!
 //! [`run`] wires them together; `src/main.rs` is the thin binary around it.
 
+pub mod cgroup;
 pub mod config;
 pub mod heartbeat;
 pub mod http;
@@ -176,6 +177,13 @@ pub async fn run(
     let orphans = process::sweep_orphans(&cfg.node, &state_file.dir().root().join("modules"));
     if !orphans.is_empty() {
         tracing::warn!(pids = ?orphans, "killed leftovers of an earlier agent's modules");
+    }
+    let scope = cgroup::scope(&cfg.node, state_file.dir().root());
+    let in_cgroups = tokio::task::spawn_blocking(move || cgroup::sweep(&scope))
+        .await
+        .unwrap_or_default();
+    if !in_cgroups.is_empty() {
+        tracing::warn!(pids = ?in_cgroups, "killed leftovers of an earlier agent's modules in their cgroups");
     }
     let tasks = TaskTracker::new();
     let spawner = spawner::Spawner::start(tokio::runtime::Handle::current())

@@ -33,6 +33,11 @@
 //! - exits as the module's main process did (its exit code, or the same
 //!   signal), so the agent reports the module's own exit.
 //!
+//! Where the machine has a writable cgroup v1 freezer hierarchy, the
+//! module also runs in a cgroup of its own ([`crate::cgroup`]): each kill
+//! freezes it first and kills every member, so nothing outruns the kill
+//! and nothing that left the tree is missed.
+//!
 //! The tree is killed by repeated rounds of "list the descendants, SIGKILL
 //! each, reap": a process forked during a round is re-parented to the shim
 //! when its parent dies and is caught by the next round (`Tree::kill_all`).
@@ -207,10 +212,47 @@ fn run(args: Args) -> Result<WaitStatus, String> {
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2));
     crate::spawner::set_parent_death_signal(&mut cmd, Signal::SIGKILL);
+    // The module's cgroup, where there can be one: the shim enters it to
+    // fork the module (which inherits it) and leaves it at once.
+    let me = std::process::id();
+    let home = crate::cgroup::home();
+    // The agent's data dir is three levels above the placement dir.
+    let data_dir = std::env::var_os("MODULE_PACKAGES_DIR").and_then(|p| {
+        std::path::Path::new(&p)
+            .ancestors()
+            .nth(3)
+            .map(std::path::Path::to_path_buf)
+    });
+    let mut cgroup = match (
+        &home,
+        std::env::var("MODULE_NODE"),
+        std::env::var("MODULE_NAME"),
+        data_dir,
+    ) {
+        (Some(_), Ok(node), Ok(module), Some(data_dir)) => {
+            crate::cgroup::ModuleCgroup::enter(&crate::cgroup::scope(&node, &data_dir), &module, me)
+        }
+        _ => None,
+    };
     let mut out = std::io::stdout().lock();
-    let child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    if let (Some(cg), Some(home)) = (&cgroup, &home)
+        && let Err(e) = cg.leave(home, me)
+    {
+        // Still inside: freezing it would freeze the shim too. Go on
+        // without the cgroup (the subreaper tree still holds).
+        eprintln!(
+            "module-shim: cannot leave the module's cgroup {}: {e}",
+            cg.dir().display()
+        );
+        cgroup = None;
+    }
+    let child = match spawned {
         Ok(c) => c,
         Err(e) => {
+            if let Some(cg) = &cgroup {
+                cg.remove();
+            }
             let _ = writeln!(out, "failed {} {e}", e.raw_os_error().unwrap_or(0));
             let _ = out.flush();
             std::process::exit(127);
@@ -227,6 +269,7 @@ fn run(args: Args) -> Result<WaitStatus, String> {
         me: Pid::this(),
         main_pid,
         main_status: None,
+        cgroup,
     };
     let mut lease = args.lease_ns;
     // Unbuffered: a buffered reader could hold lines poll no longer sees.
@@ -325,6 +368,8 @@ struct Tree {
     me: Pid,
     main_pid: Pid,
     main_status: Option<WaitStatus>,
+    /// The module's cgroup, when one could be made.
+    cgroup: Option<crate::cgroup::ModuleCgroup>,
 }
 
 impl Tree {
@@ -353,6 +398,11 @@ impl Tree {
         let start = Instant::now();
         let mut killed = BTreeSet::new();
         loop {
+            // The cgroup first: frozen, nothing in it can fork meanwhile,
+            // and it holds what may have left the tree.
+            if let Some(cg) = &self.cgroup {
+                killed.extend(cg.kill_all(start + KILL_DEADLINE));
+            }
             let tree = descendants(self.me);
             for &pid in &tree {
                 if kill(pid, Signal::SIGKILL).is_ok() {
@@ -375,6 +425,9 @@ impl Tree {
                 // Killed but not yet reapable: give them a moment.
                 std::thread::sleep(Duration::from_micros(200));
             }
+        }
+        if let Some(cg) = &self.cgroup {
+            cg.remove();
         }
         if !killed.is_empty() {
             eprintln!(

@@ -18,6 +18,7 @@ use testkit::{eventually, free_addr};
 const SLEEPER: &str = include_str!("modules/sleeper.sh");
 const FORKER: &str = include_str!("modules/forker.sh");
 const SETSID_FORKER: &str = include_str!("modules/setsid_forker.sh");
+const HIDDEN_FORKER: &str = include_str!("modules/hidden_forker.sh");
 const FLAKY: &str = include_str!("modules/flaky.sh");
 const ENVDUMP: &str = include_str!("modules/envdump.sh");
 const T: Duration = Duration::from_secs(10);
@@ -766,9 +767,15 @@ async fn grandchildren_die_with_a_killed_agent() {
         || async { (!pid_alive(pid) && !pid_alive(grandchild)).then_some(()) },
     )
     .await;
-    let log =
-        std::fs::read_to_string(agent.data_dir.join("modules/web/output.log")).expect("output.log");
-    assert!(log.contains("module-shim: the agent is gone"), "{log}");
+    // The shim logs the kill once it is done.
+    let log_path = agent.data_dir.join("modules/web/output.log");
+    eventually("the shim says why in output.log", T, || async {
+        std::fs::read_to_string(&log_path)
+            .ok()?
+            .contains("module-shim: the agent is gone")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -815,6 +822,62 @@ async fn grandchildren_left_by_a_killed_shim_and_agent_are_swept_at_restart() {
     .await;
     assert!(
         agent.log_text().contains("killed leftovers"),
+        "{}",
+        agent.log_text()
+    );
+}
+
+/// With a cgroup per module (cgroup v1 freezer, writable as root on this
+/// host), even a grandchild with an empty environment in a session of its
+/// own, left when its shim and its agent are killed with SIGKILL, is found
+/// and killed at restart: the environment sweep cannot see it, the cgroup
+/// holds it.
+#[tokio::test]
+async fn a_hidden_grandchild_left_by_a_killed_shim_is_swept_from_its_cgroup() {
+    let probe = std::path::Path::new("/sys/fs/cgroup/freezer/sup-modules");
+    if std::fs::create_dir_all(probe).is_err() {
+        println!("SKIPPED: no writable cgroup v1 freezer hierarchy here");
+        return;
+    }
+    let w = World::new().await;
+    let out = w.tmp.path().join("grandchild.pid");
+    let web = package(
+        "web",
+        HIDDEN_FORKER,
+        &format!("[env]\nOUT = \"{}\"\n", out.display()),
+    );
+    w.pkgs.put(&web);
+    let mut agent = w.agent(|_| {}).await;
+    w.sup.set_directives(vec![install(
+        "web",
+        1,
+        Fencing::AtMostOne,
+        &[&web],
+        &w.pkgs.url,
+    )]);
+    w.sup.wait_status("web", ModuleStatus::Running, T).await;
+    let pid = agent.wait_pid("web", T).await;
+    let grandchild: u32 = eventually("grandchild pid file", T, || async {
+        std::fs::read_to_string(&out).ok()?.trim().parse().ok()
+    })
+    .await;
+    let shim = parent_of(pid);
+    signal(shim, nix::sys::signal::Signal::SIGKILL);
+    signal(agent.pid(), nix::sys::signal::Signal::SIGKILL);
+    agent.wait_exit(T).await;
+    eventually("the module died with its shim", T, || async {
+        (!pid_alive(pid)).then_some(())
+    })
+    .await;
+    assert!(pid_alive(grandchild), "nothing else killed it");
+    drop(agent);
+    let agent = w.agent(|_| {}).await;
+    eventually("the hidden grandchild swept at restart", T, || async {
+        (!pid_alive(grandchild)).then_some(())
+    })
+    .await;
+    assert!(
+        agent.log_text().contains("in their cgroups"),
         "{}",
         agent.log_text()
     );
