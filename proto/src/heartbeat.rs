@@ -22,6 +22,15 @@
 //! module. Directives are level-triggered: the leader repeats one until the
 //! agent's heartbeats show it took effect, so the agent must treat repeats
 //! as no-ops.
+//!
+//! ## Cluster identity
+//! Epochs are Raft log indexes, so they only compare within one cluster: a
+//! cluster re-created from scratch starts its log at 1 again. An accepted
+//! reply carries the leader's cluster id (chosen once, replicated); the
+//! agent records the id it serves, and when a reply names another one it
+//! adopts that cluster and drops the old cluster's epoch records first.
+//! The module table carries the id the agent last served, so the new
+//! cluster's leader can record that the node came from another cluster.
 
 use std::collections::BTreeMap;
 
@@ -165,6 +174,9 @@ pub struct ModuleTable {
     pub addr: String,
     pub labels: BTreeMap<String, String>,
     pub modules: Vec<TableEntry>,
+    /// Id of the supervisor cluster the agent last served (0: none yet);
+    /// a leader of another cluster records that the node came from it.
+    pub cluster: u64,
 }
 
 /// Something the agent wants the supervisor (and the operator) to know.
@@ -221,8 +233,10 @@ pub struct HeartbeatReply {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplyOutcome {
-    /// Taken (its table version and reports are acknowledged).
-    Accepted { table_version: u64 },
+    /// Taken (its table version and reports are acknowledged). `cluster`
+    /// is the id of the leader's cluster (0: not chosen yet); an agent that
+    /// served another cluster adopts it and forgets that cluster's epochs.
+    Accepted { table_version: u64, cluster: u64 },
     /// This supervisor is not the leader; the hint is the leader's address
     /// when known.
     NotLeader { leader: Option<String> },
@@ -411,6 +425,7 @@ mod tests {
                     modules: names.iter().enumerate().map(|(i, m)| TableEntry {
                         module: m.clone(), epoch: i as u64, restore_seq: 0,
                     }).collect(),
+                    cluster: seq,
                 }),
                 statuses: PackedStatuses::pack(&statuses),
                 reports: names.iter().map(|m| Report {

@@ -79,6 +79,7 @@ impl Leader {
         HeartbeatReply {
             outcome: ReplyOutcome::Accepted {
                 table_version: acked,
+                cluster: 0,
             },
             need_table,
             lease_ms: app.config.lease_ms,

@@ -175,6 +175,7 @@ impl Sim {
                 addr: format!("{node}:7100"),
                 labels: a.labels.clone(),
                 modules: a.modules.iter().map(|(e, _)| e.clone()).collect(),
+                cluster: 0,
             }),
             statuses: PackedStatuses::pack(&a.modules.iter().map(|(_, s)| *s).collect::<Vec<_>>()),
             reports: std::mem::take(&mut a.reports),
