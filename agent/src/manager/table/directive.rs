@@ -190,13 +190,13 @@ impl Table {
             for slot in &mut self.slots {
                 slot.epoch = 0;
             }
-            if !self.slots.is_empty() {
-                self.table_version += 1;
-            }
         } else {
             tracing::info!(cluster, "serving supervisor cluster {cluster}");
         }
         self.cluster = cluster;
+        // The table names the cluster: the leader gets it again, and directs
+        // this node once it shows the leader's cluster.
+        self.table_version += 1;
         true
     }
 
