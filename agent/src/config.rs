@@ -112,6 +112,13 @@ impl Config {
         let bad = |m: String| Error::Config(m);
         proto::names::check("--node", &self.node).map_err(bad)?;
         check_host_port("--listen", &self.listen)?;
+        if self.listen.len() > proto::heartbeat::MAX_ADDR_LEN {
+            return Err(bad(format!(
+                "--listen is {} bytes, over the limit of {}",
+                self.listen.len(),
+                proto::heartbeat::MAX_ADDR_LEN
+            )));
+        }
         if self.supervisors.is_empty() {
             return Err(bad("--supervisors names no supervisor".into()));
         }
@@ -171,6 +178,13 @@ impl Config {
 
     /// The `--label` flags as a map; an error names the bad label.
     pub fn label_map(&self) -> Result<BTreeMap<String, String>, Error> {
+        let max = proto::spec::MAX_LABELS;
+        if self.labels.len() > max {
+            return Err(Error::Config(format!(
+                "{} --label flags, over the limit of {max}",
+                self.labels.len()
+            )));
+        }
         let mut map = BTreeMap::new();
         for label in &self.labels {
             let (k, v) = label

@@ -294,6 +294,47 @@ fn good_archive_unpacks_with_links_inside() {
     assert!(err.to_string().contains("cannot unpack into"), "{err}");
 }
 
+/// The modes in the headers are not trusted: setuid, setgid, sticky and
+/// group/world write bits never reach the disk, for files and directories.
+#[test]
+fn hostile_modes_are_masked_on_unpack() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dest = tmp.path().join("pkg");
+    let bytes = ok_base()
+        .entry_with_mode(EntryType::Directory, "open/", "", b"", 0o7777)
+        .entry_with_mode(EntryType::Regular, "open/suid", "", b"#!/bin/sh\n", 0o4777)
+        .entry_with_mode(EntryType::Regular, "open/sgid", "", b"x", 0o2666)
+        .entry_with_mode(EntryType::Regular, "open/sticky", "", b"x", 0o1644)
+        .gz();
+    unpack(&bytes[..], &dest, &Limits::default()).expect("unpack");
+    let mode = |p: &str| {
+        fs::symlink_metadata(dest.join(p))
+            .expect(p)
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("open/suid"), depmgr::archive::EXEC_MODE, "0o4777 file");
+    assert_eq!(mode("open/sgid"), depmgr::archive::FILE_MODE, "0o2666 file");
+    assert_eq!(
+        mode("open/sticky"),
+        depmgr::archive::FILE_MODE,
+        "0o1644 file"
+    );
+    assert_eq!(mode("open"), depmgr::archive::DIR_MODE, "0o7777 directory");
+    assert_eq!(mode("bin/web"), 0o755, "an executable stays executable");
+    assert_eq!(mode("manifest.toml"), 0o644);
+    assert_eq!(mode("."), depmgr::archive::DIR_MODE, "the package root");
+    for p in ["open/suid", "open/sgid", "open/sticky", "open", "."] {
+        assert_eq!(
+            mode(p) & 0o7022,
+            0,
+            "{p}: special or group/world-write bits survived"
+        );
+    }
+}
+
 #[test]
 fn a_hard_link_may_come_before_its_file() {
     // inspect accepts links in any order, so unpack does too.

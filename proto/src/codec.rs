@@ -62,6 +62,13 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
+/// The length of [`encode`]'s output for `value`, without the format byte
+/// and without keeping the bytes (they are counted, then dropped). 0 for a
+/// value that cannot be encoded (none of this crate's types).
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    bincode::serde::encode_into_std_write(value, &mut std::io::sink(), config()).unwrap_or(0)
+}
+
 /// Decodes a blob made by [`encode`]. Wrong version, truncated input, bad
 /// contents and trailing bytes are all errors; a length prefix claiming
 /// more than the blob holds is refused before anything that size is
@@ -98,6 +105,12 @@ mod tests {
             matches!(decode::<u64>(&blob), Err(Error::Decode(m)) if m.contains("format version"))
         );
         assert!(decode::<u64>(&[]).is_err());
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding_less_the_version_byte() {
+        let v = (7u64, "x".repeat(300), vec![u64::MAX; 3], Some(1u8));
+        assert_eq!(encoded_len(&v) + 1, encode(&v).expect("encode").len());
     }
 
     #[test]

@@ -40,6 +40,81 @@ use crate::manifest::ConfigPackage;
 use crate::spec::Fencing;
 use crate::{Epoch, ModuleName, NodeId};
 
+/// Most modules one node holds (the packed status count is a u16; the
+/// agent refuses an install beyond it).
+pub const MAX_MODULES: usize = 10_000;
+/// Most reports one heartbeat carries: the oldest unacknowledged ones; the
+/// rest follow in the next heartbeats.
+pub const MAX_REPORTS_PER_HEARTBEAT: usize = 100;
+/// Longest report message, in bytes; the agent cuts a longer one (at a
+/// character boundary).
+pub const MAX_REPORT_MESSAGE: usize = 1024;
+/// Longest node address (`ModuleTable::addr`, the agent's `--listen`), in
+/// bytes: a 253-byte DNS name, `:` and a port fit.
+pub const MAX_ADDR_LEN: usize = 260;
+
+/// Bytes of a bincode varint length prefix for a length of `n`.
+const fn len_prefix(n: usize) -> usize {
+    if n < 251 {
+        1
+    } else if n < 1 << 16 {
+        3
+    } else if n < 1 << 32 {
+        5
+    } else {
+        9
+    }
+}
+
+/// Most bytes of a string of at most `n` bytes.
+const fn string_max(n: usize) -> usize {
+    len_prefix(n) + n
+}
+
+/// Most bytes of a varint u64 (tag byte and 8 bytes), and of a u32.
+const VARINT_U64: usize = 9;
+const VARINT_U32: usize = 5;
+/// A module or node name, its length prefix included: 1 + 64.
+const NAME_MAX: usize = string_max(crate::names::MAX_NAME_LEN);
+/// A [`TableEntry`]: name, epoch, restore_seq = 65 + 9 + 5 = 79.
+const TABLE_ENTRY_MAX: usize = NAME_MAX + VARINT_U64 + VARINT_U32;
+/// A [`Report`]: name, epoch, kind (variant index, 1 byte), message
+/// = 65 + 9 + 1 + (3 + 1024) = 1102.
+const REPORT_MAX: usize = NAME_MAX + VARINT_U64 + 1 + string_max(MAX_REPORT_MESSAGE);
+/// A [`ModuleTable`]: addr (3 + 260), labels (count prefix 1, then key
+/// and value of at most 1 + 64 each: 64 × 130 = 8,320), modules (3 +
+/// 10,000 × 79 = 790,000), cluster (9) = 798,596.
+const TABLE_MAX: usize = string_max(MAX_ADDR_LEN)
+    + len_prefix(crate::spec::MAX_LABELS)
+    + crate::spec::MAX_LABELS * 2 * NAME_MAX
+    + len_prefix(MAX_MODULES)
+    + MAX_MODULES * TABLE_ENTRY_MAX
+    + VARINT_U64;
+/// [`PackedStatuses`]: count (u16, 3) + bits (3 + 3,750) = 3,756.
+const STATUSES_MAX: usize = 3
+    + len_prefix((MAX_MODULES * ModuleStatus::BITS).div_ceil(8))
+    + (MAX_MODULES * ModuleStatus::BITS).div_ceil(8);
+
+/// The most bytes a [`Heartbeat`] an agent sends can encode to (format
+/// byte included), from the bounds above: format 1 + node 65 + three u64
+/// 27 + table (option tag 1 + 798,596) + statuses 3,756 + reports (1 +
+/// 100 × 1,102 = 110,201) = 912,647 bytes.
+pub const MAX_HEARTBEAT_ENCODED: usize = 1
+    + NAME_MAX
+    + 3 * VARINT_U64
+    + 1
+    + TABLE_MAX
+    + STATUSES_MAX
+    + len_prefix(MAX_REPORTS_PER_HEARTBEAT)
+    + MAX_REPORTS_PER_HEARTBEAT * REPORT_MAX;
+
+/// The body limit of `POST /v1/agent/heartbeat`: 1 MiB, the largest
+/// legitimate heartbeat ([`MAX_HEARTBEAT_ENCODED`], 912,647 bytes) with
+/// about 15 % to spare. A steady-state heartbeat is tens of bytes.
+pub const MAX_HEARTBEAT_BYTES: usize = 1 << 20;
+const _: () = assert!(MAX_HEARTBEAT_ENCODED <= MAX_HEARTBEAT_BYTES);
+const _: () = assert!(MAX_HEARTBEAT_ENCODED == 912_647);
+
 /// A module's status on its node, 3 bits on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -344,6 +419,46 @@ mod tests {
             decode::<Heartbeat>(&blob).expect("decode"),
             steady_heartbeat(64)
         );
+    }
+
+    /// The largest heartbeat the agent's bounds allow encodes to exactly
+    /// the computed bound (so the arithmetic matches the codec), under
+    /// the body limit.
+    #[test]
+    fn largest_legitimate_heartbeat_fits_the_bound() {
+        use crate::names::MAX_NAME_LEN;
+        use crate::spec::MAX_LABELS;
+        let name = |i: usize| format!("{i:0>MAX_NAME_LEN$}");
+        let hb = Heartbeat {
+            node: name(0),
+            incarnation: u64::MAX,
+            seq: u64::MAX,
+            table_version: u64::MAX,
+            table: Some(ModuleTable {
+                addr: "a".repeat(MAX_ADDR_LEN),
+                labels: (0..MAX_LABELS).map(|i| (name(i), name(i))).collect(),
+                modules: (0..MAX_MODULES)
+                    .map(|i| TableEntry {
+                        module: name(i),
+                        epoch: u64::MAX,
+                        restore_seq: u32::MAX,
+                    })
+                    .collect(),
+                cluster: u64::MAX,
+            }),
+            statuses: PackedStatuses::pack(&vec![ModuleStatus::Fenced; MAX_MODULES]),
+            reports: (0..MAX_REPORTS_PER_HEARTBEAT)
+                .map(|i| Report {
+                    module: name(i),
+                    epoch: u64::MAX,
+                    kind: ReportKind::Fenced,
+                    message: "m".repeat(MAX_REPORT_MESSAGE),
+                })
+                .collect(),
+        };
+        let blob = encode(&hb).expect("encode");
+        assert_eq!(blob.len(), MAX_HEARTBEAT_ENCODED);
+        assert!(blob.len() <= MAX_HEARTBEAT_BYTES);
     }
 
     fn sample_directives() -> Vec<Directive> {

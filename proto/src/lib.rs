@@ -26,7 +26,7 @@ pub mod names;
 pub mod record;
 pub mod spec;
 
-pub use codec::{decode, encode};
+pub use codec::{decode, encode, encoded_len};
 
 /// Name of a node (the agent's `--node`).
 pub type NodeId = String;

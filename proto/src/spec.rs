@@ -96,6 +96,8 @@ pub const MAX_ATTEMPTS: u32 = 100;
 pub const MAX_FAILOVER_NODES: u32 = 100;
 pub const MAX_BACKOFF_MS: u64 = 10 * 60 * 1000;
 pub const MAX_MIN_HEALTHY_MS: u64 = 60 * 60 * 1000;
+/// Most labels: of a node (the agent's `--label`s) and in a placement.
+pub const MAX_LABELS: usize = 64;
 
 impl ModuleSpec {
     /// Checks every field; the error names the field and the rule.
@@ -137,6 +139,12 @@ impl ModuleSpec {
         }
         if let Some(node) = &self.placement.node {
             names::check("placement.node", node).map_err(bad)?;
+        }
+        if self.placement.labels.len() > MAX_LABELS {
+            return Err(bad(format!(
+                "placement.labels has {} labels, over the limit of {MAX_LABELS}",
+                self.placement.labels.len()
+            )));
         }
         for (k, v) in &self.placement.labels {
             check_label(k, v).map_err(bad)?;

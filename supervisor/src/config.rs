@@ -85,9 +85,16 @@ pub struct Config {
     #[arg(long, env = "SUPERVISOR_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
 
-    /// Largest request body accepted (admin and heartbeats), in bytes.
+    /// Largest admin request body accepted, in bytes (heartbeats have
+    /// their own limit, `proto::heartbeat::MAX_HEARTBEAT_BYTES`).
     #[arg(long, env = "SUPERVISOR_MAX_BODY", default_value_t = 4 << 20)]
     pub max_body: usize,
+
+    /// Largest encoded replicated state a deploy may grow it to, in bytes;
+    /// a deploy beyond it is refused before it is proposed. At most the
+    /// default, 256 MiB (half the largest snapshot a replica installs).
+    #[arg(long, env = "SUPERVISOR_MAX_STATE_BYTES", default_value_t = MAX_STATE_BYTES)]
+    pub max_state_bytes: u64,
 
     /// The cluster CA (PEM). With --tls-cert and --tls-key: every listener
     /// serves TLS only and every peer is verified against this CA.
@@ -142,6 +149,12 @@ fn parse_peers(s: &str) -> Result<Peers, String> {
 /// halfway through a lease they could not renew, and renew every 300 ms by
 /// default; a shorter lease would fence modules of healthy nodes.
 pub const MIN_LEASE_MS: u64 = 1000;
+/// Default and upper bound of `--max-state-bytes`: 256 MiB, half of
+/// [`crate::http::raft::MAX_SNAPSHOT`] (512 MiB), so that a state at the
+/// cap, grown further by what deploys do not count (the packages the
+/// leader retrieves, failure reasons, nodes), still fits a snapshot.
+pub const MAX_STATE_BYTES: u64 = 256 << 20;
+const _: () = assert!(2 * MAX_STATE_BYTES <= crate::http::raft::MAX_SNAPSHOT);
 
 impl Config {
     /// What is allowed but unwise, one line each (logged at start): a lease
@@ -174,6 +187,12 @@ impl Config {
             return Err(Error::Config(format!(
                 "--lease-ms {} is too short: the minimum is {MIN_LEASE_MS} ms (an agent heartbeats every 300 ms by default and fences its at-most-one modules halfway through a lease it could not renew)",
                 self.lease_ms
+            )));
+        }
+        if self.max_state_bytes > MAX_STATE_BYTES {
+            return Err(Error::Config(format!(
+                "--max-state-bytes {} is over the limit of {MAX_STATE_BYTES} (half the largest snapshot a replica installs)",
+                self.max_state_bytes
             )));
         }
         if self.election_timeout_ms < 50 {

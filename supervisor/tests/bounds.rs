@@ -1,11 +1,19 @@
 //! Every input bounded, against real replicas (plaintext on loopback,
 //! where the Raft routes are open to any caller): a snapshot chunk at a
-//! forged offset, and short bodies whose length prefixes claim 512 MiB on
-//! every binary endpoint.
+//! forged offset, short bodies whose length prefixes claim 512 MiB on
+//! every binary endpoint, heartbeat bodies over the heartbeat limit (with
+//! and without a declared length), and deploys past the state cap.
 
 use std::time::{Duration, Instant};
 
 use openraft::{CommittedLeaderId, LogId, StoredMembership, Vote};
+use proto::heartbeat::{
+    Heartbeat, MAX_ADDR_LEN, MAX_HEARTBEAT_BYTES, MAX_HEARTBEAT_ENCODED, MAX_MODULES,
+    MAX_REPORT_MESSAGE, MAX_REPORTS_PER_HEARTBEAT, ModuleStatus, ModuleTable, PackedStatuses,
+    Report, ReportKind, TableEntry,
+};
+use proto::names::MAX_NAME_LEN;
+use proto::spec::MAX_LABELS;
 use reqwest::StatusCode;
 use supervisor::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest};
 use testkit::supervisors::Supervisors;
@@ -155,4 +163,134 @@ async fn short_bodies_claiming_512_mib_are_refused_quickly() {
         );
     }
     assert!(healthy(addr).await, "the replica stopped answering /health");
+}
+
+/// The largest heartbeat an agent's bounds allow (every name 64 bytes,
+/// every number at its widest, a full table, a full batch of reports).
+fn largest_heartbeat() -> Heartbeat {
+    let name = |i: usize| format!("n{i:0>w$}", w = MAX_NAME_LEN - 1);
+    Heartbeat {
+        node: name(0),
+        incarnation: u64::MAX,
+        seq: u64::MAX,
+        table_version: u64::MAX,
+        table: Some(ModuleTable {
+            addr: "a".repeat(MAX_ADDR_LEN),
+            labels: (0..MAX_LABELS).map(|i| (name(i), name(i))).collect(),
+            modules: (0..MAX_MODULES)
+                .map(|i| TableEntry {
+                    module: name(i),
+                    epoch: u64::MAX,
+                    restore_seq: u32::MAX,
+                })
+                .collect(),
+            cluster: u64::MAX,
+        }),
+        statuses: PackedStatuses::pack(&vec![ModuleStatus::Stopped; MAX_MODULES]),
+        reports: (0..MAX_REPORTS_PER_HEARTBEAT)
+            .map(|i| Report {
+                module: name(i),
+                epoch: u64::MAX,
+                kind: ReportKind::Failed,
+                message: "m".repeat(MAX_REPORT_MESSAGE),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_have_their_own_body_limit_far_below_the_admin_one() {
+    let depmgr = format!("http://{}", free_addr());
+    let cluster = Supervisors::start(1, &depmgr).await;
+    let addr = &cluster.addrs[0];
+
+    // The largest legitimate heartbeat passes the limit.
+    let blob = proto::encode(&largest_heartbeat()).expect("encode");
+    assert_eq!(blob.len(), MAX_HEARTBEAT_ENCODED);
+    let (status, text) = post(addr, "/v1/agent/heartbeat", blob).await;
+    assert_eq!(status, StatusCode::OK, "{}", &text[..text.len().min(300)]);
+
+    // One byte over it, far under --max-body (4 MiB): refused, naming the
+    // limit, with a declared length and without one (chunked).
+    let needle = format!("over the heartbeat limit of {MAX_HEARTBEAT_BYTES} bytes");
+    let over = vec![0u8; MAX_HEARTBEAT_BYTES + 1];
+    let (status, text) = post(addr, "/v1/agent/heartbeat", over.clone()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+    assert!(text.contains(&needle), "{text}");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        over.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/agent/heartbeat"))
+        .timeout(Duration::from_secs(20))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("chunked POST");
+    assert!(resp.content_length().is_some_and(|n| n > 0));
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+    assert!(text.contains(&needle), "{text}");
+    assert!(healthy(addr).await, "the replica stopped answering /health");
+}
+
+async fn deploy(addr: &str, name: &str) -> (StatusCode, String) {
+    let spec = serde_json::json!({"name": name, "package": {"name": "p", "version": "1.0.0"}});
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/modules"))
+        .timeout(Duration::from_secs(20))
+        .json(&spec)
+        .send()
+        .await
+        .expect("POST /v1/modules");
+    let status = resp.status();
+    (status, resp.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_past_the_state_cap_is_refused_before_it_is_proposed() {
+    let depmgr = format!("http://{}", free_addr());
+    let cap = 8000;
+    let cluster =
+        Supervisors::start_with(1, &depmgr, &["--max-state-bytes", &cap.to_string()]).await;
+    let addr = &cluster.addrs[0];
+
+    let mut refused = None;
+    for i in 0..500 {
+        let name = format!("m{i}");
+        let (status, text) = deploy(addr, &name).await;
+        if status == StatusCode::CONFLICT {
+            refused = Some((i, name, text));
+            break;
+        }
+        assert_eq!(status, StatusCode::CREATED, "{name}: {text}");
+    }
+    let (i, name, text) = refused.expect("no deploy refused under a cap of 8000 bytes");
+    assert!(i >= 5, "refused the {i}th deploy already: {text}");
+    let error: proto::ErrorBody = serde_json::from_str(&text).expect("a JSON error");
+    assert!(
+        error.error.contains(&format!("module {name:?}"))
+            && error
+                .error
+                .contains(&format!("the limit of {cap} bytes (--max-state-bytes)")),
+        "{text}"
+    );
+    // Not proposed: the module does not exist.
+    let resp = reqwest::get(format!("http://{addr}/v1/modules/{name}"))
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // Removing modules makes room again (each remove also records an
+    // event: it frees about 13 bytes net of a 40-byte record).
+    for m in 0..20 {
+        let resp = reqwest::Client::new()
+            .delete(format!("http://{addr}/v1/modules/m{m}"))
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let (status, text) = deploy(addr, &name).await;
+    assert_eq!(status, StatusCode::CREATED, "after a remove: {text}");
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use identity::{Identity, Role};
 pub use keys::{Tls, TlsFiles};
-pub use server::{Bound, ClientAuth, HandshakeStats, Peer};
+pub use server::{Bound, ClientAuth, HandshakeStats, Peer, ServeLimits};
 
 /// What can go wrong with certificates and keys. Every message names the
 /// file or the certificate concerned.

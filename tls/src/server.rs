@@ -8,6 +8,29 @@
 //! A failed handshake (plaintext on the TLS port, a certificate from
 //! another CA, an expired one, none where one is required) is counted in
 //! [`HandshakeStats`] and logged, at most once a second.
+//!
+//! [`Bound::serve`] runs one hyper HTTP/1.1 connection per accepted
+//! stream (not `axum::serve`, which has no header timeout), under
+//! [`ServeLimits`]:
+//! - a request head must arrive whole within
+//!   [`ServeLimits::header_read_timeout`] (default [`HEADER_READ_TIMEOUT`],
+//!   10 s), or the connection is closed. hyper starts that timer whenever
+//!   the connection waits for a head, so it is also the keep-alive idle
+//!   timeout: a connection with no request under way is closed after it;
+//! - at most [`ServeLimits::max_connections`] (default
+//!   [`MAX_CONNECTIONS`], 1024) connections are served at once. Beyond
+//!   it, new connections are not accepted: they wait in the kernel's
+//!   listen backlog (TLS: handshaken, in a queue of 64, or in handshake
+//!   behind [`MAX_HANDSHAKES`]) and are accepted, oldest first, as served
+//!   connections close. Since an idle or slow-header connection is closed
+//!   after the header timeout, connections that send nothing delay a
+//!   waiting request by at most about that timeout; they cannot starve it.
+//! - The peer reaches the handlers as `ConnectInfo<Peer>`, a request
+//!   extension set on every request of the connection.
+//!
+//! A request body that trickles in after a complete head is not bounded in
+//! time here: the routes bound what they read (body limits, depmgr's
+//! upload stall timeout).
 
 use std::future::Future;
 use std::io;
@@ -17,12 +40,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -33,6 +60,31 @@ use crate::keys::Tls;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most handshakes in progress at once; further connections wait.
 pub const MAX_HANDSHAKES: usize = 256;
+/// Default of [`ServeLimits::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`ServeLimits::max_connections`].
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Bounds on the HTTP connections [`Bound::serve_with`] serves (see the
+/// module doc for what happens at each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Longest wait for a whole request head, the first one or the next
+    /// one on a kept-alive connection; then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Most connections served at once (1 to 2^20); further ones wait to
+    /// be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 
 /// Whether clients must present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,12 +115,14 @@ impl Peer {
     }
 }
 
-/// Handshakes so far, for `/metrics`.
+/// Handshakes so far, and the connections served now, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct HandshakeStats {
     pub accepted: AtomicU64,
     pub failed: AtomicU64,
     last_log_ms: AtomicU64,
+    /// HTTP connections being served (TLS or plain).
+    open: AtomicU64,
 }
 
 impl HandshakeStats {
@@ -77,6 +131,11 @@ impl HandshakeStats {
     }
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+    /// HTTP connections being served now (at most
+    /// [`ServeLimits::max_connections`]).
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
     }
 
     fn refused(&self, addr: SocketAddr, why: &str, started: Instant) {
@@ -259,10 +318,10 @@ impl Connected<IncomingStream<'_, PlainListener>> for Peer {
     }
 }
 
-/// A bound listen address, TLS or plain.
+/// A bound listen address, TLS or plain, with the stats it counts in.
 pub enum Bound {
-    Plain(PlainListener),
-    Tls(TlsListener),
+    Plain(PlainListener, Arc<HandshakeStats>),
+    Tls(TlsListener, Arc<HandshakeStats>),
 }
 
 impl Bound {
@@ -275,11 +334,12 @@ impl Bound {
     ) -> crate::Result<Bound, BindError> {
         let tcp = TcpListener::bind(addr).await.map_err(BindError::Listen)?;
         match tls {
-            None => Ok(Bound::Plain(PlainListener(tcp))),
+            None => Ok(Bound::Plain(PlainListener(tcp), stats)),
             Some((tls, auth)) => {
                 let config = server_config(tls, auth).map_err(BindError::Tls)?;
                 Ok(Bound::Tls(
-                    TlsListener::new(tcp, config, stats).map_err(BindError::Listen)?,
+                    TlsListener::new(tcp, config, stats.clone()).map_err(BindError::Listen)?,
+                    stats,
                 ))
             }
         }
@@ -287,32 +347,110 @@ impl Bound {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
-            Bound::Plain(l) => l.0.local_addr(),
-            Bound::Tls(l) => Ok(l.local),
+            Bound::Plain(l, _) => l.0.local_addr(),
+            Bound::Tls(l, _) => Ok(l.local),
         }
     }
 
-    /// Serves `router` until `shutdown` resolves; handlers read the
-    /// peer with `ConnectInfo<Peer>`.
+    /// Serves `router` until `shutdown` resolves, under the default
+    /// [`ServeLimits`]; handlers read the peer with `ConnectInfo<Peer>`.
     pub async fn serve(
         self,
         router: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        let service = router.into_make_service_with_connect_info::<Peer>();
+        self.serve_with(router, shutdown, ServeLimits::default())
+            .await
+    }
+
+    /// As [`Bound::serve`], under `limits`. Once `shutdown` resolves no
+    /// connection is accepted, every connection finishes the request it is
+    /// serving and closes, and this returns when all are closed.
+    pub async fn serve_with(
+        self,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        limits: ServeLimits,
+    ) -> io::Result<()> {
         match self {
-            Bound::Plain(l) => {
-                axum::serve(l, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            Bound::Tls(l) => {
-                axum::serve(l, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
+            Bound::Plain(l, stats) => serve_connections(l, stats, router, shutdown, limits).await,
+            Bound::Tls(l, stats) => serve_connections(l, stats, router, shutdown, limits).await,
         }
     }
+}
+
+/// The accept loop of [`Bound::serve_with`]: a permit of the connection
+/// semaphore before each accept, one task per connection.
+async fn serve_connections<L>(
+    mut listener: L,
+    stats: Arc<HandshakeStats>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ServeLimits,
+) -> io::Result<()>
+where
+    L: Listener<Addr = Peer>,
+{
+    let max = limits.max_connections.clamp(1, 1 << 20);
+    let permits = Arc::new(Semaphore::new(max));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let http = Arc::new(http);
+    let (closing, _) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        let (io, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            c = listener.accept() => c,
+        };
+        let (http, router, stats) = (http.clone(), router.clone(), stats.clone());
+        let mut closing = closing.subscribe();
+        tokio::spawn(async move {
+            let _permit = permit;
+            stats.open.fetch_add(1, Ordering::Relaxed);
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer.clone()));
+                let mut router = router.clone();
+                // Router is always ready: `call` without `poll_ready` is fine.
+                async move { tower_service::Service::call(&mut router, req).await }
+            });
+            let conn = http.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        // A header timeout, a reset or a malformed request:
+                        // the connection is over either way.
+                        if let Err(e) = r {
+                            tracing::debug!("connection closed: {e}");
+                        }
+                        break;
+                    }
+                    _ = closing.changed(), if !draining => {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    // Stop accepting, ask every connection to finish, and wait for all:
+    // each holds a permit until it ends.
+    drop(listener);
+    let _ = closing.send(true);
+    let _all = permits
+        .acquire_many(max as u32)
+        .await
+        .expect("the semaphore is never closed");
+    Ok(())
 }
 
 /// Why [`Bound::bind`] failed.

@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use proto::Epoch;
-use proto::heartbeat::{Heartbeat, ModuleStatus, ModuleTable, PackedStatuses, TableEntry};
+use proto::heartbeat::{
+    Heartbeat, MAX_REPORTS_PER_HEARTBEAT, ModuleStatus, ModuleTable, PackedStatuses, TableEntry,
+};
 use proto::spec::Fencing;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -116,8 +118,16 @@ impl Table {
             table_version: self.table_version,
             table,
             statuses: PackedStatuses::pack(&statuses),
-            reports: self.reports.clone(),
+            // The oldest first, at most MAX_REPORTS_PER_HEARTBEAT: the
+            // leader acknowledges them by count, the rest go next time.
+            reports: self
+                .reports
+                .iter()
+                .take(MAX_REPORTS_PER_HEARTBEAT)
+                .cloned()
+                .collect(),
         };
-        (hb, self.reports.len())
+        let sent = hb.reports.len();
+        (hb, sent)
     }
 }

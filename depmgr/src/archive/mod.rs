@@ -33,6 +33,7 @@ mod unpack;
 
 pub use inspect::{Inspection, check_identity, inspect};
 pub use pack::{pack_dir, pack_dir_to};
+pub use rules::{DIR_MODE, EXEC_MODE, FILE_MODE, unpacked_mode};
 pub use unpack::{Unpacked, unpack};
 
 /// Name of the manifest at the archive root.

@@ -26,6 +26,14 @@
 //!   the package root; absolute symlinks and loops are refused. Every hard
 //!   link names a regular file of the archive by a plain relative path.
 //!
+//! - Modes: the header's mode is never used as is ([`unpacked_mode`]). A
+//!   file that any execute bit marks executable is written [`EXEC_MODE`]
+//!   (0o755), any other file [`FILE_MODE`] (0o644), and every directory
+//!   [`DIR_MODE`] (0o755): no setuid, setgid or sticky bit, nothing group-
+//!   or world-writable, whatever the archive claims (a package runs as the
+//!   agent's user; a world-writable file in it could be changed by any
+//!   local user before it runs).
+//!
 //! # Invariant
 //!
 //! Whatever passes these rules, unpacked as the tree says, stays inside the
@@ -46,6 +54,25 @@ use crate::{Error, Result};
 /// How many symlinks one path resolution may follow before it counts as a
 /// loop (the Linux limit).
 const MAX_SYMLINK_HOPS: usize = 40;
+
+/// Mode of an unpacked file marked executable (any execute bit).
+pub const EXEC_MODE: u32 = 0o755;
+/// Mode of any other unpacked file.
+pub const FILE_MODE: u32 = 0o644;
+/// Mode of an unpacked directory.
+pub const DIR_MODE: u32 = 0o755;
+
+/// The mode a file is unpacked with, from its header's mode: [`EXEC_MODE`]
+/// when any execute bit is set, [`FILE_MODE`] otherwise. Special bits
+/// (setuid 0o4000, setgid 0o2000, sticky 0o1000) and group/world write
+/// bits never survive.
+pub fn unpacked_mode(header_mode: u32) -> u32 {
+    if header_mode & 0o111 != 0 {
+        EXEC_MODE
+    } else {
+        FILE_MODE
+    }
+}
 
 /// An entry path as plain components (`["bin", "web"]`).
 pub(crate) type EntryPath = Vec<String>;
@@ -266,7 +293,7 @@ pub(crate) struct Visit<'a, 'e, R: Read> {
     pub kind: &'a Kind,
     /// The entry, to read a file's data from.
     pub entry: &'a mut tar::Entry<'e, R>,
-    /// The entry's mode bits from its header.
+    /// The mode to give a file: [`unpacked_mode`] of its header's mode.
     pub mode: u32,
     /// Turns an error while reading the entry's data into the right answer.
     pub broken: &'a dyn Fn(io::Error) -> Error,
@@ -387,7 +414,7 @@ pub(crate) fn walk<R: Read>(
             )));
         }
         tree.add(path.clone(), kind.clone())?;
-        let mode = entry.header().mode().unwrap_or(0o644);
+        let mode = unpacked_mode(entry.header().mode().unwrap_or(FILE_MODE));
         visit(Visit {
             path: &path,
             kind: &kind,

@@ -25,7 +25,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -100,7 +100,8 @@ pub fn unpack(input: impl Read, dest: &Path, limits: &Limits) -> Result<Unpacked
                 }
                 file.write_all(&buf[..n]).map_err(write_err)?;
             }
-            file.set_permissions(fs::Permissions::from_mode(v.mode & 0o777))
+            // `v.mode` is already masked by the rules (`unpacked_mode`).
+            file.set_permissions(fs::Permissions::from_mode(v.mode))
                 .map_err(write_err)
         }
         Kind::Symlink(_) | Kind::HardLink(_) => {
@@ -161,15 +162,24 @@ fn make_dirs(root: &Path, path: &[String]) -> Result<()> {
                     path[..=depth].join("/")
                 )));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&at).map_err(|e| {
-                Error::io(
-                    format!(
-                        "archive entry {:?}: cannot create",
-                        path[..=depth].join("/")
-                    ),
-                    e,
-                )
-            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // DIR_MODE whatever the umask: never group/world writable.
+                fs::DirBuilder::new()
+                    .mode(rules::DIR_MODE)
+                    .create(&at)
+                    .and_then(|()| {
+                        fs::set_permissions(&at, fs::Permissions::from_mode(rules::DIR_MODE))
+                    })
+                    .map_err(|e| {
+                        Error::io(
+                            format!(
+                                "archive entry {:?}: cannot create",
+                                path[..=depth].join("/")
+                            ),
+                            e,
+                        )
+                    })?
+            }
             Err(e) => return Err(Error::io(format!("cannot stat {}", at.display()), e)),
         }
     }
@@ -184,7 +194,11 @@ struct Staging {
 
 impl Staging {
     fn create(path: PathBuf) -> Result<Staging> {
-        fs::create_dir(&path)
+        // Renamed to the destination: DIR_MODE like every unpacked directory.
+        fs::DirBuilder::new()
+            .mode(rules::DIR_MODE)
+            .create(&path)
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(rules::DIR_MODE)))
             .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
         Ok(Staging { path, keep: false })
     }

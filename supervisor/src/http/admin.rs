@@ -29,7 +29,7 @@ use super::forward::forward_to_leader;
 use super::guard::refuse_oversized;
 use super::{ApiError, ApiResult, Params};
 use crate::app::App;
-use crate::state::{Deploy, Drain, Outcome, Remove, Transition};
+use crate::state::{self, Deploy, Drain, ModuleRecord, Outcome, Remove, Transition};
 use crate::views::{
     self, AddMember, ClusterView, Deployed, Drained, EventView, MemberAdded, MemberRemoved,
     MemberView, ModuleView, NodeView, Removed,
@@ -282,10 +282,33 @@ async fn deploy(
     body: Bytes,
 ) -> ApiResult<Response> {
     let spec = parse_spec(&headers, &body)?;
+    check_state_room(&app, &spec)?;
     check_package_exists(&app, &spec).await?;
     let name = spec.name.clone();
     let epoch = commit_one(&app, Transition::Deploy(Deploy { spec })).await?;
     Ok((StatusCode::CREATED, Json(Deployed { name, epoch })).into_response())
+}
+
+/// Refuses (409) a deploy whose module record would grow the encoded
+/// replicated state past `--max-state-bytes`, before it is proposed. The
+/// state's size is kept by `apply` ([`crate::state::StateSize`]), so this
+/// costs one encoding of the new record. Checked against the applied
+/// state: deploys proposed at the same moment may each pass and together
+/// overshoot by their own sizes (a few KiB each); the cap leaves room.
+fn check_state_room(app: &App, spec: &ModuleSpec) -> ApiResult<()> {
+    let limit = app.config.max_state_bytes;
+    let (size, last) = app.state.read(|s| (s.size().total(), s.last_index));
+    let adds = state::module_bytes(&spec.name, &ModuleRecord::pending(spec, last + 1, 0));
+    if size.saturating_add(adds) > limit {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "deploying module {:?} ({adds} bytes encoded) would grow the replicated state from {size} bytes past the limit of {limit} bytes (--max-state-bytes); remove modules first",
+                spec.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a deploy whose package depmgr does not know; when depmgr cannot

@@ -12,36 +12,52 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Request;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::middleware;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use proto::heartbeat::{Heartbeat, HeartbeatReply};
+use proto::heartbeat::{Heartbeat, HeartbeatReply, MAX_HEARTBEAT_BYTES};
 use tls::Peer;
 
 use super::ApiError;
 use super::auth;
-use super::guard::refuse_oversized;
+use super::guard::{refuse_over, too_large};
 use super::raft::encode_answer;
 use crate::app::App;
 use crate::leader::not_leader;
 
-/// The agent routes.
-pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
+/// What the 413 calls the heartbeat body limit.
+const LIMIT_NAME: &str = "the heartbeat limit";
+
+/// The agent routes. A heartbeat body is limited to
+/// [`MAX_HEARTBEAT_BYTES`] (derived from the largest heartbeat an agent
+/// sends), not the admin API's `--max-body`.
+pub fn routes(_app: &Arc<App>) -> Router<Arc<App>> {
     Router::new()
         .route("/v1/agent/heartbeat", post(heartbeat))
-        .layer(middleware::from_fn_with_state(
-            app.clone(),
-            refuse_oversized,
-        ))
-        .layer(DefaultBodyLimit::max(app.config.max_body))
+        .layer(middleware::from_fn(|req: Request, next: Next| {
+            refuse_over(MAX_HEARTBEAT_BYTES as u64, LIMIT_NAME, req, next)
+        }))
+        .layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES))
 }
 
 async fn heartbeat(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        // A body without a declared length, over the limit.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            app.count(&app.metrics.heartbeats_rejected);
+            return too_large(None, MAX_HEARTBEAT_BYTES as u64, LIMIT_NAME).into_response();
+        }
+        Err(e) => return ApiError::bad(format!("heartbeat: {e}")).into_response(),
+    };
     if let Err(refused) = auth::heartbeat_agent(&app, &peer) {
         return refused.into_response();
     }

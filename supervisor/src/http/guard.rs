@@ -1,6 +1,8 @@
-//! The guard in front of the admin and agent routes: a body over
-//! `--max-body` is refused with a 413 and a message. Who may call them is
-//! decided in [`super::auth`].
+//! The guard in front of the admin and agent routes: a body over the
+//! route's limit (`--max-body` for the admin API,
+//! [`proto::heartbeat::MAX_HEARTBEAT_BYTES`] for heartbeats) is refused
+//! with a 413 and a message naming the limit. Who may call them is decided
+//! in [`super::auth`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,17 +15,23 @@ use axum::response::{IntoResponse, Response};
 use super::ApiError;
 use crate::app::App;
 
-/// Refuses a body whose declared length is over the limit with a 413 and
-/// a message, after reading (and dropping) what the client sends, up to a
-/// bound: a client still writing would otherwise see a reset connection
-/// instead of the answer.
+/// Refuses a body whose declared length is over `--max-body` ([`refuse_over`]).
 pub async fn refuse_oversized(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let limit = app.config.max_body as u64;
+    refuse_over(limit, "the --max-body limit", req, next).await
+}
+
+/// Refuses a body whose declared length is over `limit` (called `what` in
+/// the message) with a 413 and a message, after reading (and dropping)
+/// what the client sends, up to a bound: a client still writing would
+/// otherwise see a reset connection instead of the answer. A body without
+/// a declared length is bounded by the route's `DefaultBodyLimit`.
+pub async fn refuse_over(limit: u64, what: &str, req: Request, next: Next) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let limit = app.config.max_body as u64;
     match declared {
         Some(len) if len > limit => {
             const DRAIN_BOUND: u64 = 64 << 20;
@@ -35,12 +43,20 @@ pub async fn refuse_oversized(State(app): State<Arc<App>>, req: Request, next: N
                 )
                 .await;
             }
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body of {len} bytes is over the limit of {limit} bytes"),
-            )
-            .into_response()
+            too_large(Some(len), limit, what).into_response()
         }
         _ => next.run(req).await,
     }
+}
+
+/// The 413 for a body over `limit` (of `len` bytes when declared).
+pub fn too_large(len: Option<u64>, limit: u64, what: &str) -> ApiError {
+    let body = match len {
+        Some(len) => format!("request body of {len} bytes"),
+        None => "request body".to_string(),
+    };
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("{body} is over {what} of {limit} bytes"),
+    )
 }

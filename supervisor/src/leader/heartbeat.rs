@@ -79,10 +79,14 @@ impl Leader {
         HeartbeatReply {
             outcome: ReplyOutcome::Accepted {
                 table_version: acked,
-                cluster: 0,
+                cluster: app.state.read(|s| s.cluster_id),
             },
             need_table,
-            lease_ms: app.config.lease_ms,
+            // Never more than the replicated terms: a lease a later leader
+            // with other flags would not wait for cannot be granted.
+            lease_ms: app
+                .state
+                .read(|s| crate::plan::grantable_lease_ms(app.config.timing(), s.lease)),
             directives,
         }
     }

@@ -14,6 +14,12 @@
 //! no I/O; ordered maps only, so a plan is deterministic.
 //!
 //! ## One pass
+//! 0. the lease terms: the replicated terms ([`crate::state::LeaseTerms`])
+//!    are raised at once to cover this leader's own flags, lowered to them
+//!    only once every lease an earlier leader granted has ended; the
+//!    failure detector uses the longer of its own and the recorded terms;
+//!    then the cluster's identity: recorded once, by the first pass that
+//!    finds none ([`RecordClusterId`], see `crate::state::identity`);
 //! 1. `detector`: registration and the failure detector (node health from
 //!    heartbeat silence: suspect after the TTL, down after the lease plus
 //!    the drift margin);
@@ -56,7 +62,8 @@ use proto::{Epoch, ModuleName, NodeId};
 
 use crate::observe::Observed;
 use crate::state::{
-    ClusterState, ModuleRecord, ModuleState, NodeHealth, Place, PlaceCause, Transition,
+    ClusterState, LeaseTerms, ModuleRecord, ModuleState, NodeHealth, Place, PlaceCause,
+    RecordClusterId, RecordLease, Transition,
 };
 
 /// Timing of the failure detector (all in ms).
@@ -73,8 +80,35 @@ pub struct Timing {
 impl Timing {
     /// Silent this long: down (never before the lease plus the drift margin).
     pub fn down_after_ms(&self) -> u64 {
-        self.heartbeat_ttl_ms.max(self.lease_ms + self.drift_ms)
+        self.heartbeat_ttl_ms
+            .max(self.lease_ms.saturating_add(self.drift_ms))
     }
+
+    /// This replica's own lease terms (its flags).
+    pub fn terms(&self) -> LeaseTerms {
+        LeaseTerms {
+            lease_ms: self.lease_ms,
+            drift_ms: self.drift_ms,
+        }
+    }
+
+    /// The timing the failure detector uses: the longer of this replica's
+    /// terms and the replicated ones, which cover every lease still held.
+    pub fn covering(self, recorded: LeaseTerms) -> Timing {
+        let t = self.terms().max(recorded);
+        Timing {
+            heartbeat_ttl_ms: self.heartbeat_ttl_ms,
+            lease_ms: t.lease_ms,
+            drift_ms: t.drift_ms,
+        }
+    }
+}
+
+/// The lease a leader with `timing` may grant under the `recorded` terms:
+/// its own, but never more than the replicated lease (0, no lease, before
+/// any terms are recorded).
+pub fn grantable_lease_ms(timing: Timing, recorded: LeaseTerms) -> u64 {
+    timing.lease_ms.min(recorded.lease_ms)
 }
 
 /// A configuration package to retrieve from depmgr for a placement.
@@ -122,7 +156,7 @@ pub fn plan_scoped(
         state,
         observed,
         now,
-        timing,
+        timing: timing.covering(state.lease),
         health: state
             .nodes
             .iter()
@@ -132,6 +166,10 @@ pub fn plan_scoped(
         load: None,
         plan: Plan::default(),
     };
+    p.lease(timing);
+    if state.cluster_id == 0 {
+        p.push(Transition::RecordClusterId(RecordClusterId {}));
+    }
     p.nodes();
     for (name, m) in &state.modules {
         let in_scope = match (scope, &m.placement) {
@@ -170,6 +208,27 @@ struct Planner<'a> {
 impl<'a> Planner<'a> {
     fn push(&mut self, t: Transition) {
         self.plan.transitions.push(t);
+    }
+
+    /// Keeps the replicated lease terms covering every lease that may be
+    /// held (see `crate::state::lease`): raised at once to cover this
+    /// leader's own terms; lowered to them only once the recorded lease
+    /// plus drift has passed since this replica became leader.
+    fn lease(&mut self, own: Timing) {
+        let own = own.terms();
+        let recorded = self.state.lease;
+        if own == recorded {
+            return;
+        }
+        let since = self.now.saturating_sub(self.observed.leader_since_ms);
+        let settled = since >= recorded.lease_ms.saturating_add(recorded.drift_ms);
+        let terms = if settled { own } else { own.max(recorded) };
+        if terms != recorded {
+            self.push(Transition::RecordLease(RecordLease {
+                terms,
+                expect: recorded,
+            }));
+        }
     }
 
     /// Modules per node, including this pass's placements.

@@ -11,13 +11,17 @@
 //! - `failover`: restores exhausted, failover nodes failing too, giving up,
 //!   a leader change in the middle;
 //! - `node_loss`: suspect and down nodes, fencing, waiting for a node;
+//! - `lease`: replicated lease terms across leaders with other flags;
 //! - `drain`: an operator emptying a node;
+//! - `identity`: the cluster id, recorded once; nodes from another cluster;
 //! - `replay`: rejected replays, identical replicas, scoped passes;
 //! - `compat`: a tour of every transition against a stored fixture.
 
 mod compat;
 mod drain;
 mod failover;
+mod identity;
+mod lease;
 mod node_loss;
 mod replay;
 mod restore;
@@ -50,6 +54,8 @@ struct Agent {
     modules: Vec<(TableEntry, ModuleStatus)>,
     labels: BTreeMap<String, String>,
     reports: Vec<Report>,
+    /// The cluster its table names (0: none).
+    cluster: u64,
 }
 
 struct Sim {
@@ -58,6 +64,8 @@ struct Sim {
     now: u64,
     index: u64,
     agents: BTreeMap<String, Agent>,
+    /// The leader's flags (a leader change may bring others).
+    timing: Timing,
     /// Every batch committed, as the Raft log would hold it.
     log: Vec<(u64, Batch)>,
 }
@@ -93,6 +101,7 @@ impl Sim {
             now: 1,
             index: 0,
             agents: BTreeMap::new(),
+            timing: TIMING,
             log: vec![],
         };
         for n in nodes {
@@ -131,7 +140,7 @@ impl Sim {
 
     /// Plans and commits once; answers package retrievals at once.
     fn step(&mut self) -> Plan {
-        let p = plan(&self.state, &self.observed, self.now, TIMING);
+        let p = plan(&self.state, &self.observed, self.now, self.timing);
         if !p.transitions.is_empty() {
             let resp = self.commit(p.transitions.clone());
             for (t, o) in p.transitions.iter().zip(&resp.outcomes) {
@@ -175,7 +184,7 @@ impl Sim {
                 addr: format!("{node}:7100"),
                 labels: a.labels.clone(),
                 modules: a.modules.iter().map(|(e, _)| e.clone()).collect(),
-                cluster: 0,
+                cluster: a.cluster,
             }),
             statuses: PackedStatuses::pack(&a.modules.iter().map(|(_, s)| *s).collect::<Vec<_>>()),
             reports: std::mem::take(&mut a.reports),

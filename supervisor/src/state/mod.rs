@@ -16,6 +16,11 @@
 //!   ([`RegisterNode`], [`SetNodeHealth`], [`Drain`]);
 //! - `placement`: where a module runs and when it stops trying ([`Place`],
 //!   [`ReleasePrevious`], [`AwaitNode`], [`GiveUp`]);
+//! - `lease`: the lease terms every lease still held is within
+//!   ([`RecordLease`]);
+//! - `identity`: the cluster's id, chosen once ([`RecordClusterId`]), and
+//!   nodes whose agents served another cluster
+//!   ([`RegisterNodeFromOtherCluster`]);
 //! - `recovery`: bringing a placement up and keeping it up
 //!   ([`PackageRetrieved`], [`FailureDetected`], [`RestoreOrdered`],
 //!   [`Healthy`], [`InstallFailed`]).
@@ -43,6 +48,8 @@
 //!   encoding; the records shown by the admin API ([`Event`], [`EventKind`],
 //!   [`ModuleState`]) live in [`proto::record`].
 
+mod identity;
+mod lease;
 mod modules;
 mod nodes;
 mod placement;
@@ -54,6 +61,8 @@ use proto::spec::ModuleSpec;
 use proto::{Epoch, ModuleName, NodeId};
 use serde::{Deserialize, Serialize};
 
+pub use identity::{RecordClusterId, RegisterNodeFromOtherCluster, cluster_id};
+pub use lease::{LeaseTerms, RecordLease};
 pub use modules::{Deploy, ModuleRecord, Remove};
 pub use nodes::{Drain, NodeHealth, NodeRecord, RegisterNode, SetNodeHealth};
 pub use placement::{AwaitNode, GiveUp, Place, PlaceCause, Placement, ReleasePrevious};
@@ -64,9 +73,18 @@ pub use recovery::{
 
 /// Events kept in the state; older ones are dropped first.
 pub const EVENTS_KEPT: usize = 10_000;
+/// Most bytes the kept events may encode to, all together; beyond it the
+/// oldest are dropped first, as beyond [`EVENTS_KEPT`]. 16 MiB: 10,000
+/// events of about 1.6 KiB each (a usual event is under 200 bytes; a long
+/// failure reason makes one larger).
+pub const EVENTS_MAX_BYTES: u64 = 16 << 20;
 
 /// The replicated state.
+///
+/// It is stored without [`ClusterState::size`], which is computed again
+/// when a state is decoded (a snapshot) and kept by `apply` since.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredState")]
 pub struct ClusterState {
     pub nodes: BTreeMap<NodeId, NodeRecord>,
     pub modules: BTreeMap<ModuleName, ModuleRecord>,
@@ -76,6 +94,146 @@ pub struct ClusterState {
     pub placed: BTreeMap<NodeId, BTreeSet<ModuleName>>,
     /// Last applied log index (the epoch source).
     pub last_index: u64,
+    /// The lease terms every lease still held is within (see `lease`).
+    /// Added after the first stored format: see [`StoredState`].
+    pub lease: LeaseTerms,
+    /// The cluster's id, chosen once (0: not yet; see `identity`). Added
+    /// after `lease`: see [`StoredState`].
+    pub cluster_id: u64,
+    /// Encoded size of the parts (kept by `apply`; not stored).
+    #[serde(skip)]
+    size: StateSize,
+}
+
+/// [`ClusterState`] as stored: the same fields, in the same order, without
+/// the size. Fields added after the first stored format (`lease`, then
+/// `cluster_id`) are optional at the end: a snapshot written before them
+/// has nothing more, and they decode to their default (no lease terms, no
+/// cluster id recorded yet), as the compatibility fixture shows
+/// (`scenarios::compat`).
+struct StoredState {
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    modules: BTreeMap<ModuleName, ModuleRecord>,
+    events: VecDeque<Event>,
+    next_event: u64,
+    placed: BTreeMap<NodeId, BTreeSet<ModuleName>>,
+    last_index: u64,
+    lease: LeaseTerms,
+    cluster_id: u64,
+}
+
+impl<'de> Deserialize<'de> for StoredState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StoredState, D::Error> {
+        use serde::de::{Error, SeqAccess, Visitor};
+        const FIELDS: &[&str] = &[
+            "nodes",
+            "modules",
+            "events",
+            "next_event",
+            "placed",
+            "last_index",
+            "lease",
+            "cluster_id",
+        ];
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = StoredState;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the cluster state's fields in order")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StoredState, A::Error> {
+                let missing = |i: usize| A::Error::invalid_length(i, &"8 fields");
+                Ok(StoredState {
+                    nodes: seq.next_element()?.ok_or_else(|| missing(0))?,
+                    modules: seq.next_element()?.ok_or_else(|| missing(1))?,
+                    events: seq.next_element()?.ok_or_else(|| missing(2))?,
+                    next_event: seq.next_element()?.ok_or_else(|| missing(3))?,
+                    placed: seq.next_element()?.ok_or_else(|| missing(4))?,
+                    last_index: seq.next_element()?.ok_or_else(|| missing(5))?,
+                    // The input ends here in the first format.
+                    lease: seq.next_element().ok().flatten().unwrap_or_default(),
+                    // ... and here in the format with the lease terms.
+                    cluster_id: seq.next_element().ok().flatten().unwrap_or_default(),
+                })
+            }
+        }
+        d.deserialize_struct("ClusterState", FIELDS, Fields)
+    }
+}
+
+impl From<StoredState> for ClusterState {
+    fn from(s: StoredState) -> ClusterState {
+        let mut state = ClusterState {
+            nodes: s.nodes,
+            modules: s.modules,
+            events: s.events,
+            next_event: s.next_event,
+            placed: s.placed,
+            last_index: s.last_index,
+            lease: s.lease,
+            cluster_id: s.cluster_id,
+            size: StateSize::default(),
+        };
+        state.size = StateSize::of(&state);
+        state
+    }
+}
+
+/// The encoded size of a [`ClusterState`], by part, in bytes: each part
+/// the sum of its entries' encoded sizes, so that `apply` keeps it by
+/// measuring only the entries a transition touches. The `placed` index is
+/// counted with the entries it indexes (a module's name once more, a
+/// node's name and a set length), which bounds it from above.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSize {
+    pub modules: u64,
+    pub nodes: u64,
+    pub events: u64,
+}
+
+/// Bytes of the fixed part of an encoded state: four length prefixes and
+/// five u64 (two counters, the lease terms, the cluster id; 9 bytes each
+/// at most).
+const STATE_FIXED_BYTES: u64 = 9 * 9;
+
+impl StateSize {
+    /// Measures every entry of `state` (after decoding a snapshot).
+    fn of(state: &ClusterState) -> StateSize {
+        StateSize {
+            modules: state
+                .modules
+                .iter()
+                .map(|(name, m)| module_bytes(name, m))
+                .sum(),
+            nodes: state
+                .nodes
+                .iter()
+                .map(|(name, n)| node_bytes(name, n))
+                .sum(),
+            events: state.events.iter().map(event_bytes).sum(),
+        }
+    }
+
+    /// All parts together: an upper bound on the encoded state's size,
+    /// within a few bytes per module and node.
+    pub fn total(&self) -> u64 {
+        self.modules + self.nodes + self.events + STATE_FIXED_BYTES
+    }
+}
+
+/// Encoded bytes of a module's entry, with its share of `placed`.
+pub fn module_bytes(name: &str, m: &ModuleRecord) -> u64 {
+    (proto::encoded_len(&(name, m)) + proto::encoded_len(name)) as u64
+}
+
+/// Encoded bytes of a node's entry, with its share of `placed` (its name
+/// and a set length).
+fn node_bytes(name: &str, n: &NodeRecord) -> u64 {
+    (proto::encoded_len(&(name, n)) + proto::encoded_len(name) + 9) as u64
+}
+
+fn event_bytes(e: &Event) -> u64 {
+    proto::encoded_len(e) as u64
 }
 
 /// One Raft log entry's worth of transitions, stamped by the leader.
@@ -142,9 +300,38 @@ pub enum Transition {
     GiveUp(GiveUp),
     ReleasePrevious(ReleasePrevious),
     AwaitNode(AwaitNode),
+    RecordLease(RecordLease),
+    RecordClusterId(RecordClusterId),
+    RegisterNodeFromOtherCluster(RegisterNodeFromOtherCluster),
 }
 
 impl Transition {
+    /// The module and the node whose entries the transition may change
+    /// (besides the events and the `placed` index): every transition
+    /// changes at most the module or the node it names, which is what lets
+    /// `apply` keep [`StateSize`] by measuring only those.
+    fn touches(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Transition::Deploy(t) => (Some(&t.spec.name), None),
+            Transition::Remove(t) => (Some(&t.module), None),
+            Transition::Drain(t) => (None, Some(&t.node)),
+            Transition::RegisterNode(t) => (None, Some(&t.node)),
+            Transition::SetNodeHealth(t) => (None, Some(&t.node)),
+            Transition::Place(t) => (Some(&t.module), None),
+            Transition::PackageRetrieved(t) => (Some(&t.module), None),
+            Transition::FailureDetected(t) => (Some(&t.module), None),
+            Transition::RestoreOrdered(t) => (Some(&t.module), None),
+            Transition::Healthy(t) => (Some(&t.module), None),
+            Transition::InstallFailed(t) => (Some(&t.module), None),
+            Transition::GiveUp(t) => (Some(&t.module), None),
+            Transition::ReleasePrevious(t) => (Some(&t.module), None),
+            Transition::AwaitNode(t) => (Some(&t.module), None),
+            Transition::RecordLease(_) => (None, None),
+            Transition::RecordClusterId(_) => (None, None),
+            Transition::RegisterNodeFromOtherCluster(t) => (None, Some(&t.register.node)),
+        }
+    }
+
     /// Applies the transition at log `index`, stamped `at` (ms) by the
     /// leader. `Err` leaves the state unchanged.
     fn apply(&self, state: &mut ClusterState, index: u64, at: u64) -> Result<(), Rejection> {
@@ -163,6 +350,9 @@ impl Transition {
             Transition::GiveUp(t) => t.apply(state, index, at),
             Transition::ReleasePrevious(t) => t.apply(state, index, at),
             Transition::AwaitNode(t) => t.apply(state, index, at),
+            Transition::RecordLease(t) => t.apply(state, index, at),
+            Transition::RecordClusterId(t) => t.apply(state, index, at),
+            Transition::RegisterNodeFromOtherCluster(t) => t.apply(state, index, at),
         }
     }
 }
@@ -179,15 +369,43 @@ impl ClusterState {
         let outcomes = batch
             .transitions
             .iter()
-            .map(|t| match t.apply(self, index, batch.at_ms) {
-                Ok(()) => Outcome::Applied { epoch: index },
-                Err(r) => Outcome::Rejected(r),
+            .map(|t| {
+                let (module, node) = t.touches();
+                let before = self.entry_bytes(module, node);
+                let outcome = match t.apply(self, index, batch.at_ms) {
+                    Ok(()) => Outcome::Applied { epoch: index },
+                    Err(r) => Outcome::Rejected(r),
+                };
+                let after = self.entry_bytes(module, node);
+                // Exact (the property test checks it); saturating so that
+                // a miscount could never stop an apply.
+                self.size.modules = self.size.modules.saturating_sub(before.0) + after.0;
+                self.size.nodes = self.size.nodes.saturating_sub(before.1) + after.1;
+                outcome
             })
             .collect();
         BatchResponse { outcomes }
     }
 
-    /// Records a decision, dropping the oldest beyond [`EVENTS_KEPT`].
+    /// Encoded size of the state, by part (an upper bound within a few
+    /// bytes per entry; see [`StateSize`]). Kept by `apply`: free to ask.
+    pub fn size(&self) -> StateSize {
+        self.size
+    }
+
+    /// Encoded bytes of the entries of `module` and `node` (0 when absent).
+    fn entry_bytes(&self, module: Option<&str>, node: Option<&str>) -> (u64, u64) {
+        let m = module
+            .and_then(|name| self.modules.get_key_value(name))
+            .map_or(0, |(name, m)| module_bytes(name, m));
+        let n = node
+            .and_then(|name| self.nodes.get_key_value(name))
+            .map_or(0, |(name, n)| node_bytes(name, n));
+        (m, n)
+    }
+
+    /// Records a decision, dropping the oldest beyond [`EVENTS_KEPT`]
+    /// events or [`EVENTS_MAX_BYTES`] bytes.
     fn event(
         &mut self,
         log_index: u64,
@@ -198,7 +416,7 @@ impl ClusterState {
         detail: &[(&str, String)],
     ) {
         self.next_event += 1;
-        self.events.push_back(Event {
+        let event = Event {
             index: self.next_event,
             log_index,
             at_ms,
@@ -209,9 +427,16 @@ impl ClusterState {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
-        });
-        while self.events.len() > EVENTS_KEPT {
-            self.events.pop_front();
+        };
+        self.size.events += event_bytes(&event);
+        self.events.push_back(event);
+        // The newest event is always kept, whatever its size.
+        while self.events.len() > EVENTS_KEPT
+            || (self.size.events > EVENTS_MAX_BYTES && self.events.len() > 1)
+        {
+            if let Some(old) = self.events.pop_front() {
+                self.size.events = self.size.events.saturating_sub(event_bytes(&old));
+            }
         }
     }
 
@@ -357,6 +582,74 @@ mod tests {
         ]
     }
 
+    /// The kept events are capped by bytes as well as by count: events
+    /// with a 100 KiB detail push the oldest out once they add up to
+    /// EVENTS_MAX_BYTES, long before EVENTS_KEPT; a snapshot decodes to
+    /// the same size.
+    #[test]
+    fn events_are_capped_by_bytes_oldest_first() {
+        let mut s = ClusterState::default();
+        let detail = "d".repeat(100 << 10);
+        let mut index = 0;
+        let mut apply = |s: &mut ClusterState, t: Transition| {
+            index += 1;
+            s.apply(
+                index,
+                &Batch {
+                    at_ms: index,
+                    transitions: vec![t],
+                },
+            );
+        };
+        apply(
+            &mut s,
+            Transition::RegisterNode(RegisterNode {
+                node: "a".into(),
+                addr: "a:1".into(),
+                labels: BTreeMap::new(),
+            }),
+        );
+        let per_event = 100 << 10;
+        let n = (EVENTS_MAX_BYTES / per_event) as usize + 50;
+        for i in 0..n {
+            let health = [NodeHealth::Suspect, NodeHealth::Ready][i % 2];
+            apply(
+                &mut s,
+                Transition::SetNodeHealth(SetNodeHealth {
+                    node: "a".into(),
+                    health,
+                    detail: detail.clone(),
+                }),
+            );
+        }
+        assert!(
+            s.size().events <= EVENTS_MAX_BYTES,
+            "{} bytes kept",
+            s.size().events
+        );
+        let encoded: u64 = s.events.iter().map(|e| proto::encoded_len(e) as u64).sum();
+        assert_eq!(s.size().events, encoded);
+        assert!(
+            s.events.len() < n && s.events.len() < EVENTS_KEPT,
+            "{} events kept",
+            s.events.len()
+        );
+        assert!(
+            s.size().events > EVENTS_MAX_BYTES - 2 * per_event,
+            "dropped more than needed"
+        );
+        // The oldest went first: the newest is the last one applied.
+        assert_eq!(s.events.back().map(|e| e.index), Some(s.next_event));
+        assert_eq!(
+            s.events.front().map(|e| e.index),
+            Some(s.next_event - s.events.len() as u64 + 1)
+        );
+        let decoded: ClusterState =
+            proto::decode(&proto::encode(&s).expect("encode")).expect("decode");
+        assert_eq!(decoded.size(), s.size());
+        assert_eq!(decoded, s);
+    }
+
     proptest! {
         /// The modules-by-node index always equals what the placements say,
         /// whatever sequence of (valid or rejected) transitions is applied.
@@ -396,6 +689,9 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(&s.placed, &derived);
+                // The size kept by apply equals the size measured afresh.
+                prop_assert_eq!(s.size(), StateSize::of(&s));
+                prop_assert!(s.size().total() + 1 >= proto::encode(&s).expect("encode").len() as u64);
             }
         }
     }

@@ -43,6 +43,26 @@ pub struct ModuleRecord {
     pub updated_ms: u64,
 }
 
+impl ModuleRecord {
+    /// The record a deploy of `spec` at log `index`, stamped `at`, adds.
+    pub fn pending(spec: &ModuleSpec, index: u64, at: u64) -> ModuleRecord {
+        ModuleRecord {
+            spec: spec.clone(),
+            state: ModuleState::Pending,
+            placement: None,
+            package: None,
+            restore_attempts: 0,
+            restore_seq: 0,
+            failovers: 0,
+            tried_nodes: vec![],
+            episode_failovers: 0,
+            reason: None,
+            deployed_at: index,
+            updated_ms: at,
+        }
+    }
+}
+
 /// Operator: deploy a new module. The spec is valid (checked at the edge).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deploy {
@@ -69,23 +89,9 @@ impl Deploy {
                 "placement.node: unknown node {node:?}"
             )));
         }
-        state.modules.insert(
-            name.clone(),
-            ModuleRecord {
-                spec: self.spec.clone(),
-                state: ModuleState::Pending,
-                placement: None,
-                package: None,
-                restore_attempts: 0,
-                restore_seq: 0,
-                failovers: 0,
-                tried_nodes: vec![],
-                episode_failovers: 0,
-                reason: None,
-                deployed_at: index,
-                updated_ms: at,
-            },
-        );
+        state
+            .modules
+            .insert(name.clone(), ModuleRecord::pending(&self.spec, index, at));
         let pkg = self.spec.package.to_string();
         state.event(
             index,

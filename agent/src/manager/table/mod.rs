@@ -49,7 +49,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use proto::heartbeat::{Install, ModuleStatus, Report, ReportKind};
+use proto::heartbeat::{Install, MAX_REPORT_MESSAGE, ModuleStatus, Report, ReportKind};
 use proto::manifest::{ConfigPackage, HealthCheck, Manifest};
 use proto::spec::Fencing;
 use proto::{Epoch, ModuleName};
@@ -60,8 +60,9 @@ use super::fence;
 use crate::process::{Launch, ProcessHandle};
 use crate::state::{EpochRecord, InstalledModule, PersistedState};
 
-/// Most modules one node holds (the packed status count is a u16).
-pub const MAX_MODULES: usize = 10_000;
+/// Most modules one node holds (the packed status count is a u16); the
+/// supervisor's heartbeat body limit is derived from it.
+pub use proto::heartbeat::MAX_MODULES;
 /// Most unacknowledged reports kept; the oldest go first.
 pub(super) const MAX_REPORTS: usize = 1000;
 /// Refusals shown in the status API.
@@ -346,7 +347,10 @@ impl Table {
 
     /// Queues a report for the next heartbeats (until accepted); an equal
     /// report already queued is not repeated.
+    /// A message longer than [`MAX_REPORT_MESSAGE`] bytes is cut at a
+    /// character boundary (the heartbeat's size bound counts on it).
     pub(super) fn report(&mut self, module: &str, epoch: Epoch, kind: ReportKind, message: String) {
+        let message = cut_message(message);
         let r = Report {
             module: module.to_string(),
             epoch,
@@ -441,3 +445,19 @@ pub use directive::{Decision, ModuleView, ReplyPlan, decide};
 
 #[cfg(test)]
 mod tests;
+
+/// `message`, cut to at most [`MAX_REPORT_MESSAGE`] bytes at a character
+/// boundary, ending in `…` when cut.
+fn cut_message(mut message: String) -> String {
+    if message.len() <= MAX_REPORT_MESSAGE {
+        return message;
+    }
+    const MORE: &str = "…";
+    let mut end = MAX_REPORT_MESSAGE - MORE.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(MORE);
+    message
+}

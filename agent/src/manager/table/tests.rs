@@ -1096,3 +1096,38 @@ fn an_adoption_whose_save_fails_executes_nothing() {
         describe(&e)
     );
 }
+
+/// The heartbeat's size bound holds whatever the table is asked to
+/// report: a message is cut to `MAX_REPORT_MESSAGE` bytes at a character
+/// boundary, and one heartbeat carries at most
+/// `MAX_REPORTS_PER_HEARTBEAT` reports, the oldest, acknowledged by count.
+#[test]
+fn reports_are_bounded_in_size_and_per_heartbeat() {
+    use proto::heartbeat::{MAX_REPORT_MESSAGE, MAX_REPORTS_PER_HEARTBEAT};
+    let mut w = World::empty();
+    // Multi-byte characters across the cut.
+    w.t.report("web", 1, ReportKind::Failed, "é".repeat(MAX_REPORT_MESSAGE));
+    let cut = &w.t.reports[0].message;
+    assert!(cut.len() <= MAX_REPORT_MESSAGE, "{} bytes", cut.len());
+    assert!(cut.ends_with('…'));
+    let n = MAX_REPORTS_PER_HEARTBEAT + 10;
+    for i in 1..n {
+        w.t.report("web", 1, ReportKind::Failed, format!("failure {i}"));
+    }
+    let me = NodeIdentity {
+        node: "a".into(),
+        addr: "127.0.0.1:1".into(),
+        labels: Default::default(),
+    };
+    let (hb, sent) = w.t.heartbeat(&me, 1, None);
+    assert_eq!(sent, MAX_REPORTS_PER_HEARTBEAT);
+    assert_eq!(hb.reports.len(), MAX_REPORTS_PER_HEARTBEAT);
+    assert!(hb.reports[0].message.ends_with('…'), "the oldest first");
+    w.t.accepted(sent, w.now, 10_000, "leader:1");
+    let (hb, sent) = w.t.heartbeat(&me, 2, None);
+    assert_eq!(sent, 10, "the rest in the next heartbeat");
+    assert_eq!(
+        hb.reports[0].message,
+        format!("failure {MAX_REPORTS_PER_HEARTBEAT}")
+    );
+}
