@@ -12,6 +12,7 @@ use std::time::Duration;
 use cluster_tests::{Options, TestCluster, spec};
 use proto::record::EventKind;
 use testkit::eventually;
+use testkit::spec::ModuleSpec;
 
 const T: Duration = Duration::from_secs(40);
 
@@ -26,13 +27,12 @@ async fn a_rebuilt_cluster_places_modules_on_agents_of_the_old_one() {
     c.push_test_package("web").await;
     let admin = c.admin();
     // Push the old cluster's log well past where the new one will place
-    // `web`: modules pinned to a node that does not exist, then removed.
+    // `web`: modules that need a label no node has, then removed.
     for i in 0..15 {
         let pad = format!("pad{i}");
-        admin
-            .deploy(&spec(&pad, Some("nowhere"), 1, 1))
-            .await
-            .expect("deploy pad");
+        let mut pad_spec = ModuleSpec::new(&pad).package("web", "1.0.0").json();
+        pad_spec["placement"] = serde_json::json!({"labels": {"zone": "nowhere"}});
+        admin.deploy(&pad_spec).await.expect("deploy pad");
         admin.remove(&pad).await.expect("remove pad");
     }
     admin
