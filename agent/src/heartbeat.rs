@@ -199,11 +199,11 @@ pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: Cancellati
 /// `shutdown` or the loop is gone.
 async fn apply_replies(
     agent: Agent,
-    mut queued: mpsc::Receiver<Vec<Directive>>,
+    mut queued: mpsc::Receiver<(u64, Vec<Directive>)>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let directives = tokio::select! {
+        let (cluster, directives) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             d = queued.recv() => match d {
@@ -211,14 +211,14 @@ async fn apply_replies(
                 None => return,
             },
         };
-        agent.apply(directives).await;
+        agent.apply(cluster, directives).await;
     }
 }
 
 struct Heartbeater {
     agent: Agent,
     /// To the applier (`None` once the loop ended).
-    replies: Option<mpsc::Sender<Vec<Directive>>>,
+    replies: Option<mpsc::Sender<(u64, Vec<Directive>)>>,
     /// Replies dropped in a row because the applier's queue was full.
     dropped: u64,
     client: reqwest::Client,
@@ -258,13 +258,19 @@ impl Heartbeater {
         }
         self.failures_in_row = 0;
         match reply.outcome {
-            ReplyOutcome::Accepted { table_version } => {
+            ReplyOutcome::Accepted {
+                table_version,
+                cluster,
+            } => {
                 self.acked_table = (!reply.need_table).then_some(table_version);
                 self.agent
                     .accepted(reports, sent_at, reply.lease_ms, &target)
                     .await;
-                if apply && !reply.directives.is_empty() {
-                    self.hand_over(reply.directives);
+                // A reply of another cluster goes to the applier even
+                // without directives: the agent adopts that cluster.
+                let other = cluster != 0 && cluster != self.agent.cluster();
+                if apply && (other || !reply.directives.is_empty()) {
+                    self.hand_over(cluster, reply.directives);
                 }
                 if reply.need_table {
                     self.quick_in_row += 1;
@@ -298,19 +304,20 @@ impl Heartbeater {
         }
     }
 
-    /// Queues a reply's directives for the applier; never waits.
-    fn hand_over(&mut self, directives: Vec<Directive>) {
+    /// Queues a reply's directives (and its cluster id) for the applier;
+    /// never waits.
+    fn hand_over(&mut self, cluster: u64, directives: Vec<Directive>) {
         let Some(replies) = &self.replies else {
             return;
         };
-        match replies.try_send(directives) {
+        match replies.try_send((cluster, directives)) {
             Ok(()) => {
                 if self.dropped > 0 {
                     tracing::info!(dropped = self.dropped, "the directive applier caught up");
                 }
                 self.dropped = 0;
             }
-            Err(mpsc::error::TrySendError::Full(d)) => {
+            Err(mpsc::error::TrySendError::Full((_, d))) => {
                 self.dropped += 1;
                 if self.dropped == 1 || self.dropped.is_power_of_two() {
                     tracing::warn!(

@@ -7,6 +7,10 @@
 //! - `epochs`: per module ever seen, the highest epoch accepted and the
 //!   epoch of the last stop executed. They outlive the module: a directive
 //!   older than either is refused, even after the module was forgotten.
+//! - `cluster`: id of the supervisor cluster the agent serves (0: none
+//!   yet; absent in older files). The epochs are that cluster's: when an
+//!   accepted heartbeat reply names another cluster, its records are dropped
+//!   (see `manager::table`).
 //! - `modules`: the installed modules (epoch, fencing mode, configuration
 //!   package, depmgr URL, last restore order executed, start counter), in
 //!   table order.
@@ -78,6 +82,9 @@ pub struct PersistedState {
     pub epochs: BTreeMap<ModuleName, EpochRecord>,
     /// Installed modules in table order.
     pub modules: Vec<InstalledModule>,
+    /// The supervisor cluster whose epochs `epochs` holds (0: none yet).
+    #[serde(default)]
+    pub cluster: u64,
 }
 
 impl PersistedState {
@@ -87,6 +94,7 @@ impl PersistedState {
             incarnation,
             epochs: BTreeMap::new(),
             modules: Vec::new(),
+            cluster: 0,
         }
     }
 }
@@ -308,6 +316,18 @@ mod tests {
         assert_eq!(again.incarnation, 1002);
         assert_eq!(again.modules, vec![sample_module()]);
         assert_eq!(again.epochs["web"].highest, 7);
+    }
+
+    #[test]
+    fn a_state_file_without_a_cluster_id_loads() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::new(tmp.path());
+        let mut old = serde_json::to_value(PersistedState::new(5)).expect("json");
+        old.as_object_mut().expect("object").remove("cluster");
+        fs::write(dir.state_file(), old.to_string()).expect("write");
+        let (_file, state) = StateFile::open(dir, 1).expect("open");
+        assert_eq!(state.cluster, 0);
+        assert_eq!(state.incarnation, 6);
     }
 
     #[test]

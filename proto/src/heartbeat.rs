@@ -22,6 +22,15 @@
 //! module. Directives are level-triggered: the leader repeats one until the
 //! agent's heartbeats show it took effect, so the agent must treat repeats
 //! as no-ops.
+//!
+//! ## Cluster identity
+//! Epochs are Raft log indexes, so they only compare within one cluster: a
+//! cluster re-created from scratch starts its log at 1 again. An accepted
+//! reply carries the leader's cluster id (chosen once, replicated); the
+//! agent records the id it serves, and when a reply names another one it
+//! adopts that cluster and drops the old cluster's epoch records first.
+//! The module table carries the id the agent last served, so the new
+//! cluster's leader can record that the node came from another cluster.
 
 use std::collections::BTreeMap;
 
@@ -74,12 +83,13 @@ const TABLE_ENTRY_MAX: usize = NAME_MAX + VARINT_U64 + VARINT_U32;
 const REPORT_MAX: usize = NAME_MAX + VARINT_U64 + 1 + string_max(MAX_REPORT_MESSAGE);
 /// A [`ModuleTable`]: addr (3 + 260), labels (count prefix 1, then key
 /// and value of at most 1 + 64 each: 64 × 130 = 8,320), modules (3 +
-/// 10,000 × 79 = 790,000) = 798,587.
+/// 10,000 × 79 = 790,000), cluster (9) = 798,596.
 const TABLE_MAX: usize = string_max(MAX_ADDR_LEN)
     + len_prefix(crate::spec::MAX_LABELS)
     + crate::spec::MAX_LABELS * 2 * NAME_MAX
     + len_prefix(MAX_MODULES)
-    + MAX_MODULES * TABLE_ENTRY_MAX;
+    + MAX_MODULES * TABLE_ENTRY_MAX
+    + VARINT_U64;
 /// [`PackedStatuses`]: count (u16, 3) + bits (3 + 3,750) = 3,756.
 const STATUSES_MAX: usize = 3
     + len_prefix((MAX_MODULES * ModuleStatus::BITS).div_ceil(8))
@@ -87,8 +97,8 @@ const STATUSES_MAX: usize = 3
 
 /// The most bytes a [`Heartbeat`] an agent sends can encode to (format
 /// byte included), from the bounds above: format 1 + node 65 + three u64
-/// 27 + table (option tag 1 + 798,587) + statuses 3,756 + reports (1 +
-/// 100 × 1,102 = 110,201) = 912,638 bytes.
+/// 27 + table (option tag 1 + 798,596) + statuses 3,756 + reports (1 +
+/// 100 × 1,102 = 110,201) = 912,647 bytes.
 pub const MAX_HEARTBEAT_ENCODED: usize = 1
     + NAME_MAX
     + 3 * VARINT_U64
@@ -99,11 +109,11 @@ pub const MAX_HEARTBEAT_ENCODED: usize = 1
     + MAX_REPORTS_PER_HEARTBEAT * REPORT_MAX;
 
 /// The body limit of `POST /v1/agent/heartbeat`: 1 MiB, the largest
-/// legitimate heartbeat ([`MAX_HEARTBEAT_ENCODED`], 912,638 bytes) with
+/// legitimate heartbeat ([`MAX_HEARTBEAT_ENCODED`], 912,647 bytes) with
 /// about 15 % to spare. A steady-state heartbeat is tens of bytes.
 pub const MAX_HEARTBEAT_BYTES: usize = 1 << 20;
 const _: () = assert!(MAX_HEARTBEAT_ENCODED <= MAX_HEARTBEAT_BYTES);
-const _: () = assert!(MAX_HEARTBEAT_ENCODED == 912_638);
+const _: () = assert!(MAX_HEARTBEAT_ENCODED == 912_647);
 
 /// A module's status on its node, 3 bits on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -239,6 +249,9 @@ pub struct ModuleTable {
     pub addr: String,
     pub labels: BTreeMap<String, String>,
     pub modules: Vec<TableEntry>,
+    /// Id of the supervisor cluster the agent last served (0: none yet);
+    /// a leader of another cluster records that the node came from it.
+    pub cluster: u64,
 }
 
 /// Something the agent wants the supervisor (and the operator) to know.
@@ -295,8 +308,10 @@ pub struct HeartbeatReply {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplyOutcome {
-    /// Taken (its table version and reports are acknowledged).
-    Accepted { table_version: u64 },
+    /// Taken (its table version and reports are acknowledged). `cluster`
+    /// is the id of the leader's cluster (0: not chosen yet); an agent that
+    /// served another cluster adopts it and forgets that cluster's epochs.
+    Accepted { table_version: u64, cluster: u64 },
     /// This supervisor is not the leader; the hint is the leader's address
     /// when known.
     NotLeader { leader: Option<String> },
@@ -429,6 +444,7 @@ mod tests {
                         restore_seq: u32::MAX,
                     })
                     .collect(),
+                cluster: u64::MAX,
             }),
             statuses: PackedStatuses::pack(&vec![ModuleStatus::Fenced; MAX_MODULES]),
             reports: (0..MAX_REPORTS_PER_HEARTBEAT)
@@ -524,6 +540,7 @@ mod tests {
                     modules: names.iter().enumerate().map(|(i, m)| TableEntry {
                         module: m.clone(), epoch: i as u64, restore_seq: 0,
                     }).collect(),
+                    cluster: seq,
                 }),
                 statuses: PackedStatuses::pack(&statuses),
                 reports: names.iter().map(|m| Report {

@@ -137,6 +137,9 @@ event_kinds! {
     /// The replicated lease terms changed (a leader with other
     /// `--lease-ms` / `--lease-drift-ms`).
     LeaseTerms = "lease_terms",
+    /// A node registered for the first time whose agent last served another
+    /// supervisor cluster (the supervisors were re-created from scratch).
+    NodeFromOtherCluster = "node_from_other_cluster",
 }
 
 impl fmt::Display for EventKind {
@@ -273,7 +276,7 @@ mod tests {
     #[test]
     fn names_are_distinct_snake_case_and_round_trip() {
         let mut names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 25);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), EventKind::ALL.len(), "names are distinct");

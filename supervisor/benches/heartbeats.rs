@@ -60,6 +60,7 @@ impl SimAgent {
                 addr: format!("{}:1", self.node),
                 labels: BTreeMap::new(),
                 modules: self.modules.iter().map(|(e, _)| e.clone()).collect(),
+                cluster: 0,
             }),
             statuses: PackedStatuses::pack(
                 &self.modules.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
@@ -72,7 +73,7 @@ impl SimAgent {
     /// succeed at once). Returns whether a restore was among them.
     fn take(&mut self, reply: HeartbeatReply) -> bool {
         let mut restored = false;
-        if let ReplyOutcome::Accepted { table_version } = reply.outcome {
+        if let ReplyOutcome::Accepted { table_version, .. } = reply.outcome {
             self.acked = if reply.need_table { 0 } else { table_version };
         }
         for d in reply.directives {

@@ -14,6 +14,11 @@
 //!   show executed yet;
 //! - **stop** what the node has but is not placed there (any more).
 //!
+//! None at all while the node's table names another cluster than this one
+//! (its agent still holds that cluster's epochs, which this cluster's
+//! cannot be compared with): the reply names this cluster, the agent adopts
+//! it and sends its table again, and from then on it is directed.
+//!
 //! Pure: a function of its arguments.
 
 use std::collections::BTreeMap;
@@ -32,6 +37,9 @@ pub fn directives_for(
     depmgr: &str,
 ) -> Vec<Directive> {
     let mut out = Vec::new();
+    if table.cluster != 0 && table.cluster != state.cluster_id {
+        return out;
+    }
     let installed: BTreeMap<&str, &TableEntry> = table
         .modules
         .iter()

@@ -245,6 +245,7 @@ mod tests {
             addr: "a:1".into(),
             labels: BTreeMap::new(),
             modules: vec![entry("x"), entry("y")],
+            cluster: 0,
         };
         let hb = |seq: u64, table: Option<ModuleTable>, s: [ModuleStatus; 2]| Heartbeat {
             node: "a".into(),

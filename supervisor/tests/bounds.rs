@@ -184,6 +184,7 @@ fn largest_heartbeat() -> Heartbeat {
                     restore_seq: u32::MAX,
                 })
                 .collect(),
+            cluster: u64::MAX,
         }),
         statuses: PackedStatuses::pack(&vec![ModuleStatus::Stopped; MAX_MODULES]),
         reports: (0..MAX_REPORTS_PER_HEARTBEAT)

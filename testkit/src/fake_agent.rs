@@ -100,6 +100,7 @@ impl FakeAgent {
                             addr: format!("{name}.test:7100"),
                             labels: BTreeMap::new(),
                             modules: s.modules.iter().map(|m| m.entry.clone()).collect(),
+                            cluster: 0,
                         }),
                         statuses: PackedStatuses::pack(&statuses),
                         reports: vec![],
@@ -144,7 +145,7 @@ impl FakeAgent {
                         continue;
                     }
                     ReplyOutcome::Stale => continue,
-                    ReplyOutcome::Accepted { table_version } => {
+                    ReplyOutcome::Accepted { table_version, .. } => {
                         s.accepted += 1;
                         s.acked = *table_version;
                         if reply.need_table {

@@ -301,7 +301,10 @@ async fn heartbeat(
                     peer: peer.clone(),
                 });
                 Some(HeartbeatReply {
-                    outcome: ReplyOutcome::Accepted { table_version },
+                    outcome: ReplyOutcome::Accepted {
+                        table_version,
+                        cluster: 0,
+                    },
                     need_table,
                     lease_ms,
                     directives,

@@ -203,6 +203,28 @@ impl Supervisors {
         self.spawn(i);
     }
 
+    /// Re-creates the cluster from scratch: SIGKILLs every replica, removes
+    /// its data dir and starts it again on the same address with the same
+    /// flags, so the replicas form a new cluster whose log starts at 1
+    /// again (what an operator who lost every supervisor's disk would do).
+    /// Does not wait for a leader.
+    pub fn wipe(&mut self) {
+        for i in 0..self.ids.len() {
+            self.kill(i);
+        }
+        for i in 0..self.ids.len() {
+            let data = self.dir.join(format!("s{}", self.ids[i]));
+            if let Err(e) = std::fs::remove_dir_all(&data) {
+                assert!(
+                    e.kind() == std::io::ErrorKind::NotFound,
+                    "cannot remove {}: {e}",
+                    data.display()
+                );
+            }
+            self.spawn(i);
+        }
+    }
+
     /// SIGTERM to replica `i`; its exit status, or `None` when it did not
     /// exit within `timeout` (then it is killed).
     pub async fn terminate(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {

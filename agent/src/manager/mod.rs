@@ -192,6 +192,11 @@ impl Agent {
         self.execute(effects).await;
     }
 
+    /// The supervisor cluster this agent serves (0: none yet).
+    pub fn cluster(&self) -> u64 {
+        self.lock().cluster
+    }
+
     /// No leader is known (unreachable, or no hint).
     pub fn lost_leader(&self) {
         self.lock().lost_leader();
@@ -208,8 +213,12 @@ impl Agent {
     /// directives execute ([`Table::execute_reply`]). Returns once each is
     /// decided and its task started. Called by one task at a time, in reply
     /// order (the heartbeat loop's applier).
-    pub async fn apply(&self, directives: Vec<Directive>) {
-        let mut plan = self.lock().plan_reply(directives);
+    ///
+    /// `cluster` is the leader's cluster id from the reply: a cluster other
+    /// than the one served is adopted first, durably (see
+    /// [`Table::adopt_cluster`]).
+    pub async fn apply(&self, cluster: u64, directives: Vec<Directive>) {
+        let mut plan = self.lock().plan_reply(cluster, directives);
         let saved = match plan.snapshot.take() {
             Some(snap) => self.save(snap).await,
             None => Ok(()),

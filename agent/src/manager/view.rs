@@ -40,6 +40,8 @@ pub struct StatusView {
     pub leader: Option<String>,
     pub lease_ms_left: u64,
     pub incarnation: u64,
+    /// The supervisor cluster served (0: none yet).
+    pub cluster: u64,
     pub table_version: u64,
     pub modules: Vec<ModuleStatusView>,
     /// Recent directives refused (stale, a bad module name) or not
@@ -68,6 +70,7 @@ impl Table {
                 .map(|d| d.saturating_duration_since(now).as_millis() as u64)
                 .unwrap_or(0),
             incarnation: self.cfg.incarnation,
+            cluster: self.cluster,
             table_version: self.table_version,
             modules: self
                 .slots
@@ -106,6 +109,7 @@ impl Table {
                     restore_seq: s.restore_seq,
                 })
                 .collect(),
+            cluster: self.cluster,
         });
         let hb = Heartbeat {
             node: me.node.clone(),

@@ -79,6 +79,7 @@ impl Leader {
         HeartbeatReply {
             outcome: ReplyOutcome::Accepted {
                 table_version: acked,
+                cluster: app.state.read(|s| s.cluster_id),
             },
             need_table,
             // Never more than the replicated terms: a lease a later leader

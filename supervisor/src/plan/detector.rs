@@ -1,7 +1,8 @@
 //! Registration and the failure detector, the first step of a pass.
 //!
 //! A node whose agent's table was heard is registered, or updated when its
-//! address or labels changed. Each registered node's health follows from
+//! address or labels changed; a first registration whose table names
+//! another cluster is recorded as such (`RegisterNodeFromOtherCluster`). Each registered node's health follows from
 //! how long it has been silent, on the leader's clock: suspect after the
 //! heartbeat TTL, down after the lease plus the clock-drift margin (never
 //! earlier, so an agent cut off has stopped its at-most-one modules before
@@ -11,7 +12,9 @@
 //! Only a verdict that differs from the committed one is proposed; the
 //! pass then plans against the new verdicts.
 
-use crate::state::{NodeHealth, RegisterNode, SetNodeHealth, Transition};
+use crate::state::{
+    NodeHealth, RegisterNode, RegisterNodeFromOtherCluster, SetNodeHealth, Transition,
+};
 
 use super::Planner;
 
@@ -22,11 +25,23 @@ impl Planner<'_> {
             let Some(table) = &obs.table else { continue };
             let known = self.state.nodes.get(node);
             if known.is_none_or(|n| n.addr != table.addr || n.labels != table.labels) {
-                self.push(Transition::RegisterNode(RegisterNode {
+                let register = RegisterNode {
                     node: node.clone(),
                     addr: table.addr.clone(),
                     labels: table.labels.clone(),
-                }));
+                };
+                // An agent that last served another cluster: recorded when
+                // the node first registers (see `crate::state::identity`).
+                let from_other =
+                    known.is_none() && table.cluster != 0 && table.cluster != self.state.cluster_id;
+                self.push(if from_other {
+                    Transition::RegisterNodeFromOtherCluster(RegisterNodeFromOtherCluster {
+                        register,
+                        from_cluster: table.cluster,
+                    })
+                } else {
+                    Transition::RegisterNode(register)
+                });
                 if known.is_none() {
                     self.health.insert(node.as_str(), NodeHealth::Ready);
                 }

@@ -18,6 +18,8 @@
 //!    are raised at once to cover this leader's own flags, lowered to them
 //!    only once every lease an earlier leader granted has ended; the
 //!    failure detector uses the longer of its own and the recorded terms;
+//!    then the cluster's identity: recorded once, by the first pass that
+//!    finds none ([`RecordClusterId`], see `crate::state::identity`);
 //! 1. `detector`: registration and the failure detector (node health from
 //!    heartbeat silence: suspect after the TTL, down after the lease plus
 //!    the drift margin);
@@ -61,7 +63,7 @@ use proto::{Epoch, ModuleName, NodeId};
 use crate::observe::Observed;
 use crate::state::{
     ClusterState, LeaseTerms, ModuleRecord, ModuleState, NodeHealth, Place, PlaceCause,
-    RecordLease, Transition,
+    RecordClusterId, RecordLease, Transition,
 };
 
 /// Timing of the failure detector (all in ms).
@@ -165,6 +167,9 @@ pub fn plan_scoped(
         plan: Plan::default(),
     };
     p.lease(timing);
+    if state.cluster_id == 0 {
+        p.push(Transition::RecordClusterId(RecordClusterId {}));
+    }
     p.nodes();
     for (name, m) in &state.modules {
         let in_scope = match (scope, &m.placement) {

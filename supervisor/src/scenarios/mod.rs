@@ -13,12 +13,14 @@
 //! - `node_loss`: suspect and down nodes, fencing, waiting for a node;
 //! - `lease`: replicated lease terms across leaders with other flags;
 //! - `drain`: an operator emptying a node;
+//! - `identity`: the cluster id, recorded once; nodes from another cluster;
 //! - `replay`: rejected replays, identical replicas, scoped passes;
 //! - `compat`: a tour of every transition against a stored fixture.
 
 mod compat;
 mod drain;
 mod failover;
+mod identity;
 mod lease;
 mod node_loss;
 mod replay;
@@ -52,6 +54,8 @@ struct Agent {
     modules: Vec<(TableEntry, ModuleStatus)>,
     labels: BTreeMap<String, String>,
     reports: Vec<Report>,
+    /// The cluster its table names (0: none).
+    cluster: u64,
 }
 
 struct Sim {
@@ -180,6 +184,7 @@ impl Sim {
                 addr: format!("{node}:7100"),
                 labels: a.labels.clone(),
                 modules: a.modules.iter().map(|(e, _)| e.clone()).collect(),
+                cluster: a.cluster,
             }),
             statuses: PackedStatuses::pack(&a.modules.iter().map(|(_, s)| *s).collect::<Vec<_>>()),
             reports: std::mem::take(&mut a.reports),

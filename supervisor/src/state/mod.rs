@@ -18,6 +18,9 @@
 //!   [`ReleasePrevious`], [`AwaitNode`], [`GiveUp`]);
 //! - `lease`: the lease terms every lease still held is within
 //!   ([`RecordLease`]);
+//! - `identity`: the cluster's id, chosen once ([`RecordClusterId`]), and
+//!   nodes whose agents served another cluster
+//!   ([`RegisterNodeFromOtherCluster`]);
 //! - `recovery`: bringing a placement up and keeping it up
 //!   ([`PackageRetrieved`], [`FailureDetected`], [`RestoreOrdered`],
 //!   [`Healthy`], [`InstallFailed`]).
@@ -45,6 +48,7 @@
 //!   encoding; the records shown by the admin API ([`Event`], [`EventKind`],
 //!   [`ModuleState`]) live in [`proto::record`].
 
+mod identity;
 mod lease;
 mod modules;
 mod nodes;
@@ -57,6 +61,7 @@ use proto::spec::ModuleSpec;
 use proto::{Epoch, ModuleName, NodeId};
 use serde::{Deserialize, Serialize};
 
+pub use identity::{RecordClusterId, RegisterNodeFromOtherCluster, cluster_id};
 pub use lease::{LeaseTerms, RecordLease};
 pub use modules::{Deploy, ModuleRecord, Remove};
 pub use nodes::{Drain, NodeHealth, NodeRecord, RegisterNode, SetNodeHealth};
@@ -92,16 +97,20 @@ pub struct ClusterState {
     /// The lease terms every lease still held is within (see `lease`).
     /// Added after the first stored format: see [`StoredState`].
     pub lease: LeaseTerms,
+    /// The cluster's id, chosen once (0: not yet; see `identity`). Added
+    /// after `lease`: see [`StoredState`].
+    pub cluster_id: u64,
     /// Encoded size of the parts (kept by `apply`; not stored).
     #[serde(skip)]
     size: StateSize,
 }
 
 /// [`ClusterState`] as stored: the same fields, in the same order, without
-/// the size. Fields added after the first stored format (`lease`) are
-/// optional at the end: a snapshot written before them has nothing more,
-/// and they decode to their default (no lease terms recorded yet), as the
-/// compatibility fixture shows (`scenarios::compat`).
+/// the size. Fields added after the first stored format (`lease`, then
+/// `cluster_id`) are optional at the end: a snapshot written before them
+/// has nothing more, and they decode to their default (no lease terms, no
+/// cluster id recorded yet), as the compatibility fixture shows
+/// (`scenarios::compat`).
 struct StoredState {
     nodes: BTreeMap<NodeId, NodeRecord>,
     modules: BTreeMap<ModuleName, ModuleRecord>,
@@ -110,6 +119,7 @@ struct StoredState {
     placed: BTreeMap<NodeId, BTreeSet<ModuleName>>,
     last_index: u64,
     lease: LeaseTerms,
+    cluster_id: u64,
 }
 
 impl<'de> Deserialize<'de> for StoredState {
@@ -123,6 +133,7 @@ impl<'de> Deserialize<'de> for StoredState {
             "placed",
             "last_index",
             "lease",
+            "cluster_id",
         ];
         struct Fields;
         impl<'de> Visitor<'de> for Fields {
@@ -131,7 +142,7 @@ impl<'de> Deserialize<'de> for StoredState {
                 f.write_str("the cluster state's fields in order")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StoredState, A::Error> {
-                let missing = |i: usize| A::Error::invalid_length(i, &"7 fields");
+                let missing = |i: usize| A::Error::invalid_length(i, &"8 fields");
                 Ok(StoredState {
                     nodes: seq.next_element()?.ok_or_else(|| missing(0))?,
                     modules: seq.next_element()?.ok_or_else(|| missing(1))?,
@@ -141,6 +152,8 @@ impl<'de> Deserialize<'de> for StoredState {
                     last_index: seq.next_element()?.ok_or_else(|| missing(5))?,
                     // The input ends here in the first format.
                     lease: seq.next_element().ok().flatten().unwrap_or_default(),
+                    // ... and here in the format with the lease terms.
+                    cluster_id: seq.next_element().ok().flatten().unwrap_or_default(),
                 })
             }
         }
@@ -158,6 +171,7 @@ impl From<StoredState> for ClusterState {
             placed: s.placed,
             last_index: s.last_index,
             lease: s.lease,
+            cluster_id: s.cluster_id,
             size: StateSize::default(),
         };
         state.size = StateSize::of(&state);
@@ -178,8 +192,9 @@ pub struct StateSize {
 }
 
 /// Bytes of the fixed part of an encoded state: four length prefixes and
-/// four u64 (two counters, the lease terms; 9 bytes each at most).
-const STATE_FIXED_BYTES: u64 = 8 * 9;
+/// five u64 (two counters, the lease terms, the cluster id; 9 bytes each
+/// at most).
+const STATE_FIXED_BYTES: u64 = 9 * 9;
 
 impl StateSize {
     /// Measures every entry of `state` (after decoding a snapshot).
@@ -286,6 +301,8 @@ pub enum Transition {
     ReleasePrevious(ReleasePrevious),
     AwaitNode(AwaitNode),
     RecordLease(RecordLease),
+    RecordClusterId(RecordClusterId),
+    RegisterNodeFromOtherCluster(RegisterNodeFromOtherCluster),
 }
 
 impl Transition {
@@ -310,6 +327,8 @@ impl Transition {
             Transition::ReleasePrevious(t) => (Some(&t.module), None),
             Transition::AwaitNode(t) => (Some(&t.module), None),
             Transition::RecordLease(_) => (None, None),
+            Transition::RecordClusterId(_) => (None, None),
+            Transition::RegisterNodeFromOtherCluster(t) => (None, Some(&t.register.node)),
         }
     }
 
@@ -332,6 +351,8 @@ impl Transition {
             Transition::ReleasePrevious(t) => t.apply(state, index, at),
             Transition::AwaitNode(t) => t.apply(state, index, at),
             Transition::RecordLease(t) => t.apply(state, index, at),
+            Transition::RecordClusterId(t) => t.apply(state, index, at),
+            Transition::RegisterNodeFromOtherCluster(t) => t.apply(state, index, at),
         }
     }
 }

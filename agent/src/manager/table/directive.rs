@@ -77,7 +77,12 @@ impl Table {
     /// (highest epoch seen, last stop), so raising them before the save is
     /// safe: a directive they refuse is older than one the leader sent.
     /// Nothing else changes: no slot, no process, no task.
-    pub fn plan_reply(&mut self, directives: Vec<Directive>) -> ReplyPlan {
+    ///
+    /// `cluster` is the id of the leader's cluster the reply came from
+    /// (0: not chosen yet). When it is another cluster than the one whose
+    /// epochs the table holds, the table adopts it first
+    /// ([`Table::adopt_cluster`]) and the snapshot carries the change.
+    pub fn plan_reply(&mut self, cluster: u64, directives: Vec<Directive>) -> ReplyPlan {
         // The module as the directives before this one leave it.
         let mut views: BTreeMap<String, Option<ModuleView>> = BTreeMap::new();
         let mut replaced: HashSet<String> = HashSet::new();
@@ -85,7 +90,7 @@ impl Table {
         let mut planned = Vec::with_capacity(directives.len());
         // Slots the planned installs add, and whether anything needs saving.
         let mut added = 0;
-        let mut save = false;
+        let mut save = self.adopt_cluster(cluster);
         for d in directives {
             let name = d.module().to_string();
             let execute = proto::names::check("module name", &name).is_ok() && {
@@ -155,6 +160,44 @@ impl Table {
             snapshot,
             directives: planned,
         }
+    }
+
+    /// Records the supervisor cluster this agent serves, from an accepted
+    /// reply; true when that changed the durable state. Epochs are log
+    /// indexes of one cluster: when the reply names another cluster than
+    /// the recorded one (both non-zero, e.g. the supervisors were
+    /// re-created from scratch), the old cluster's epoch records are
+    /// dropped, and each module still held is relabelled epoch 0 (placed by
+    /// no cluster this agent knows), so the new leader's stop or install
+    /// for it, at any epoch of its own, executes. The caller saves the
+    /// snapshot before any directive of the reply executes. A first id
+    /// (none recorded, e.g. a state file of an older agent) is only
+    /// recorded: the records are that cluster's, as far as anyone knows.
+    pub fn adopt_cluster(&mut self, cluster: u64) -> bool {
+        if cluster == 0 || cluster == self.cluster {
+            return false;
+        }
+        if self.cluster != 0 {
+            tracing::warn!(
+                old_cluster = self.cluster,
+                new_cluster = cluster,
+                dropped_epoch_records = self.epochs.len(),
+                relabelled_modules = self.slots.len(),
+                "the leader serves supervisor cluster {cluster}, not cluster {} this agent served: adopting it, dropping the old cluster's epoch records (its epochs mean nothing to the new cluster) and leaving the modules held to the new leader (epoch 0)",
+                self.cluster
+            );
+            self.epochs.clear();
+            for slot in &mut self.slots {
+                slot.epoch = 0;
+            }
+        } else {
+            tracing::info!(cluster, "serving supervisor cluster {cluster}");
+        }
+        self.cluster = cluster;
+        // The table names the cluster: the leader gets it again, and directs
+        // this node once it shows the leader's cluster.
+        self.table_version += 1;
+        true
     }
 
     /// Executes a planned reply once its snapshot was saved (`saved` is

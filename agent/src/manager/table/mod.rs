@@ -197,6 +197,8 @@ pub struct Table {
     /// In table order.
     pub(super) slots: Vec<Slot>,
     pub(super) epochs: BTreeMap<ModuleName, EpochRecord>,
+    /// The supervisor cluster `epochs` belong to (0: none yet).
+    pub(super) cluster: u64,
     pub(super) table_version: u64,
     pub(super) reports: Vec<Report>,
     /// End of the lease (monotonic); `None` until one is granted.
@@ -312,6 +314,7 @@ impl Table {
             cfg,
             slots,
             epochs: persisted.epochs.clone(),
+            cluster: persisted.cluster,
             table_version: 1,
             reports: Vec::new(),
             lease: None,
@@ -368,6 +371,7 @@ impl Table {
         self.rev += 1;
         let mut p = PersistedState::new(self.cfg.incarnation);
         p.epochs = self.epochs.clone();
+        p.cluster = self.cluster;
         p.modules = self
             .slots
             .iter()

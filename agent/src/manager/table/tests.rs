@@ -156,7 +156,17 @@ fn reply(t: &mut Table, d: Directive) -> Vec<Effect> {
 
 /// A reply of `ds` whose save ended with `saved`.
 fn reply_of(t: &mut Table, ds: Vec<Directive>, saved: Result<(), String>) -> Vec<Effect> {
-    let mut plan = t.plan_reply(ds);
+    reply_from(t, 0, ds, saved)
+}
+
+/// A reply of cluster `cluster` carrying `ds`, whose save ended with `saved`.
+fn reply_from(
+    t: &mut Table,
+    cluster: u64,
+    ds: Vec<Directive>,
+    saved: Result<(), String>,
+) -> Vec<Effect> {
+    let mut plan = t.plan_reply(cluster, ds);
     let mut effects: Vec<Effect> = plan
         .snapshot
         .take()
@@ -895,7 +905,7 @@ fn a_reply_is_saved_once() {
     assert_eq!(p.modules[0].restore_seq, 4, "the restore order is in it");
     // Repeats only: nothing to save, nothing to do.
     let plan =
-        w.t.plan_reply(vec![restore(7, 4), install(7, Fencing::AtMostOne)]);
+        w.t.plan_reply(0, vec![restore(7, 4), install(7, Fencing::AtMostOne)]);
     assert!(plan.snapshot.is_none());
     assert_eq!(plan.executing(), 0);
     // Within one reply, a directive sees what those before it decided.
@@ -971,7 +981,7 @@ fn nothing_executes_when_the_save_fails() {
 #[test]
 fn only_planned_directives_execute() {
     let mut w = World::installing(7, Fencing::AtMostOne);
-    let plan = w.t.plan_reply(vec![restore(7, 1)]);
+    let plan = w.t.plan_reply(0, vec![restore(7, 1)]);
     assert!(
         plan.snapshot.is_none(),
         "a restore of an install under way waits"
@@ -979,6 +989,112 @@ fn only_planned_directives_execute() {
     w.t.install_done("web", w.op, Ok(()));
     assert!(w.t.execute_reply(plan, Ok(())).is_empty());
     assert_eq!(w.t.slot("web").map(|s| s.restore_seq), Some(0));
+}
+
+/// `web` running at epoch 5000 of cluster 11, which the table serves.
+fn served_by_11() -> World {
+    let mut w = World::empty();
+    let e = reply_from(
+        &mut w.t,
+        11,
+        vec![install(5000, Fencing::AtLeastOne)],
+        Ok(()),
+    );
+    w.op = task_op(&e);
+    w.t.install_done("web", w.op, Ok(()));
+    let plan = w.launch_plan(true);
+    w.t.launched(&plan, &launch(), Ok(ProcessHandle::fake(42, None)), w.now);
+    assert_eq!(w.t.cluster, 11);
+    // Within cluster 11, a low epoch is stale.
+    let e = reply_from(&mut w.t, 11, vec![install(3, Fencing::AtLeastOne)], Ok(()));
+    assert_eq!(describe(&e), vec!["notify"], "refused and reported only");
+    assert_eq!(
+        w.last_report().map(|r| r.0),
+        Some(ReportKind::StaleDirective)
+    );
+    w
+}
+
+#[test]
+fn a_new_cluster_is_adopted_before_its_low_epoch_installs() {
+    let mut w = served_by_11();
+    // The cluster was re-created from scratch: its log starts at 1 again.
+    let e = reply_from(&mut w.t, 22, vec![install(3, Fencing::AtLeastOne)], Ok(()));
+    assert_eq!(
+        describe(&e),
+        vec![
+            "persist [] epochs [web:3]",
+            "notify",
+            "install web@3 from http://fallback:1 (stop pid 42)",
+        ]
+    );
+    assert_eq!(w.t.cluster, 22);
+    let (hb, _) = w.t.heartbeat(
+        &NodeIdentity {
+            node: "n".into(),
+            addr: "a:1".into(),
+            labels: BTreeMap::new(),
+        },
+        1,
+        None,
+    );
+    assert_eq!(hb.table.expect("table").cluster, 22);
+    assert_eq!(w.t.status_view("n", w.now).cluster, 22);
+    // Cluster 22's own fencing holds from here on.
+    let e = reply_from(&mut w.t, 22, vec![install(2, Fencing::AtLeastOne)], Ok(()));
+    assert_eq!(describe(&e), vec!["notify"], "refused and reported only");
+}
+
+#[test]
+fn a_module_of_the_old_cluster_is_left_to_the_new_leaders_stop() {
+    let mut w = served_by_11();
+    // The new cluster does not know `web`: its leader stops it at its own
+    // last index, far below the old epoch.
+    let e = reply_from(&mut w.t, 22, vec![stop(9)], Ok(()));
+    assert_eq!(
+        describe(&e),
+        vec![
+            "persist [web@0] epochs [web:9/stop 9]",
+            "notify",
+            "stop web (stop pid 42)",
+        ]
+    );
+    // Later placed here by the new cluster: the install executes.
+    w.t.forget("web", task_op(&e));
+    let e = reply_from(&mut w.t, 22, vec![install(12, Fencing::AtLeastOne)], Ok(()));
+    assert_eq!(describe(&e)[0], "persist [] epochs [web:12/stop 9]");
+}
+
+#[test]
+fn a_reply_without_a_cluster_id_changes_nothing() {
+    let mut w = served_by_11();
+    let e = reply_from(&mut w.t, 0, vec![install(4, Fencing::AtLeastOne)], Ok(()));
+    assert_eq!(describe(&e), vec!["notify"], "refused and reported only");
+    assert_eq!(w.t.cluster, 11);
+    assert_eq!(w.t.epochs["web"].highest, 5000);
+}
+
+#[test]
+fn an_adoption_whose_save_fails_executes_nothing() {
+    let mut w = served_by_11();
+    let e = reply_from(
+        &mut w.t,
+        22,
+        vec![install(3, Fencing::AtLeastOne)],
+        Err("disk full".into()),
+    );
+    assert!(
+        !describe(&e).iter().any(|l| l.starts_with("install")),
+        "{:?}",
+        describe(&e)
+    );
+    // The leader's repeat executes once the state can be saved.
+    let e = reply_from(&mut w.t, 22, vec![install(3, Fencing::AtLeastOne)], Ok(()));
+    assert!(
+        describe(&e).iter().any(|l| l.starts_with("install web@3")),
+        "{:?}",
+        describe(&e)
+    );
 }
 
 /// The heartbeat's size bound holds whatever the table is asked to
