@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::spec;
@@ -22,49 +19,7 @@ const T: Duration = Duration::from_secs(30);
 /// The exit status of a replica whose Raft stopped on a fatal error.
 const EXIT_RAFT_STOPPED: i32 = supervisor::server::EXIT_RAFT_STOPPED as i32;
 
-/// A tmpfs mounted on a directory, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` on `dir`, or says why it cannot.
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs(dir.to_path_buf()))
-    }
-
-    /// Writes a file until the filesystem refuses with ENOSPC.
-    fn fill(&self) {
-        let mut f = std::fs::File::create(self.0.join("ballast")).expect("create the ballast file");
-        for chunk in [1 << 20, 4096, 1] {
-            let buf = vec![0xa5u8; chunk];
-            loop {
-                match f.write_all(&buf) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-                    Err(e) => panic!("filling the tmpfs: {e}"),
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+use testkit::tmpfs::Tmpfs;
 
 async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     let http = reqwest::Client::builder()

@@ -38,6 +38,7 @@ pub mod process;
 pub mod raw_tar;
 pub mod spec;
 pub mod supervisors;
+pub mod tmpfs;
 
 pub use bins::bin;
 pub use certs::Certs;
