@@ -378,6 +378,46 @@ pub struct Stop {
     pub epoch: Epoch,
 }
 
+impl Heartbeat {
+    /// The largest heartbeat the agent's bounds allow: every name at
+    /// [`crate::names::MAX_NAME_LEN`] (valid names), every number at its
+    /// widest, a full table with the most labels, a full batch of reports
+    /// at the longest message. Its encoding is [`MAX_HEARTBEAT_ENCODED`]
+    /// bytes; for bound checks and tests.
+    pub fn largest() -> Heartbeat {
+        use crate::names::MAX_NAME_LEN;
+        use crate::spec::MAX_LABELS;
+        let name = |i: usize| format!("n{i:0>w$}", w = MAX_NAME_LEN - 1);
+        Heartbeat {
+            node: name(0),
+            incarnation: u64::MAX,
+            seq: u64::MAX,
+            table_version: u64::MAX,
+            table: Some(ModuleTable {
+                addr: "a".repeat(MAX_ADDR_LEN),
+                labels: (0..MAX_LABELS).map(|i| (name(i), name(i))).collect(),
+                modules: (0..MAX_MODULES)
+                    .map(|i| TableEntry {
+                        module: name(i),
+                        epoch: u64::MAX,
+                        restore_seq: u32::MAX,
+                    })
+                    .collect(),
+                cluster: u64::MAX,
+            }),
+            statuses: PackedStatuses::pack(&vec![ModuleStatus::Fenced; MAX_MODULES]),
+            reports: (0..MAX_REPORTS_PER_HEARTBEAT)
+                .map(|i| Report {
+                    module: name(i),
+                    epoch: u64::MAX,
+                    kind: ReportKind::Fenced,
+                    message: "m".repeat(MAX_REPORT_MESSAGE),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,36 +466,7 @@ mod tests {
     /// the body limit.
     #[test]
     fn largest_legitimate_heartbeat_fits_the_bound() {
-        use crate::names::MAX_NAME_LEN;
-        use crate::spec::MAX_LABELS;
-        let name = |i: usize| format!("{i:0>MAX_NAME_LEN$}");
-        let hb = Heartbeat {
-            node: name(0),
-            incarnation: u64::MAX,
-            seq: u64::MAX,
-            table_version: u64::MAX,
-            table: Some(ModuleTable {
-                addr: "a".repeat(MAX_ADDR_LEN),
-                labels: (0..MAX_LABELS).map(|i| (name(i), name(i))).collect(),
-                modules: (0..MAX_MODULES)
-                    .map(|i| TableEntry {
-                        module: name(i),
-                        epoch: u64::MAX,
-                        restore_seq: u32::MAX,
-                    })
-                    .collect(),
-                cluster: u64::MAX,
-            }),
-            statuses: PackedStatuses::pack(&vec![ModuleStatus::Fenced; MAX_MODULES]),
-            reports: (0..MAX_REPORTS_PER_HEARTBEAT)
-                .map(|i| Report {
-                    module: name(i),
-                    epoch: u64::MAX,
-                    kind: ReportKind::Fenced,
-                    message: "m".repeat(MAX_REPORT_MESSAGE),
-                })
-                .collect(),
-        };
+        let hb = Heartbeat::largest();
         let blob = encode(&hb).expect("encode");
         assert_eq!(blob.len(), MAX_HEARTBEAT_ENCODED);
         assert!(blob.len() <= MAX_HEARTBEAT_BYTES);

@@ -7,13 +7,7 @@
 use std::time::{Duration, Instant};
 
 use openraft::{CommittedLeaderId, LogId, StoredMembership, Vote};
-use proto::heartbeat::{
-    Heartbeat, MAX_ADDR_LEN, MAX_HEARTBEAT_BYTES, MAX_HEARTBEAT_ENCODED, MAX_MODULES,
-    MAX_REPORT_MESSAGE, MAX_REPORTS_PER_HEARTBEAT, ModuleStatus, ModuleTable, PackedStatuses,
-    Report, ReportKind, TableEntry,
-};
-use proto::names::MAX_NAME_LEN;
-use proto::spec::MAX_LABELS;
+use proto::heartbeat::{Heartbeat, MAX_HEARTBEAT_BYTES, MAX_HEARTBEAT_ENCODED};
 use reqwest::StatusCode;
 use supervisor::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest};
 use testkit::supervisors::Supervisors;
@@ -165,39 +159,6 @@ async fn short_bodies_claiming_512_mib_are_refused_quickly() {
     assert!(healthy(addr).await, "the replica stopped answering /health");
 }
 
-/// The largest heartbeat an agent's bounds allow (every name 64 bytes,
-/// every number at its widest, a full table, a full batch of reports).
-fn largest_heartbeat() -> Heartbeat {
-    let name = |i: usize| format!("n{i:0>w$}", w = MAX_NAME_LEN - 1);
-    Heartbeat {
-        node: name(0),
-        incarnation: u64::MAX,
-        seq: u64::MAX,
-        table_version: u64::MAX,
-        table: Some(ModuleTable {
-            addr: "a".repeat(MAX_ADDR_LEN),
-            labels: (0..MAX_LABELS).map(|i| (name(i), name(i))).collect(),
-            modules: (0..MAX_MODULES)
-                .map(|i| TableEntry {
-                    module: name(i),
-                    epoch: u64::MAX,
-                    restore_seq: u32::MAX,
-                })
-                .collect(),
-            cluster: u64::MAX,
-        }),
-        statuses: PackedStatuses::pack(&vec![ModuleStatus::Stopped; MAX_MODULES]),
-        reports: (0..MAX_REPORTS_PER_HEARTBEAT)
-            .map(|i| Report {
-                module: name(i),
-                epoch: u64::MAX,
-                kind: ReportKind::Failed,
-                message: "m".repeat(MAX_REPORT_MESSAGE),
-            })
-            .collect(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_have_their_own_body_limit_far_below_the_admin_one() {
     let depmgr = format!("http://{}", free_addr());
@@ -205,7 +166,7 @@ async fn heartbeats_have_their_own_body_limit_far_below_the_admin_one() {
     let addr = &cluster.addrs[0];
 
     // The largest legitimate heartbeat passes the limit.
-    let blob = proto::encode(&largest_heartbeat()).expect("encode");
+    let blob = proto::encode(&Heartbeat::largest()).expect("encode");
     assert_eq!(blob.len(), MAX_HEARTBEAT_ENCODED);
     let (status, text) = post(addr, "/v1/agent/heartbeat", blob).await;
     assert_eq!(status, StatusCode::OK, "{}", &text[..text.len().min(300)]);
