@@ -140,6 +140,19 @@ event_kinds! {
     /// A node registered for the first time whose agent last served another
     /// supervisor cluster (the supervisors were re-created from scratch).
     NodeFromOtherCluster = "node_from_other_cluster",
+    /// An update or a rollback started moving a module to another revision.
+    RolloutStarted = "rollout_started",
+    /// The new revision ran healthy for `min_healthy_ms`: the rollout is done.
+    RolloutCompleted = "rollout_completed",
+    /// The new revision failed (install, start, or its restores ran out, or
+    /// its package was quarantined): the module went back to its last good
+    /// revision.
+    RolloutReverted = "rollout_reverted",
+    /// A package version failed on several nodes: the cluster stopped using it.
+    PackageQuarantined = "package_quarantined",
+    /// A module's configuration package was downloaded and verified into the
+    /// cache of the node its next failover would go to.
+    PackagePrestaged = "package_prestaged",
 }
 
 impl fmt::Display for EventKind {

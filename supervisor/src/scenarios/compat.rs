@@ -186,8 +186,21 @@ fn tour_replays_the_fixture_from_main() {
     // since the fixture in the new tour only), but for a node from another
     // cluster: the tour's agents never served one (`scenarios::identity`
     // covers it).
-    let added_since = [EventKind::LeaseTerms, EventKind::NodeFromOtherCluster];
-    let not_toured = [EventKind::NodeFromOtherCluster];
+    let versions = [
+        EventKind::RolloutStarted,
+        EventKind::RolloutCompleted,
+        EventKind::RolloutReverted,
+        EventKind::PackageQuarantined,
+        EventKind::PackagePrestaged,
+    ];
+    let added_since: Vec<EventKind> = [EventKind::LeaseTerms, EventKind::NodeFromOtherCluster]
+        .into_iter()
+        .chain(versions)
+        .collect();
+    let not_toured: Vec<EventKind> = [EventKind::NodeFromOtherCluster]
+        .into_iter()
+        .chain(versions)
+        .collect();
     let variants: HashSet<_> = sim
         .log
         .iter()
