@@ -153,6 +153,8 @@ event_kinds! {
     /// A module's configuration package was downloaded and verified into the
     /// cache of the node its next failover would go to.
     PackagePrestaged = "package_prestaged",
+    /// An operator lifted a package version's quarantine.
+    QuarantineLifted = "quarantine_lifted",
 }
 
 impl fmt::Display for EventKind {

@@ -192,6 +192,7 @@ fn tour_replays_the_fixture_from_main() {
         EventKind::RolloutReverted,
         EventKind::PackageQuarantined,
         EventKind::PackagePrestaged,
+        EventKind::QuarantineLifted,
     ];
     let added_since: Vec<EventKind> = [EventKind::LeaseTerms, EventKind::NodeFromOtherCluster]
         .into_iter()
