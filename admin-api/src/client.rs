@@ -10,7 +10,10 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::views::{ClusterView, Deployed, Drained, EventView, ModuleView, NodeView, Removed};
+use crate::views::{
+    ClusterView, Deployed, Drained, EventView, ModuleView, NodeView, QuarantineLifted,
+    QuarantineView, Removed, RevisionView, RollbackRequest, Updated,
+};
 
 /// An admin API failure, with the server's message when it gave one.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +163,48 @@ impl AdminClient {
     pub async fn drain(&self, node: &str) -> Result<Drained, ClientError> {
         self.request::<(), _>(Method::POST, &format!("/v1/nodes/{node}/drain"), None)
             .await
+    }
+
+    /// `PUT /v1/modules/{name}`: a rollout to `spec`.
+    pub async fn update(
+        &self,
+        name: &str,
+        spec: &serde_json::Value,
+    ) -> Result<Updated, ClientError> {
+        self.request(Method::PUT, &format!("/v1/modules/{name}"), Some(spec))
+            .await
+    }
+
+    /// `POST /v1/modules/{name}/rollback`: to `revision`, or the previous
+    /// good one.
+    pub async fn rollback(&self, name: &str, revision: Option<u32>) -> Result<Updated, ClientError> {
+        self.request(
+            Method::POST,
+            &format!("/v1/modules/{name}/rollback"),
+            Some(&RollbackRequest { revision }),
+        )
+        .await
+    }
+
+    pub async fn history(&self, name: &str) -> Result<Vec<RevisionView>, ClientError> {
+        self.get(&format!("/v1/modules/{name}/history")).await
+    }
+
+    pub async fn quarantined(&self) -> Result<Vec<QuarantineView>, ClientError> {
+        self.get("/v1/packages/quarantined").await
+    }
+
+    pub async fn lift_quarantine(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<QuarantineLifted, ClientError> {
+        self.request::<(), _>(
+            Method::DELETE,
+            &format!("/v1/packages/quarantined/{name}/{version}"),
+            None,
+        )
+        .await
     }
 }
 

@@ -29,6 +29,92 @@ pub struct ModuleView {
     /// retrieved from depmgr.
     pub installed_version: Option<String>,
     pub updated_ms: u64,
+    /// The current revision (1: as deployed; each update adds one).
+    #[serde(default = "first_revision")]
+    pub revision: u32,
+    /// The latest rollout, while it runs and after it ended; `null` when
+    /// the module never moved from its first revision.
+    #[serde(default)]
+    pub rollout: Option<RolloutView>,
+}
+
+fn first_revision() -> u32 {
+    1
+}
+
+/// A module's latest rollout, in [`ModuleView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// The revision it moved from (for `reverted`: the one that failed).
+    pub from: u32,
+    /// The revision it moved to (for `reverted`: the good one it went back
+    /// to).
+    pub to: u32,
+    /// in_progress | completed | reverted
+    pub state: String,
+    /// Why it was reverted.
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub started_ms: u64,
+}
+
+/// Each element of `GET /v1/modules/{name}/history`, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionView {
+    pub revision: u32,
+    pub package: PackageRef,
+    /// When it last became the current revision (ms since the epoch).
+    pub at_ms: u64,
+    /// active | superseded (an update replaced it) | reverted (an operator
+    /// rolled back from it) | failed (its rollout failed and was reverted)
+    pub outcome: String,
+    /// It ran healthy at least once.
+    pub good: bool,
+    /// Restores ordered while it was current.
+    pub restores: u32,
+    /// Failovers while it was current.
+    pub failovers: u32,
+    /// The whole spec of that revision.
+    pub spec: proto::spec::ModuleSpec,
+}
+
+/// `PUT /v1/modules/{name}` and `POST /v1/modules/{name}/rollback` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Updated {
+    pub name: String,
+    /// Log index of the update (the rollout's placement gets a later epoch).
+    pub epoch: u64,
+    /// The revision the module moves to.
+    pub revision: u32,
+}
+
+/// `POST /v1/modules/{name}/rollback` body (`{}`: the previous revision).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    #[serde(default)]
+    pub revision: Option<u32>,
+}
+
+/// Each element of `GET /v1/packages/quarantined`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineView {
+    pub package: PackageRef,
+    pub since_ms: u64,
+    /// The nodes it failed on.
+    pub nodes: Vec<String>,
+    pub reason: String,
+    /// Modules whose current spec uses it.
+    pub modules: Vec<String>,
+}
+
+/// `DELETE /v1/packages/quarantined/{name}/{version}` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineLifted {
+    pub package: PackageRef,
+    pub lifted: bool,
+    /// Log index of the lift.
+    pub index: u64,
 }
 
 /// Each element of `GET /v1/nodes`.

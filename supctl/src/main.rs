@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod dev;
+mod versions;
 
 use admin_api::AdminClient;
 use admin_api::{EventView, ModuleView, NodeView};
@@ -65,6 +66,50 @@ enum Cmd {
     },
     /// Deploy a module from a spec file (.json or .toml).
     Deploy { spec: PathBuf },
+    /// Replace a module's spec (from a .json or .toml file): a rollout to a
+    /// new revision, health-gated; waits until it has settled and fails if
+    /// the new revision was reverted.
+    Update {
+        spec: PathBuf,
+        /// Return once the update is committed, without waiting.
+        #[arg(long)]
+        detach: bool,
+        /// Give up waiting after this many seconds (the rollout goes on).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Go back to the previous good revision (or --revision N); waits like
+    /// update.
+    Rollback {
+        module: String,
+        #[arg(long)]
+        revision: Option<u32>,
+        #[arg(long)]
+        detach: bool,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// A module's revisions, with their outcome and counters.
+    History { module: String },
+    /// Update every module using <package> to <version>: <package>@<version>.
+    Rollout {
+        package: String,
+        /// Modules updated at a time (each waits for its health gate).
+        #[arg(long, default_value_t = 1)]
+        max_parallel: usize,
+        /// Pause (start no further module) once more than this many were
+        /// reverted.
+        #[arg(long, default_value_t = 0)]
+        max_failures: usize,
+        /// Longest wait for one module's health gate, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Package versions the cluster stopped using; `lift` one.
+    Quarantine {
+        #[command(subcommand)]
+        cmd: Option<QuarantineCmd>,
+    },
     /// Stop and remove a module.
     Remove { module: String },
     /// Move a node's modules away and keep new ones off it.
@@ -119,6 +164,15 @@ async fn probe(url: &str, timeout_ms: u64, tls: Option<&std::sync::Arc<tls::Tls>
     } else {
         anyhow::bail!("{url}: {status} {body}")
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCmd {
+    /// List the quarantined package versions (the default).
+    List,
+    /// Lift the quarantine of <package>@<version>: modules waiting for it
+    /// are placed again.
+    Lift { package: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,27 +355,113 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Deploy { spec } => {
-            let text = std::fs::read_to_string(spec)
-                .with_context(|| format!("reading {}", spec.display()))?;
-            let value: serde_json::Value = match spec.extension().and_then(|e| e.to_str()) {
-                Some("toml") => {
-                    let v: toml::Value = toml::from_str(&text)
-                        .with_context(|| format!("parsing {}", spec.display()))?;
-                    serde_json::to_value(v)?
-                }
-                Some("json") | None => serde_json::from_str(&text)
-                    .with_context(|| format!("parsing {}", spec.display()))?,
-                Some(other) => bail!(
-                    "{}: unknown spec format .{other} (use .json or .toml)",
-                    spec.display()
-                ),
-            };
+            let value = read_spec(spec)?;
             let d = c.deploy(&value).await?;
             if cli.json {
                 return print_json(&d);
             }
             println!("deployed {} (epoch {})", d.name, d.epoch);
         }
+        Cmd::Update {
+            spec,
+            detach,
+            timeout,
+        } => {
+            let value = read_spec(spec)?;
+            let name = value
+                .get("name")
+                .and_then(|n| n.as_str())
+                .with_context(|| format!("{}: the spec has no name", spec.display()))?
+                .to_string();
+            let u = c.update(&name, &value).await?;
+            if *detach || cli.json {
+                return if cli.json {
+                    print_json(&u)
+                } else {
+                    println!("{name}: rollout to revision {} started", u.revision);
+                    Ok(())
+                };
+            }
+            eprintln!("{name}: rolling out revision {}", u.revision);
+            let settled =
+                versions::wait_rollout(&c, &name, u.revision, Duration::from_secs(*timeout), false)
+                    .await?;
+            versions::report(&name, &u, settled)?;
+        }
+        Cmd::Rollback {
+            module,
+            revision,
+            detach,
+            timeout,
+        } => {
+            let u = c.rollback(module, *revision).await?;
+            if *detach || cli.json {
+                return if cli.json {
+                    print_json(&u)
+                } else {
+                    println!("{module}: rollback to revision {} started", u.revision);
+                    Ok(())
+                };
+            }
+            eprintln!("{module}: rolling back to revision {}", u.revision);
+            let settled = versions::wait_rollout(
+                &c,
+                module,
+                u.revision,
+                Duration::from_secs(*timeout),
+                false,
+            )
+            .await?;
+            versions::report(module, &u, settled)?;
+        }
+        Cmd::History { module } => {
+            let h = c.history(module).await?;
+            if cli.json {
+                return print_json(&h);
+            }
+            versions::print_history(&h);
+        }
+        Cmd::Rollout {
+            package,
+            max_parallel,
+            max_failures,
+            timeout,
+        } => {
+            versions::fleet_rollout(
+                &c,
+                package,
+                *max_parallel,
+                *max_failures,
+                Duration::from_secs(*timeout),
+            )
+            .await?;
+        }
+        Cmd::Quarantine { cmd } => match cmd {
+            None | Some(QuarantineCmd::List) => {
+                let q = c.quarantined().await?;
+                if cli.json {
+                    return print_json(&q);
+                }
+                println!("{:<24} {:<14} {:<20} REASON", "PACKAGE", "SINCE", "MODULES");
+                for q in &q {
+                    println!(
+                        "{:<24} {:<14} {:<20} {}",
+                        q.package.to_string(),
+                        time_of_day(q.since_ms),
+                        q.modules.join(","),
+                        q.reason
+                    );
+                }
+            }
+            Some(QuarantineCmd::Lift { package }) => {
+                let (name, version) = versions::parse_package(package)?;
+                let l = c.lift_quarantine(&name, &version).await?;
+                if cli.json {
+                    return print_json(&l);
+                }
+                println!("{name}@{version}: quarantine lifted");
+            }
+        },
         Cmd::Remove { module } => {
             let r = c.remove(module).await?;
             if cli.json {
@@ -378,14 +518,39 @@ fn print_modules(modules: &[ModuleView]) {
     }
 }
 
-fn print_event(e: &EventView) {
-    let secs = e.at_ms / 1000;
+/// A spec file (.json or .toml) as JSON.
+fn read_spec(spec: &std::path::Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(spec).with_context(|| format!("reading {}", spec.display()))?;
+    Ok(match spec.extension().and_then(|e| e.to_str()) {
+        Some("toml") => {
+            let v: toml::Value =
+                toml::from_str(&text).with_context(|| format!("parsing {}", spec.display()))?;
+            serde_json::to_value(v)?
+        }
+        Some("json") | None => {
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", spec.display()))?
+        }
+        Some(other) => bail!(
+            "{}: unknown spec format .{other} (use .json or .toml)",
+            spec.display()
+        ),
+    })
+}
+
+/// `hh:mm:ss.mmmZ` of a time in ms since the epoch.
+fn time_of_day(at_ms: u64) -> String {
+    let secs = at_ms / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}.{:03}Z", at_ms % 1000)
+}
+
+fn print_event(e: &EventView) {
     let detail: Vec<String> = e.detail.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
-        "{:>6}  {h:02}:{m:02}:{s:02}.{:03}Z  {:<20} {:<14} {:<12} {}",
+        "{:>6}  {}  {:<20} {:<14} {:<12} {}",
         e.index,
-        e.at_ms % 1000,
+        time_of_day(e.at_ms),
         e.kind,
         e.module.as_deref().unwrap_or("-"),
         e.node.as_deref().unwrap_or("-"),

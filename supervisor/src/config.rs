@@ -16,7 +16,7 @@ use clap::Parser;
 use tls::TlsFiles;
 
 use crate::error::Error;
-use crate::plan::Timing;
+use crate::plan::{QuarantinePolicy, Timing};
 use crate::raft::SupervisorId;
 
 /// A replica of the supervisor cluster.
@@ -67,6 +67,17 @@ pub struct Config {
     /// this margin has passed since its last heartbeat.
     #[arg(long, env = "SUPERVISOR_LEASE_DRIFT_MS", default_value_t = 500)]
     pub lease_drift_ms: u64,
+
+    /// A package version that failed to install or start on this many
+    /// distinct nodes (across any modules) within --quarantine-window-ms is
+    /// quarantined: no deploy, update or failover uses it until an operator
+    /// lifts it. 0 turns quarantine off.
+    #[arg(long, env = "SUPERVISOR_QUARANTINE_NODES", default_value_t = 2)]
+    pub quarantine_nodes: u32,
+
+    /// The window of --quarantine-nodes, in ms.
+    #[arg(long, env = "SUPERVISOR_QUARANTINE_WINDOW_MS", default_value_t = 600_000)]
+    pub quarantine_window_ms: u64,
 
     /// Raft election timeout (lower bound; the upper bound is twice this).
     #[arg(long, env = "SUPERVISOR_ELECTION_TIMEOUT_MS", default_value_t = 600)]
@@ -261,6 +272,10 @@ impl Config {
             heartbeat_ttl_ms: self.heartbeat_ttl_ms,
             lease_ms: self.lease_ms,
             drift_ms: self.lease_drift_ms,
+            quarantine: QuarantinePolicy {
+                nodes: self.quarantine_nodes,
+                window_ms: self.quarantine_window_ms,
+            },
         }
     }
 

@@ -12,7 +12,14 @@
 //!   and its previous copy released, and the node does not have that epoch;
 //! - **restore** a restoring module whose restore order the table does not
 //!   show executed yet;
-//! - **stop** what the node has but is not placed there (any more).
+//! - **stop** what the node has but is not placed there (any more), except
+//!   the old copy of an at-least-one module during a rollout to another
+//!   node, which runs until the new copy is healthy (the placement's
+//!   `previous` is then released).
+//!
+//! An at-least-one rollout's new copy is installed without waiting for the
+//! release of the old one; a module held for a quarantined package
+//! version is not installed anywhere.
 //!
 //! None at all while the node's table names another cluster than this one
 //! (its agent still holds that cluster's epochs, which this cluster's
@@ -25,7 +32,18 @@ use std::collections::BTreeMap;
 
 use proto::heartbeat::{Directive, Install, ModuleTable, Restore, Stop, TableEntry};
 
-use crate::state::{ClusterState, ModuleState};
+use proto::spec::Fencing;
+
+use crate::state::{ClusterState, ModuleRecord, ModuleState, PlaceCause};
+
+/// An at-least-one module moving to another revision on another node: its
+/// old copy keeps running until the new one is healthy.
+fn surging(m: &ModuleRecord) -> bool {
+    m.spec.fencing == Fencing::AtLeastOne
+        && m.placement
+            .as_ref()
+            .is_some_and(|p| matches!(p.cause, PlaceCause::Rollout { .. }) && p.previous.is_some())
+}
 
 /// The directives for a node's agent, derived from committed state and the
 /// node's table: install what is placed there and not installed, repeat a
@@ -49,7 +67,10 @@ pub fn directives_for(
         let (Some(p), Some(package)) = (&m.placement, &m.package) else {
             continue;
         };
-        if matches!(m.state, ModuleState::Failed | ModuleState::Stopped) || p.previous.is_some() {
+        if matches!(m.state, ModuleState::Failed | ModuleState::Stopped)
+            || (p.previous.is_some() && !surging(m))
+            || state.versions.get(name).is_some_and(|v| v.held.is_some())
+        {
             continue;
         }
         match installed.get(name.as_str()) {
@@ -74,12 +95,17 @@ pub fn directives_for(
         }
     }
     for e in &table.modules {
-        let placed_here = state
-            .modules
-            .get(&e.module)
+        let m = state.modules.get(&e.module);
+        let placed_here = m
             .and_then(|m| m.placement.as_ref())
             .is_some_and(|p| p.node == node && p.epoch >= e.epoch);
-        if !placed_here {
+        let old_copy_kept = m.is_some_and(|m| {
+            surging(m)
+                && m.placement
+                    .as_ref()
+                    .is_some_and(|p| p.previous.as_deref() == Some(node))
+        });
+        if !placed_here && !old_copy_kept {
             out.push(Directive::Stop(Stop {
                 module: e.module.clone(),
                 epoch: state.last_index.max(e.epoch),

@@ -8,7 +8,8 @@ pub use admin_api::views::*;
 use crate::state::{ClusterState, Event, ModuleRecord, NodeHealth, NodeRecord, PlaceCause};
 
 /// The view of module `name`.
-pub fn module(name: &str, m: &ModuleRecord) -> ModuleView {
+pub fn module(state: &ClusterState, name: &str, m: &ModuleRecord) -> ModuleView {
+    let versions = state.versions_of(name);
     ModuleView {
         name: name.to_string(),
         node: m.placement.as_ref().map(|p| p.node.clone()),
@@ -25,12 +26,65 @@ pub fn module(name: &str, m: &ModuleRecord) -> ModuleView {
                 PlaceCause::Initial => "initial",
                 PlaceCause::Failover { .. } | PlaceCause::NodeLost { .. } => "failover",
                 PlaceCause::Drain => "drain",
+                PlaceCause::Rollout { .. } => "rollout",
             }
             .to_string()
         }),
         installed_version: m.package.as_ref().map(|p| p.manifest.version.clone()),
         updated_ms: m.updated_ms,
+        revision: versions.as_ref().map_or(1, |v| v.revision),
+        rollout: versions
+            .as_ref()
+            .and_then(|v| v.rollout.as_ref())
+            .map(|r| RolloutView {
+                from: r.from,
+                to: r.to,
+                state: r.state.as_str().to_string(),
+                reason: r.reason.clone(),
+                started_ms: r.started_ms,
+            }),
     }
+}
+
+/// The kept revisions of module `name`, oldest first.
+pub fn history(state: &ClusterState, name: &str) -> Option<Vec<RevisionView>> {
+    let v = state.versions_of(name)?;
+    Some(
+        v.history
+            .iter()
+            .map(|r| RevisionView {
+                revision: r.revision,
+                package: r.spec.package.clone(),
+                at_ms: r.at_ms,
+                outcome: r.outcome.as_str().to_string(),
+                good: r.good,
+                restores: r.restores,
+                failovers: r.failovers,
+                spec: r.spec.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// The quarantined package versions, by name and version.
+pub fn quarantined(state: &ClusterState) -> Vec<QuarantineView> {
+    state
+        .packages
+        .quarantined
+        .iter()
+        .map(|(p, q)| QuarantineView {
+            package: p.clone(),
+            since_ms: q.since_ms,
+            nodes: q.nodes.clone(),
+            reason: q.reason.clone(),
+            modules: state
+                .modules
+                .iter()
+                .filter(|(_, m)| m.spec.package == *p)
+                .map(|(n, _)| n.clone())
+                .collect(),
+        })
+        .collect()
 }
 
 /// The view of node `id`, with the modules placed on it.

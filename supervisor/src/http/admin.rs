@@ -29,10 +29,14 @@ use super::forward::forward_to_leader;
 use super::guard::refuse_oversized;
 use super::{ApiError, ApiResult, Params};
 use crate::app::App;
-use crate::state::{self, Deploy, Drain, ModuleRecord, Outcome, Remove, Transition};
+use crate::state::{
+    self, Deploy, Drain, LiftQuarantine, ModuleRecord, Outcome, Remove, Rollback, Transition,
+    Update,
+};
 use crate::views::{
     self, AddMember, ClusterView, Deployed, Drained, EventView, MemberAdded, MemberRemoved,
-    MemberView, ModuleView, NodeView, Removed,
+    MemberView, ModuleView, NodeView, QuarantineLifted, QuarantineView, Removed, RevisionView,
+    RollbackRequest, Updated,
 };
 
 /// Longest a deploy waits for depmgr to say whether its package exists.
@@ -47,7 +51,14 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/modules", get(modules).post(deploy))
-        .route("/v1/modules/{name}", get(module).delete(remove))
+        .route("/v1/modules/{name}", get(module).put(update).delete(remove))
+        .route("/v1/modules/{name}/rollback", post(rollback))
+        .route("/v1/modules/{name}/history", get(history))
+        .route("/v1/packages/quarantined", get(quarantined))
+        .route(
+            "/v1/packages/quarantined/{name}/{version}",
+            delete(lift_quarantine),
+        )
         .route("/v1/events", get(events))
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -234,7 +245,10 @@ async fn modules(
 ) -> ApiResult<Json<Vec<ModuleView>>> {
     read_barrier(&app, &opts).await?;
     Ok(Json(app.state.read(|s| {
-        s.modules.iter().map(|(n, m)| views::module(n, m)).collect()
+        s.modules
+            .iter()
+            .map(|(n, m)| views::module(s, n, m))
+            .collect()
     })))
 }
 
@@ -245,7 +259,7 @@ async fn module(
 ) -> ApiResult<Json<ModuleView>> {
     read_barrier(&app, &opts).await?;
     app.state
-        .read(|s| s.modules.get(&name).map(|m| views::module(&name, m)))
+        .read(|s| s.modules.get(&name).map(|m| views::module(s, &name, m)))
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown module {name:?}")))
 }
@@ -282,7 +296,12 @@ async fn deploy(
     body: Bytes,
 ) -> ApiResult<Response> {
     let spec = parse_spec(&headers, &body)?;
-    check_state_room(&app, &spec)?;
+    let adds = app.state.read(|s| {
+        let record = ModuleRecord::pending(&spec, s.last_index + 1, 0);
+        let revisions = state::Versions::first(&spec, 0);
+        state::module_bytes(&spec.name, &record, Some(&revisions))
+    });
+    check_state_room(&app, &spec.name, adds)?;
     check_package_exists(&app, &spec).await?;
     let name = spec.name.clone();
     let epoch = commit_one(&app, Transition::Deploy(Deploy { spec })).await?;
@@ -295,16 +314,14 @@ async fn deploy(
 /// costs one encoding of the new record. Checked against the applied
 /// state: deploys proposed at the same moment may each pass and together
 /// overshoot by their own sizes (a few KiB each); the cap leaves room.
-fn check_state_room(app: &App, spec: &ModuleSpec) -> ApiResult<()> {
+fn check_state_room(app: &App, module: &str, adds: u64) -> ApiResult<()> {
     let limit = app.config.max_state_bytes;
-    let (size, last) = app.state.read(|s| (s.size().total(), s.last_index));
-    let adds = state::module_bytes(&spec.name, &ModuleRecord::pending(spec, last + 1, 0));
+    let size = app.state.read(|s| s.size().total());
     if size.saturating_add(adds) > limit {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
-                "deploying module {:?} ({adds} bytes encoded) would grow the replicated state from {size} bytes past the limit of {limit} bytes (--max-state-bytes); remove modules first",
-                spec.name
+                "module {module:?} ({adds} more bytes encoded) would grow the replicated state from {size} bytes past the limit of {limit} bytes (--max-state-bytes); remove modules first"
             ),
         ));
     }
@@ -339,6 +356,104 @@ async fn check_package_exists(app: &App, spec: &ModuleSpec) -> ApiResult<()> {
             Ok(())
         }
     }
+}
+
+/// `PUT /v1/modules/{name}`: a rollout to the new spec (a new revision).
+async fn update(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Updated>> {
+    let spec = parse_spec(&headers, &body)?;
+    if spec.name != name {
+        return Err(ApiError::bad(format!(
+            "module spec: name {:?} is not the module {name:?} of the path (a module cannot be renamed)",
+            spec.name
+        )));
+    }
+    // A new revision adds the spec to the module's history.
+    let adds = (proto::encoded_len(&spec) + 32) as u64;
+    check_state_room(&app, &name, adds)?;
+    check_package_exists(&app, &spec).await?;
+    let epoch = commit_one(&app, Transition::Update(Update { spec })).await?;
+    Ok(Json(Updated {
+        revision: current_revision(&app, &name),
+        name,
+        epoch,
+    }))
+}
+
+/// `POST /v1/modules/{name}/rollback`: a rollout to an earlier revision.
+async fn rollback(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Updated>> {
+    let req: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("rollback: {e}")))?
+    };
+    let epoch = commit_one(
+        &app,
+        Transition::Rollback(Rollback {
+            module: name.clone(),
+            revision: req.revision,
+        }),
+    )
+    .await?;
+    Ok(Json(Updated {
+        revision: current_revision(&app, &name),
+        name,
+        epoch,
+    }))
+}
+
+/// The current revision of `name` in this replica's applied state (the
+/// leader's, just after a commit).
+fn current_revision(app: &App, name: &str) -> u32 {
+    app.state
+        .read(|s| s.versions_of(name).map_or(1, |v| v.revision))
+}
+
+async fn history(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Params(opts): Params<ReadOpts>,
+) -> ApiResult<Json<Vec<RevisionView>>> {
+    read_barrier(&app, &opts).await?;
+    app.state
+        .read(|s| views::history(s, &name))
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown module {name:?}")))
+}
+
+async fn quarantined(
+    State(app): State<Arc<App>>,
+    Params(opts): Params<ReadOpts>,
+) -> ApiResult<Json<Vec<QuarantineView>>> {
+    read_barrier(&app, &opts).await?;
+    Ok(Json(app.state.read(views::quarantined)))
+}
+
+async fn lift_quarantine(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<Json<QuarantineLifted>> {
+    let package = proto::manifest::PackageRef::new(name, version);
+    let index = commit_one(
+        &app,
+        Transition::LiftQuarantine(LiftQuarantine {
+            package: package.clone(),
+        }),
+    )
+    .await?;
+    Ok(Json(QuarantineLifted {
+        package,
+        lifted: true,
+        index,
+    }))
 }
 
 async fn remove(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Removed>> {

@@ -27,6 +27,12 @@
 //!    failover, moves off lost nodes, waiting for a node;
 //! 3. `drain`: moves off draining nodes, one module per node at a time.
 //!
+//! Between 1 and 2, `versions`: package versions that failed on enough
+//! nodes are quarantined; and for each module, before its recovery, its
+//! rollout is placed, a module on a quarantined version goes back to a good
+//! revision or waits, and a failing rollout is reverted (see
+//! `crate::state::Versions`).
+//!
 //! A pass sees its own decisions: node health after step 1, and the load of
 //! each node including the placements it made, so two modules failing over
 //! together spread out.
@@ -54,6 +60,7 @@
 mod detector;
 mod drain;
 mod recovery;
+mod versions;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,7 +73,7 @@ use crate::state::{
     RecordClusterId, RecordLease, Transition,
 };
 
-/// Timing of the failure detector (all in ms).
+/// Timing of the failure detector (all in ms), and the quarantine policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     /// Silent this long: suspect.
@@ -75,6 +82,30 @@ pub struct Timing {
     pub lease_ms: u64,
     /// Clock-drift margin added to the lease before a node is declared down.
     pub drift_ms: u64,
+    /// When a package version failed on this many distinct nodes within
+    /// `quarantine.window_ms` it is quarantined (see `versions`).
+    pub quarantine: QuarantinePolicy,
+}
+
+/// When a failing package version is quarantined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuarantinePolicy {
+    /// Distinct nodes (0: never quarantine).
+    pub nodes: u32,
+    pub window_ms: u64,
+}
+
+impl QuarantinePolicy {
+    /// Two nodes within ten minutes.
+    pub const DEFAULT: QuarantinePolicy = QuarantinePolicy {
+        nodes: 2,
+        window_ms: 10 * 60 * 1000,
+    };
+    /// Never quarantine.
+    pub const OFF: QuarantinePolicy = QuarantinePolicy {
+        nodes: 0,
+        window_ms: 0,
+    };
 }
 
 impl Timing {
@@ -100,6 +131,7 @@ impl Timing {
             heartbeat_ttl_ms: self.heartbeat_ttl_ms,
             lease_ms: t.lease_ms,
             drift_ms: t.drift_ms,
+            quarantine: self.quarantine,
         }
     }
 }
@@ -171,6 +203,7 @@ pub fn plan_scoped(
         p.push(Transition::RecordClusterId(RecordClusterId {}));
     }
     p.nodes();
+    p.quarantines();
     for (name, m) in &state.modules {
         let in_scope = match (scope, &m.placement) {
             (Scope::All, _) | (_, None) => true,

@@ -41,7 +41,10 @@ impl Planner<'_> {
     /// lost node, the release of its previous copy, its package, or the next
     /// step of its recovery as its node's heartbeats show it.
     pub(super) fn module(&mut self, name: &str, m: &ModuleRecord) {
-        if matches!(m.state, ModuleState::Failed | ModuleState::Stopped) {
+        if m.state == ModuleState::Stopped || self.versions(name, m) {
+            return;
+        }
+        if m.state == ModuleState::Failed {
             return;
         }
         let Some(p) = &m.placement else {
@@ -76,7 +79,21 @@ impl Planner<'_> {
             );
             return;
         }
-        if let Some(prev) = &p.previous {
+        let surge =
+            matches!(p.cause, PlaceCause::Rollout { .. }) && m.spec.fencing == Fencing::AtLeastOne;
+        if let Some(prev) = &p.previous
+            && surge
+        {
+            // An at-least-one rollout to another node: the old copy runs
+            // until the new one is healthy (or its node is gone).
+            let gone = matches!(self.health.get(prev.as_str()), None | Some(NodeHealth::Down));
+            if m.state == ModuleState::Running || gone {
+                self.push(Transition::ReleasePrevious(ReleasePrevious {
+                    module: name.to_string(),
+                    epoch: p.epoch,
+                }));
+            }
+        } else if let Some(prev) = &p.previous {
             if self.released(name, prev, m.spec.fencing) {
                 self.push(Transition::ReleasePrevious(ReleasePrevious {
                     module: name.to_string(),
@@ -151,7 +168,10 @@ impl Planner<'_> {
                             ),
                         )
                     };
-                    if stage == FailStage::Start && m.state == ModuleState::Installing {
+                    if stage == FailStage::Start
+                        && m.state == ModuleState::Installing
+                        && !self.rollout_open(name, p.epoch)
+                    {
                         // A fresh deploy that crashed: restore in place first.
                         self.push(Transition::FailureDetected(FailureDetected {
                             module: name.to_string(),
@@ -230,6 +250,9 @@ impl Planner<'_> {
     /// Fails the module over from its current node (claim 1), or to the next
     /// node when the failover node failed too (claim 2).
     fn failover(&mut self, name: &str, m: &ModuleRecord, epoch: Epoch, from: &str, reason: String) {
+        if self.revert_instead(name, epoch, &reason) {
+            return;
+        }
         let mut tried: BTreeSet<&str> = m.tried_nodes.iter().map(String::as_str).collect();
         tried.insert(from);
         let tried_list = tried.iter().copied().collect::<Vec<_>>().join(", ");

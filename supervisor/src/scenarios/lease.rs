@@ -10,12 +10,14 @@ const SHORT: Timing = Timing {
     heartbeat_ttl_ms: 800,
     lease_ms: 1000,
     drift_ms: 200,
+    quarantine: QuarantinePolicy::OFF,
 };
 
 const LONG: Timing = Timing {
     heartbeat_ttl_ms: 2000,
     lease_ms: 10_000,
     drift_ms: 500,
+    quarantine: QuarantinePolicy::OFF,
 };
 
 /// A leader change at `now` to a leader with `timing`: observations lost.

@@ -15,6 +15,7 @@
 //! - `drain`: an operator emptying a node;
 //! - `identity`: the cluster id, recorded once; nodes from another cluster;
 //! - `replay`: rejected replays, identical replicas, scoped passes;
+//! - `versions`: updates, rollbacks, reverts, quarantined packages;
 //! - `compat`: a tour of every transition against a stored fixture.
 
 mod compat;
@@ -25,24 +26,26 @@ mod lease;
 mod node_loss;
 mod replay;
 mod restore;
+mod versions;
 
 use std::collections::BTreeMap;
 
 use proto::heartbeat::{
     Directive, Heartbeat, ModuleStatus, ModuleTable, PackedStatuses, Report, TableEntry,
 };
-use proto::manifest::{ArtifactRef, ConfigPackage, Manifest};
+use proto::manifest::{ArtifactRef, ConfigPackage, Manifest, PackageRef};
 use proto::spec::ModuleSpec;
 
 use crate::directives::directives_for;
 use crate::observe::Observed;
-use crate::plan::{Fetch, Plan, Timing, plan};
+use crate::plan::{Fetch, Plan, QuarantinePolicy, Timing, plan};
 use crate::state::*;
 
 const TIMING: Timing = Timing {
     heartbeat_ttl_ms: 2000,
     lease_ms: 3000,
     drift_ms: 500,
+    quarantine: QuarantinePolicy::OFF,
 };
 
 /// One simulated agent's view of its modules.
@@ -80,13 +83,17 @@ fn spec(name: &str) -> ModuleSpec {
     .expect("spec")
 }
 
-fn package() -> ConfigPackage {
+/// The configuration package depmgr would answer for `r`.
+fn package_of(r: &PackageRef) -> ConfigPackage {
     ConfigPackage {
-        manifest: Manifest::from_toml("name = \"web\"\nversion = \"1.0.0\"\ncommand = \"bin/web\"")
-            .expect("manifest"),
+        manifest: Manifest::from_toml(&format!(
+            "name = \"{}\"\nversion = \"{}\"\ncommand = \"bin/web\"",
+            r.name, r.version
+        ))
+        .expect("manifest"),
         artifacts: vec![ArtifactRef {
-            name: "web".into(),
-            version: "1.0.0".into(),
+            name: r.name.clone(),
+            version: r.version.clone(),
             digest: "a".repeat(64),
         }],
     }
@@ -150,11 +157,16 @@ impl Sim {
                 );
             }
         }
-        for Fetch { module, epoch, .. } in p.fetches.clone() {
+        for Fetch {
+            module,
+            epoch,
+            package,
+        } in p.fetches.clone()
+        {
             self.commit(vec![Transition::PackageRetrieved(PackageRetrieved {
                 module,
                 epoch,
-                package: package(),
+                package: package_of(&package),
             })]);
         }
         p

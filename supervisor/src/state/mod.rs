@@ -23,7 +23,10 @@
 //!   ([`RegisterNodeFromOtherCluster`]);
 //! - `recovery`: bringing a placement up and keeping it up
 //!   ([`PackageRetrieved`], [`FailureDetected`], [`RestoreOrdered`],
-//!   [`Healthy`], [`InstallFailed`]).
+//!   [`Healthy`], [`InstallFailed`]);
+//! - `versions`: revisions and rollouts ([`Update`], [`Rollback`],
+//!   [`Revert`]) and quarantined package versions ([`QuarantinePackage`],
+//!   [`LiftQuarantine`], [`HoldQuarantined`]).
 //!
 //! This file keeps what they share: the event record, the modules-by-node
 //! index, and the queries the planner and the views ask
@@ -54,6 +57,7 @@ mod modules;
 mod nodes;
 mod placement;
 mod recovery;
+mod versions;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -69,6 +73,10 @@ pub use placement::{AwaitNode, GiveUp, Place, PlaceCause, Placement, ReleasePrev
 pub use proto::record::{Event, EventKind, ModuleState};
 pub use recovery::{
     FailStage, FailureDetected, Healthy, InstallFailed, PackageRetrieved, RestoreOrdered,
+};
+pub use versions::{
+    HoldQuarantined, LiftQuarantine, Packages, Quarantine, QuarantinePackage, REVISIONS_KEPT,
+    Revert, Revision, RevisionOutcome, Rollback, Rollout, RolloutState, Update, Versions,
 };
 
 /// Events kept in the state; older ones are dropped first.
@@ -100,6 +108,12 @@ pub struct ClusterState {
     /// The cluster's id, chosen once (0: not yet; see `identity`). Added
     /// after `lease`: see [`StoredState`].
     pub cluster_id: u64,
+    /// Each module's revisions and rollout (see `versions`; a module
+    /// without an entry is at revision 1). Added after `cluster_id`.
+    pub versions: BTreeMap<ModuleName, Versions>,
+    /// Package versions that failed, and those quarantined. Added with
+    /// `versions`.
+    pub packages: Packages,
     /// Encoded size of the parts (kept by `apply`; not stored).
     #[serde(skip)]
     size: StateSize,
@@ -107,10 +121,11 @@ pub struct ClusterState {
 
 /// [`ClusterState`] as stored: the same fields, in the same order, without
 /// the size. Fields added after the first stored format (`lease`, then
-/// `cluster_id`) are optional at the end: a snapshot written before them
-/// has nothing more, and they decode to their default (no lease terms, no
-/// cluster id recorded yet), as the compatibility fixture shows
-/// (`scenarios::compat`).
+/// `cluster_id`, then `versions` and `packages`) are optional at the end: a
+/// snapshot written before them has nothing more, and they decode to their
+/// default (no lease terms, no cluster id recorded yet, every module at its
+/// implicit revision 1, no package failures), as the compatibility fixture
+/// shows (`scenarios::compat`).
 struct StoredState {
     nodes: BTreeMap<NodeId, NodeRecord>,
     modules: BTreeMap<ModuleName, ModuleRecord>,
@@ -120,6 +135,8 @@ struct StoredState {
     last_index: u64,
     lease: LeaseTerms,
     cluster_id: u64,
+    versions: BTreeMap<ModuleName, Versions>,
+    packages: Packages,
 }
 
 impl<'de> Deserialize<'de> for StoredState {
@@ -134,6 +151,8 @@ impl<'de> Deserialize<'de> for StoredState {
             "last_index",
             "lease",
             "cluster_id",
+            "versions",
+            "packages",
         ];
         struct Fields;
         impl<'de> Visitor<'de> for Fields {
@@ -142,7 +161,7 @@ impl<'de> Deserialize<'de> for StoredState {
                 f.write_str("the cluster state's fields in order")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StoredState, A::Error> {
-                let missing = |i: usize| A::Error::invalid_length(i, &"8 fields");
+                let missing = |i: usize| A::Error::invalid_length(i, &"10 fields");
                 Ok(StoredState {
                     nodes: seq.next_element()?.ok_or_else(|| missing(0))?,
                     modules: seq.next_element()?.ok_or_else(|| missing(1))?,
@@ -154,6 +173,9 @@ impl<'de> Deserialize<'de> for StoredState {
                     lease: seq.next_element().ok().flatten().unwrap_or_default(),
                     // ... and here in the format with the lease terms.
                     cluster_id: seq.next_element().ok().flatten().unwrap_or_default(),
+                    // ... and here in the format with the cluster id.
+                    versions: seq.next_element().ok().flatten().unwrap_or_default(),
+                    packages: seq.next_element().ok().flatten().unwrap_or_default(),
                 })
             }
         }
@@ -172,6 +194,8 @@ impl From<StoredState> for ClusterState {
             last_index: s.last_index,
             lease: s.lease,
             cluster_id: s.cluster_id,
+            versions: s.versions,
+            packages: s.packages,
             size: StateSize::default(),
         };
         state.size = StateSize::of(&state);
@@ -186,15 +210,18 @@ impl From<StoredState> for ClusterState {
 /// node's name and a set length), which bounds it from above.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StateSize {
+    /// Module records with their revisions.
     pub modules: u64,
     pub nodes: u64,
     pub events: u64,
+    /// Package failures and quarantines.
+    pub packages: u64,
 }
 
-/// Bytes of the fixed part of an encoded state: four length prefixes and
+/// Bytes of the fixed part of an encoded state: five length prefixes and
 /// five u64 (two counters, the lease terms, the cluster id; 9 bytes each
 /// at most).
-const STATE_FIXED_BYTES: u64 = 9 * 9;
+const STATE_FIXED_BYTES: u64 = 10 * 9;
 
 impl StateSize {
     /// Measures every entry of `state` (after decoding a snapshot).
@@ -203,7 +230,7 @@ impl StateSize {
             modules: state
                 .modules
                 .iter()
-                .map(|(name, m)| module_bytes(name, m))
+                .map(|(name, m)| module_bytes(name, m, state.versions.get(name)))
                 .sum(),
             nodes: state
                 .nodes
@@ -211,19 +238,22 @@ impl StateSize {
                 .map(|(name, n)| node_bytes(name, n))
                 .sum(),
             events: state.events.iter().map(event_bytes).sum(),
+            packages: proto::encoded_len(&state.packages) as u64,
         }
     }
 
     /// All parts together: an upper bound on the encoded state's size,
     /// within a few bytes per module and node.
     pub fn total(&self) -> u64 {
-        self.modules + self.nodes + self.events + STATE_FIXED_BYTES
+        self.modules + self.nodes + self.events + self.packages + STATE_FIXED_BYTES
     }
 }
 
-/// Encoded bytes of a module's entry, with its share of `placed`.
-pub fn module_bytes(name: &str, m: &ModuleRecord) -> u64 {
-    (proto::encoded_len(&(name, m)) + proto::encoded_len(name)) as u64
+/// Encoded bytes of a module's entry, with its share of `placed` and its
+/// revisions (when it has an entry).
+pub fn module_bytes(name: &str, m: &ModuleRecord, v: Option<&Versions>) -> u64 {
+    let revisions = v.map_or(0, |v| proto::encoded_len(&(name, v)));
+    (proto::encoded_len(&(name, m)) + proto::encoded_len(name) + revisions) as u64
 }
 
 /// Encoded bytes of a node's entry, with its share of `placed` (its name
@@ -303,6 +333,12 @@ pub enum Transition {
     RecordLease(RecordLease),
     RecordClusterId(RecordClusterId),
     RegisterNodeFromOtherCluster(RegisterNodeFromOtherCluster),
+    Update(Update),
+    Rollback(Rollback),
+    Revert(Revert),
+    QuarantinePackage(QuarantinePackage),
+    LiftQuarantine(LiftQuarantine),
+    HoldQuarantined(HoldQuarantined),
 }
 
 impl Transition {
@@ -329,7 +365,24 @@ impl Transition {
             Transition::RecordLease(_) => (None, None),
             Transition::RecordClusterId(_) => (None, None),
             Transition::RegisterNodeFromOtherCluster(t) => (None, Some(&t.register.node)),
+            Transition::Update(t) => (Some(&t.spec.name), None),
+            Transition::Rollback(t) => (Some(&t.module), None),
+            Transition::Revert(t) => (Some(&t.module), None),
+            Transition::QuarantinePackage(_) | Transition::LiftQuarantine(_) => (None, None),
+            Transition::HoldQuarantined(t) => (Some(&t.module), None),
         }
+    }
+
+    /// Whether the transition may change the package failures or
+    /// quarantines (whose size is then measured again).
+    fn touches_packages(&self) -> bool {
+        matches!(
+            self,
+            Transition::InstallFailed(_)
+                | Transition::FailureDetected(_)
+                | Transition::QuarantinePackage(_)
+                | Transition::LiftQuarantine(_)
+        )
     }
 
     /// Applies the transition at log `index`, stamped `at` (ms) by the
@@ -353,6 +406,12 @@ impl Transition {
             Transition::RecordLease(t) => t.apply(state, index, at),
             Transition::RecordClusterId(t) => t.apply(state, index, at),
             Transition::RegisterNodeFromOtherCluster(t) => t.apply(state, index, at),
+            Transition::Update(t) => t.apply(state, index, at),
+            Transition::Rollback(t) => t.apply(state, index, at),
+            Transition::Revert(t) => t.apply(state, index, at),
+            Transition::QuarantinePackage(t) => t.apply(state, index, at),
+            Transition::LiftQuarantine(t) => t.apply(state, index, at),
+            Transition::HoldQuarantined(t) => t.apply(state, index, at),
         }
     }
 }
@@ -381,6 +440,9 @@ impl ClusterState {
                 // a miscount could never stop an apply.
                 self.size.modules = self.size.modules.saturating_sub(before.0) + after.0;
                 self.size.nodes = self.size.nodes.saturating_sub(before.1) + after.1;
+                if t.touches_packages() {
+                    self.size.packages = proto::encoded_len(&self.packages) as u64;
+                }
                 outcome
             })
             .collect();
@@ -397,7 +459,7 @@ impl ClusterState {
     fn entry_bytes(&self, module: Option<&str>, node: Option<&str>) -> (u64, u64) {
         let m = module
             .and_then(|name| self.modules.get_key_value(name))
-            .map_or(0, |(name, m)| module_bytes(name, m));
+            .map_or(0, |(name, m)| module_bytes(name, m, self.versions.get(name)));
         let n = node
             .and_then(|name| self.nodes.get_key_value(name))
             .map_or(0, |(name, n)| node_bytes(name, n));

@@ -6,14 +6,15 @@
 //! node's agent is told to stop the copy by the next directives. The spec a
 //! deploy carries was validated at the edge before it was proposed (the
 //! admin API's `parse_spec`); `apply` checks only the state: the name is
-//! free, the preferred node is known.
+//! free, the preferred node is known, the package version is not
+//! quarantined. A deploy is the module's revision 1 (`versions`).
 
 use proto::manifest::ConfigPackage;
 use proto::spec::ModuleSpec;
 use proto::{Epoch, ModuleName, NodeId};
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterState, EventKind, ModuleState, Placement, Rejection, not_found};
+use super::{ClusterState, EventKind, ModuleState, Placement, Rejection, Versions, not_found};
 
 /// A module and everything decided about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,9 +90,13 @@ impl Deploy {
                 "placement.node: unknown node {node:?}"
             )));
         }
+        state.check_not_quarantined(&self.spec.package)?;
         state
             .modules
             .insert(name.clone(), ModuleRecord::pending(&self.spec, index, at));
+        state
+            .versions
+            .insert(name.clone(), Versions::first(&self.spec, at));
         let pkg = self.spec.package.to_string();
         state.event(
             index,
@@ -122,6 +127,7 @@ impl Remove {
             .modules
             .remove(&self.module)
             .ok_or_else(|| not_found("module", &self.module))?;
+        state.versions.remove(&self.module);
         let node = m.placement.map(|p| p.node);
         if let Some(n) = &node {
             state.unindex(n, &self.module);

@@ -38,6 +38,13 @@ pub enum PlaceCause {
     /// as tried and `failover.max_nodes` is not spent, so a partition or an
     /// outage never makes a module fail for good.
     NodeLost { reason: String },
+    /// Moved to another revision of the module (an update, a rollback, or
+    /// a revert after a failed rollout; see `versions`). On the same node
+    /// the agent replaces the old copy (stopping it first); elsewhere the
+    /// previous copy is fenced as for a failover, except that an
+    /// at-least-one module's old copy keeps running until the new one is
+    /// healthy. Not a failure: spends nothing, starts a new episode.
+    Rollout { revision: u32 },
 }
 
 /// Where a module runs, and the fencing token of that decision.
@@ -89,7 +96,8 @@ impl Place {
                 self.module
             )));
         }
-        if m.state == ModuleState::Failed {
+        let rollout = matches!(self.cause, PlaceCause::Rollout { .. });
+        if m.state == ModuleState::Failed && !rollout {
             return Err(Rejection::Conflict(format!(
                 "module {:?} has failed",
                 self.module
@@ -124,11 +132,20 @@ impl Place {
                 m.state = ModuleState::FailingOver;
             }
             PlaceCause::Initial | PlaceCause::Drain => m.state = ModuleState::Installing,
+            PlaceCause::Rollout { .. } => {
+                m.state = ModuleState::Installing;
+                m.restore_attempts = 0;
+                m.tried_nodes.clear();
+                m.episode_failovers = 0;
+            }
         }
+        // On the same node the agent itself stops the old copy before the
+        // new one starts: there is no other node's copy to wait for.
+        let previous = from.clone().filter(|f| !(rollout && *f == self.node));
         m.placement = Some(Placement {
             node: self.node.clone(),
             epoch: index,
-            previous: from.clone(),
+            previous,
             cause: self.cause.clone(),
         });
         m.package = None;
@@ -144,6 +161,10 @@ impl Place {
         }
         let kind = match &self.cause {
             PlaceCause::Initial => EventKind::Placed,
+            PlaceCause::Rollout { revision } => {
+                detail.push(("revision", revision.to_string()));
+                EventKind::Placed
+            }
             PlaceCause::Failover { reason } | PlaceCause::NodeLost { reason } => {
                 detail.push(("reason", reason.clone()));
                 detail.push(("tried", m.tried_nodes.join(",")));
@@ -151,6 +172,13 @@ impl Place {
             }
             PlaceCause::Drain => EventKind::DrainMoved,
         };
+        if matches!(
+            self.cause,
+            PlaceCause::Failover { .. } | PlaceCause::NodeLost { .. }
+        ) {
+            state.count_on_revision(&self.module, false);
+        }
+        state.revision_placed(&self.module, index);
         if let Some(from) = &from {
             state.unindex(from, &self.module);
         }

@@ -95,8 +95,13 @@ impl FailureDetected {
                 m.state.as_str()
             )));
         }
+        let never_healthy = m.state == ModuleState::Installing;
+        let node = m.placement.as_ref().map(|p| p.node.clone());
         m.state = ModuleState::Restoring;
         m.updated_ms = at;
+        if never_healthy && let Some(node) = node {
+            state.record_package_failure(&self.module, &node, at);
+        }
         state.module_event(
             index,
             at,
@@ -173,6 +178,7 @@ impl RestoreOrdered {
         m.updated_ms = at;
         let attempt = m.restore_attempts.to_string();
         let of = m.spec.restart.attempts.to_string();
+        state.count_on_revision(&self.module, true);
         state.module_event(
             index,
             at,
@@ -236,6 +242,7 @@ impl Healthy {
                 ],
             );
         }
+        state.revision_healthy(&self.module, self.epoch, index, at);
         Ok(())
     }
 }
@@ -275,6 +282,10 @@ impl InstallFailed {
         m.reason = Some(self.reason.clone());
         m.updated_ms = at;
         let failover = m.state == ModuleState::FailingOver;
+        let node = m.placement.as_ref().map(|p| p.node.clone());
+        if let Some(node) = node {
+            state.record_package_failure(&self.module, &node, at);
+        }
         let kind = match self.stage {
             FailStage::Install => EventKind::InstallFailed,
             FailStage::Start => EventKind::StartFailed,
