@@ -177,7 +177,11 @@ impl AdminClient {
 
     /// `POST /v1/modules/{name}/rollback`: to `revision`, or the previous
     /// good one.
-    pub async fn rollback(&self, name: &str, revision: Option<u32>) -> Result<Updated, ClientError> {
+    pub async fn rollback(
+        &self,
+        name: &str,
+        revision: Option<u32>,
+    ) -> Result<Updated, ClientError> {
         self.request(
             Method::POST,
             &format!("/v1/modules/{name}/rollback"),

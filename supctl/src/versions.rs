@@ -158,7 +158,11 @@ pub async fn fleet_rollout(
                 failed.len(),
                 failed.join(", "),
                 done.len(),
-                if left.is_empty() { "none".to_string() } else { left.join(", ") }
+                if left.is_empty() {
+                    "none".to_string()
+                } else {
+                    left.join(", ")
+                }
             );
         }
         let wave: Vec<ModuleView> = queue.by_ref().take(max_parallel.max(1)).collect();
@@ -171,7 +175,9 @@ pub async fn fleet_rollout(
             let current = history
                 .iter()
                 .find(|r| r.revision == m.revision)
-                .with_context(|| format!("{}: revision {} is not in its history", m.name, m.revision))?;
+                .with_context(|| {
+                    format!("{}: revision {} is not in its history", m.name, m.revision)
+                })?;
             let mut spec = serde_json::to_value(&current.spec)?;
             spec["package"]["version"] = serde_json::Value::String(version.clone());
             match c.update(&m.name, &spec).await {

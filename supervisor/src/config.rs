@@ -76,7 +76,11 @@ pub struct Config {
     pub quarantine_nodes: u32,
 
     /// The window of --quarantine-nodes, in ms.
-    #[arg(long, env = "SUPERVISOR_QUARANTINE_WINDOW_MS", default_value_t = 600_000)]
+    #[arg(
+        long,
+        env = "SUPERVISOR_QUARANTINE_WINDOW_MS",
+        default_value_t = 600_000
+    )]
     pub quarantine_window_ms: u64,
 
     /// Raft election timeout (lower bound; the upper bound is twice this).

@@ -95,10 +95,12 @@ async fn cluster(fencing: &str) -> (TestCluster, std::path::PathBuf) {
         .expect("spec file");
     }
     c.admin()
-        .deploy(&serde_json::from_str(
-            &std::fs::read_to_string(c.dir.path().join("web-1.0.0.json")).expect("spec"),
+        .deploy(
+            &serde_json::from_str(
+                &std::fs::read_to_string(c.dir.path().join("web-1.0.0.json")).expect("spec"),
+            )
+            .expect("json"),
         )
-        .expect("json"))
         .await
         .expect("deploy");
     eventually("1.0.0 writes on a", T, || async {
@@ -193,7 +195,10 @@ async fn update_at_most_one_never_overlaps_and_a_bad_version_is_reverted() {
     let r = m.rollout.clone().expect("rollout");
     assert_eq!((r.from, r.to, r.state.as_str()), (3, 2, "reverted"));
     assert!(
-        r.reason.as_deref().unwrap_or("").contains("before it was healthy"),
+        r.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("before it was healthy"),
         "{r:?}"
     );
     more_lines(&ledger_path, "1.0.1", 10).await;

@@ -86,7 +86,10 @@ impl Planner<'_> {
         {
             // An at-least-one rollout to another node: the old copy runs
             // until the new one is healthy (or its node is gone).
-            let gone = matches!(self.health.get(prev.as_str()), None | Some(NodeHealth::Down));
+            let gone = matches!(
+                self.health.get(prev.as_str()),
+                None | Some(NodeHealth::Down)
+            );
             if m.state == ModuleState::Running || gone {
                 self.push(Transition::ReleasePrevious(ReleasePrevious {
                     module: name.to_string(),

@@ -139,13 +139,23 @@ fn tour_replays_the_fixture_from_main() {
     // Stored bytes decode, and encode again to the same bytes.
     let log: Vec<(u64, Batch)> = proto::decode(TOUR_LOG).expect("the stored log decodes");
     assert_eq!(proto::encode(&log).expect("encode"), TOUR_LOG);
-    // The stored snapshot predates the `lease` and `cluster_id` fields: it
-    // decodes with no terms and no id recorded, and encodes again to the
-    // same bytes plus those fields (three zero varints).
+    // The stored snapshot predates the `lease`, `cluster_id`, `versions`
+    // and `packages` fields: it decodes with no terms, no id, no revisions
+    // (every module at its implicit revision 1) and no package failures
+    // recorded, and encodes again to the same bytes plus those fields (six
+    // zero varints: two lease terms, the id, three empty maps).
     let stored: ClusterState = proto::decode(TOUR_STATE).expect("the stored snapshot decodes");
     assert_eq!(stored.lease, LeaseTerms::default());
     assert_eq!(stored.cluster_id, 0);
-    let with_lease = [TOUR_STATE, &[0, 0, 0]].concat();
+    assert!(stored.versions.is_empty() && stored.packages == Packages::default());
+    for name in stored.modules.keys() {
+        assert_eq!(stored.versions_of(name).map(|v| v.revision), Some(1));
+    }
+    let with_lease = [TOUR_STATE, &[0, 0, 0, 0, 0, 0]].concat();
+    // A snapshot with the id but without the revisions decodes too.
+    let with_id: ClusterState =
+        proto::decode(&[TOUR_STATE, &[0, 0, 0]].concat()).expect("decodes without revisions");
+    assert_eq!(with_id, stored);
     // A snapshot with the lease terms but no cluster id decodes too.
     let lease_only: ClusterState =
         proto::decode(&[TOUR_STATE, &[0, 0]].concat()).expect("decodes without the id");
@@ -153,12 +163,24 @@ fn tour_replays_the_fixture_from_main() {
     assert_eq!(proto::encode(&stored).expect("encode"), with_lease);
     let again: ClusterState = proto::decode(&with_lease).expect("decodes with the field");
     assert_eq!(again, stored);
-    // Replaying the stored log gives the stored snapshot, byte for byte.
+    // Replaying the stored log gives the stored snapshot, byte for byte,
+    // but for what today's `apply` records besides: each deployed module's
+    // revision 1, and the nodes where web@1.0.0 failed to install or start.
     let mut replayed = ClusterState::default();
     for (index, batch) in &log {
         replayed.apply(*index, batch);
     }
-    assert_eq!(proto::encode(&replayed).expect("encode"), with_lease);
+    let live: BTreeSet<&String> = replayed.modules.keys().collect();
+    assert_eq!(replayed.versions.keys().collect::<BTreeSet<_>>(), live);
+    let failed: Vec<&String> = replayed.packages.failures
+        [&proto::manifest::PackageRef::new("web", "1.0.0")]
+        .keys()
+        .collect();
+    assert!(failed.len() >= 2, "{failed:?}");
+    let mut older = replayed.clone();
+    older.versions.clear();
+    older.packages = Packages::default();
+    assert_eq!(proto::encode(&older).expect("encode"), with_lease);
     // The planner, driven through the same tour, writes the same log, but
     // for the lease terms and the cluster id it records in the first batch
     // (added since).

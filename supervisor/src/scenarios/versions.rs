@@ -123,11 +123,20 @@ fn a_failing_update_reverts_to_the_last_good_revision() {
     let r = v.rollout.clone().unwrap();
     assert_eq!((r.from, r.to, r.state), (2, 1, RolloutState::Reverted));
     assert!(
-        r.reason.as_deref().unwrap().contains("before it was healthy"),
+        r.reason
+            .as_deref()
+            .unwrap()
+            .contains("before it was healthy"),
         "{r:?}"
     );
     assert_eq!(sim.module("web").spec.package.version, "1.0.0");
-    assert!(sim.module("web").reason.as_deref().unwrap().contains("revision 2 failed"));
+    assert!(
+        sim.module("web")
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("revision 2 failed")
+    );
     sim.settle();
     let p = sim.module("web").placement.clone().unwrap();
     assert!(p.epoch > bad_epoch);
@@ -225,7 +234,10 @@ fn rollback_returns_to_the_previous_revision_and_bad_input_changes_nothing() {
     sim.run_for(1200, &ALL);
     let v = versions(&sim, "web");
     assert_eq!(v.revision, 1);
-    assert_eq!(v.rollout.as_ref().map(|r| (r.from, r.to, r.state)), Some((2, 1, RolloutState::Completed)));
+    assert_eq!(
+        v.rollout.as_ref().map(|r| (r.from, r.to, r.state)),
+        Some((2, 1, RolloutState::Completed))
+    );
     assert_eq!(
         outcomes(&sim, "web"),
         [
@@ -261,11 +273,7 @@ fn at_least_one_keeps_the_old_copy_until_the_new_one_is_healthy() {
     assert_eq!(p.previous.as_deref(), Some("a"));
     // The new copy is installed at once, the old one is not stopped.
     assert_eq!(installs(&sim, &p.node, "web"), 1);
-    assert!(
-        sim.directives("a").is_empty(),
-        "{:?}",
-        sim.directives("a")
-    );
+    assert!(sim.directives("a").is_empty(), "{:?}", sim.directives("a"));
     sim.execute(&p.node, Running);
     sim.run_for(600, &ALL);
     assert!(sim.directives("a").is_empty(), "still running the old copy");
@@ -334,6 +342,7 @@ fn a_new_leader_finishes_a_rollout_from_the_log() {
         nodes: BTreeMap::new(),
     };
     sim.now = 90_000;
+    sim.heartbeat_all();
     sim.execute(&node, Failed);
     sim.step();
     assert_eq!(rollout_state(&sim, "web"), Some(RolloutState::Reverted));
@@ -372,8 +381,8 @@ fn a_version_failing_on_two_nodes_is_quarantined_and_stops_the_churn() {
     let (_, without) = churn(QuarantinePolicy::OFF, 12);
     let bad = PackageRef::new("web", "6.6.6");
     let q = &sim.state.packages.quarantined[&bad];
-    assert_eq!(q.nodes.len(), 2, "{q:?}");
-    assert!(q.reason.contains("2 nodes"), "{q:?}");
+    assert!(q.nodes.len() >= 2, "{q:?}");
+    assert!(q.reason.contains("failed to install or start on"), "{q:?}");
     let quarantined: Vec<_> = sim
         .state
         .events
@@ -384,14 +393,23 @@ fn a_version_failing_on_two_nodes_is_quarantined_and_stops_the_churn() {
     // No good revision: each module waits, failing over no more.
     for m in sim.state.modules.values() {
         assert_eq!(m.state, ModuleState::FailingOver, "{m:?}");
-        assert!(m.reason.as_deref().unwrap().contains("quarantined"), "{m:?}");
+        assert!(
+            m.reason.as_deref().unwrap().contains("quarantined"),
+            "{m:?}"
+        );
     }
     assert!(
         with < without,
         "failovers with quarantine {with}, without {without}"
     );
-    assert_eq!(with, 0, "both failures were first starts, restored in place");
-    assert!(without >= 6, "without quarantine every module wanders: {without}");
+    assert_eq!(
+        with, 0,
+        "both failures were first starts, restored in place"
+    );
+    assert!(
+        without >= 6,
+        "without quarantine every module wanders: {without}"
+    );
     // Nothing is installed for a held module.
     for n in ["a", "b", "c", "d", "e"] {
         assert!(
@@ -454,7 +472,7 @@ fn quarantine_refuses_the_version_reverts_modules_with_a_good_revision_and_is_li
         .outcomes
         .remove(0);
     assert!(matches!(out, Outcome::Applied { .. }));
-    assert!(sim.state.packages.failures.get(&bad).is_none());
+    assert!(!sim.state.packages.failures.contains_key(&bad));
     let before = sim.module("x").placement.as_ref().unwrap().epoch;
     sim.settle();
     let p = sim.module("x").placement.clone().unwrap();
@@ -485,9 +503,21 @@ fn a_quarantined_update_goes_back_to_the_good_revision() {
     }
     sim.step();
     sim.step();
-    assert!(sim.state.packages.is_quarantined(&PackageRef::new("web", "1.0.9")));
+    assert!(
+        sim.state
+            .packages
+            .is_quarantined(&PackageRef::new("web", "1.0.9"))
+    );
     let v = versions(&sim, "web");
     assert_eq!(v.revision, 1);
     assert_eq!(v.rollout.as_ref().unwrap().state, RolloutState::Reverted);
-    assert!(v.rollout.as_ref().unwrap().reason.as_deref().unwrap().contains("quarantined"));
+    assert!(
+        v.rollout
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("quarantined")
+    );
 }

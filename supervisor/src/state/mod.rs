@@ -238,7 +238,7 @@ impl StateSize {
                 .map(|(name, n)| node_bytes(name, n))
                 .sum(),
             events: state.events.iter().map(event_bytes).sum(),
-            packages: proto::encoded_len(&state.packages) as u64,
+            packages: packages_bytes(&state.packages),
         }
     }
 
@@ -260,6 +260,16 @@ pub fn module_bytes(name: &str, m: &ModuleRecord, v: Option<&Versions>) -> u64 {
 /// and a set length).
 fn node_bytes(name: &str, n: &NodeRecord) -> u64 {
     (proto::encoded_len(&(name, n)) + proto::encoded_len(name) + 9) as u64
+}
+
+/// Encoded bytes of the package failures and quarantines beyond the empty
+/// maps' length prefixes (counted in [`STATE_FIXED_BYTES`]).
+fn packages_bytes(p: &Packages) -> u64 {
+    if p.failures.is_empty() && p.quarantined.is_empty() {
+        0
+    } else {
+        proto::encoded_len(p) as u64
+    }
 }
 
 fn event_bytes(e: &Event) -> u64 {
@@ -441,7 +451,7 @@ impl ClusterState {
                 self.size.modules = self.size.modules.saturating_sub(before.0) + after.0;
                 self.size.nodes = self.size.nodes.saturating_sub(before.1) + after.1;
                 if t.touches_packages() {
-                    self.size.packages = proto::encoded_len(&self.packages) as u64;
+                    self.size.packages = packages_bytes(&self.packages);
                 }
                 outcome
             })
@@ -459,7 +469,9 @@ impl ClusterState {
     fn entry_bytes(&self, module: Option<&str>, node: Option<&str>) -> (u64, u64) {
         let m = module
             .and_then(|name| self.modules.get_key_value(name))
-            .map_or(0, |(name, m)| module_bytes(name, m, self.versions.get(name)));
+            .map_or(0, |(name, m)| {
+                module_bytes(name, m, self.versions.get(name))
+            });
         let n = node
             .and_then(|name| self.nodes.get_key_value(name))
             .map_or(0, |(name, n)| node_bytes(name, n));
@@ -633,6 +645,9 @@ mod tests {
         Remove(usize),
         Place(usize, usize, bool),
         Health(usize, u8),
+        Update(usize, u8),
+        Rollback(usize),
+        Failed(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -641,6 +656,9 @@ mod tests {
             (0..4usize).prop_map(Op::Remove),
             (0..4usize, 0..3usize, any::<bool>()).prop_map(|(m, n, f)| Op::Place(m, n, f)),
             (0..3usize, 0..3u8).prop_map(|(n, h)| Op::Health(n, h)),
+            (0..4usize, 0..3u8).prop_map(|(m, v)| Op::Update(m, v)),
+            (0..4usize).prop_map(Op::Rollback),
+            (0..4usize).prop_map(Op::Failed),
         ]
     }
 
@@ -742,6 +760,17 @@ mod tests {
                         health: [NodeHealth::Ready, NodeHealth::Suspect, NodeHealth::Down][h as usize],
                         detail: String::new(),
                     }),
+                    Op::Update(m, v) => {
+                        let mut spec = spec(&format!("m{m}"));
+                        spec.package.version = format!("1.0.{v}");
+                        Transition::Update(Update { spec })
+                    }
+                    Op::Rollback(m) => Transition::Rollback(Rollback { module: format!("m{m}"), revision: None }),
+                    Op::Failed(m) => {
+                        let name = format!("m{m}");
+                        let epoch = s.modules.get(&name).and_then(|r| r.placement.as_ref()).map_or(0, |p| p.epoch);
+                        Transition::InstallFailed(InstallFailed { module: name, epoch, stage: FailStage::Install, reason: "x".into() })
+                    }
                 };
                 apply(&mut s, t);
                 let mut derived: BTreeMap<NodeId, BTreeSet<ModuleName>> = BTreeMap::new();

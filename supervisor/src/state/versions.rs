@@ -210,10 +210,9 @@ impl Versions {
     /// good revision other than the current one whose package is not
     /// quarantined.
     pub fn last_good(&self, packages: &Packages) -> Option<&Revision> {
-        self.history
-            .iter()
-            .rev()
-            .find(|r| r.revision != self.revision && r.good && !packages.is_quarantined(&r.spec.package))
+        self.history.iter().rev().find(|r| {
+            r.revision != self.revision && r.good && !packages.is_quarantined(&r.spec.package)
+        })
     }
 
     /// Makes `revision` (kept) current with `spec`, marking the one it
