@@ -110,6 +110,9 @@ async fn cluster(fencing: &str) -> (TestCluster, std::path::PathBuf) {
             .then_some(())
     })
     .await;
+    // Healthy (revision 1 good: a failed update can go back to it).
+    c.wait_module("web", "web running", T, |m| m.state == "running")
+        .await;
     (c, ledger_path)
 }
 
