@@ -374,3 +374,73 @@ async fn a_version_failing_everywhere_is_quarantined_and_stops_moving() {
     assert!(kinds.contains(&EventKind::PackageQuarantined));
     assert!(kinds.contains(&EventKind::QuarantineLifted));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supctl_rollout_updates_every_module_of_a_package_and_pauses_on_failure() {
+    let _serial = SERIAL.lock().await;
+    let (c, ledger_path) = cluster("at-most-one").await;
+    // A second module on web@1.0.0, on b.
+    let spec = ModuleSpec::new("api")
+        .package("web", "1.0.0")
+        .restart(2, 100, 500)
+        .max_nodes(2)
+        .node(Some("b"))
+        .json();
+    c.admin().deploy(&spec).await.expect("deploy api");
+    c.wait_module("api", "api running", T, |m| m.state == "running")
+        .await;
+    let out = c
+        .supctl()
+        .args([
+            "rollout",
+            "web@1.0.1",
+            "--max-parallel",
+            "2",
+            "--timeout",
+            "60",
+        ])
+        .output()
+        .expect("supctl rollout");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("web@1.0.1: 2 modules updated"), "{stdout}");
+    for m in c.admin().modules().await.expect("modules") {
+        assert_eq!(
+            (m.package.version.as_str(), m.revision),
+            ("1.0.1", 2),
+            "{m:?}"
+        );
+    }
+    more_lines(&ledger_path, "1.0.1", 10).await;
+    // 1.0.2 cannot start: the first module is reverted, the rollout
+    // pauses before the second.
+    let out = c
+        .supctl()
+        .args([
+            "rollout",
+            "web@1.0.2",
+            "--max-parallel",
+            "1",
+            "--timeout",
+            "60",
+        ])
+        .output()
+        .expect("supctl rollout");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("paused: 1 modules reverted (api)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not started: web"), "{stderr}");
+    let web = c.admin().module("web").await.expect("web");
+    assert_eq!((web.package.version.as_str(), web.revision), ("1.0.1", 2));
+    c.wait_module("api", "api back on 1.0.1", T, |m| {
+        m.state == "running" && m.package.version == "1.0.1"
+    })
+    .await;
+}
