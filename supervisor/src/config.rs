@@ -72,6 +72,12 @@ pub struct Config {
     #[arg(long, env = "SUPERVISOR_ELECTION_TIMEOUT_MS", default_value_t = 600)]
     pub election_timeout_ms: u64,
 
+    /// How long a deploy's package check trusts depmgr's answer that the
+    /// package exists (packages are immutable) before asking again; 0 asks
+    /// every time. An unknown package is asked every time.
+    #[arg(long, env = "SUPERVISOR_PACKAGE_CACHE_TTL_MS", default_value_t = 60_000)]
+    pub package_cache_ttl_ms: u64,
+
     /// Build a snapshot after this many log entries.
     #[arg(long, env = "SUPERVISOR_SNAPSHOT_LOGS", default_value_t = 5000)]
     pub snapshot_logs: u64,
