@@ -18,10 +18,23 @@
 //!
 //! ## Whom to talk to ([`Targets`])
 //! The current target is the leader hint from the last `NotLeader` reply,
-//! else the next of `--supervisors`. A hint is followed at once; an
-//! unreachable supervisor, a timeout, an HTTP error or an undecodable reply
-//! moves on to the next one (at once while untried ones remain in this
-//! round, then after one period).
+//! else the next of `--supervisors`. A hint is followed at once, unless it
+//! names a supervisor that could not be reached within the last period (a
+//! dead leader stays the followers' hint until they elect another: the
+//! agent moves on instead of bouncing between the hint and the follower).
+//! An unreachable supervisor, a timeout, an HTTP error, an undecodable
+//! reply or a `NotLeader` without a usable hint moves on to the next one
+//! (at once while untried ones remain in this round). A leader that names
+//! itself but is not ready yet (catching up with its term) is asked again.
+//!
+//! ## Finding a new leader
+//! Once a round found no leader, the agent keeps asking every third of a
+//! period ([`SEARCH_DIVISOR`]) for [`FAST_SEARCH`] after it lost the
+//! leader (a leader election takes about a second with the supervisor's
+//! defaults), then every period: the new leader is found within a third
+//! of a period of its election, at the cost of three times the heartbeat
+//! rate to the followers (which answer `NotLeader` without any work)
+//! during an election only.
 //!
 //! ## What a reply does
 //! - `Accepted{table_version}`: the leader holds that table version (the
@@ -59,12 +72,21 @@ use tokio_util::sync::CancellationToken;
 use crate::Error;
 use crate::manager::Agent;
 
+/// While searching for a leader, the agent asks every
+/// `period / SEARCH_DIVISOR`.
+pub const SEARCH_DIVISOR: u32 = 3;
+/// How long after losing the leader the agent searches at that pace
+/// (then once a period).
+pub const FAST_SEARCH: Duration = Duration::from_secs(3);
+
 /// Where heartbeats go.
 #[derive(Debug, Clone)]
 pub struct Targets {
     list: Vec<String>,
     index: usize,
     hint: Option<String>,
+    /// The last supervisor that could not be reached, and when.
+    unreachable: Option<(String, Instant)>,
 }
 
 impl Targets {
@@ -73,7 +95,36 @@ impl Targets {
             list,
             index: 0,
             hint: None,
+            unreachable: None,
         }
+    }
+
+    /// Records that `target` could not be reached at `at`.
+    pub fn unreachable(&mut self, target: &str, at: Instant) {
+        self.unreachable = Some((target.to_string(), at));
+    }
+
+    /// Whether `target` could not be reached less than `within` before
+    /// `now`.
+    fn recently_unreachable(&self, target: &str, now: Instant, within: Duration) -> bool {
+        self.unreachable
+            .as_ref()
+            .is_some_and(|(t, at)| t == target && now.saturating_duration_since(*at) < within)
+    }
+
+    /// Follows a leader hint unless it is no progress: it names the
+    /// current target, or a supervisor that could not be reached less
+    /// than `within` before `now`. True when followed.
+    pub fn follow_unless_unreachable(
+        &mut self,
+        leader: &str,
+        now: Instant,
+        within: Duration,
+    ) -> bool {
+        if self.recently_unreachable(leader, now, within) {
+            return false;
+        }
+        self.follow(leader)
     }
 
     /// The supervisor to send to now.
@@ -131,6 +182,27 @@ enum Next {
     Period,
     /// At once (table wanted, leader hint to follow, next supervisor).
     Now,
+    /// No leader found: soon while searching (see [`FAST_SEARCH`]).
+    Search,
+}
+
+/// When the next heartbeat goes, after one that was sent at `sent_at` and
+/// ended with `next`: `quick_ok` when immediate retries remain in this
+/// round, `searching` when the leader was lost less than [`FAST_SEARCH`]
+/// ago.
+fn next_due(
+    next: Next,
+    sent_at: Instant,
+    now: Instant,
+    period: Duration,
+    quick_ok: bool,
+    searching: bool,
+) -> Instant {
+    match next {
+        Next::Now if quick_ok => now,
+        Next::Now | Next::Search if searching => sent_at + period / SEARCH_DIVISOR,
+        _ => sent_at + period,
+    }
 }
 
 /// Runs until `shutdown`, then stops the modules and sends a last
@@ -163,6 +235,8 @@ pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: Cancellati
         acked_table: None,
         failures_in_row: 0,
         quick_in_row: 0,
+        period: settings.period,
+        lost_at: None,
     };
     let mut due = Instant::now();
     loop {
@@ -174,10 +248,16 @@ pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: Cancellati
         }
         let sent_at = Instant::now();
         let next = hb.exchange(true).await;
-        due = match next {
-            Next::Now if hb.quick_in_row <= hb.targets.len() + 1 => Instant::now(),
-            _ => sent_at + settings.period,
-        };
+        let now = Instant::now();
+        due = next_due(
+            next,
+            sent_at,
+            now,
+            settings.period,
+            hb.quick_in_row <= hb.targets.len() + 1,
+            hb.lost_at
+                .is_some_and(|at| now.saturating_duration_since(at) < FAST_SEARCH),
+        );
     }
     // The applier ends after the reply it is applying: nothing starts
     // after the modules are stopped.
@@ -231,6 +311,11 @@ struct Heartbeater {
     failures_in_row: u32,
     /// Exchanges in a row that asked for an immediate retry.
     quick_in_row: usize,
+    /// The heartbeat period.
+    period: Duration,
+    /// When the last accepted heartbeat was followed by one that was not
+    /// (the leader was lost); `None` while a leader accepts.
+    lost_at: Option<Instant>,
 }
 
 impl Heartbeater {
@@ -262,6 +347,7 @@ impl Heartbeater {
                 table_version,
                 cluster,
             } => {
+                self.lost_at = None;
                 self.acked_table = (!reply.need_table).then_some(table_version);
                 self.agent
                     .accepted(reports, sent_at, reply.lease_ms, &target)
@@ -283,16 +369,29 @@ impl Heartbeater {
             ReplyOutcome::NotLeader { leader } => {
                 self.acked_table = None;
                 self.agent.lost_leader();
+                self.lost_at.get_or_insert(sent_at);
                 self.quick_in_row += 1;
                 match leader {
-                    Some(l) if self.targets.follow(&l) => {
+                    // The leader itself, not ready yet (catching up with
+                    // its term): ask it again soon.
+                    Some(l) if l == target => {
+                        tracing::debug!(supervisor = %target, "the leader is not ready yet");
+                        Next::Search
+                    }
+                    Some(l)
+                        if self.targets.follow_unless_unreachable(
+                            &l,
+                            Instant::now(),
+                            self.period,
+                        ) =>
+                    {
                         tracing::info!(from = %target, to = %l, "following the leader hint");
                         Next::Now
                     }
                     _ => {
-                        tracing::debug!(supervisor = %target, "not the leader and no hint; moving on");
+                        tracing::debug!(supervisor = %target, "not the leader and no usable hint; moving on");
                         self.targets.advance();
-                        Next::Period
+                        Next::Now
                     }
                 }
             }
@@ -364,7 +463,10 @@ impl Heartbeater {
             tracing::warn!(supervisor = %target, failures = self.failures_in_row, "heartbeat failed: {why}");
         }
         self.agent.lost_leader();
+        let now = Instant::now();
+        self.lost_at.get_or_insert(now);
         self.acked_table = None;
+        self.targets.unreachable(target, now);
         self.targets.advance();
         self.quick_in_row += 1;
         Next::Now
@@ -409,5 +511,53 @@ mod tests {
         t.advance();
         t.advance();
         assert_eq!(t.current(), "a:1");
+    }
+
+    /// A dead leader stays the followers' hint until they elect another:
+    /// the agent does not follow it back while it was unreachable within
+    /// the period, and moves on through the list instead (where the new
+    /// leader is); later the hint is followed again.
+    #[test]
+    fn a_hint_naming_a_supervisor_just_found_unreachable_is_not_followed() {
+        let period = Duration::from_millis(300);
+        let t0 = Instant::now();
+        let mut t = Targets::new(vec!["a:1".into(), "b:1".into(), "c:1".into()]);
+        // a (the old leader) is dead.
+        t.unreachable("a:1", t0);
+        t.advance();
+        assert_eq!(t.current(), "b:1");
+        // b still names a: not followed, the agent moves on to c.
+        assert!(!t.follow_unless_unreachable("a:1", t0 + Duration::from_millis(5), period));
+        t.advance();
+        assert_eq!(t.current(), "c:1");
+        // A hint naming another supervisor is followed.
+        assert!(t.follow_unless_unreachable("b:1", t0 + Duration::from_millis(6), period));
+        assert_eq!(t.current(), "b:1");
+        // A period later, a may be back: its hint is followed again.
+        assert!(t.follow_unless_unreachable("a:1", t0 + period, period));
+        assert_eq!(t.current(), "a:1");
+    }
+
+    #[test]
+    fn a_lost_leader_is_searched_for_every_third_of_a_period_then_every_period() {
+        let period = Duration::from_millis(300);
+        let sent = Instant::now();
+        let now = sent + Duration::from_millis(2);
+        // Retries at once while the round lasts, whatever the search.
+        assert_eq!(next_due(Next::Now, sent, now, period, true, true), now);
+        assert_eq!(next_due(Next::Now, sent, now, period, true, false), now);
+        // Round over: every third of a period while searching...
+        let soon = sent + Duration::from_millis(100);
+        assert_eq!(next_due(Next::Now, sent, now, period, false, true), soon);
+        assert_eq!(next_due(Next::Search, sent, now, period, false, true), soon);
+        assert_eq!(next_due(Next::Search, sent, now, period, true, true), soon);
+        // ... then every period, as when a leader accepts.
+        let later = sent + period;
+        assert_eq!(next_due(Next::Now, sent, now, period, false, false), later);
+        assert_eq!(
+            next_due(Next::Search, sent, now, period, true, false),
+            later
+        );
+        assert_eq!(next_due(Next::Period, sent, now, period, true, true), later);
     }
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use openraft::{BasicNode, ServerState};
 use tls::{HandshakeStats, Role, Tls};
 use tokio_util::sync::CancellationToken;
@@ -18,8 +18,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::leader::{Leader, stamp};
-use crate::raft::{Raft, StateHandle, SupervisorId};
+use crate::http::package_cache::PackageCache;
+use crate::leader::Leader;
+use crate::raft::{Proposals, Raft, StateHandle, SupervisorId};
 use crate::state::{BatchResponse, Transition};
 use crate::vouch::Vouches;
 
@@ -57,6 +58,10 @@ pub struct App {
     pub handshakes: Arc<HandshakeStats>,
     /// The dependency manager (package checks and retrieval).
     pub depmgr: depmgr::client::Client,
+    /// Packages depmgr confirmed to exist (deploys check them here first).
+    pub packages: PackageCache,
+    /// The proposal queue: concurrent proposals share a log entry.
+    pub proposals: Proposals,
     pub tasks: TaskTracker,
     pub cancel: CancellationToken,
     leader: RwLock<Option<Arc<Leader>>>,
@@ -94,6 +99,11 @@ impl App {
             .connect_timeout(std::time::Duration::from_secs(2))
             .build()
             .expect("building an HTTP client with static settings");
+        let tasks = TaskTracker::new();
+        let proposals = Proposals::start(raft.clone(), cancel.clone(), &tasks);
+        let packages = PackageCache::new(std::time::Duration::from_millis(
+            config.package_cache_ttl_ms,
+        ));
         Arc::new(App {
             id: config.id,
             config,
@@ -103,7 +113,9 @@ impl App {
             tls: tls.clone(),
             handshakes,
             depmgr,
-            tasks: TaskTracker::new(),
+            packages,
+            proposals,
+            tasks,
             cancel,
             leader: RwLock::new(None),
             metrics: Metrics::default(),
@@ -151,17 +163,12 @@ impl App {
         Some((id, node.addr.clone()))
     }
 
-    /// Proposes transitions as one log entry and waits until applied.
+    /// Proposes transitions, in order and in one log entry (shared with
+    /// the transitions of other callers proposing at the same moment, see
+    /// [`Proposals`]), and waits until they are applied: the response holds
+    /// the outcome of each of these transitions, and only these.
     pub async fn propose(&self, transitions: Vec<Transition>) -> Result<BatchResponse> {
-        match self.raft.client_write(stamp(transitions)).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Error::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-                })
-            }
-            Err(e) => Err(Error::Unavailable(e.to_string())),
-        }
+        self.proposals.propose(transitions).await
     }
 
     /// Follows Raft's view of leadership: starts a leader session when this

@@ -84,8 +84,22 @@ pub struct Config {
     pub quarantine_window_ms: u64,
 
     /// Raft election timeout (lower bound; the upper bound is twice this).
-    #[arg(long, env = "SUPERVISOR_ELECTION_TIMEOUT_MS", default_value_t = 600)]
+    /// A follower that heard from a leader waits the upper bound (the
+    /// leader's lease: it refuses votes meanwhile) plus its own timeout, so
+    /// a dead leader is replaced after 3-4 times this value; Raft
+    /// heartbeats go every 1.5 x min(timeout / 2, max(timeout / 4, 100 ms)).
+    #[arg(long, env = "SUPERVISOR_ELECTION_TIMEOUT_MS", default_value_t = 200)]
     pub election_timeout_ms: u64,
+
+    /// How long a deploy's package check trusts depmgr's answer that the
+    /// package exists (packages are immutable) before asking again; 0 asks
+    /// every time. An unknown package is asked every time.
+    #[arg(
+        long,
+        env = "SUPERVISOR_PACKAGE_CACHE_TTL_MS",
+        default_value_t = 60_000
+    )]
+    pub package_cache_ttl_ms: u64,
 
     /// Build a snapshot after this many log entries.
     #[arg(long, env = "SUPERVISOR_SNAPSHOT_LOGS", default_value_t = 5000)]
@@ -177,7 +191,7 @@ impl Config {
     /// during leader changes.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let election_max = self.election_timeout_ms * 2;
+        let election_max = self.election_max_ms();
         if self.lease_ms <= election_max {
             out.push(format!(
                 "--lease-ms {} is not longer than a leader election can take (up to {election_max} ms with --election-timeout-ms {}): at-most-one modules will be fenced during leader changes",
@@ -185,6 +199,28 @@ impl Config {
             ));
         }
         out
+    }
+
+    /// The Raft heartbeat interval (ms): a quarter of the election timeout
+    /// but at least 100 ms, and never more than half of it. It is also
+    /// openraft's timeout of every AppendEntries (and of each leadership
+    /// confirmation, which gates every lease): 100 ms leaves room for a
+    /// follower's disk sync on a loaded machine.
+    pub fn raft_heartbeat_ms(&self) -> u64 {
+        (self.election_timeout_ms / 4)
+            .max(100)
+            .min(self.election_timeout_ms / 2)
+            .max(1)
+    }
+
+    /// How long after a leader's last heartbeat a new one is elected, at
+    /// most, when the first round of voting succeeds: openraft 0.9 lets a
+    /// follower that heard a leader wait its lease (the timeout's upper
+    /// bound, twice `--election-timeout-ms`) plus its own randomised
+    /// timeout (up to the upper bound again), checked on ticks of 1.5
+    /// heartbeat intervals.
+    pub fn election_max_ms(&self) -> u64 {
+        4 * self.election_timeout_ms + self.raft_heartbeat_ms() * 3 / 2
     }
 
     /// Checks what clap cannot: cross-field rules.
@@ -286,7 +322,7 @@ impl Config {
     pub fn raft_config(&self) -> openraft::Config {
         openraft::Config {
             cluster_name: "supervisor".into(),
-            heartbeat_interval: (self.election_timeout_ms / 4).max(20),
+            heartbeat_interval: self.raft_heartbeat_ms(),
             election_timeout_min: self.election_timeout_ms,
             election_timeout_max: self.election_timeout_ms * 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
@@ -359,14 +395,57 @@ mod tests {
         );
         assert!(problem(&["--lease-ms", "0"]).contains("minimum is 1000 ms"));
         assert!(problem(&["--heartbeat-ttl-ms", "0"]).contains("--heartbeat-ttl-ms"));
-        // The documented pairing starts, with a warning about elections.
-        let c = parse(&["--heartbeat-ttl-ms", "1500", "--lease-ms", "1000"]);
+        // The documented pairing starts; with a long election timeout, with
+        // a warning about elections (openraft's lease of twice the timeout,
+        // plus up to twice the timeout, plus a tick of 1.5 x 150 ms).
+        let c = parse(&[
+            "--heartbeat-ttl-ms",
+            "1500",
+            "--lease-ms",
+            "1000",
+            "--election-timeout-ms",
+            "600",
+        ]);
         c.validate().expect("lease 1000 ms is accepted");
         let w = c.warnings();
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("up to 1200 ms"), "{w:?}");
+        assert!(w[0].contains("up to 2625 ms"), "{w:?}");
+        // With the default election timeout, elections end within 950 ms.
+        let c = parse(&["--heartbeat-ttl-ms", "1500", "--lease-ms", "1000"]);
+        assert_eq!(c.election_max_ms(), 950);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
         // The defaults warn about nothing.
         assert!(parse(&[]).warnings().is_empty());
+    }
+
+    /// The Raft heartbeat: a quarter of the election timeout, at least
+    /// 100 ms, at most half of it; unchanged from the old rule (a quarter,
+    /// at least 20 ms) for timeouts of 400 ms and more.
+    #[test]
+    fn raft_heartbeat_follows_the_election_timeout() {
+        for (timeout, heartbeat) in [
+            (50, 25),
+            (100, 50),
+            (200, 100),
+            (300, 100),
+            (400, 100),
+            (500, 125),
+            (600, 150),
+            (2000, 500),
+        ] {
+            let c = parse(&["--election-timeout-ms", &timeout.to_string()]);
+            assert_eq!(c.raft_heartbeat_ms(), heartbeat, "timeout {timeout}");
+            let r = c.raft_config();
+            assert_eq!(
+                (
+                    r.heartbeat_interval,
+                    r.election_timeout_min,
+                    r.election_timeout_max
+                ),
+                (heartbeat, timeout, 2 * timeout)
+            );
+            r.validate().expect("openraft accepts it");
+        }
     }
 
     #[test]

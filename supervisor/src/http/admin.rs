@@ -330,12 +330,22 @@ fn check_state_room(app: &App, module: &str, adds: u64) -> ApiResult<()> {
 
 /// Refuses a deploy whose package depmgr does not know; when depmgr cannot
 /// be reached (or answers anything else), the deploy is accepted and the
-/// package retrieval is retried later by the leader.
+/// package retrieval is retried later by the leader. A package depmgr
+/// confirmed recently is not asked again ([`App::packages`], see
+/// [`super::package_cache`]); an unknown one is asked every time.
 async fn check_package_exists(app: &App, spec: &ModuleSpec) -> ApiResult<()> {
+    use super::package_cache::Lookup;
     let (name, version) = (&spec.package.name, &spec.package.version);
-    let shown = tokio::time::timeout(PACKAGE_CHECK_TIMEOUT, app.depmgr.show(name, version)).await;
-    match shown {
-        Ok(Err(depmgr::Error::Http { status: 404, .. })) => Err(ApiError::new(
+    let ask = || async {
+        match tokio::time::timeout(PACKAGE_CHECK_TIMEOUT, app.depmgr.show(name, version)).await {
+            Ok(Ok(_)) => Lookup::Exists,
+            Ok(Err(depmgr::Error::Http { status: 404, .. })) => Lookup::Missing,
+            Ok(Err(e)) => Lookup::NoAnswer(e.to_string()),
+            Err(_) => Lookup::NoAnswer(format!("no answer within {PACKAGE_CHECK_TIMEOUT:?}")),
+        }
+    };
+    match app.packages.check(&spec.package, ask).await {
+        Lookup::Missing => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
                 "package: {} is not in depmgr ({})",
@@ -343,14 +353,10 @@ async fn check_package_exists(app: &App, spec: &ModuleSpec) -> ApiResult<()> {
                 app.depmgr.base_url()
             ),
         )),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "depmgr could not check the package while deploying {}: accepted anyway", spec.name);
-            Ok(())
-        }
-        Err(_) => {
+        Lookup::Exists => Ok(()),
+        Lookup::NoAnswer(why) => {
             tracing::warn!(
-                "depmgr did not answer within {PACKAGE_CHECK_TIMEOUT:?} while deploying {}: accepted anyway",
+                "depmgr could not check the package while deploying {} ({why}): accepted anyway",
                 spec.name
             );
             Ok(())

@@ -106,6 +106,26 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             "time spent planning (microseconds)",
             &app.metrics.plan_micros,
         ),
+        (
+            "supervisor_proposals_total",
+            "proposals answered (admin writes, control-loop passes, package retrievals)",
+            &app.proposals.stats.proposals,
+        ),
+        (
+            "supervisor_proposal_entries_total",
+            "log entries those proposals went in (concurrent proposals share one)",
+            &app.proposals.stats.entries,
+        ),
+        (
+            "supervisor_package_checks_cached_total",
+            "deploy package checks answered from the package cache",
+            &app.packages.hits,
+        ),
+        (
+            "supervisor_package_checks_asked_total",
+            "deploy package checks that asked depmgr",
+            &app.packages.lookups,
+        ),
     ];
     for (name, help, c) in counters {
         let _ = writeln!(

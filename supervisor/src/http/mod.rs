@@ -27,6 +27,7 @@ pub mod auth;
 pub mod forward;
 pub mod guard;
 pub mod metrics;
+pub mod package_cache;
 pub mod raft;
 pub mod ready;
 

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The write path, side by side with etcd, in one run.
+#
+# Starts a 3-member etcd 3.4 cluster (Debian's `etcd-server`, fsync on, as
+# packaged) and a `supctl dev` cluster (3 supervisors, depmgr, 3 agents,
+# mutual TLS, every default), both on loopback, then at each connection
+# count runs `wrk` for SECS seconds against each, interleaved (the order
+# alternates from one count to the next):
+#   - supervisor: POST /v1/modules to the leader, each a new module on a
+#     label no node has (it stays pending), with the admin token (wrk
+#     cannot present a client certificate);
+#   - etcd: PUT of a new key through the v3 JSON gateway of the leader,
+#     a value of 120 bytes.
+# Then the growth check: deploys at 64 connections in SECS-second
+# segments until the state holds GROW_TO modules, one line per segment.
+# Prints markdown tables (and writes them to $WORK/results.md).
+#
+# Why a shell script: wrk and etcd are outside programs, and the figures
+# must come from the very binaries `supctl dev` runs, driven the way the
+# issue measured them. The leader-failover figures come from the Rust
+# harness `tests/examples/failover.rs` (it needs to kill and restart
+# replicas and poll every agent every 5 ms).
+#
+# Usage (from the workspace root, after
+# `cargo build --release --workspace --bins`):
+#   bench/write-path.sh
+# Env: SECS (10), CONNS ("1 16 64 256"), GROW_TO (100000), BINS (the
+# directory of the release binaries; default $CARGO_TARGET_DIR/release or
+# target/release), WORK (a scratch dir; default a new one under /tmp).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$ROOT/bench
+BINS=${BINS:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
+SECS=${SECS:-10}
+CONNS=${CONNS:-"1 16 64 256"}
+GROW_TO=${GROW_TO:-100000}
+WORK=${WORK:-$(mktemp -d /tmp/write-path.XXXXXX)}
+TOKEN=bench-token
+mkdir -p "$WORK"
+
+need() {
+  command -v "$1" >/dev/null && return
+  echo "installing $2 (apt-get)" >&2
+  apt-get install -y "$2" >/dev/null
+}
+need etcd etcd-server
+need etcdctl etcd-client
+need wrk wrk
+need jq jq
+for b in supctl supervisor agent depmgr demo-module; do
+  [ -x "$BINS/$b" ] || { echo "$BINS/$b missing: cargo build --release --workspace --bins" >&2; exit 2; }
+done
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+# --- etcd: 3 members ---------------------------------------------------------
+ETCD_CLUSTER="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+    --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+    --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+    --initial-cluster "$ETCD_CLUSTER" --initial-cluster-state new --initial-cluster-token bench \
+    --log-level warn >"$WORK/etcd$i.log" 2>&1 &
+  PIDS+=($!)
+done
+ENDPOINTS=http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793
+ETCD_LEADER=
+for _ in $(seq 300); do
+  ETCD_LEADER=$(ETCDCTL_API=3 etcdctl --endpoints=$ENDPOINTS --command-timeout=1s endpoint status -w json 2>/dev/null |
+    jq -r '.[] | select(.Status.leader == .Status.header.member_id) | .Endpoint' 2>/dev/null | head -1) || true
+  [ -n "$ETCD_LEADER" ] && break
+  sleep 0.1
+done
+[ -n "$ETCD_LEADER" ] || { echo "etcd elected no leader; see $WORK/etcd*.log" >&2; exit 1; }
+echo "etcd $(etcd --version | head -1 | awk '{print $3}'): leader $ETCD_LEADER" >&2
+
+# --- the supervisor cluster: supctl dev --------------------------------------
+SUPERVISOR_ADMIN_TOKEN=$TOKEN "$BINS/supctl" dev --dir "$WORK/dev" >"$WORK/supctl-dev.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1200); do
+  grep -q "supervisor cluster running" "$WORK/supctl-dev.log" && break
+  sleep 0.1
+done
+grep -q "supervisor cluster running" "$WORK/supctl-dev.log" || { echo "supctl dev did not start; see $WORK/supctl-dev.log" >&2; exit 1; }
+SUP_ADDRS=$(jq -r '.supervisors[] | "127.0.0.1:\(.)"' "$WORK/dev/cluster.json")
+sup() { curl -sk --max-time 5 -H "Authorization: Bearer $TOKEN" "https://$1$2"; }
+SUP_LEADER=
+for a in $SUP_ADDRS; do
+  SUP_LEADER=$(sup "$a" /v1/cluster | jq -r '.leader_addr // empty') && [ -n "$SUP_LEADER" ] && break
+done
+[ -n "$SUP_LEADER" ] || { echo "no supervisor leader" >&2; exit 1; }
+echo "supervisor leader $SUP_LEADER" >&2
+
+metric() { # metric <name or name{labels}>: its value on the leader (0 when absent)
+  sup "$SUP_LEADER" /metrics | awk -v m="$1" '$1 == m {print $2; f=1} END {if (!f) print 0}'
+}
+modules() { metric 'supervisor_modules{state="pending"}'; }
+term() { metric supervisor_term; }
+
+# wrk's figures: "<requests/s> <p99 ms> <non-2xx> <socket errors>"
+run_wrk() { # run_wrk <conns> <lua> <url> <prefix>
+  local c=$1 threads=2
+  [ "$c" -lt 2 ] && threads=1
+  local out
+  out=$(BENCH_PREFIX=$4 BENCH_TOKEN=$TOKEN wrk -t"$threads" -c"$c" -d"${SECS}s" --timeout 10s \
+    --latency -s "$2" "$3" 2>&1)
+  echo "$out" >>"$WORK/wrk.log"
+  echo "$out" | awk '
+    /Requests\/sec:/ {rps=$2}
+    /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); p=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); p=v} else if (v ~ /s$/) {sub(/s$/,"",v); p=v*1000}}
+    /Non-2xx/ {bad=$NF}
+    /Socket errors/ {err=$0}
+    END {gsub(/,/,"",err); printf "%s %.1f %d %s\n", rps, p, bad, (err=="" ? "none" : "yes")}'
+}
+
+RESULTS=$WORK/results.md
+{
+  echo "Run of $(date -u +%Y-%m-%dT%H:%MZ), ${SECS} s per point, load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo
+  echo "| connections | supervisor deploys/s | etcd puts/s | ratio | supervisor p99 | etcd p99 | modules before |"
+  echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+} | tee "$RESULTS"
+
+term_start=$(term)
+prop_start=$(metric supervisor_proposals_total)
+ent_start=$(metric supervisor_proposal_entries_total)
+i=0
+for c in $CONNS; do
+  i=$((i + 1))
+  before=$(modules)
+  if [ $((i % 2)) -eq 1 ]; then
+    e=$(run_wrk "$c" "$BENCH/put.lua" "$ETCD_LEADER" "e$c")
+    s=$(run_wrk "$c" "$BENCH/deploy.lua" "https://$SUP_LEADER" "s$c")
+  else
+    s=$(run_wrk "$c" "$BENCH/deploy.lua" "https://$SUP_LEADER" "s$c")
+    e=$(run_wrk "$c" "$BENCH/put.lua" "$ETCD_LEADER" "e$c")
+  fi
+  read -r s_rps s_p99 s_bad s_err <<<"$s"
+  read -r e_rps e_p99 e_bad e_err <<<"$e"
+  ratio=$(awk -v a="$s_rps" -v b="$e_rps" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+  note=""
+  [ "$s_bad" != 0 ] && note="$note (supervisor non-2xx: $s_bad)"
+  [ "$e_bad" != 0 ] && note="$note (etcd non-2xx: $e_bad)"
+  [ "$s_err" != none ] && note="$note (supervisor socket errors)"
+  [ "$e_err" != none ] && note="$note (etcd socket errors)"
+  printf "| %s | %.0f | %.0f | %s | %s ms | %s ms | %s |%s\n" \
+    "$c" "$s_rps" "$e_rps" "$ratio" "$s_p99" "$e_p99" "$before" "$note" | tee -a "$RESULTS"
+done
+prop_end=$(metric supervisor_proposals_total)
+ent_end=$(metric supervisor_proposal_entries_total)
+{
+  echo
+  echo "Batching on the leader during the table: $((prop_end - prop_start)) proposals in $((ent_end - ent_start)) log entries; package checks: $(metric supervisor_package_checks_cached_total) from the cache, $(metric supervisor_package_checks_asked_total) asked depmgr; Raft term $term_start -> $(term)."
+  echo
+  echo "Growth: 64 connections, ${SECS} s segments, until $GROW_TO modules."
+  echo
+  echo "| segment | modules before | deploys/s | p99 |"
+  echo "| ---: | ---: | ---: | ---: |"
+} | tee -a "$RESULTS"
+seg=0
+while :; do
+  before=$(modules)
+  [ "$before" -ge "$GROW_TO" ] && break
+  seg=$((seg + 1))
+  [ "$seg" -gt 30 ] && break
+  read -r g_rps g_p99 g_bad _ <<<"$(run_wrk 64 "$BENCH/deploy.lua" "https://$SUP_LEADER" "g$seg")"
+  note=""
+  [ "$g_bad" != 0 ] && note=" (non-2xx: $g_bad)"
+  printf "| %d | %s | %.0f | %s ms |%s\n" "$seg" "$before" "$g_rps" "$g_p99" "$note" | tee -a "$RESULTS"
+done
+echo | tee -a "$RESULTS"
+echo "Modules at the end: $(modules); Raft term at the end: $(term). Logs and wrk output: $WORK" | tee -a "$RESULTS"
