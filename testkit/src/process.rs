@@ -473,6 +473,42 @@ pub fn pid_alive(pid: u32) -> bool {
     !matches!(proc_state(pid), Some('Z') | Some('X') | None)
 }
 
+/// Watches `pid` (any process, not only a child) from a thread blocked on
+/// its pidfd: the receiver gets the instant the kernel reported its exit,
+/// taken as soon as that thread runs, not at the next turn of a polling
+/// loop. So a test can compare when a process died with a deadline within
+/// a scheduling delay instead of a poll interval. An error when the pid is
+/// gone already or pidfds are not available (Linux before 5.3).
+pub fn watch_exit(pid: u32) -> std::io::Result<std::sync::mpsc::Receiver<Instant>> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    #[allow(unsafe_code)]
+    // SAFETY: pidfd_open takes a pid and flags and returns a new file
+    // descriptor (or -1), which is owned from here on.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: a valid descriptor just returned by pidfd_open, owned once.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        loop {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(n) if n > 0 => {
+                    let _ = tx.send(Instant::now());
+                    return;
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        }
+    });
+    Ok(rx)
+}
+
 /// Sends `sig` to `pid`, ignoring errors (it may be gone already).
 pub fn signal(pid: u32, sig: Signal) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
