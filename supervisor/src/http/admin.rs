@@ -348,7 +348,7 @@ async fn check_package_exists(app: &App, spec: &ModuleSpec) -> ApiResult<()> {
         Lookup::Missing => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
-                "package: {} is not in depmgr ({})",
+                "package: {} is not in depmgr ({}): push it first with `supctl package push <dir>`",
                 spec.package,
                 app.depmgr.base_url()
             ),
