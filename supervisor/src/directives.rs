@@ -12,7 +12,10 @@
 //!   and its previous copy released, and the node does not have that epoch;
 //! - **restore** a restoring module whose restore order the table does not
 //!   show executed yet;
-//! - **stop** what the node has but is not placed there (any more).
+//! - **stop** what the node has but is not placed there (any more);
+//! - **prefetch** the package of a module placed elsewhere that would fail
+//!   over to this node next ([`crate::prestage::prefetches_for`], asked
+//!   for beside this function by `crate::observe`).
 //!
 //! None at all while the node's table names another cluster than this one
 //! (its agent still holds that cluster's epochs, which this cluster's

@@ -23,7 +23,9 @@
 //!   ([`RegisterNodeFromOtherCluster`]);
 //! - `recovery`: bringing a placement up and keeping it up
 //!   ([`PackageRetrieved`], [`FailureDetected`], [`RestoreOrdered`],
-//!   [`Healthy`], [`InstallFailed`]).
+//!   [`Healthy`], [`InstallFailed`]);
+//! - `prestage`: a package pre-staged on the next failover node, an event
+//!   only ([`RecordPrestaged`]).
 //!
 //! This file keeps what they share: the event record, the modules-by-node
 //! index, and the queries the planner and the views ask
@@ -53,6 +55,7 @@ mod lease;
 mod modules;
 mod nodes;
 mod placement;
+mod prestage;
 mod recovery;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -66,6 +69,7 @@ pub use lease::{LeaseTerms, RecordLease};
 pub use modules::{Deploy, ModuleRecord, Remove};
 pub use nodes::{Drain, NodeHealth, NodeRecord, RegisterNode, SetNodeHealth};
 pub use placement::{AwaitNode, GiveUp, Place, PlaceCause, Placement, ReleasePrevious};
+pub use prestage::RecordPrestaged;
 pub use proto::record::{Event, EventKind, ModuleState};
 pub use recovery::{
     FailStage, FailureDetected, Healthy, InstallFailed, PackageRetrieved, RestoreOrdered,
@@ -303,6 +307,7 @@ pub enum Transition {
     RecordLease(RecordLease),
     RecordClusterId(RecordClusterId),
     RegisterNodeFromOtherCluster(RegisterNodeFromOtherCluster),
+    RecordPrestaged(RecordPrestaged),
 }
 
 impl Transition {
@@ -329,6 +334,8 @@ impl Transition {
             Transition::RecordLease(_) => (None, None),
             Transition::RecordClusterId(_) => (None, None),
             Transition::RegisterNodeFromOtherCluster(t) => (None, Some(&t.register.node)),
+            // Only an event: no module or node entry changes.
+            Transition::RecordPrestaged(_) => (None, None),
         }
     }
 
@@ -353,6 +360,7 @@ impl Transition {
             Transition::RecordLease(t) => t.apply(state, index, at),
             Transition::RecordClusterId(t) => t.apply(state, index, at),
             Transition::RegisterNodeFromOtherCluster(t) => t.apply(state, index, at),
+            Transition::RecordPrestaged(t) => t.apply(state, index, at),
         }
     }
 }
