@@ -8,13 +8,17 @@
 //! alternate between them. Each round, in each cluster:
 //! 1. a fresh package (a new random payload of `MIB` MiB, so a new digest
 //!    no node holds yet) is pushed, and a module of it with
-//!    `restart.attempts = 0` is deployed on `a` and runs;
+//!    `restart.attempts = 1` (the least a spec may say; backoff 100 ms) is
+//!    deployed on `a` and runs;
 //! 2. with pre-staging: wait for its `package_prestaged` event (the node
 //!    its failover would go to has the package in its cache);
-//! 3. the module's process is killed (SIGKILL); the figure is the time from
-//!    the kill to the start of the new process on the failover node (the
+//! 3. the module is made to fail at start on `a` (the test module's
+//!    marker), and its process is killed (SIGKILL): the one restore in
+//!    place fails, the module fails over. The figure is the time from the
+//!    kill to the start of the new process on the failover node (the
 //!    module script appends a line to a marker file as its first act;
-//!    polled every 2 ms): failure seen, failover placed and committed,
+//!    polled every 2 ms): failure seen, the restore on `a` (backoff, start,
+//!    exit seen), failover placed and committed,
 //!    package retrieved (metadata), install directive, archive from the
 //!    cache or from depmgr, verified, unpacked, process started;
 //! 4. the module is removed (every node's load is back to 0).
@@ -80,7 +84,7 @@ async fn round(c: &TestCluster, name: &str, seed: u64, mib: u64, prestage: bool)
     write_payload(&dir.join("payload.bin"), seed, mib);
     c.push_package(&dir).await;
     c.admin()
-        .deploy(&spec(name, Some("a"), 0, 2))
+        .deploy(&spec(name, Some("a"), 1, 2))
         .await
         .expect("deploy");
     c.wait_module(name, "running on a", T, |m| {
@@ -112,6 +116,7 @@ async fn round(c: &TestCluster, name: &str, seed: u64, mib: u64, prestage: bool)
     })
     .await;
     let before = starts(c, name).len();
+    c.set_failing("a", true);
     let killed = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -126,6 +131,7 @@ async fn round(c: &TestCluster, name: &str, seed: u64, mib: u64, prestage: bool)
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let ms = killed.elapsed().as_secs_f64() * 1000.0;
+    c.set_failing("a", false);
     c.admin().remove(name).await.expect("remove");
     eventually("removed", T, || async {
         c.running_copies(name).await.is_empty().then_some(())

@@ -124,7 +124,7 @@ fn next_failover_node_is_prestaged_during_a_failover() {
     let mut sim = Sim::new(&["a", "b", "c"]);
     let mut web = spec("web");
     web.placement.node = Some("a".into());
-    web.restart.attempts = 0;
+    web.restart.attempts = 1;
     sim.running(web);
     let mut other = spec("other");
     other.placement.node = Some("b".into());
@@ -133,7 +133,10 @@ fn next_failover_node_is_prestaged_during_a_failover() {
         next_node(&sim.state, sim.module("web")).map(String::as_str),
         Some("c")
     );
+    // One restore in place, which fails too: failover.
     sim.set_status("a", "web", ModuleStatus::Failed);
+    sim.step();
+    sim.execute("a", ModuleStatus::Failed);
     sim.step();
     assert_eq!(sim.node_of("web"), "c");
     assert_eq!(sim.module("web").tried_nodes, ["a"]);
