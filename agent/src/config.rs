@@ -81,6 +81,16 @@ pub struct Config {
     #[arg(long, env = "AGENT_FETCH_TIMEOUT_MS", default_value_t = 60_000)]
     pub fetch_timeout_ms: u64,
 
+    /// Most bytes of archives the package cache keeps
+    /// (`<data-dir>/cache/`): beyond it the least recently used are
+    /// evicted, never one that a module held by this agent uses.
+    #[arg(
+        long,
+        env = "AGENT_CACHE_MAX_BYTES",
+        default_value_t = crate::manager::cache::DEFAULT_CACHE_MAX_BYTES
+    )]
+    pub cache_max_bytes: u64,
+
     /// Fallback depmgr base URL (`http://host:port`, or `https://` with
     /// TLS), used only when an install directive names none.
     #[arg(long, env = "AGENT_DEPMGR")]

@@ -16,7 +16,8 @@
 //! - [`manager`]: the module table and everything that changes it, cut by
 //!   concept: `table` (the pure planner: directive rules and transitions
 //!   returning effects), `install` (cache, download by digest, unpack),
-//!   `run` (process life-cycle), `fence` (lease rules and the fence),
+//!   `cache` (the cache's LRU bound), `prefetch` (pre-staging a package
+//!   for a failover to this node), `run` (process life-cycle), `fence` (lease rules and the fence),
 //!   `view` (status API and heartbeat).
 //! - [`heartbeat`]: the loop that talks to the supervisors.
 //! - [`process`], [`spawner`], [`probe`]: module processes, the thread that
@@ -195,6 +196,7 @@ pub async fn run(
             labels: cfg.label_map()?,
             stop_grace: cfg.stop_grace(),
             fetch_timeout: cfg.fetch_timeout(),
+            cache_max_bytes: cfg.cache_max_bytes,
             default_depmgr: cfg.depmgr.clone(),
             tls: trust.tls.clone(),
             state_file,

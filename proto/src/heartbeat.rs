@@ -274,6 +274,11 @@ pub enum ReportKind {
     StaleDirective,
     /// The agent stopped the module because its lease ran out.
     Fenced,
+    /// Answer to a [`Directive::Prefetch`]: every archive of the module's
+    /// configuration package at `epoch` is in this node's cache, verified
+    /// against its digest (the message says how many and how large). Sent
+    /// again when a prefetch is repeated (e.g. to a new leader).
+    Prestaged,
 }
 
 /// The node manager's heartbeat.
@@ -328,6 +333,8 @@ pub enum Directive {
     Restore(Restore),
     Install(Install),
     Stop(Stop),
+    /// Added after the first three: see [`Prefetch`].
+    Prefetch(Prefetch),
 }
 
 impl Directive {
@@ -336,6 +343,7 @@ impl Directive {
             Directive::Restore(d) => &d.module,
             Directive::Install(d) => &d.module,
             Directive::Stop(d) => &d.module,
+            Directive::Prefetch(d) => &d.module,
         }
     }
 
@@ -344,6 +352,7 @@ impl Directive {
             Directive::Restore(d) => d.epoch,
             Directive::Install(d) => d.epoch,
             Directive::Stop(d) => d.epoch,
+            Directive::Prefetch(d) => d.epoch,
         }
     }
 }
@@ -366,6 +375,23 @@ pub struct Install {
     pub module: ModuleName,
     pub epoch: Epoch,
     pub fencing: Fencing,
+    pub package: ConfigPackage,
+    /// Where to fetch the artifacts (`http://host:port` of depmgr).
+    pub depmgr: String,
+}
+
+/// Download and verify the configuration package of a module placed on
+/// another node into this node's cache, without installing or starting
+/// anything: this node is the one the module would fail over to next
+/// (pre-staging), so that a failover installs from the cache. The agent
+/// answers with a [`ReportKind::Prestaged`] report once every archive is
+/// cached; the leader stops repeating the directive when it has seen it.
+/// `epoch` is the epoch of the module's current placement (on the other
+/// node); it fences nothing on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prefetch {
+    pub module: ModuleName,
+    pub epoch: Epoch,
     pub package: ConfigPackage,
     /// Where to fetch the artifacts (`http://host:port` of depmgr).
     pub depmgr: String,
@@ -501,7 +527,31 @@ mod tests {
                 module: "web".into(),
                 epoch: 11,
             }),
+            Directive::Prefetch(Prefetch {
+                module: "web".into(),
+                epoch: 12,
+                package: ConfigPackage {
+                    manifest: Manifest::from_toml(
+                        "name = \"web\"\nversion = \"1.0.0\"\ncommand = \"bin/web\"",
+                    )
+                    .expect("manifest"),
+                    artifacts: vec![],
+                },
+                depmgr: "http://127.0.0.1:7000".into(),
+            }),
         ]
+    }
+
+    /// Variants added later keep the positions the reference names: an
+    /// agent or leader of an older build decodes every earlier variant
+    /// unchanged.
+    #[test]
+    fn added_variants_are_appended() {
+        let d = sample_directives();
+        let index = |v: &Directive| encode(v).expect("encode")[1];
+        assert_eq!(d.iter().map(index).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(encode(&ReportKind::Fenced).expect("encode")[1], 3);
+        assert_eq!(encode(&ReportKind::Prestaged).expect("encode")[1], 4);
     }
 
     #[test]

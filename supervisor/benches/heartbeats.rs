@@ -99,6 +99,8 @@ impl SimAgent {
                     }
                 }
                 Directive::Stop(s) => self.modules.retain(|(e, _)| e.module != s.module),
+                // This fake has no cache: nothing to pre-stage.
+                Directive::Prefetch(_) => continue,
             }
             self.table_version += 1;
         }

@@ -52,6 +52,19 @@ pub struct Config {
     )]
     pub depmgr: String,
 
+    /// Pre-stage each module's configuration package on the node it would
+    /// fail over to next (`Prefetch` directives, see docs/design.md). Set
+    /// `false` while agents of a build without pre-staging are still
+    /// heartbeating (a rolling upgrade): they cannot decode a reply that
+    /// carries a `Prefetch`.
+    #[arg(
+        long,
+        env = "SUPERVISOR_PRESTAGE",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub prestage: bool,
+
     /// A node silent this long becomes suspect.
     #[arg(long, env = "SUPERVISOR_HEARTBEAT_TTL_MS", default_value_t = 2000)]
     pub heartbeat_ttl_ms: u64,

@@ -15,7 +15,10 @@
 //! - **stop** what the node has but is not placed there (any more), except
 //!   the old copy of an at-least-one module during a rollout to another
 //!   node, which runs until the new copy is healthy (the placement's
-//!   `previous` is then released).
+//!   `previous` is then released);
+//! - **prefetch** the package of a module placed elsewhere that would fail
+//!   over to this node next ([`crate::prestage::prefetches_for`], asked
+//!   for beside this function by `crate::observe`).
 //!
 //! An at-least-one rollout's new copy is installed without waiting for the
 //! release of the old one; a module held for a quarantined package

@@ -24,7 +24,9 @@
 //!   (memory only).
 //! - [`plan`]: the pure reconciler: state + observations + clock → the
 //!   transitions to commit and the packages to retrieve.
-//! - [`directives`]: what each agent is told, derived from committed state.
+//! - [`directives`]: what each agent is told, derived from committed state;
+//!   [`prestage`]: the `Prefetch` directives that pre-stage a package on
+//!   the node a module would fail over to next.
 //! - [`leader`]: the leader-only control loop (I/O edge of `plan`), the
 //!   leader's side of the heartbeat protocol, package retrieval.
 //! - [`raft`], [`network`]: openraft type configuration and HTTP Raft RPC;
@@ -49,6 +51,7 @@ pub mod leader;
 pub mod network;
 pub mod observe;
 pub mod plan;
+pub mod prestage;
 pub mod raft;
 #[cfg(test)]
 mod scenarios;

@@ -21,8 +21,9 @@
 //! - `table`, `positions`, `statuses` and `since_ms` describe the same
 //!   positions, or are all empty (the table is unknown and the leader asks
 //!   the agent for it).
-//! - `version` grows whenever the table or a status changes, so directives
-//!   cached for a (state index, version) pair are never stale.
+//! - `version` grows whenever the table, a status or what the node
+//!   reported pre-staged changes, so directives cached for a (state index,
+//!   version) pair are never stale.
 //! - A new leader starts with an empty [`Observed`]: every node gets a grace
 //!   window from `leader_since_ms`.
 
@@ -32,7 +33,11 @@ use proto::heartbeat::{Directive, Heartbeat, ModuleStatus, ModuleTable, ReportKi
 use proto::{Epoch, ModuleName, NodeId};
 
 use crate::directives::directives_for;
+use crate::prestage::prefetches_for;
 use crate::state::ClusterState;
+
+/// Most modules kept as pre-staged per node (the heartbeat's module bound).
+pub const MAX_PRESTAGED: usize = proto::heartbeat::MAX_MODULES;
 
 /// What the leader knows of one node from its heartbeats (memory only).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,6 +60,14 @@ pub struct NodeObservation {
     pub since_ms: Vec<u64>,
     /// Latest failure message per module (install failures and the like).
     pub messages: BTreeMap<ModuleName, (Epoch, ReportKind, String)>,
+    /// Modules whose package the agent reported pre-staged in its cache
+    /// (report `prestaged`), with the epoch of the placement it came
+    /// from; at most [`MAX_PRESTAGED`] (cleared when full: the agent
+    /// reports again on the next prefetch).
+    pub prestaged: BTreeMap<ModuleName, Epoch>,
+    /// Pre-stagings first reported by the last heartbeat taken, for the
+    /// leader to record (`RecordPrestaged`); taken by the leader.
+    pub newly_prestaged: Vec<(ModuleName, Epoch)>,
     /// Position of each module in `table`.
     positions: BTreeMap<ModuleName, usize>,
     /// Grows whenever the table or a status changes.
@@ -91,14 +104,32 @@ impl NodeObservation {
         let new_incarnation = !self.heard || hb.incarnation != self.incarnation;
         if new_incarnation {
             self.messages.clear();
+            self.prestaged.clear();
         }
+        self.newly_prestaged.clear();
         self.heard = true;
         self.last_seen_ms = now;
         self.seq = hb.seq;
         self.incarnation = hb.incarnation;
+        let mut prestaged = false;
         for r in &hb.reports {
+            if r.kind == ReportKind::Prestaged {
+                if self.prestaged.get(&r.module) != Some(&r.epoch) {
+                    if self.prestaged.len() >= MAX_PRESTAGED {
+                        self.prestaged.clear();
+                    }
+                    self.prestaged.insert(r.module.clone(), r.epoch);
+                    self.newly_prestaged.push((r.module.clone(), r.epoch));
+                    prestaged = true;
+                }
+                continue;
+            }
             self.messages
                 .insert(r.module.clone(), (r.epoch, r.kind, r.message.clone()));
+        }
+        if prestaged {
+            // The directives cached for this node are out of date.
+            self.version += 1;
         }
         let Some(statuses) = hb.statuses.to_statuses() else {
             return self.forget_table();
@@ -191,8 +222,17 @@ impl NodeObservation {
     }
 
     /// The directives for this node, computed once per (state, observation)
-    /// pair and reused while neither changes.
-    pub fn directives(&mut self, state: &ClusterState, node: &str, depmgr: &str) -> Vec<Directive> {
+    /// pair and reused while neither changes; with `prestage` (the modules
+    /// that would fail over to this node next,
+    /// [`crate::prestage::Targets::of`]), the
+    /// `Prefetch` directives of pre-staging too ([`prefetches_for`]).
+    pub fn directives(
+        &mut self,
+        state: &ClusterState,
+        node: &str,
+        depmgr: &str,
+        prestage: Option<&[ModuleName]>,
+    ) -> Vec<Directive> {
         let Some(table) = &self.table else {
             return vec![];
         };
@@ -201,7 +241,16 @@ impl NodeObservation {
                 d.clone()
             }
             _ => {
-                let d = directives_for(state, node, table, depmgr);
+                let mut d = directives_for(state, node, table, depmgr);
+                if let Some(targets) = prestage {
+                    d.extend(prefetches_for(
+                        state,
+                        table,
+                        targets,
+                        &self.prestaged,
+                        depmgr,
+                    ));
+                }
                 self.directives = Some((state.last_index, self.version, d.clone()));
                 d
             }

@@ -1,7 +1,7 @@
 //! Directives as the leader sends them to a node manager, for tests that
 //! play the leader (the fake supervisor's scripted replies).
 
-use proto::heartbeat::{Directive, Install, Restore, Stop};
+use proto::heartbeat::{Directive, Install, Prefetch, Restore, Stop};
 use proto::manifest::ConfigPackage;
 use proto::spec::Fencing;
 
@@ -43,5 +43,20 @@ pub fn stop(module: &str, epoch: u64) -> Directive {
     Directive::Stop(Stop {
         module: module.into(),
         epoch,
+    })
+}
+
+/// The prefetch (pre-staging) directive for a module made of `packages`
+/// (dependencies first, its own package last), placed elsewhere at `epoch`.
+pub fn prefetch(module: &str, epoch: u64, packages: &[&BuiltPackage], depmgr: &str) -> Directive {
+    let own = packages.last().expect("at least the module's own package");
+    Directive::Prefetch(Prefetch {
+        module: module.into(),
+        epoch,
+        package: ConfigPackage {
+            manifest: own.manifest.clone(),
+            artifacts: packages.iter().map(|p| p.artifact()).collect(),
+        },
+        depmgr: depmgr.into(),
     })
 }

@@ -240,6 +240,11 @@ impl AgentState {
     }
 
     fn execute(&mut self, d: Directive) {
+        if matches!(d, Directive::Prefetch(_)) {
+            // No cache here: nothing to pre-stage (the leader repeats it,
+            // harmlessly); it fences nothing either.
+            return;
+        }
         let module = d.module().to_string();
         if self
             .highest_epoch
@@ -283,6 +288,7 @@ impl AgentState {
                 }
             }
             Directive::Stop(s) => self.modules.retain(|m| m.entry.module != s.module),
+            Directive::Prefetch(_) => return,
         }
         self.table_version += 1;
     }

@@ -57,6 +57,7 @@ use proto::{Epoch, ModuleName};
 use tokio_util::sync::CancellationToken;
 
 use super::Agent;
+use super::cache::Cache;
 use crate::Error;
 use crate::process::ProcessHandle;
 use crate::state::DataDir;
@@ -75,15 +76,56 @@ pub struct Installer {
     dirs: DataDir,
     fetch_timeout: Duration,
     tls: Option<Arc<tls::Tls>>,
+    /// What the cache holds and when each archive was last used.
+    cache: Arc<Cache>,
 }
 
 impl Installer {
-    pub fn new(dirs: DataDir, fetch_timeout: Duration, tls: Option<Arc<tls::Tls>>) -> Installer {
+    pub fn new(
+        dirs: DataDir,
+        fetch_timeout: Duration,
+        tls: Option<Arc<tls::Tls>>,
+        cache: Arc<Cache>,
+    ) -> Installer {
         Installer {
             dirs,
             fetch_timeout,
             tls,
+            cache,
         }
+    }
+
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
+    /// Pre-staging: takes every artifact of `package` into the cache,
+    /// downloaded and verified against its digest when it is not there
+    /// yet (each download bounded by `--fetch-timeout-ms`), without
+    /// unpacking anything. Returns how many archives and bytes the package
+    /// holds.
+    pub async fn fetch(
+        &self,
+        package: &ConfigPackage,
+        depmgr: &str,
+    ) -> Result<(usize, u64), Error> {
+        if package.artifacts.is_empty() {
+            return Err(Error::InvalidPackage(
+                "configuration package lists no artifact".into(),
+            ));
+        }
+        let mut client = None;
+        let mut bytes = 0u64;
+        for a in &package.artifacts {
+            proto::manifest::PackageRef::new(&a.name, &a.version)
+                .validate()
+                .map_err(|e| {
+                    Error::InvalidPackage(format!("artifact {}@{}: {e}", a.name, a.version))
+                })?;
+            let path = self.archive(depmgr, a, &mut client).await?;
+            bytes += tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+        }
+        Ok((package.artifacts.len(), bytes))
     }
 
     /// Fetches (or takes from the cache), verifies and unpacks every
@@ -185,10 +227,14 @@ impl Installer {
             let path = cached.clone();
             let actual = blocking(move || Ok(depmgr::sha256_file(&path).ok())).await;
             match actual {
-                Ok(Some(d)) if d == a.digest => return Ok(cached),
+                Ok(Some(d)) if d == a.digest => {
+                    self.used(&a.digest, &cached).await;
+                    return Ok(cached);
+                }
                 _ => {
                     tracing::warn!(path = %cached.display(), "cached archive is corrupt; fetching it again");
                     let _ = tokio::fs::remove_file(&cached).await;
+                    self.cache.forget(&a.digest);
                 }
             }
         }
@@ -207,13 +253,28 @@ impl Installer {
         let base = c.base_url().to_string();
         *client = Some(c);
         match downloaded {
-            Ok(Ok(())) => Ok(cached),
+            Ok(Ok(())) => {
+                self.used(&a.digest, &cached).await;
+                Ok(cached)
+            }
             Ok(Err(e)) => Err(fail(e)),
             Err(_) => Err(fail(depmgr::Error::Transport(format!(
                 "{base}: download of {} not done within {:?}",
                 a.digest, self.fetch_timeout
             )))),
         }
+    }
+
+    /// Records a use of the cached archive `digest` at `path` (see
+    /// [`Cache::used`]).
+    async fn used(&self, digest: &str, path: &Path) {
+        let (cache, digest, path) = (self.cache.clone(), digest.to_string(), path.to_path_buf());
+        let _ = blocking(move || {
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+            cache.used(&digest, bytes);
+            Ok(())
+        })
+        .await;
     }
 
     fn client(&self, depmgr: &str) -> depmgr::Result<Client> {
@@ -407,6 +468,7 @@ impl Agent {
             _ = cancel.cancelled() => return,
             r = self.sh.installer.prepare(&i.module, i.epoch, &i.package, &i.depmgr, true) => r,
         };
+        self.trim_cache().await;
         let effects = self.lock().install_done(&i.module, op, prepared);
         self.execute(effects).await;
     }
@@ -436,6 +498,7 @@ impl Agent {
             _ = cancel.cancelled() => return,
             r = self.sh.installer.prepare(&name, target.epoch, &target.package, &target.depmgr, false) => r,
         };
+        self.trim_cache().await;
         let effects = self.lock().restore_done(&name, op, prepared);
         self.execute(effects).await;
     }

@@ -6,6 +6,10 @@
 //!   planner returning [`Effect`]s (directive rules included).
 //! - [`install`]: the install pipeline (cache, download by digest through
 //!   depmgr's client, unpack with depmgr's archive rules, command check).
+//! - [`cache`]: the cache's bound (`--cache-max-bytes`, least recently
+//!   used first, never an archive a held module uses).
+//! - [`prefetch`]: pre-staging a package for a failover to this node
+//!   (`Prefetch` directives), in the background.
 //! - [`run`]: process life-cycle (launch, exit, health probe, stop).
 //! - [`fence`]: lease rules and the fence that stops `at-most-one` modules
 //!   before the lease ends.
@@ -40,8 +44,10 @@
 //! - The rest (operation fencing by `op`, process handles, lease) is the
 //!   table's, see [`table`].
 
+pub mod cache;
 pub mod fence;
 pub mod install;
+pub mod prefetch;
 pub mod run;
 pub mod table;
 pub mod view;
@@ -72,6 +78,8 @@ pub struct AgentOptions {
     pub labels: BTreeMap<String, String>,
     pub stop_grace: Duration,
     pub fetch_timeout: Duration,
+    /// Bound of the archive cache (`--cache-max-bytes`).
+    pub cache_max_bytes: u64,
     /// depmgr to use when an install directive names none.
     pub default_depmgr: Option<String>,
     /// With TLS: downloads go over `https://` to a depmgr certificate.
@@ -104,6 +112,8 @@ struct Shared {
     /// Woken when the lease changes.
     lease_changed: Notify,
     table: Mutex<Table>,
+    /// Pre-staging in flight (see [`prefetch`]).
+    prefetches: Mutex<prefetch::Prefetches>,
 }
 
 impl Agent {
@@ -139,7 +149,12 @@ impl Agent {
                 node: opts.node,
                 incarnation: opts.persisted.incarnation,
                 stop_grace: opts.stop_grace,
-                installer: Installer::new(dirs.clone(), opts.fetch_timeout, opts.tls),
+                installer: Installer::new(
+                    dirs.clone(),
+                    opts.fetch_timeout,
+                    opts.tls,
+                    Arc::new(cache::Cache::open(&dirs.cache_dir(), opts.cache_max_bytes)),
+                ),
                 dirs,
                 state_file: Arc::new(opts.state_file),
                 spawner,
@@ -149,6 +164,7 @@ impl Agent {
                 changed: Notify::new(),
                 lease_changed: Notify::new(),
                 table: Mutex::new(table),
+                prefetches: Mutex::new(prefetch::Prefetches::default()),
             }),
         })
     }
@@ -269,6 +285,7 @@ impl Agent {
                 self.remove_placements(&module, Some(keep)).await
             }
             Effect::ForgetFiles { module } => self.remove_placements(&module, None).await,
+            Effect::Prefetch(p) => self.prefetch(p).await,
         }
     }
 

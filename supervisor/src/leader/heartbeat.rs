@@ -12,6 +12,7 @@
 //! ([`crate::directives`]), cached per node while neither the state nor the
 //! node's observation changes.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ pub fn not_leader(leader: Option<String>) -> HeartbeatReply {
 impl Leader {
     /// Answers one heartbeat of node `hb.node` (already decoded and its
     /// node name checked).
-    pub async fn heartbeat(&self, hb: &Heartbeat) -> HeartbeatReply {
+    pub async fn heartbeat(self: &Arc<Self>, hb: &Heartbeat) -> HeartbeatReply {
         let app = &self.app;
         if !self.wait_ready(READY_WAIT).await {
             return not_leader(Some(app.config.advertised().to_string()));
@@ -64,10 +65,16 @@ impl Leader {
         }
         let (directives, acked) = {
             let mut observed = self.lock_observed();
+            let mut targets = self
+                .prestage_targets
+                .lock()
+                .expect("prestage targets lock poisoned");
             match observed.nodes.get_mut(&hb.node) {
                 Some(obs) if obs.table.is_some() => (
-                    app.state
-                        .read(|s| obs.directives(s, &hb.node, &app.config.depmgr)),
+                    app.state.read(|s| {
+                        let targets = app.config.prestage.then(|| targets.of(s, &hb.node));
+                        obs.directives(s, &hb.node, &app.config.depmgr, targets)
+                    }),
                     obs.table_version,
                 ),
                 _ => (vec![], 0),

@@ -22,6 +22,7 @@
 
 mod heartbeat;
 mod packages;
+mod prestaged;
 mod rounds;
 
 pub use heartbeat::not_leader;
@@ -66,6 +67,9 @@ pub struct Leader {
     passes: Rounds,
     confirms: Rounds,
     fetches: Mutex<BTreeMap<(String, u64), FetchState>>,
+    /// Which modules would fail over to each node next (pre-staging),
+    /// computed once per state index.
+    prestage_targets: Mutex<crate::prestage::Targets>,
     /// Set once the state machine has applied everything committed before
     /// this term (so plans and directives see the whole past).
     ready: watch::Sender<bool>,
@@ -84,6 +88,7 @@ impl Leader {
             passes: Rounds::new(),
             confirms: Rounds::new(),
             fetches: Mutex::new(BTreeMap::new()),
+            prestage_targets: Mutex::new(crate::prestage::Targets::default()),
             ready: watch::channel(false).0,
             cancel: parent.child_token(),
         });
@@ -106,17 +111,17 @@ impl Leader {
         self.observed.lock().expect("observed lock poisoned")
     }
 
-    /// Takes a heartbeat into the in-memory view.
-    pub fn ingest(&self, hb: &Heartbeat) -> Ingest {
+    /// Takes a heartbeat into the in-memory view (and records the
+    /// pre-stagings it reports for the first time).
+    pub fn ingest(self: &Arc<Self>, hb: &Heartbeat) -> Ingest {
         let now = self.now_ms();
-        let outcome = {
+        let (outcome, prestaged) = {
             let mut observed = self.lock_observed();
-            observed
-                .nodes
-                .entry(hb.node.clone())
-                .or_default()
-                .ingest(hb, now)
+            let obs = observed.nodes.entry(hb.node.clone()).or_default();
+            let outcome = obs.ingest(hb, now);
+            (outcome, std::mem::take(&mut obs.newly_prestaged))
         };
+        self.record_prestaged(&hb.node, prestaged);
         if matches!(
             outcome,
             Ingest::Accepted { changed: true, .. }

@@ -59,8 +59,11 @@
 
 mod detector;
 mod drain;
+mod next_node;
 mod recovery;
 mod versions;
+
+pub use next_node::{Ranking, next_node, next_nodes};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -277,16 +280,19 @@ impl<'a> Planner<'a> {
     }
 
     /// Eligible nodes for `m`, best first (ready, fewest modules, then
-    /// name), excluding `exclude`.
+    /// name), excluding `exclude`: the rule of [`next_node`], on this
+    /// pass's health and load.
     fn eligible(&mut self, m: &ModuleRecord, exclude: &BTreeSet<&str>) -> Vec<String> {
         let load = self.load().clone();
-        let mut nodes: Vec<(usize, &String)> = self
-            .candidates(m, exclude)
-            .filter(|name| self.health.get(name.as_str()) == Some(&NodeHealth::Ready))
-            .map(|name| (load.get(name).copied().unwrap_or(0), name))
-            .collect();
-        nodes.sort();
-        nodes.into_iter().map(|(_, n)| n.clone()).collect()
+        let health = &self.health;
+        next_node::rank(
+            next_node::candidates(self.state, m, exclude),
+            |n| health.get(n).copied(),
+            |n| load.get(n).copied().unwrap_or(0),
+        )
+        .into_iter()
+        .cloned()
+        .collect()
     }
 
     /// Nodes that would be eligible for `m` but are not ready (suspect or
@@ -305,19 +311,7 @@ impl<'a> Planner<'a> {
         m: &'s ModuleRecord,
         exclude: &'s BTreeSet<&str>,
     ) -> impl Iterator<Item = &'a String> + 's {
-        self.state
-            .nodes
-            .iter()
-            .filter(move |(name, n)| {
-                !n.draining
-                    && !exclude.contains(name.as_str())
-                    && m.spec
-                        .placement
-                        .labels
-                        .iter()
-                        .all(|(k, v)| n.labels.get(k) == Some(v))
-            })
-            .map(|(name, _)| name)
+        next_node::candidates(self.state, m, exclude)
     }
 
     /// Plans a placement, and counts it in the load of `node`.

@@ -256,8 +256,7 @@ impl Planner<'_> {
         if self.revert_instead(name, epoch, &reason) {
             return;
         }
-        let mut tried: BTreeSet<&str> = m.tried_nodes.iter().map(String::as_str).collect();
-        tried.insert(from);
+        let tried = super::next_node::failover_exclude(m, from);
         let tried_list = tried.iter().copied().collect::<Vec<_>>().join(", ");
         if m.episode_failovers >= m.spec.failover.max_nodes {
             self.push(Transition::GiveUp(GiveUp {
@@ -301,8 +300,7 @@ impl Planner<'_> {
     /// it waits for one. Never gives up: losing nodes is not the module
     /// failing.
     fn relocate(&mut self, name: &str, m: &ModuleRecord, epoch: Epoch, from: &str, reason: String) {
-        let mut exclude: BTreeSet<&str> = m.tried_nodes.iter().map(String::as_str).collect();
-        exclude.insert(from);
+        let exclude = super::next_node::failover_exclude(m, from);
         if let Some(node) = self.eligible(m, &exclude).into_iter().next() {
             if let Some(c) = self.load().get_mut(from) {
                 *c = c.saturating_sub(1);

@@ -16,6 +16,8 @@
 //! - `identity`: the cluster id, recorded once; nodes from another cluster;
 //! - `replay`: rejected replays, identical replicas, scoped passes;
 //! - `versions`: updates, rollbacks, reverts, quarantined packages;
+//! - `prestage`: packages pre-staged on the next failover node, which the
+//!   failover then picks;
 //! - `compat`: a tour of every transition against a stored fixture.
 
 mod compat;
@@ -24,6 +26,7 @@ mod failover;
 mod identity;
 mod lease;
 mod node_loss;
+mod prestage;
 mod replay;
 mod restore;
 mod versions;
@@ -96,6 +99,16 @@ fn package_of(r: &PackageRef) -> ConfigPackage {
             version: r.version.clone(),
             digest: "a".repeat(64),
         }],
+    }
+}
+
+/// The report of an agent that pre-staged `p`'s package.
+fn prestaged_report(p: &proto::heartbeat::Prefetch) -> Report {
+    Report {
+        module: p.module.clone(),
+        epoch: p.epoch,
+        kind: proto::heartbeat::ReportKind::Prestaged,
+        message: format!("{} archives cached", p.package.artifacts.len()),
     }
 }
 
@@ -264,9 +277,65 @@ impl Sim {
                     }
                 }
                 Directive::Stop(s) => a.modules.retain(|(e, _)| e.module != s.module),
+                Directive::Prefetch(p) => a.reports.push(prestaged_report(&p)),
             }
         }
         self.heartbeat(node);
+    }
+
+    /// The `Prefetch` directives the leader sends `node` now.
+    fn prefetches(&self, node: &str) -> Vec<proto::heartbeat::Prefetch> {
+        let obs = &self.observed.nodes[node];
+        let table = obs.table.clone().expect("table");
+        let targets = crate::plan::next_nodes(&self.state)
+            .remove(node)
+            .unwrap_or_default();
+        crate::prestage::prefetches_for(
+            &self.state,
+            &table,
+            &targets,
+            &obs.prestaged,
+            "http://depmgr",
+        )
+        .into_iter()
+        .map(|d| match d {
+            Directive::Prefetch(p) => p,
+            other => panic!("not a prefetch: {other:?}"),
+        })
+        .collect()
+    }
+
+    /// The agent on `node` pre-stages what it is told to (and reports it in
+    /// its next heartbeat); the leader records what is new, as
+    /// `Leader::ingest` does. The outcomes of those records.
+    fn prestage(&mut self, node: &str) -> Vec<Outcome> {
+        for p in self.prefetches(node) {
+            let a = self.agents.get_mut(node).expect("agent");
+            a.reports.push(prestaged_report(&p));
+        }
+        self.heartbeat(node);
+        let news = std::mem::take(
+            &mut self
+                .observed
+                .nodes
+                .get_mut(node)
+                .expect("observed")
+                .newly_prestaged,
+        );
+        if news.is_empty() {
+            return vec![];
+        }
+        let transitions = news
+            .into_iter()
+            .map(|(module, epoch)| {
+                Transition::RecordPrestaged(RecordPrestaged {
+                    module,
+                    node: node.to_string(),
+                    epoch,
+                })
+            })
+            .collect();
+        self.commit(transitions).outcomes
     }
 
     fn set_status(&mut self, node: &str, module: &str, status: ModuleStatus) {

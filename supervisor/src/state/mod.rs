@@ -27,6 +27,8 @@
 //! - `versions`: revisions and rollouts ([`Update`], [`Rollback`],
 //!   [`Revert`]) and quarantined package versions ([`QuarantinePackage`],
 //!   [`LiftQuarantine`], [`HoldQuarantined`]).
+//! - `prestage`: a package pre-staged on the next failover node, an event
+//!   only ([`RecordPrestaged`]).
 //!
 //! This file keeps what they share: the event record, the modules-by-node
 //! index, and the queries the planner and the views ask
@@ -56,6 +58,7 @@ mod lease;
 mod modules;
 mod nodes;
 mod placement;
+mod prestage;
 mod recovery;
 mod versions;
 
@@ -70,6 +73,7 @@ pub use lease::{LeaseTerms, RecordLease};
 pub use modules::{Deploy, ModuleRecord, Remove};
 pub use nodes::{Drain, NodeHealth, NodeRecord, RegisterNode, SetNodeHealth};
 pub use placement::{AwaitNode, GiveUp, Place, PlaceCause, Placement, ReleasePrevious};
+pub use prestage::RecordPrestaged;
 pub use proto::record::{Event, EventKind, ModuleState};
 pub use recovery::{
     FailStage, FailureDetected, Healthy, InstallFailed, PackageRetrieved, RestoreOrdered,
@@ -349,6 +353,7 @@ pub enum Transition {
     QuarantinePackage(QuarantinePackage),
     LiftQuarantine(LiftQuarantine),
     HoldQuarantined(HoldQuarantined),
+    RecordPrestaged(RecordPrestaged),
 }
 
 impl Transition {
@@ -380,6 +385,8 @@ impl Transition {
             Transition::Revert(t) => (Some(&t.module), None),
             Transition::QuarantinePackage(_) | Transition::LiftQuarantine(_) => (None, None),
             Transition::HoldQuarantined(t) => (Some(&t.module), None),
+            // Only an event: no module or node entry changes.
+            Transition::RecordPrestaged(_) => (None, None),
         }
     }
 
@@ -422,6 +429,7 @@ impl Transition {
             Transition::QuarantinePackage(t) => t.apply(state, index, at),
             Transition::LiftQuarantine(t) => t.apply(state, index, at),
             Transition::HoldQuarantined(t) => t.apply(state, index, at),
+            Transition::RecordPrestaged(t) => t.apply(state, index, at),
         }
     }
 }

@@ -18,6 +18,10 @@
 //!   with a warning, the missing table entry tells the leader.
 //! - Stop: stops and forgets the module; a repeat while stopping, or a stop
 //!   for an unknown module, is a no-op.
+//! - Prefetch (pre-staging): fences nothing and changes no module or epoch
+//!   record (its epoch is the module's placement on another node): it
+//!   becomes [`Effect::Prefetch`], which fills the cache in the background
+//!   (see `super::super::prefetch`); a repeat is a no-op there.
 //!
 //! ## A reply as a whole
 //! A reply's directives are decided together before any executes
@@ -92,6 +96,12 @@ impl Table {
         let mut added = 0;
         let mut save = self.adopt_cluster(cluster);
         for d in directives {
+            if matches!(d, Directive::Prefetch(_)) {
+                // A prefetch changes no module and no epoch record: nothing
+                // to plan or save for it (see `Table::directive`).
+                planned.push((d, false));
+                continue;
+            }
             let name = d.module().to_string();
             let execute = proto::names::check("module name", &name).is_ok() && {
                 let view = match views.get(&name) {
@@ -139,6 +149,7 @@ impl Table {
                                 ..v
                             })
                         }
+                        Directive::Prefetch(_) => view,
                     };
                     views.insert(name.clone(), next);
                 }
@@ -232,6 +243,17 @@ impl Table {
         if let Err(why) = proto::names::check("module name", &name) {
             return self.bad_name(&d, why);
         }
+        if let Directive::Prefetch(mut p) = d {
+            // Pre-staging: the cache only, never a module or an epoch
+            // record; the agent runs it in the background (a repeat of one
+            // in flight or done is a no-op there).
+            if p.depmgr.is_empty()
+                && let Some(d) = &self.cfg.default_depmgr
+            {
+                p.depmgr = d.clone();
+            }
+            return vec![Effect::Prefetch(Box::new(p))];
+        }
         let view = self.slot(&name).map(Slot::view);
         let record = self.epochs.get(&name).copied();
         match decide(view.as_ref(), record.as_ref(), &d) {
@@ -268,6 +290,7 @@ impl Table {
             },
             Directive::Restore(r) => self.begin_restore(r),
             Directive::Stop(s) => self.begin_stop(s),
+            Directive::Prefetch(_) => return vec![],
         };
         self.table_version += 1;
         vec![Effect::Notify, Effect::Spawn(task)]
@@ -292,7 +315,9 @@ impl Table {
         tracing::error!(module = %name, "{why}");
         let report = match d {
             Directive::Install(_) => ReportKind::InstallFailed,
-            Directive::Restore(_) | Directive::Stop(_) => ReportKind::Failed,
+            Directive::Restore(_) | Directive::Stop(_) | Directive::Prefetch(_) => {
+                ReportKind::Failed
+            }
         };
         self.report(name, d.epoch(), report, why.clone());
         self.refused(format!("{name}: {why}"));
@@ -438,6 +463,10 @@ pub fn decide(
     record: Option<&EpochRecord>,
     d: &Directive,
 ) -> Decision {
+    if let Directive::Prefetch(_) = d {
+        // Fences nothing: its epoch is the placement's on another node.
+        return Decision::Execute;
+    }
     let epoch = d.epoch();
     if let Some(r) = record
         && epoch < r.highest
@@ -478,6 +507,7 @@ pub fn decide(
             )),
             Some(_) => Decision::Execute,
         },
+        Directive::Prefetch(_) => Decision::Execute,
         Directive::Stop(_) => match module {
             None => Decision::Repeat,
             Some(m) if epoch < m.epoch => Decision::Stale(format!(
@@ -495,6 +525,7 @@ fn kind(d: &Directive) -> &'static str {
         Directive::Restore(_) => "restore",
         Directive::Install(_) => "install",
         Directive::Stop(_) => "stop",
+        Directive::Prefetch(_) => "prefetch",
     }
 }
 
@@ -525,5 +556,6 @@ fn directive_key(d: &Directive) -> String {
         Directive::Restore(r) => format!("restore/{}/{}/{}", r.module, r.epoch, r.seq),
         Directive::Install(i) => format!("install/{}/{}", i.module, i.epoch),
         Directive::Stop(s) => format!("stop/{}/{}", s.module, s.epoch),
+        Directive::Prefetch(p) => format!("prefetch/{}/{}", p.module, p.epoch),
     }
 }

@@ -49,7 +49,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use proto::heartbeat::{Install, MAX_REPORT_MESSAGE, ModuleStatus, Report, ReportKind};
+use proto::heartbeat::{Install, MAX_REPORT_MESSAGE, ModuleStatus, Prefetch, Report, ReportKind};
 use proto::manifest::{ConfigPackage, HealthCheck, Manifest};
 use proto::spec::Fencing;
 use proto::{Epoch, ModuleName};
@@ -111,6 +111,9 @@ pub enum Effect {
     /// Remove every placement directory of a forgotten module (its
     /// output log stays).
     ForgetFiles { module: ModuleName },
+    /// Pre-stage a package in the cache, in the background
+    /// (`Agent::prefetch`).
+    Prefetch(Box<Prefetch>),
 }
 
 /// The background work of a directive, run after the state its reply
@@ -364,6 +367,23 @@ impl Table {
             self.reports.remove(0);
         }
         self.reports.push(r);
+    }
+
+    /// The package of `module` at `epoch`, placed on another node, is in
+    /// the cache (pre-staged): reported to the leader (again, when the
+    /// leader repeats its prefetch).
+    pub fn prestaged(&mut self, module: &str, epoch: Epoch, message: String) -> Vec<Effect> {
+        self.report(module, epoch, ReportKind::Prestaged, message);
+        vec![Effect::Notify]
+    }
+
+    /// Every archive digest of every module this node holds: the cache
+    /// never evicts them.
+    pub fn held_digests(&self) -> std::collections::BTreeSet<String> {
+        self.slots
+            .iter()
+            .flat_map(|s| s.package.artifacts.iter().map(|a| a.digest.clone()))
+            .collect()
     }
 
     /// The persisted part, with a new revision.

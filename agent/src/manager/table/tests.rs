@@ -144,6 +144,7 @@ fn describe(effects: &[Effect]) -> Vec<String> {
             Effect::RemovePlacement { module, epoch } => format!("rm {module}/{epoch}"),
             Effect::KeepOnlyPlacement { module, keep } => format!("keep only {module}/{keep}"),
             Effect::ForgetFiles { module } => format!("forget files of {module}"),
+            Effect::Prefetch(p) => format!("prefetch {}@{}", p.module, p.epoch),
         })
         .collect()
 }
@@ -870,6 +871,7 @@ fn named(mut d: Directive, name: &str) -> Directive {
         Directive::Install(i) => i.module = name.into(),
         Directive::Restore(r) => r.module = name.into(),
         Directive::Stop(s) => s.module = name.into(),
+        Directive::Prefetch(p) => p.module = name.into(),
     }
     d
 }
@@ -1129,5 +1131,59 @@ fn reports_are_bounded_in_size_and_per_heartbeat() {
     assert_eq!(
         hb.reports[0].message,
         format!("failure {MAX_REPORTS_PER_HEARTBEAT}")
+    );
+}
+
+fn prefetch(module: &str, epoch: Epoch) -> Directive {
+    Directive::Prefetch(proto::heartbeat::Prefetch {
+        module: module.into(),
+        epoch,
+        package: package(false),
+        depmgr: String::new(),
+    })
+}
+
+/// A prefetch fences nothing and changes no module or epoch record: even
+/// below the highest epoch seen (the module was stopped here at a later
+/// epoch than its placement elsewhere) it is not refused, saves nothing,
+/// and becomes a background prefetch (with the fallback depmgr); the held
+/// module is untouched. Its report comes from `prestaged`.
+#[test]
+fn a_prefetch_only_fills_the_cache() {
+    let mut w = World::running(7, Fencing::AtMostOne, false);
+    let records = w.t.epochs.clone();
+    let plan =
+        w.t.plan_reply(0, vec![prefetch("web", 3), prefetch("api", 5)]);
+    assert!(plan.snapshot.is_none());
+    assert_eq!(plan.executing(), 0);
+    let effects = w.t.execute_reply(plan, Ok(()));
+    assert_eq!(describe(&effects), ["prefetch web@3", "prefetch api@5"]);
+    let Effect::Prefetch(p) = &effects[1] else {
+        panic!("{effects:?}");
+    };
+    assert_eq!(p.depmgr, "http://fallback:1");
+    assert_eq!(w.t.epochs, records, "no epoch record raised");
+    assert!(w.t.slot("api").is_none(), "nothing installed");
+    assert_eq!(
+        w.t.slot("web").map(|s| s.status),
+        Some(ModuleStatus::Running)
+    );
+    assert!(w.t.reports.is_empty());
+    assert_eq!(
+        describe(&w.t.prestaged("api", 5, "1 archive".into())),
+        ["notify"]
+    );
+    assert_eq!(
+        describe(&w.t.prestaged("api", 5, "1 archive".into())),
+        ["notify"]
+    );
+    assert_eq!(w.t.reports.len(), 1, "an equal report is queued once");
+    assert_eq!(w.t.reports[0].kind, ReportKind::Prestaged);
+    // A bad module name is refused before anything, as for every directive.
+    let effects = reply(&mut w.t, prefetch("../x", 5));
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(
+        w.t.held_digests().into_iter().collect::<Vec<_>>(),
+        ["ab".repeat(32)]
     );
 }
