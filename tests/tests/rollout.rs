@@ -72,6 +72,21 @@ fn ledger(path: &Path) -> Vec<Line> {
         .collect()
 }
 
+/// When `old` last wrote and `new` first wrote (seconds since boot).
+fn last_and_first(lines: &[Line], old: &str, new: &str) -> (f64, f64) {
+    let last = lines
+        .iter()
+        .filter(|l| l.version == old)
+        .map(|l| l.at)
+        .fold(f64::MIN, f64::max);
+    let first = lines
+        .iter()
+        .filter(|l| l.version == new)
+        .map(|l| l.at)
+        .fold(f64::MAX, f64::min);
+    (last, first)
+}
+
 /// A cluster with `web@1.0.0` and `1.0.1` (good) and `1.0.2` (bad)
 /// published, and the spec files of the updates written.
 async fn cluster(fencing: &str) -> (TestCluster, std::path::PathBuf) {
@@ -163,16 +178,7 @@ async fn update_at_most_one_never_overlaps_and_a_bad_version_is_reverted() {
     assert_eq!((m.revision, m.state.as_str()), (2, "running"));
     more_lines(&ledger_path, "1.0.1", 10).await;
     let lines = ledger(&ledger_path);
-    let last_old = lines
-        .iter()
-        .filter(|l| l.version == "1.0.0")
-        .map(|l| l.at)
-        .fold(f64::MIN, f64::max);
-    let first_new = lines
-        .iter()
-        .filter(|l| l.version == "1.0.1")
-        .map(|l| l.at)
-        .fold(f64::MAX, f64::min);
+    let (last_old, first_new) = last_and_first(&lines, "1.0.0", "1.0.1");
     assert!(
         last_old < first_new,
         "at-most-one: 1.0.0 wrote at {last_old} after 1.0.1 started at {first_new}"
@@ -273,16 +279,7 @@ async fn update_at_least_one_starts_the_new_copy_before_the_old_stops() {
     assert_ne!(new_node, "a", "the new copy starts on another node");
     more_lines(&ledger_path, "1.0.1", 10).await;
     let lines = ledger(&ledger_path);
-    let last_old = lines
-        .iter()
-        .filter(|l| l.version == "1.0.0")
-        .map(|l| l.at)
-        .fold(f64::MIN, f64::max);
-    let first_new = lines
-        .iter()
-        .filter(|l| l.version == "1.0.1")
-        .map(|l| l.at)
-        .fold(f64::MAX, f64::min);
+    let (last_old, first_new) = last_and_first(&lines, "1.0.0", "1.0.1");
     assert!(
         first_new < last_old,
         "at-least-one: 1.0.1 started at {first_new}, after 1.0.0 stopped at {last_old} (a gap)"

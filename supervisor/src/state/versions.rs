@@ -413,6 +413,53 @@ impl ClusterState {
         }
     }
 
+    /// Refuses a rollout of `module` when it is unknown, stopped, or one of
+    /// its rollouts is still in progress.
+    fn check_may_roll_out(&self, module: &str) -> Result<(), Rejection> {
+        let m = self
+            .modules
+            .get(module)
+            .ok_or_else(|| not_found("module", module))?;
+        if m.state == ModuleState::Stopped {
+            return Err(Rejection::Conflict(format!("module {module:?} is stopped")));
+        }
+        if let Some(v) = self.versions.get(module)
+            && let Some(r) = v.in_progress()
+        {
+            return Err(Rejection::Conflict(format!(
+                "a rollout of module {module:?} from revision {} to {} is in progress; wait for it to complete or revert",
+                r.from, r.to
+            )));
+        }
+        Ok(())
+    }
+
+    /// An operator's rollout (update or rollback) of `module` to the kept
+    /// revision `to`, the current one becoming `replaced`; records
+    /// `rollout_started`.
+    fn operator_rollout(
+        &mut self,
+        module: &str,
+        to: u32,
+        replaced: RevisionOutcome,
+        rollback: bool,
+        index: u64,
+        at: u64,
+    ) -> Result<(), Rejection> {
+        let (from, spec) =
+            self.start_rollout(module, to, replaced, RolloutState::InProgress, None, at)?;
+        let mut detail = vec![
+            ("from", from.to_string()),
+            ("to", to.to_string()),
+            ("package", spec.package.to_string()),
+        ];
+        if rollback {
+            detail.push(("rollback", "true".into()));
+        }
+        self.module_event(index, at, EventKind::RolloutStarted, module, &detail);
+        Ok(())
+    }
+
     /// Starts a rollout of `module` from its current revision to `to`
     /// (made current with its spec), recording `event`.
     fn start_rollout(
@@ -474,9 +521,7 @@ impl Update {
         if m.spec == self.spec {
             return Ok(());
         }
-        if m.state == ModuleState::Stopped {
-            return Err(Rejection::Conflict(format!("module {name:?} is stopped")));
-        }
+        state.check_may_roll_out(name)?;
         if let Some(node) = &self.spec.placement.node
             && !state.nodes.contains_key(node)
         {
@@ -484,39 +529,12 @@ impl Update {
                 "placement.node: unknown node {node:?}"
             )));
         }
-        if let Some(v) = state.versions.get(name)
-            && let Some(r) = v.in_progress()
-        {
-            return Err(Rejection::Conflict(format!(
-                "a rollout of module {name:?} from revision {} to {} is in progress; wait for it to complete or revert",
-                r.from, r.to
-            )));
-        }
         state.check_not_quarantined(&self.spec.package)?;
         let v = state
             .versions_mut(name)
             .ok_or_else(|| not_found("module", name))?;
         let to = v.push(&self.spec, at);
-        let (from, _) = state.start_rollout(
-            name,
-            to,
-            RevisionOutcome::Superseded,
-            RolloutState::InProgress,
-            None,
-            at,
-        )?;
-        state.module_event(
-            index,
-            at,
-            EventKind::RolloutStarted,
-            name,
-            &[
-                ("from", from.to_string()),
-                ("to", to.to_string()),
-                ("package", self.spec.package.to_string()),
-            ],
-        );
-        Ok(())
+        state.operator_rollout(name, to, RevisionOutcome::Superseded, false, index, at)
     }
 }
 
@@ -536,22 +554,10 @@ impl Rollback {
         at: u64,
     ) -> Result<(), Rejection> {
         let name = &self.module;
-        let m = state
-            .modules
-            .get(name)
-            .ok_or_else(|| not_found("module", name))?;
-        if m.state == ModuleState::Stopped {
-            return Err(Rejection::Conflict(format!("module {name:?} is stopped")));
-        }
+        state.check_may_roll_out(name)?;
         let v = state
             .versions_of(name)
             .ok_or_else(|| not_found("module", name))?;
-        if let Some(r) = v.in_progress() {
-            return Err(Rejection::Conflict(format!(
-                "a rollout of module {name:?} from revision {} to {} is in progress; wait for it to complete or revert",
-                r.from, r.to
-            )));
-        }
         let target = match self.revision {
             Some(n) if n == v.revision => {
                 return Err(Rejection::Conflict(format!(
@@ -586,27 +592,7 @@ impl Rollback {
         let (to, package) = (target.revision, target.spec.package.clone());
         drop(v);
         state.check_not_quarantined(&package)?;
-        let (from, _) = state.start_rollout(
-            name,
-            to,
-            RevisionOutcome::Reverted,
-            RolloutState::InProgress,
-            None,
-            at,
-        )?;
-        state.module_event(
-            index,
-            at,
-            EventKind::RolloutStarted,
-            name,
-            &[
-                ("from", from.to_string()),
-                ("to", to.to_string()),
-                ("package", package.to_string()),
-                ("rollback", "true".into()),
-            ],
-        );
-        Ok(())
+        state.operator_rollout(name, to, RevisionOutcome::Reverted, true, index, at)
     }
 }
 
