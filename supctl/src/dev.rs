@@ -459,7 +459,7 @@ pub async fn run(dir: &Path) -> Result<()> {
         "  kill -9 <pid of agent {node}>             node {node} goes down after ~5.5 s; demo fails over to another node (new epoch)"
     );
     println!(
-        "  kill -9 <pid of the leader>          a new leader within ~1-2 s; no counter or placement is lost"
+        "  kill -9 <pid of the leader>          a new leader within ~1 s; no counter or placement is lost"
     );
     println!("Ctrl-C stops everything cleanly; running `supctl dev` again reuses the data.");
     println!();
