@@ -79,6 +79,31 @@ pub const SEARCH_DIVISOR: u32 = 3;
 /// (then once a period).
 pub const FAST_SEARCH: Duration = Duration::from_secs(3);
 
+/// Largest heartbeat reply the agent reads (64 MiB): far above a reply
+/// with an install for each of [`proto::heartbeat::MAX_MODULES`] modules,
+/// so that a broken or hostile server cannot make the agent buffer without
+/// end. A longer reply is a transport error (the next supervisor is tried).
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
+/// Reads a reply body of at most `cap` bytes, chunk by chunk; beyond it,
+/// an error naming the limit (nothing more is read).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| Error::HeartbeatTransport(format!("reading reply: {e}")))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(Error::HeartbeatTransport(format!(
+                "the reply is larger than the {cap} bytes an agent reads"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Where heartbeats go.
 #[derive(Debug, Clone)]
 pub struct Targets {
@@ -441,10 +466,7 @@ impl Heartbeater {
             .await
             .map_err(|e| Error::HeartbeatTransport(error_chain(&e)))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::HeartbeatTransport(format!("reading reply: {e}")))?;
+        let bytes = read_capped(resp, MAX_REPLY_BYTES).await?;
         if !status.is_success() {
             let message = serde_json::from_slice::<proto::ErrorBody>(&bytes)
                 .map(|b| b.error)
@@ -492,6 +514,33 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reply over the cap is refused with the limit named, without
+    /// reading it all; one at the cap is read whole.
+    #[tokio::test]
+    async fn replies_are_read_up_to_a_cap() {
+        let app =
+            axum::Router::new().route("/big", axum::routing::get(|| async { vec![7u8; 3 << 20] }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let get = || async {
+            reqwest::get(format!("http://{addr}/big"))
+                .await
+                .expect("get")
+        };
+        let err = read_capped(get().await, 1 << 20)
+            .await
+            .expect_err("over the cap");
+        assert!(
+            err.to_string().contains("larger than the 1048576 bytes"),
+            "{err}"
+        );
+        let body = read_capped(get().await, 3 << 20).await.expect("at the cap");
+        assert_eq!(body.len(), 3 << 20);
+    }
 
     #[test]
     fn targets_rotate_and_follow_hints() {
