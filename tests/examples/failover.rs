@@ -43,20 +43,15 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn wait<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+/// [`testkit::poll::poll_until`], an error naming `what` on timeout.
+async fn wait<T, F, Fut>(what: &str, timeout: Duration, f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    match testkit::poll::poll_until(timeout, f).await {
+        Some(v) => Ok(v),
+        None => bail!("timed out after {timeout:?} waiting for {what}"),
     }
 }
 
