@@ -198,6 +198,32 @@ impl AdminClient {
         self.get("/v1/packages/quarantined").await
     }
 
+    /// `POST /v1/rollouts`: a fleet rollout of `package`@`version`.
+    pub async fn start_rollout(
+        &self,
+        req: &crate::views::StartRollout,
+    ) -> Result<crate::views::FleetRolloutView, ClientError> {
+        self.request(Method::POST, "/v1/rollouts", Some(req)).await
+    }
+
+    pub async fn rollouts(&self) -> Result<Vec<crate::views::FleetRolloutView>, ClientError> {
+        self.get("/v1/rollouts").await
+    }
+
+    pub async fn rollout(&self, id: u64) -> Result<crate::views::FleetRolloutView, ClientError> {
+        self.get(&format!("/v1/rollouts/{id}")).await
+    }
+
+    /// `POST /v1/rollouts/{id}/{action}`: `pause`, `resume` or `cancel`.
+    pub async fn rollout_action(
+        &self,
+        id: u64,
+        action: &str,
+    ) -> Result<crate::views::FleetRolloutView, ClientError> {
+        self.request::<(), _>(Method::POST, &format!("/v1/rollouts/{id}/{action}"), None)
+            .await
+    }
+
     pub async fn lift_quarantine(
         &self,
         name: &str,

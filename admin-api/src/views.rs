@@ -117,6 +117,69 @@ pub struct QuarantineLifted {
     pub index: u64,
 }
 
+/// `POST /v1/rollouts` body: roll `package`@`version` out to every module
+/// using `package` at another version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRollout {
+    pub package: String,
+    pub version: String,
+    /// Modules updated at a time (default 1, at least 1).
+    #[serde(default = "one")]
+    pub max_parallel: u32,
+    /// Failed modules tolerated before the rollout pauses (default 0).
+    #[serde(default)]
+    pub max_failures: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A module of a fleet rollout, with why it failed or was skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetModuleView {
+    pub module: String,
+    /// The revision it was updated to (active modules).
+    #[serde(default)]
+    pub revision: Option<u32>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/rollouts/{id}` (each element of `GET /v1/rollouts`, and the
+/// answer of `POST /v1/rollouts` and its pause, resume, cancel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetRolloutView {
+    pub id: u64,
+    pub package: PackageRef,
+    /// running | paused | completed | cancelled
+    pub state: String,
+    /// Why it paused or was cancelled.
+    pub reason: Option<String>,
+    pub max_parallel: u32,
+    pub max_failures: u32,
+    pub started_ms: u64,
+    pub updated_ms: u64,
+    /// Not started yet, in order.
+    pub pending: Vec<String>,
+    /// Updated, health gate still open.
+    pub active: Vec<FleetModuleView>,
+    /// Updated, the new revision ran healthy.
+    pub completed: Vec<String>,
+    /// Reverted, refused, or failed.
+    pub failed: Vec<FleetModuleView>,
+    /// Removed, stopped, or already at the version.
+    pub skipped: Vec<FleetModuleView>,
+}
+
+impl FleetRolloutView {
+    /// No module left to start or to wait for, or cancelled.
+    pub fn finished(&self) -> bool {
+        matches!(self.state.as_str(), "completed" | "cancelled")
+    }
+}
+
 /// Each element of `GET /v1/nodes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeView {

@@ -155,6 +155,19 @@ event_kinds! {
     PackagePrestaged = "package_prestaged",
     /// An operator lifted a package version's quarantine.
     QuarantineLifted = "quarantine_lifted",
+    /// An operator started rolling a package version out to every module
+    /// using the package (`rollout`, `package`, `modules`).
+    FleetRolloutStarted = "fleet_rollout_started",
+    /// A fleet rollout stopped starting modules: too many failed, its
+    /// version was quarantined, or an operator paused it (`reason`).
+    FleetRolloutPaused = "fleet_rollout_paused",
+    /// An operator resumed a paused fleet rollout.
+    FleetRolloutResumed = "fleet_rollout_resumed",
+    /// Every module of a fleet rollout settled (`completed`, `failed`,
+    /// `skipped` counts).
+    FleetRolloutCompleted = "fleet_rollout_completed",
+    /// An operator cancelled a fleet rollout: nothing more starts.
+    FleetRolloutCancelled = "fleet_rollout_cancelled",
 }
 
 impl fmt::Display for EventKind {

@@ -92,18 +92,28 @@ enum Cmd {
     /// A module's revisions, with their outcome and counters.
     History { module: String },
     /// Update every module using <package> to <version>: <package>@<version>.
+    /// The cluster drives it (a fleet rollout, `POST /v1/rollouts`): supctl
+    /// follows it until every module settled or it paused, and may stop
+    /// without stopping it.
     Rollout {
         package: String,
         /// Modules updated at a time (each waits for its health gate).
         #[arg(long, default_value_t = 1)]
-        max_parallel: usize,
-        /// Pause (start no further module) once more than this many were
-        /// reverted.
+        max_parallel: u32,
+        /// Pause (start no further module) once more than this many failed.
         #[arg(long, default_value_t = 0)]
-        max_failures: usize,
-        /// Longest wait for one module's health gate, in seconds.
-        #[arg(long, default_value_t = 300)]
+        max_failures: u32,
+        /// Return once the rollout is committed, without following it.
+        #[arg(long)]
+        detach: bool,
+        /// Stop following after this many seconds (the rollout goes on).
+        #[arg(long, default_value_t = 1800)]
         timeout: u64,
+    },
+    /// Fleet rollouts: list them, show one, pause, resume or cancel one.
+    Rollouts {
+        #[command(subcommand)]
+        cmd: Option<RolloutsCmd>,
     },
     /// Package versions the cluster stopped using; `lift` one.
     Quarantine {
@@ -164,6 +174,20 @@ async fn probe(url: &str, timeout_ms: u64, tls: Option<&std::sync::Arc<tls::Tls>
     } else {
         anyhow::bail!("{url}: {status} {body}")
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutsCmd {
+    /// The fleet rollouts kept, newest first (the default).
+    List,
+    /// One rollout: its modules by where they stand.
+    Show { id: u64 },
+    /// Start no further module (those updated keep their rollouts).
+    Pause { id: u64 },
+    /// Go on with a paused rollout (failures so far are forgiven).
+    Resume { id: u64 },
+    /// Start no further module, for good.
+    Cancel { id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -425,6 +449,7 @@ async fn run(cli: Cli) -> Result<()> {
             package,
             max_parallel,
             max_failures,
+            detach,
             timeout,
         } => {
             versions::fleet_rollout(
@@ -432,10 +457,38 @@ async fn run(cli: Cli) -> Result<()> {
                 package,
                 *max_parallel,
                 *max_failures,
+                *detach || cli.json,
                 Duration::from_secs(*timeout),
             )
             .await?;
         }
+        Cmd::Rollouts { cmd } => match cmd {
+            None | Some(RolloutsCmd::List) => {
+                let list = c.rollouts().await?;
+                if cli.json {
+                    print_json(&list)?;
+                } else {
+                    versions::print_rollouts(&list);
+                }
+            }
+            Some(RolloutsCmd::Show { id }) => {
+                let f = c.rollout(*id).await?;
+                if cli.json {
+                    print_json(&f)?;
+                } else {
+                    versions::print_rollout(&f);
+                }
+            }
+            Some(RolloutsCmd::Pause { id }) => {
+                versions::print_rollout(&c.rollout_action(*id, "pause").await?)
+            }
+            Some(RolloutsCmd::Resume { id }) => {
+                versions::print_rollout(&c.rollout_action(*id, "resume").await?)
+            }
+            Some(RolloutsCmd::Cancel { id }) => {
+                versions::print_rollout(&c.rollout_action(*id, "cancel").await?)
+            }
+        },
         Cmd::Quarantine { cmd } => match cmd {
             None | Some(QuarantineCmd::List) => {
                 let q = c.quarantined().await?;

@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use admin_api::views::{FleetRolloutView, StartRollout};
 use admin_api::{AdminClient, ModuleView, RevisionView, Updated};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 /// How often a waiting command asks for the module again.
 const POLL: Duration = Duration::from_millis(250);
@@ -121,96 +122,170 @@ pub fn parse_package(s: &str) -> Result<(String, String)> {
     }
 }
 
-/// `supctl rollout <package>@<version>`: every module whose current spec
-/// uses `package` at another version is updated to `version`,
-/// `max_parallel` at a time, each waiting for its health gate; once more
-/// than `max_failures` have been reverted, no further module is started
-/// and the command fails, naming what was left.
+/// `supctl rollout <package>@<version>`: starts a fleet rollout (the
+/// cluster updates every module whose spec uses `package` at another
+/// version, `max_parallel` at a time, each behind its health gate, and
+/// pauses once more than `max_failures` failed), then follows it until it
+/// completed (exit 0, or 1 when some modules failed), paused or was
+/// cancelled (exit 1 with the reason), printing each module as it settles.
 pub async fn fleet_rollout(
     c: &AdminClient,
     package: &str,
-    max_parallel: usize,
-    max_failures: usize,
+    max_parallel: u32,
+    max_failures: u32,
+    detach: bool,
     timeout: Duration,
 ) -> Result<()> {
     let (name, version) = parse_package(package)?;
-    let modules = c.modules().await?;
-    let targets: Vec<ModuleView> = modules
-        .into_iter()
-        .filter(|m| m.package.name == name && m.package.version != version)
-        .collect();
-    if targets.is_empty() {
-        println!("no module uses {name} at another version than {version}");
+    let f = c
+        .start_rollout(&StartRollout {
+            package: name,
+            version,
+            max_parallel,
+            max_failures,
+        })
+        .await?;
+    let total = f.pending.len();
+    if detach {
+        println!(
+            "rollout {} of {}: {total} modules, {} at a time (follow it with `supctl rollouts show {}`)",
+            f.id, f.package, f.max_parallel, f.id
+        );
         return Ok(());
     }
-    println!(
-        "rolling out {name}@{version} to {} modules, {} at a time",
-        targets.len(),
-        max_parallel.max(1)
+    if total == 0 {
+        println!("no module uses {} at another version", f.package);
+        return Ok(());
+    }
+    eprintln!(
+        "rollout {} of {}: {total} modules, {} at a time",
+        f.id, f.package, f.max_parallel
     );
-    let (mut done, mut failed) = (Vec::new(), Vec::new());
-    let mut queue = targets.into_iter();
+    let deadline = Instant::now() + timeout;
+    let mut seen = std::collections::BTreeSet::new();
     loop {
-        if failed.len() > max_failures {
-            let left: Vec<String> = queue.map(|m| m.name).collect();
-            bail!(
-                "paused: {} modules reverted ({}), more than --max-failures {max_failures}; {} updated; not started: {}",
-                failed.len(),
-                failed.join(", "),
-                done.len(),
-                if left.is_empty() {
-                    "none".to_string()
+        let f = c.rollout(f.id).await?;
+        for m in &f.active {
+            if seen.insert(format!("active {}", m.module)) {
+                eprintln!(
+                    "  {}: updating to revision {}",
+                    m.module,
+                    m.revision.unwrap_or_default()
+                );
+            }
+        }
+        for m in &f.completed {
+            if seen.insert(format!("done {m}")) {
+                eprintln!("  {m}: healthy");
+            }
+        }
+        for m in f.failed.iter().chain(&f.skipped) {
+            if seen.insert(format!("done {}", m.module)) {
+                let what = if f.failed.contains(m) {
+                    "failed"
                 } else {
-                    left.join(", ")
-                }
+                    "skipped"
+                };
+                eprintln!(
+                    "  {}: {what}: {}",
+                    m.module,
+                    m.reason.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        let summary = format!(
+            "rollout {} of {}: {} updated, {} failed, {} skipped, {} not started",
+            f.id,
+            f.package,
+            f.completed.len(),
+            f.failed.len(),
+            f.skipped.len(),
+            f.pending.len()
+        );
+        match f.state.as_str() {
+            "completed" if f.failed.is_empty() => {
+                println!("{summary}");
+                return Ok(());
+            }
+            "completed" => bail!("{summary}"),
+            "paused" | "cancelled" => bail!(
+                "{summary}; {}: {} (resume it with `supctl rollouts resume {}`, or cancel it)",
+                f.state,
+                f.reason.as_deref().unwrap_or("no reason recorded"),
+                f.id
+            ),
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{summary}; still running after {timeout:?}: it goes on (follow it with `supctl rollouts show {}`)",
+                f.id
             );
         }
-        let wave: Vec<ModuleView> = queue.by_ref().take(max_parallel.max(1)).collect();
-        if wave.is_empty() {
-            break;
-        }
-        let mut waits = Vec::new();
-        for m in &wave {
-            let history = c.history(&m.name).await?;
-            let current = history
-                .iter()
-                .find(|r| r.revision == m.revision)
-                .with_context(|| {
-                    format!("{}: revision {} is not in its history", m.name, m.revision)
-                })?;
-            let mut spec = serde_json::to_value(&current.spec)?;
-            spec["package"]["version"] = serde_json::Value::String(version.clone());
-            match c.update(&m.name, &spec).await {
-                Ok(u) => waits.push((m.name.clone(), u)),
-                Err(e) => {
-                    eprintln!("  {}: not updated: {e}", m.name);
-                    failed.push(m.name.clone());
-                }
-            }
-        }
-        for (module, u) in waits {
-            match wait_rollout(c, &module, u.revision, timeout, true).await? {
-                Settled::Completed(_) => {
-                    println!("  {module}: revision {} healthy", u.revision);
-                    done.push(module);
-                }
-                Settled::Reverted(m) => {
-                    let reason = m.rollout.and_then(|r| r.reason).unwrap_or_default();
-                    println!("  {module}: reverted to revision {}: {reason}", m.revision);
-                    failed.push(module);
-                }
-            }
-        }
+        tokio::time::sleep(POLL).await;
     }
-    if failed.is_empty() {
-        println!("{name}@{version}: {} modules updated", done.len());
-        Ok(())
-    } else {
-        bail!(
-            "{name}@{version}: {} modules updated, {} reverted or refused ({})",
-            done.len(),
-            failed.len(),
-            failed.join(", ")
-        )
+}
+
+/// `supctl rollouts`: one line per fleet rollout.
+pub fn print_rollouts(list: &[FleetRolloutView]) {
+    println!(
+        "{:>4}  {:<24} {:<10} {:>7} {:>6} {:>7} {:>6} {:>7}  STARTED",
+        "ID", "PACKAGE", "STATE", "PENDING", "ACTIVE", "UPDATED", "FAILED", "SKIPPED"
+    );
+    for f in list {
+        println!(
+            "{:>4}  {:<24} {:<10} {:>7} {:>6} {:>7} {:>6} {:>7}  {}",
+            f.id,
+            f.package.to_string(),
+            f.state,
+            f.pending.len(),
+            f.active.len(),
+            f.completed.len(),
+            f.failed.len(),
+            f.skipped.len(),
+            crate::time_of_day(f.started_ms)
+        );
+    }
+}
+
+/// `supctl rollouts show <id>`: the rollout and its modules.
+pub fn print_rollout(f: &FleetRolloutView) {
+    println!(
+        "rollout {} of {}: {} ({} at a time, pauses after {} failures){}",
+        f.id,
+        f.package,
+        f.state,
+        f.max_parallel,
+        f.max_failures,
+        f.reason
+            .as_deref()
+            .map_or(String::new(), |r| format!(": {r}"))
+    );
+    for m in &f.active {
+        println!(
+            "  active     {} (revision {})",
+            m.module,
+            m.revision.unwrap_or_default()
+        );
+    }
+    for m in &f.completed {
+        println!("  updated    {m}");
+    }
+    for m in &f.failed {
+        println!(
+            "  failed     {}: {}",
+            m.module,
+            m.reason.as_deref().unwrap_or("-")
+        );
+    }
+    for m in &f.skipped {
+        println!(
+            "  skipped    {}: {}",
+            m.module,
+            m.reason.as_deref().unwrap_or("-")
+        );
+    }
+    for m in &f.pending {
+        println!("  pending    {m}");
     }
 }

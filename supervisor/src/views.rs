@@ -5,7 +5,9 @@
 
 pub use admin_api::views::*;
 
-use crate::state::{ClusterState, Event, ModuleRecord, NodeHealth, NodeRecord, PlaceCause};
+use crate::state::{
+    ClusterState, Event, FleetRollout, ModuleRecord, NodeHealth, NodeRecord, PlaceCause,
+};
 
 /// The view of module `name`.
 pub fn module(state: &ClusterState, name: &str, m: &ModuleRecord) -> ModuleView {
@@ -85,6 +87,42 @@ pub fn quarantined(state: &ClusterState) -> Vec<QuarantineView> {
                 .collect(),
         })
         .collect()
+}
+
+/// The view of a fleet rollout.
+pub fn fleet_rollout(f: &FleetRollout) -> FleetRolloutView {
+    let with_reason = |list: &[(String, String)]| {
+        list.iter()
+            .map(|(m, r)| FleetModuleView {
+                module: m.clone(),
+                revision: None,
+                reason: Some(r.clone()),
+            })
+            .collect()
+    };
+    FleetRolloutView {
+        id: f.id,
+        package: f.package.clone(),
+        state: f.state.as_str().to_string(),
+        reason: f.reason.clone(),
+        max_parallel: f.max_parallel,
+        max_failures: f.max_failures,
+        started_ms: f.started_ms,
+        updated_ms: f.updated_ms,
+        pending: f.pending.clone(),
+        active: f
+            .active
+            .iter()
+            .map(|(m, r)| FleetModuleView {
+                module: m.clone(),
+                revision: Some(*r),
+                reason: None,
+            })
+            .collect(),
+        completed: f.completed.clone(),
+        failed: with_reason(&f.failed),
+        skipped: with_reason(&f.skipped),
+    }
 }
 
 /// The view of node `id`, with the modules placed on it.

@@ -374,6 +374,7 @@ async fn a_version_failing_everywhere_is_quarantined_and_stops_moving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supctl_rollout_updates_every_module_of_a_package_and_pauses_on_failure() {
+    use admin_api::views::StartRollout;
     let _serial = SERIAL.lock().await;
     let (c, ledger_path) = cluster("at-most-one").await;
     // A second module on web@1.0.0, on b.
@@ -386,6 +387,25 @@ async fn supctl_rollout_updates_every_module_of_a_package_and_pauses_on_failure(
     c.admin().deploy(&spec).await.expect("deploy api");
     c.wait_module("api", "api running", T, |m| m.state == "running")
         .await;
+    // A version depmgr does not have: 404 naming it, nothing started.
+    let err = c
+        .admin()
+        .start_rollout(&StartRollout {
+            package: "web".into(),
+            version: "9.9.9".into(),
+            max_parallel: 1,
+            max_failures: 0,
+        })
+        .await
+        .expect_err("unknown version");
+    assert_eq!(
+        err.status(),
+        Some(admin_api::StatusCode::NOT_FOUND),
+        "{err}"
+    );
+    assert!(err.to_string().contains("web@9.9.9"), "{err}");
+    assert!(c.admin().rollouts().await.expect("rollouts").is_empty());
+
     let out = c
         .supctl()
         .args([
@@ -404,7 +424,10 @@ async fn supctl_rollout_updates_every_module_of_a_package_and_pauses_on_failure(
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("web@1.0.1: 2 modules updated"), "{stdout}");
+    assert!(
+        stdout.contains("rollout 1 of web@1.0.1: 2 updated, 0 failed, 0 skipped, 0 not started"),
+        "{stdout}"
+    );
     for m in c.admin().modules().await.expect("modules") {
         assert_eq!(
             (m.package.version.as_str(), m.revision),
@@ -413,8 +436,8 @@ async fn supctl_rollout_updates_every_module_of_a_package_and_pauses_on_failure(
         );
     }
     more_lines(&ledger_path, "1.0.1", 10).await;
-    // 1.0.2 cannot start: the first module is reverted, the rollout
-    // pauses before the second.
+    // 1.0.2 cannot start: the first module (api, in name order) is
+    // reverted, the rollout pauses before the second.
     let out = c
         .supctl()
         .args([
@@ -430,14 +453,51 @@ async fn supctl_rollout_updates_every_module_of_a_package_and_pauses_on_failure(
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("paused: 1 modules reverted (api)"),
+        stderr.contains("1 failed, 0 skipped, 1 not started; paused: 1 modules failed (api)"),
         "{stderr}"
     );
-    assert!(stderr.contains("not started: web"), "{stderr}");
+    let f = c.admin().rollout(2).await.expect("rollout 2");
+    assert_eq!(
+        (f.state.as_str(), f.pending.clone()),
+        ("paused", vec!["web".to_string()])
+    );
     let web = c.admin().module("web").await.expect("web");
     assert_eq!((web.package.version.as_str(), web.revision), ("1.0.1", 2));
     c.wait_module("api", "api back on 1.0.1", T, |m| {
         m.state == "running" && m.package.version == "1.0.1"
     })
     .await;
+    // One open rollout per package: a third is refused until the paused
+    // one is cancelled.
+    let third = StartRollout {
+        package: "web".into(),
+        version: "1.0.0".into(),
+        max_parallel: 2,
+        max_failures: 0,
+    };
+    let err = c.admin().start_rollout(&third).await.expect_err("open one");
+    assert_eq!(err.status(), Some(admin_api::StatusCode::CONFLICT), "{err}");
+    let out = c
+        .supctl()
+        .args(["rollouts", "cancel", "2"])
+        .output()
+        .expect("supctl rollouts cancel");
+    assert!(out.status.success(), "{out:?}");
+    let f = c.admin().start_rollout(&third).await.expect("after cancel");
+    assert_eq!(f.pending, ["api", "web"]);
+    // Driven by the cluster, not by a client: nobody follows this one.
+    eventually("rollout 3 completed", Duration::from_secs(60), || async {
+        let f = c.admin().rollout(3).await.ok()?;
+        (f.state == "completed").then_some(f)
+    })
+    .await;
+    for m in c.admin().modules().await.expect("modules") {
+        assert_eq!(m.package.version, "1.0.0", "{m:?}");
+    }
+    let out = c.supctl().args(["rollouts"]).output().expect("list");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("cancelled") && list.contains("completed"),
+        "{list}"
+    );
 }

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use openraft::BasicNode;
+use proto::manifest::PackageRef;
 use proto::spec::ModuleSpec;
 use serde::Deserialize;
 
@@ -30,13 +31,13 @@ use super::guard::refuse_oversized;
 use super::{ApiError, ApiResult, Params};
 use crate::app::App;
 use crate::state::{
-    self, Deploy, Drain, LiftQuarantine, ModuleRecord, Outcome, Remove, Rollback, Transition,
-    Update,
+    self, Deploy, Drain, FleetAction, LiftQuarantine, ModuleRecord, Outcome, Remove, Rollback,
+    SetFleetRollout, StartFleetRollout, Transition, Update,
 };
 use crate::views::{
-    self, AddMember, ClusterView, Deployed, Drained, EventView, MemberAdded, MemberRemoved,
-    MemberView, ModuleView, NodeView, QuarantineLifted, QuarantineView, Removed, RevisionView,
-    RollbackRequest, Updated,
+    self, AddMember, ClusterView, Deployed, Drained, EventView, FleetRolloutView, MemberAdded,
+    MemberRemoved, MemberView, ModuleView, NodeView, QuarantineLifted, QuarantineView, Removed,
+    RevisionView, RollbackRequest, StartRollout, Updated,
 };
 
 /// Longest a deploy waits for depmgr to say whether its package exists.
@@ -59,6 +60,9 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
             "/v1/packages/quarantined/{name}/{version}",
             delete(lift_quarantine),
         )
+        .route("/v1/rollouts", get(rollouts).post(start_rollout))
+        .route("/v1/rollouts/{id}", get(rollout))
+        .route("/v1/rollouts/{id}/{action}", post(rollout_action))
         .route("/v1/events", get(events))
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -334,8 +338,14 @@ fn check_state_room(app: &App, module: &str, adds: u64) -> ApiResult<()> {
 /// confirmed recently is not asked again ([`App::packages`], see
 /// [`super::package_cache`]); an unknown one is asked every time.
 async fn check_package_exists(app: &App, spec: &ModuleSpec) -> ApiResult<()> {
+    check_package_known(app, &spec.package, &format!("deploying {}", spec.name)).await
+}
+
+/// Refuses (404) a package version depmgr does not know; accepts it when
+/// depmgr cannot answer (`doing` says what for, in the warning).
+async fn check_package_known(app: &App, package: &PackageRef, doing: &str) -> ApiResult<()> {
     use super::package_cache::Lookup;
-    let (name, version) = (&spec.package.name, &spec.package.version);
+    let (name, version) = (&package.name, &package.version);
     let ask = || async {
         match tokio::time::timeout(PACKAGE_CHECK_TIMEOUT, app.depmgr.show(name, version)).await {
             Ok(Ok(_)) => Lookup::Exists,
@@ -344,20 +354,18 @@ async fn check_package_exists(app: &App, spec: &ModuleSpec) -> ApiResult<()> {
             Err(_) => Lookup::NoAnswer(format!("no answer within {PACKAGE_CHECK_TIMEOUT:?}")),
         }
     };
-    match app.packages.check(&spec.package, ask).await {
+    match app.packages.check(package, ask).await {
         Lookup::Missing => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
-                "package: {} is not in depmgr ({}): push it first with `supctl package push <dir>`",
-                spec.package,
+                "package: {package} is not in depmgr ({}): push it first with `supctl package push <dir>`",
                 app.depmgr.base_url()
             ),
         )),
         Lookup::Exists => Ok(()),
         Lookup::NoAnswer(why) => {
             tracing::warn!(
-                "depmgr could not check the package while deploying {} ({why}): accepted anyway",
-                spec.name
+                "depmgr could not check the package while {doing} ({why}): accepted anyway"
             );
             Ok(())
         }
@@ -475,6 +483,115 @@ async fn remove(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiRes
         removed: true,
         index,
     }))
+}
+
+/// `POST /v1/rollouts`: a fleet rollout of one package version to every
+/// module using the package (see `crate::state::FleetRollout`).
+async fn start_rollout(
+    State(app): State<Arc<App>>,
+    body: Bytes,
+) -> ApiResult<Json<FleetRolloutView>> {
+    let req: StartRollout =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("rollout: {e}")))?;
+    let package = PackageRef::new(req.package, req.version);
+    package
+        .validate()
+        .map_err(|e| ApiError::bad(format!("rollout: {e}")))?;
+    if req.max_parallel == 0 {
+        return Err(ApiError::bad(
+            "rollout: max_parallel must be at least 1 (the modules updated at a time)",
+        ));
+    }
+    // Each module updated gets a revision with its spec.
+    let adds = app.state.read(|s| {
+        s.fleet_targets(&package)
+            .iter()
+            .filter_map(|m| s.modules.get(m))
+            .map(|m| (proto::encoded_len(&m.spec) + 64) as u64)
+            .sum::<u64>()
+    });
+    check_state_room(&app, &format!("rollout of {package}"), adds)?;
+    check_package_known(&app, &package, &format!("starting a rollout of {package}")).await?;
+    commit_one(
+        &app,
+        Transition::StartFleetRollout(StartFleetRollout {
+            package: package.clone(),
+            max_parallel: req.max_parallel,
+            max_failures: req.max_failures,
+        }),
+    )
+    .await?;
+    app.state
+        .read(|s| {
+            s.fleet
+                .rollouts
+                .values()
+                .rev()
+                .find(|f| f.package == package)
+                .map(views::fleet_rollout)
+        })
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the rollout was committed but is not in the applied state",
+            )
+        })
+}
+
+/// `GET /v1/rollouts`: the fleet rollouts kept, newest first.
+async fn rollouts(
+    State(app): State<Arc<App>>,
+    Params(opts): Params<ReadOpts>,
+) -> ApiResult<Json<Vec<FleetRolloutView>>> {
+    read_barrier(&app, &opts).await?;
+    Ok(Json(app.state.read(|s| {
+        s.fleet
+            .rollouts
+            .values()
+            .rev()
+            .map(views::fleet_rollout)
+            .collect()
+    })))
+}
+
+fn fleet_view(app: &App, id: u64) -> ApiResult<FleetRolloutView> {
+    app.state
+        .read(|s| s.fleet.rollouts.get(&id).map(views::fleet_rollout))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown fleet rollout {id}")))
+}
+
+async fn rollout(
+    State(app): State<Arc<App>>,
+    Path(id): Path<u64>,
+    Params(opts): Params<ReadOpts>,
+) -> ApiResult<Json<FleetRolloutView>> {
+    read_barrier(&app, &opts).await?;
+    fleet_view(&app, id).map(Json)
+}
+
+/// `POST /v1/rollouts/{id}/pause|resume|cancel`.
+async fn rollout_action(
+    State(app): State<Arc<App>>,
+    Path((id, action)): Path<(u64, String)>,
+) -> ApiResult<Json<FleetRolloutView>> {
+    let action = match action.as_str() {
+        "pause" => FleetAction::Pause,
+        "resume" => FleetAction::Resume,
+        "cancel" => FleetAction::Cancel,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no action {other:?} on a rollout (pause, resume or cancel)"),
+            ));
+        }
+    };
+    commit_one(
+        &app,
+        Transition::SetFleetRollout(SetFleetRollout { id, action }),
+    )
+    .await?;
+    fleet_view(&app, id).map(Json)
 }
 
 async fn events(

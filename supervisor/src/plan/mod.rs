@@ -221,6 +221,7 @@ pub fn plan_scoped(
         }
     }
     p.drains();
+    p.fleet();
     p.plan
 }
 

@@ -20,7 +20,8 @@ use proto::Epoch;
 use proto::spec::Fencing;
 
 use crate::state::{
-    HoldQuarantined, ModuleRecord, ModuleState, PlaceCause, QuarantinePackage, Revert, Transition,
+    AdvanceFleetRollout, HoldQuarantined, ModuleRecord, ModuleState, PlaceCause, QuarantinePackage,
+    Revert, Transition,
 };
 
 use super::Planner;
@@ -52,6 +53,19 @@ impl Planner<'_> {
                     package: package.clone(),
                     nodes,
                     reason,
+                }));
+            }
+        }
+    }
+
+    /// Carries each running fleet rollout on when an advance would change
+    /// something (see `crate::state::FleetRollout`).
+    pub(super) fn fleet(&mut self) {
+        let state = self.state;
+        for f in state.fleet.rollouts.values() {
+            if f.can_advance(state) {
+                self.push(Transition::AdvanceFleetRollout(AdvanceFleetRollout {
+                    id: f.id,
                 }));
             }
         }

@@ -149,8 +149,9 @@ fn tour_replays_the_fixture_from_main() {
     // The stored snapshot predates the `lease`, `cluster_id`, `versions`
     // and `packages` fields: it decodes with no terms, no id, no revisions
     // (every module at its implicit revision 1) and no package failures
-    // recorded, and encodes again to the same bytes plus those fields (six
-    // zero varints: two lease terms, the id, three empty maps).
+    // recorded, and no fleet rollouts, and encodes again to the same bytes
+    // plus those fields (eight zero varints: two lease terms, the id, three
+    // empty maps, the last fleet rollout id and its empty map).
     let stored: ClusterState = proto::decode(TOUR_STATE).expect("the stored snapshot decodes");
     assert_eq!(stored.lease, LeaseTerms::default());
     assert_eq!(stored.cluster_id, 0);
@@ -158,7 +159,12 @@ fn tour_replays_the_fixture_from_main() {
     for name in stored.modules.keys() {
         assert_eq!(stored.versions_of(name).map(|v| v.revision), Some(1));
     }
-    let with_lease = [TOUR_STATE, &[0, 0, 0, 0, 0, 0]].concat();
+    let with_lease = [TOUR_STATE, &[0, 0, 0, 0, 0, 0, 0, 0]].concat();
+    // A snapshot with the package versions but no fleet rollouts decodes
+    // too.
+    let no_fleet: ClusterState =
+        proto::decode(&[TOUR_STATE, &[0, 0, 0, 0, 0, 0]].concat()).expect("decodes without fleet");
+    assert_eq!(no_fleet, stored);
     // A snapshot with the id but without the revisions decodes too.
     let with_id: ClusterState =
         proto::decode(&[TOUR_STATE, &[0, 0, 0]].concat()).expect("decodes without revisions");
@@ -227,7 +233,7 @@ fn tour_replays_the_fixture_from_main() {
     // since the fixture in the new tour only), but for a node from another
     // cluster: the tour's agents never served one (`scenarios::identity`
     // covers it), and the kinds of versions (rollouts, quarantine) not
-    // written yet; `package_prestaged` is toured.
+    // and fleet rollouts, not written yet; `package_prestaged` is toured.
     let versions = [
         EventKind::RolloutStarted,
         EventKind::RolloutCompleted,
@@ -235,6 +241,11 @@ fn tour_replays_the_fixture_from_main() {
         EventKind::PackageQuarantined,
         EventKind::PackagePrestaged,
         EventKind::QuarantineLifted,
+        EventKind::FleetRolloutStarted,
+        EventKind::FleetRolloutPaused,
+        EventKind::FleetRolloutResumed,
+        EventKind::FleetRolloutCompleted,
+        EventKind::FleetRolloutCancelled,
     ];
     let added_since: Vec<EventKind> = [EventKind::LeaseTerms, EventKind::NodeFromOtherCluster]
         .into_iter()

@@ -23,6 +23,7 @@
 mod compat;
 mod drain;
 mod failover;
+mod fleet;
 mod identity;
 mod lease;
 mod node_loss;

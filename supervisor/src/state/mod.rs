@@ -53,6 +53,7 @@
 //!   encoding; the records shown by the admin API ([`Event`], [`EventKind`],
 //!   [`ModuleState`]) live in [`proto::record`].
 
+mod fleet;
 mod identity;
 mod lease;
 mod modules;
@@ -68,6 +69,10 @@ use proto::spec::ModuleSpec;
 use proto::{Epoch, ModuleName, NodeId};
 use serde::{Deserialize, Serialize};
 
+pub use fleet::{
+    AdvanceFleetRollout, FLEET_ROLLOUTS_KEPT, FleetAction, FleetRollout, FleetRollouts, FleetState,
+    SetFleetRollout, StartFleetRollout,
+};
 pub use identity::{RecordClusterId, RegisterNodeFromOtherCluster, cluster_id};
 pub use lease::{LeaseTerms, RecordLease};
 pub use modules::{Deploy, ModuleRecord, Remove};
@@ -118,6 +123,8 @@ pub struct ClusterState {
     /// Package versions that failed, and those quarantined. Added with
     /// `versions`.
     pub packages: Packages,
+    /// Fleet rollouts (see `fleet`). Added after `packages`.
+    pub fleet: FleetRollouts,
     /// Encoded size of the parts (kept by `apply`; not stored).
     #[serde(skip)]
     size: StateSize,
@@ -125,7 +132,8 @@ pub struct ClusterState {
 
 /// [`ClusterState`] as stored: the same fields, in the same order, without
 /// the size. Fields added after the first stored format (`lease`, then
-/// `cluster_id`, then `versions` and `packages`) are optional at the end: a
+/// `cluster_id`, then `versions` and `packages`, then `fleet`) are optional
+/// at the end: a
 /// snapshot written before them has nothing more, and they decode to their
 /// default (no lease terms, no cluster id recorded yet, every module at its
 /// implicit revision 1, no package failures), as the compatibility fixture
@@ -141,6 +149,7 @@ struct StoredState {
     cluster_id: u64,
     versions: BTreeMap<ModuleName, Versions>,
     packages: Packages,
+    fleet: FleetRollouts,
 }
 
 impl<'de> Deserialize<'de> for StoredState {
@@ -157,6 +166,7 @@ impl<'de> Deserialize<'de> for StoredState {
             "cluster_id",
             "versions",
             "packages",
+            "fleet",
         ];
         struct Fields;
         impl<'de> Visitor<'de> for Fields {
@@ -165,7 +175,7 @@ impl<'de> Deserialize<'de> for StoredState {
                 f.write_str("the cluster state's fields in order")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StoredState, A::Error> {
-                let missing = |i: usize| A::Error::invalid_length(i, &"10 fields");
+                let missing = |i: usize| A::Error::invalid_length(i, &"11 fields");
                 Ok(StoredState {
                     nodes: seq.next_element()?.ok_or_else(|| missing(0))?,
                     modules: seq.next_element()?.ok_or_else(|| missing(1))?,
@@ -180,6 +190,8 @@ impl<'de> Deserialize<'de> for StoredState {
                     // ... and here in the format with the cluster id.
                     versions: seq.next_element().ok().flatten().unwrap_or_default(),
                     packages: seq.next_element().ok().flatten().unwrap_or_default(),
+                    // ... and here in the format with the package versions.
+                    fleet: seq.next_element().ok().flatten().unwrap_or_default(),
                 })
             }
         }
@@ -200,6 +212,7 @@ impl From<StoredState> for ClusterState {
             cluster_id: s.cluster_id,
             versions: s.versions,
             packages: s.packages,
+            fleet: s.fleet,
             size: StateSize::default(),
         };
         state.size = StateSize::of(&state);
@@ -220,12 +233,14 @@ pub struct StateSize {
     pub events: u64,
     /// Package failures and quarantines.
     pub packages: u64,
+    /// Fleet rollouts.
+    pub fleet: u64,
 }
 
-/// Bytes of the fixed part of an encoded state: five length prefixes and
-/// five u64 (two counters, the lease terms, the cluster id; 9 bytes each
-/// at most).
-const STATE_FIXED_BYTES: u64 = 10 * 9;
+/// Bytes of the fixed part of an encoded state: seven length prefixes and
+/// six u64 (two counters, the lease terms, the cluster id, the last fleet
+/// rollout id; 9 bytes each at most).
+const STATE_FIXED_BYTES: u64 = 13 * 9;
 
 impl StateSize {
     /// Measures every entry of `state` (after decoding a snapshot).
@@ -243,13 +258,14 @@ impl StateSize {
                 .sum(),
             events: state.events.iter().map(event_bytes).sum(),
             packages: packages_bytes(&state.packages),
+            fleet: fleet_bytes(&state.fleet),
         }
     }
 
     /// All parts together: an upper bound on the encoded state's size,
     /// within a few bytes per module and node.
     pub fn total(&self) -> u64 {
-        self.modules + self.nodes + self.events + self.packages + STATE_FIXED_BYTES
+        self.modules + self.nodes + self.events + self.packages + self.fleet + STATE_FIXED_BYTES
     }
 }
 
@@ -273,6 +289,16 @@ fn packages_bytes(p: &Packages) -> u64 {
         0
     } else {
         proto::encoded_len(p) as u64
+    }
+}
+
+/// Encoded bytes of the fleet rollouts beyond the empty record (counted
+/// in [`STATE_FIXED_BYTES`]).
+fn fleet_bytes(f: &FleetRollouts) -> u64 {
+    if f.rollouts.is_empty() && f.last_id == 0 {
+        0
+    } else {
+        proto::encoded_len(f) as u64
     }
 }
 
@@ -354,6 +380,9 @@ pub enum Transition {
     LiftQuarantine(LiftQuarantine),
     HoldQuarantined(HoldQuarantined),
     RecordPrestaged(RecordPrestaged),
+    StartFleetRollout(StartFleetRollout),
+    AdvanceFleetRollout(AdvanceFleetRollout),
+    SetFleetRollout(SetFleetRollout),
 }
 
 impl Transition {
@@ -387,6 +416,11 @@ impl Transition {
             Transition::HoldQuarantined(t) => (Some(&t.module), None),
             // Only an event: no module or node entry changes.
             Transition::RecordPrestaged(_) => (None, None),
+            // The fleet rollouts only; an advance updates modules through
+            // `apply_one`, which measures each.
+            Transition::StartFleetRollout(_)
+            | Transition::AdvanceFleetRollout(_)
+            | Transition::SetFleetRollout(_) => (None, None),
         }
     }
 
@@ -399,6 +433,16 @@ impl Transition {
                 | Transition::FailureDetected(_)
                 | Transition::QuarantinePackage(_)
                 | Transition::LiftQuarantine(_)
+        )
+    }
+
+    /// Whether the transition may change the fleet rollouts.
+    fn touches_fleet(&self) -> bool {
+        matches!(
+            self,
+            Transition::StartFleetRollout(_)
+                | Transition::AdvanceFleetRollout(_)
+                | Transition::SetFleetRollout(_)
         )
     }
 
@@ -430,6 +474,9 @@ impl Transition {
             Transition::LiftQuarantine(t) => t.apply(state, index, at),
             Transition::HoldQuarantined(t) => t.apply(state, index, at),
             Transition::RecordPrestaged(t) => t.apply(state, index, at),
+            Transition::StartFleetRollout(t) => t.apply(state, index, at),
+            Transition::AdvanceFleetRollout(t) => t.apply(state, index, at),
+            Transition::SetFleetRollout(t) => t.apply(state, index, at),
         }
     }
 }
@@ -446,25 +493,32 @@ impl ClusterState {
         let outcomes = batch
             .transitions
             .iter()
-            .map(|t| {
-                let (module, node) = t.touches();
-                let before = self.entry_bytes(module, node);
-                let outcome = match t.apply(self, index, batch.at_ms) {
-                    Ok(()) => Outcome::Applied { epoch: index },
-                    Err(r) => Outcome::Rejected(r),
-                };
-                let after = self.entry_bytes(module, node);
-                // Exact (the property test checks it); saturating so that
-                // a miscount could never stop an apply.
-                self.size.modules = self.size.modules.saturating_sub(before.0) + after.0;
-                self.size.nodes = self.size.nodes.saturating_sub(before.1) + after.1;
-                if t.touches_packages() {
-                    self.size.packages = packages_bytes(&self.packages);
-                }
-                outcome
+            .map(|t| match self.apply_one(t, index, batch.at_ms) {
+                Ok(()) => Outcome::Applied { epoch: index },
+                Err(r) => Outcome::Rejected(r),
             })
             .collect();
         BatchResponse { outcomes }
+    }
+
+    /// Applies one transition, keeping [`StateSize`] (also for the
+    /// transitions another one applies, as a fleet rollout's updates).
+    fn apply_one(&mut self, t: &Transition, index: u64, at: u64) -> Result<(), Rejection> {
+        let (module, node) = t.touches();
+        let before = self.entry_bytes(module, node);
+        let outcome = t.apply(self, index, at);
+        let after = self.entry_bytes(module, node);
+        // Exact (the property test checks it); saturating so that a
+        // miscount could never stop an apply.
+        self.size.modules = self.size.modules.saturating_sub(before.0) + after.0;
+        self.size.nodes = self.size.nodes.saturating_sub(before.1) + after.1;
+        if t.touches_packages() {
+            self.size.packages = packages_bytes(&self.packages);
+        }
+        if t.touches_fleet() {
+            self.size.fleet = fleet_bytes(&self.fleet);
+        }
+        outcome
     }
 
     /// Encoded size of the state, by part (an upper bound within a few
