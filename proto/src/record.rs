@@ -304,7 +304,7 @@ mod tests {
     #[test]
     fn names_are_distinct_snake_case_and_round_trip() {
         let mut names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-        assert_eq!(names.len(), 31);
+        assert_eq!(names.len(), 36);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), EventKind::ALL.len(), "names are distinct");

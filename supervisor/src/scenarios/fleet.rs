@@ -108,7 +108,7 @@ fn a_fleet_rollout_updates_every_module_max_parallel_at_a_time() {
         .state
         .events
         .iter()
-        .filter(|e| e.detail.get("rollout").is_some())
+        .filter(|e| e.detail.contains_key("rollout"))
         .map(|e| e.kind)
         .collect();
     assert_eq!(
