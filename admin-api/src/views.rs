@@ -224,6 +224,24 @@ pub struct ClusterView {
     pub leader_addr: Option<String>,
 }
 
+/// Each element of `GET /v1/cluster/replicas`: a member as its own
+/// `/ready` answered the replica asked (within a second).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub id: u64,
+    pub addr: String,
+    pub voter: bool,
+    /// It answered `/ready` with 200.
+    pub ready: bool,
+    /// `Leader`, `Follower`, `Candidate`, `Learner`; null when it did not
+    /// answer.
+    pub state: Option<String>,
+    pub term: Option<u64>,
+    pub applied: Option<u64>,
+    /// Why it is not ready, or why it did not answer.
+    pub reason: Option<String>,
+}
+
 /// `POST /v1/modules` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployed {

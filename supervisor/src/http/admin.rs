@@ -37,7 +37,7 @@ use crate::state::{
 use crate::views::{
     self, AddMember, ClusterView, Deployed, Drained, EventView, FleetRolloutView, MemberAdded,
     MemberRemoved, MemberView, ModuleView, NodeView, QuarantineLifted, QuarantineView, Removed,
-    RevisionView, RollbackRequest, StartRollout, Updated,
+    ReplicaView, RevisionView, RollbackRequest, StartRollout, Updated,
 };
 
 /// Longest a deploy waits for depmgr to say whether its package exists.
@@ -47,6 +47,7 @@ const PACKAGE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
     Router::new()
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/replicas", get(replicas))
         .route("/v1/cluster/members", post(add_member))
         .route("/v1/cluster/members/{id}", delete(remove_member))
         .route("/v1/nodes", get(nodes))
@@ -139,6 +140,58 @@ async fn cluster(State(app): State<Arc<App>>) -> Json<ClusterView> {
         id: app.id,
         leader_addr: app.leader_addr().map(|(_, a)| a),
     })
+}
+
+/// How long `GET /v1/cluster/replicas` waits for each member's `/ready`.
+const REPLICA_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `GET /v1/cluster/replicas`: every member of the membership this replica
+/// knows, as its own `/ready` answers (asked in parallel, with this
+/// replica's identity, at most [`REPLICA_PROBE_TIMEOUT`] each).
+async fn replicas(State(app): State<Arc<App>>) -> Json<Vec<ReplicaView>> {
+    let voters = app.voters();
+    let probes = app.member_addrs().into_iter().map(|(id, addr)| {
+        let app = app.clone();
+        let voter = voters.contains(&id);
+        async move {
+            let url = format!("{}://{addr}/ready", app.scheme());
+            let answer =
+                tokio::time::timeout(REPLICA_PROBE_TIMEOUT, app.http.get(&url).send()).await;
+            let mut view = ReplicaView {
+                id,
+                addr,
+                voter,
+                ready: false,
+                state: None,
+                term: None,
+                applied: None,
+                reason: None,
+            };
+            let resp = match answer {
+                Err(_) => {
+                    view.reason = Some(format!("no answer within {REPLICA_PROBE_TIMEOUT:?}"));
+                    return view;
+                }
+                Ok(Err(e)) => {
+                    view.reason = Some(admin_api::client::error_chain(&e));
+                    return view;
+                }
+                Ok(Ok(r)) => r,
+            };
+            view.ready = resp.status().is_success();
+            let body = tokio::time::timeout(REPLICA_PROBE_TIMEOUT, resp.json::<serde_json::Value>())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            view.state = body["state"].as_str().map(str::to_string);
+            view.term = body["term"].as_u64();
+            view.applied = body["applied"].as_u64();
+            view.reason = body["reason"].as_str().map(str::to_string);
+            view
+        }
+    });
+    Json(futures::future::join_all(probes).await)
 }
 
 async fn add_member(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Json<MemberAdded>> {

@@ -38,7 +38,11 @@ fn is_stale_read(req: &Request) -> bool {
 /// Sends writes and linearizable reads to the leader when this replica is
 /// not it; everything else is served here.
 pub async fn forward_to_leader(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let local = req.uri().path() == "/v1/cluster" || is_stale_read(&req) || app.leader().is_some();
+    let path = req.uri().path();
+    let local = path == "/v1/cluster"
+        || path == "/v1/cluster/replicas"
+        || is_stale_read(&req)
+        || app.leader().is_some();
     if local {
         return next.run(req).await;
     }

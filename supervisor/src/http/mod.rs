@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod package_cache;
 pub mod raft;
 pub mod ready;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -116,6 +117,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(raft::routes(&app))
         .merge(admin::routes(&app))
         .merge(agent::routes(&app))
+        .merge(ui::routes())
         .route("/health", get(ready::health))
         .route("/ready", get(ready::ready))
         .route("/metrics", get(metrics::metrics))
