@@ -9,7 +9,7 @@ use proto::manifest::PackageRef;
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/modules/{name}` (and each element of `GET /v1/modules`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModuleView {
     pub name: String,
     pub node: Option<String>,
@@ -17,7 +17,10 @@ pub struct ModuleView {
     pub state: String,
     pub restore_attempts: u32,
     pub failovers: u32,
+    #[schema(value_type = PackageRefSchema)]
     pub package: PackageRef,
+    /// `at-most-one` or `at-least-one`.
+    #[schema(value_type = String)]
     pub fencing: proto::spec::Fencing,
     /// Why the module failed, or what went wrong last.
     pub reason: Option<String>,
@@ -43,7 +46,7 @@ fn first_revision() -> u32 {
 }
 
 /// A module's latest rollout, in [`ModuleView`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloutView {
     /// The revision it moved from (for `reverted`: the one that failed).
     pub from: u32,
@@ -59,9 +62,10 @@ pub struct RolloutView {
 }
 
 /// Each element of `GET /v1/modules/{name}/history`, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevisionView {
     pub revision: u32,
+    #[schema(value_type = PackageRefSchema)]
     pub package: PackageRef,
     /// When it last became the current revision (ms since the epoch).
     pub at_ms: u64,
@@ -75,11 +79,12 @@ pub struct RevisionView {
     /// Failovers while it was current.
     pub failovers: u32,
     /// The whole spec of that revision.
+    #[schema(value_type = Object)]
     pub spec: proto::spec::ModuleSpec,
 }
 
 /// `PUT /v1/modules/{name}` and `POST /v1/modules/{name}/rollback` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Updated {
     pub name: String,
     /// Log index of the update (the rollout's placement gets a later epoch).
@@ -89,7 +94,7 @@ pub struct Updated {
 }
 
 /// `POST /v1/modules/{name}/rollback` body (`{}`: the previous revision).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     #[serde(default)]
@@ -97,8 +102,9 @@ pub struct RollbackRequest {
 }
 
 /// Each element of `GET /v1/packages/quarantined`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuarantineView {
+    #[schema(value_type = PackageRefSchema)]
     pub package: PackageRef,
     pub since_ms: u64,
     /// The nodes it failed on.
@@ -109,8 +115,9 @@ pub struct QuarantineView {
 }
 
 /// `DELETE /v1/packages/quarantined/{name}/{version}` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuarantineLifted {
+    #[schema(value_type = PackageRefSchema)]
     pub package: PackageRef,
     pub lifted: bool,
     /// Log index of the lift.
@@ -119,7 +126,7 @@ pub struct QuarantineLifted {
 
 /// `POST /v1/rollouts` body: roll `package`@`version` out to every module
 /// using `package` at another version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRollout {
     pub package: String,
@@ -137,7 +144,7 @@ fn one() -> u32 {
 }
 
 /// A module of a fleet rollout, with why it failed or was skipped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FleetModuleView {
     pub module: String,
     /// The revision it was updated to (active modules).
@@ -149,9 +156,10 @@ pub struct FleetModuleView {
 
 /// `GET /v1/rollouts/{id}` (each element of `GET /v1/rollouts`, and the
 /// answer of `POST /v1/rollouts` and its pause, resume, cancel).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FleetRolloutView {
     pub id: u64,
+    #[schema(value_type = PackageRefSchema)]
     pub package: PackageRef,
     /// running | paused | completed | cancelled
     pub state: String,
@@ -181,7 +189,7 @@ impl FleetRolloutView {
 }
 
 /// Each element of `GET /v1/nodes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeView {
     pub id: String,
     pub addr: String,
@@ -192,7 +200,7 @@ pub struct NodeView {
 }
 
 /// Each element of `GET /v1/events`: one recorded decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventView {
     pub index: u64,
     pub log_index: u64,
@@ -204,7 +212,7 @@ pub struct EventView {
 }
 
 /// A member of the Raft cluster, in [`ClusterView`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberView {
     pub id: u64,
     pub addr: String,
@@ -212,7 +220,7 @@ pub struct MemberView {
 }
 
 /// `GET /v1/cluster`, answered by the replica asked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterView {
     pub leader: Option<u64>,
     pub term: u64,
@@ -226,7 +234,7 @@ pub struct ClusterView {
 
 /// Each element of `GET /v1/cluster/replicas`: a member as its own
 /// `/ready` answered the replica asked (within a second).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplicaView {
     pub id: u64,
     pub addr: String,
@@ -243,14 +251,14 @@ pub struct ReplicaView {
 }
 
 /// `POST /v1/modules` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deployed {
     pub name: String,
     pub epoch: u64,
 }
 
 /// `POST /v1/cluster/members` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub id: u64,
@@ -258,7 +266,7 @@ pub struct AddMember {
 }
 
 /// `POST /v1/cluster/members` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberAdded {
     pub id: u64,
     pub addr: String,
@@ -266,13 +274,13 @@ pub struct MemberAdded {
 }
 
 /// `DELETE /v1/cluster/members/{id}` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberRemoved {
     pub removed: u64,
 }
 
 /// `POST /v1/nodes/{id}/drain` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Drained {
     pub node: String,
     /// Always `draining`.
@@ -282,7 +290,7 @@ pub struct Drained {
 }
 
 /// `DELETE /v1/modules/{name}` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Removed {
     pub name: String,
     pub removed: bool,
@@ -305,4 +313,12 @@ impl ModuleView {
     pub fn module_state(&self) -> Option<proto::record::ModuleState> {
         serde_json::from_value(serde_json::Value::String(self.state.clone())).ok()
     }
+}
+
+/// A package version (`PackageRef`), as the JSON shows it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PackageRefSchema {
+    name: String,
+    version: String,
 }

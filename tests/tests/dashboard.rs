@@ -41,7 +41,10 @@ impl Driver {
             });
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen in 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen in 20 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Driver {
@@ -106,7 +109,10 @@ async fn until(c: &Client, what: &str, timeout: Duration, js: &str) -> Value {
         }
         if Instant::now() >= deadline {
             let shot = screenshot(c, &format!("timeout-{}", what.replace(' ', "-"))).await;
-            panic!("{what}: not within {timeout:?} (screenshot {})", shot.display());
+            panic!(
+                "{what}: not within {timeout:?} (screenshot {})",
+                shot.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -241,8 +247,20 @@ async fn the_dashboard_shows_the_cluster_live_and_drains_a_node() {
                .some(li => Number(li.dataset.index) > {seen_before});"
         )
     };
-    until(&b, "the failure", Duration::from_secs(2), &shown("failure_detected")).await;
-    until(&b, "the restore order", Duration::from_secs(2), &shown("restore_ordered")).await;
+    until(
+        &b,
+        "the failure",
+        Duration::from_secs(2),
+        &shown("failure_detected"),
+    )
+    .await;
+    until(
+        &b,
+        "the restore order",
+        Duration::from_secs(2),
+        &shown("restore_ordered"),
+    )
+    .await;
     let to_restore = crashed.elapsed();
     assert!(
         to_restore <= Duration::from_secs(2),
@@ -315,7 +333,10 @@ async fn the_dashboard_shows_the_cluster_live_and_drains_a_node() {
     )
     .await;
     let web = c.admin().module("web").await.expect("web");
-    assert_eq!(Some(moved_to.as_str().unwrap_or_default()), web.node.as_deref());
+    assert_eq!(
+        Some(moved_to.as_str().unwrap_or_default()),
+        web.node.as_deref()
+    );
     until(
         &b,
         "the drain in the event feed",

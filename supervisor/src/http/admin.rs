@@ -18,12 +18,14 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use openraft::BasicNode;
 use proto::manifest::PackageRef;
 use proto::spec::ModuleSpec;
 use serde::Deserialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth;
 use super::forward::forward_to_leader;
@@ -43,28 +45,69 @@ use crate::views::{
 /// Longest a deploy waits for depmgr to say whether its package exists.
 const PACKAGE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The admin API's routes and their OpenAPI description, from the same
+/// annotations (`#[utoipa::path]` on each handler): a route cannot be
+/// served without being described, nor described without being served.
+pub fn api() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(cluster))
+        .routes(routes!(replicas))
+        .routes(routes!(add_member))
+        .routes(routes!(remove_member))
+        .routes(routes!(nodes))
+        .routes(routes!(drain))
+        .routes(routes!(modules, deploy))
+        .routes(routes!(module, update, remove))
+        .routes(routes!(rollback))
+        .routes(routes!(history))
+        .routes(routes!(quarantined))
+        .routes(routes!(lift_quarantine))
+        .routes(routes!(rollouts, start_rollout))
+        .routes(routes!(rollout))
+        .routes(routes!(rollout_action))
+        .routes(routes!(events))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Supervisor cluster admin API",
+        description = "The admin API of the supervisor cluster (docs/reference.md). Any replica answers: writes and linearizable reads are forwarded to the leader. Authentication: an operator certificate (TLS) or `Authorization: Bearer <admin token>`."
+    ),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "cluster", description = "the Raft cluster and its membership"),
+        (name = "nodes", description = "nodes and their agents"),
+        (name = "modules", description = "modules: deploy, view, remove"),
+        (name = "versions", description = "updates, rollbacks, fleet rollouts, quarantined packages"),
+        (name = "events", description = "the record of every decision"),
+    )
+)]
+struct ApiDoc;
+
+/// An error answer (every 4xx and 5xx).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorBody {
+    /// What went wrong, naming the field or the reason.
+    error: String,
+}
+
+/// The OpenAPI document of the admin API (`GET /v1/openapi.json`),
+/// encoded once.
+pub fn openapi_json() -> &'static str {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let (_, doc) = api().split_for_parts();
+        doc.to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    })
+}
+
 /// The admin routes, behind forwarding, authorization and the body limit.
 pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
-    Router::new()
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/cluster/replicas", get(replicas))
-        .route("/v1/cluster/members", post(add_member))
-        .route("/v1/cluster/members/{id}", delete(remove_member))
-        .route("/v1/nodes", get(nodes))
-        .route("/v1/nodes/{id}/drain", post(drain))
-        .route("/v1/modules", get(modules).post(deploy))
-        .route("/v1/modules/{name}", get(module).put(update).delete(remove))
-        .route("/v1/modules/{name}/rollback", post(rollback))
-        .route("/v1/modules/{name}/history", get(history))
-        .route("/v1/packages/quarantined", get(quarantined))
-        .route(
-            "/v1/packages/quarantined/{name}/{version}",
-            delete(lift_quarantine),
-        )
-        .route("/v1/rollouts", get(rollouts).post(start_rollout))
-        .route("/v1/rollouts/{id}", get(rollout))
-        .route("/v1/rollouts/{id}/{action}", post(rollout_action))
-        .route("/v1/events", get(events))
+    let (router, _) = api().split_for_parts();
+    router
         .layer(middleware::from_fn_with_state(
             app.clone(),
             forward_to_leader,
@@ -77,7 +120,9 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
         .layer(DefaultBodyLimit::max(app.config.max_body))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Query parameters of the reads.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReadOpts {
     #[serde(default)]
     stale: Option<String>,
@@ -120,6 +165,7 @@ async fn commit_one(app: &App, t: Transition) -> ApiResult<u64> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/cluster", tag = "cluster", responses((status = 200, description = "the Raft cluster as this replica sees it", body = ClusterView)))]
 async fn cluster(State(app): State<Arc<App>>) -> Json<ClusterView> {
     let m = app.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
@@ -148,6 +194,7 @@ const REPLICA_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// `GET /v1/cluster/replicas`: every member of the membership this replica
 /// knows, as its own `/ready` answers (asked in parallel, with this
 /// replica's identity, at most [`REPLICA_PROBE_TIMEOUT`] each).
+#[utoipa::path(get, path = "/v1/cluster/replicas", tag = "cluster", responses((status = 200, description = "every member as its own /ready answered", body = [ReplicaView])))]
 async fn replicas(State(app): State<Arc<App>>) -> Json<Vec<ReplicaView>> {
     let voters = app.voters();
     let probes = app.member_addrs().into_iter().map(|(id, addr)| {
@@ -179,11 +226,12 @@ async fn replicas(State(app): State<Arc<App>>) -> Json<Vec<ReplicaView>> {
                 Ok(Ok(r)) => r,
             };
             view.ready = resp.status().is_success();
-            let body = tokio::time::timeout(REPLICA_PROBE_TIMEOUT, resp.json::<serde_json::Value>())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+            let body =
+                tokio::time::timeout(REPLICA_PROBE_TIMEOUT, resp.json::<serde_json::Value>())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
             view.state = body["state"].as_str().map(str::to_string);
             view.term = body["term"].as_u64();
             view.applied = body["applied"].as_u64();
@@ -194,6 +242,7 @@ async fn replicas(State(app): State<Arc<App>>) -> Json<Vec<ReplicaView>> {
     Json(futures::future::join_all(probes).await)
 }
 
+#[utoipa::path(post, path = "/v1/cluster/members", tag = "cluster", request_body = AddMember, responses((status = 200, description = "added as a voter", body = MemberAdded), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn add_member(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Json<MemberAdded>> {
     let req: AddMember =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("member: {e}")))?;
@@ -247,6 +296,7 @@ async fn add_member(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Json<
     }))
 }
 
+#[utoipa::path(delete, path = "/v1/cluster/members/{id}", tag = "cluster", params(("id" = u64, Path, description = "the supervisor id")), responses((status = 200, description = "removed", body = MemberRemoved), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn remove_member(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -274,6 +324,7 @@ async fn remove_member(
     Ok(Json(MemberRemoved { removed: id }))
 }
 
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", params(ReadOpts), responses((status = 200, description = "every node", body = [NodeView]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn nodes(
     State(app): State<Arc<App>>,
     Params(opts): Params<ReadOpts>,
@@ -287,6 +338,7 @@ async fn nodes(
     })))
 }
 
+#[utoipa::path(post, path = "/v1/nodes/{id}/drain", tag = "nodes", params(("id" = String, Path, description = "the node")), responses((status = 200, description = "draining", body = Drained), (status = 404, description = "unknown node", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn drain(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Json<Drained>> {
     let index = commit_one(&app, Transition::Drain(Drain { node: id.clone() })).await?;
     Ok(Json(Drained {
@@ -296,6 +348,7 @@ async fn drain(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult
     }))
 }
 
+#[utoipa::path(get, path = "/v1/modules", tag = "modules", params(ReadOpts), responses((status = 200, description = "every module, by name", body = [ModuleView]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn modules(
     State(app): State<Arc<App>>,
     Params(opts): Params<ReadOpts>,
@@ -309,6 +362,7 @@ async fn modules(
     })))
 }
 
+#[utoipa::path(get, path = "/v1/modules/{name}", tag = "modules", params(("name" = String, Path, description = "the module"), ReadOpts), responses((status = 200, description = "the module", body = ModuleView), (status = 404, description = "unknown module", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn module(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -347,6 +401,7 @@ pub fn parse_spec(headers: &HeaderMap, body: &[u8]) -> ApiResult<ModuleSpec> {
     Ok(spec)
 }
 
+#[utoipa::path(post, path = "/v1/modules", tag = "modules", request_body(content = Object, description = "a module spec (JSON, or TOML with Content-Type application/toml)"), responses((status = 201, description = "deployed", body = Deployed), (status = 404, description = "the package is not in depmgr", body = ErrorBody), (status = 409, description = "the name is taken, or the state would grow past its limit", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn deploy(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -426,6 +481,7 @@ async fn check_package_known(app: &App, package: &PackageRef, doing: &str) -> Ap
 }
 
 /// `PUT /v1/modules/{name}`: a rollout to the new spec (a new revision).
+#[utoipa::path(put, path = "/v1/modules/{name}", tag = "versions", params(("name" = String, Path, description = "the module")), request_body(content = Object, description = "the full new module spec"), responses((status = 200, description = "a rollout to the new revision started", body = Updated), (status = 404, description = "unknown module or package", body = ErrorBody), (status = 409, description = "a rollout runs, the module is stopped, or the version is quarantined", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn update(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -452,6 +508,7 @@ async fn update(
 }
 
 /// `POST /v1/modules/{name}/rollback`: a rollout to an earlier revision.
+#[utoipa::path(post, path = "/v1/modules/{name}/rollback", tag = "versions", params(("name" = String, Path, description = "the module")), request_body(content = RollbackRequest, description = "empty, or the revision to go back to"), responses((status = 200, description = "a rollout to the earlier revision started", body = Updated), (status = 404, description = "unknown module", body = ErrorBody), (status = 409, description = "nothing to roll back to, or a rollout runs", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn rollback(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -484,6 +541,7 @@ fn current_revision(app: &App, name: &str) -> u32 {
         .read(|s| s.versions_of(name).map_or(1, |v| v.revision))
 }
 
+#[utoipa::path(get, path = "/v1/modules/{name}/history", tag = "versions", params(("name" = String, Path, description = "the module"), ReadOpts), responses((status = 200, description = "the kept revisions, oldest first", body = [RevisionView]), (status = 404, description = "unknown module", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn history(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -496,6 +554,7 @@ async fn history(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown module {name:?}")))
 }
 
+#[utoipa::path(get, path = "/v1/packages/quarantined", tag = "versions", params(ReadOpts), responses((status = 200, description = "the quarantined package versions", body = [QuarantineView]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn quarantined(
     State(app): State<Arc<App>>,
     Params(opts): Params<ReadOpts>,
@@ -504,6 +563,7 @@ async fn quarantined(
     Ok(Json(app.state.read(views::quarantined)))
 }
 
+#[utoipa::path(delete, path = "/v1/packages/quarantined/{name}/{version}", tag = "versions", params(("name" = String, Path, description = "the package"), ("version" = String, Path, description = "its version")), responses((status = 200, description = "lifted", body = QuarantineLifted), (status = 404, description = "not quarantined", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn lift_quarantine(
     State(app): State<Arc<App>>,
     Path((name, version)): Path<(String, String)>,
@@ -523,6 +583,7 @@ async fn lift_quarantine(
     }))
 }
 
+#[utoipa::path(delete, path = "/v1/modules/{name}", tag = "modules", params(("name" = String, Path, description = "the module")), responses((status = 200, description = "removed", body = Removed), (status = 404, description = "unknown module", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn remove(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Removed>> {
     let index = commit_one(
         &app,
@@ -540,6 +601,7 @@ async fn remove(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiRes
 
 /// `POST /v1/rollouts`: a fleet rollout of one package version to every
 /// module using the package (see `crate::state::FleetRollout`).
+#[utoipa::path(post, path = "/v1/rollouts", tag = "versions", request_body = StartRollout, responses((status = 200, description = "the fleet rollout, started", body = FleetRolloutView), (status = 404, description = "the version is not in depmgr", body = ErrorBody), (status = 409, description = "quarantined, or another rollout of the package is open", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn start_rollout(
     State(app): State<Arc<App>>,
     body: Bytes,
@@ -593,6 +655,7 @@ async fn start_rollout(
 }
 
 /// `GET /v1/rollouts`: the fleet rollouts kept, newest first.
+#[utoipa::path(get, path = "/v1/rollouts", tag = "versions", params(ReadOpts), responses((status = 200, description = "the fleet rollouts kept, newest first", body = [FleetRolloutView]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn rollouts(
     State(app): State<Arc<App>>,
     Params(opts): Params<ReadOpts>,
@@ -614,6 +677,7 @@ fn fleet_view(app: &App, id: u64) -> ApiResult<FleetRolloutView> {
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown fleet rollout {id}")))
 }
 
+#[utoipa::path(get, path = "/v1/rollouts/{id}", tag = "versions", params(("id" = u64, Path, description = "the rollout"), ReadOpts), responses((status = 200, description = "the fleet rollout", body = FleetRolloutView), (status = 404, description = "unknown rollout", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn rollout(
     State(app): State<Arc<App>>,
     Path(id): Path<u64>,
@@ -624,6 +688,7 @@ async fn rollout(
 }
 
 /// `POST /v1/rollouts/{id}/pause|resume|cancel`.
+#[utoipa::path(post, path = "/v1/rollouts/{id}/{action}", tag = "versions", params(("id" = u64, Path, description = "the rollout"), ("action" = String, Path, description = "pause, resume or cancel")), responses((status = 200, description = "the fleet rollout after the action", body = FleetRolloutView), (status = 404, description = "unknown rollout or action", body = ErrorBody), (status = 409, description = "its state does not allow the action", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn rollout_action(
     State(app): State<Arc<App>>,
     Path((id, action)): Path<(u64, String)>,
@@ -647,6 +712,7 @@ async fn rollout_action(
     fleet_view(&app, id).map(Json)
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(ReadOpts), responses((status = 200, description = "recorded events", body = [EventView]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn events(
     State(app): State<Arc<App>>,
     Params(opts): Params<ReadOpts>,

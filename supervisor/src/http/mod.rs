@@ -121,6 +121,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/health", get(ready::health))
         .route("/ready", get(ready::ready))
         .route("/metrics", get(metrics::metrics))
+        .route(
+            "/v1/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    admin::openapi_json(),
+                )
+            }),
+        )
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)

@@ -22,7 +22,10 @@ const STYLE: &str = include_str!("../../ui/app.css");
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(|| async { file("text/html; charset=utf-8", INDEX) }))
+        .route(
+            "/ui/",
+            get(|| async { file("text/html; charset=utf-8", INDEX) }),
+        )
         .route(
             "/ui/app.js",
             get(|| async { file("text/javascript; charset=utf-8", SCRIPT) }),
