@@ -30,13 +30,13 @@ use super::guard::refuse_oversized;
 use super::{ApiError, ApiResult, Params};
 use crate::app::App;
 use crate::state::{
-    self, Deploy, Drain, LiftQuarantine, ModuleRecord, Outcome, Remove, Rollback, Transition,
-    Update,
+    self, Deploy, Drain, LiftQuarantine, ModuleRecord, Outcome, RemoveNode, Reset, Rollback,
+    StopModule, Transition, Undrain, Update,
 };
 use crate::views::{
     self, AddMember, ClusterView, Deployed, Drained, EventView, MemberAdded, MemberRemoved,
-    MemberView, ModuleView, NodeView, QuarantineLifted, QuarantineView, Removed, RevisionView,
-    RollbackRequest, Updated,
+    MemberView, ModuleView, NodeRemoved, NodeView, QuarantineLifted, QuarantineView, Removed,
+    RevisionView, RollbackRequest, Undrained, Updated,
 };
 
 /// Longest a deploy waits for depmgr to say whether its package exists.
@@ -49,10 +49,13 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
         .route("/v1/cluster/members", post(add_member))
         .route("/v1/cluster/members/{id}", delete(remove_member))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{id}", delete(remove_node))
         .route("/v1/nodes/{id}/drain", post(drain))
+        .route("/v1/nodes/{id}/undrain", post(undrain))
         .route("/v1/modules", get(modules).post(deploy))
         .route("/v1/modules/{name}", get(module).put(update).delete(remove))
         .route("/v1/modules/{name}/rollback", post(rollback))
+        .route("/v1/modules/{name}/reset", post(reset))
         .route("/v1/modules/{name}/history", get(history))
         .route("/v1/packages/quarantined", get(quarantined))
         .route(
@@ -237,6 +240,70 @@ async fn drain(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult
         status: "draining".into(),
         index,
     }))
+}
+
+/// `POST /v1/nodes/{id}/undrain`: the node takes modules again (409 when
+/// it is not draining).
+async fn undrain(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Undrained>> {
+    let index = commit_one(&app, Transition::Undrain(Undrain { node: id.clone() })).await?;
+    let status = app.state.read(|s| {
+        s.nodes
+            .get(&id)
+            .map_or_else(String::new, |n| views::node(s, &id, n).status)
+    });
+    Ok(Json(Undrained {
+        node: id,
+        status,
+        index,
+    }))
+}
+
+/// `DELETE /v1/nodes/{id}`: forgets a down node (409 naming its status
+/// otherwise). Modules placed there wait to be placed again.
+async fn remove_node(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NodeRemoved>> {
+    let index = commit_one(&app, Transition::RemoveNode(RemoveNode { node: id.clone() })).await?;
+    // What the removal unplaced, as its event recorded it.
+    let unplaced = app.state.read(|s| {
+        s.events
+            .iter()
+            .rev()
+            .find(|e| e.log_index == index && e.node.as_deref() == Some(id.as_str()))
+            .and_then(|e| e.detail.get("modules"))
+            .map_or_else(Vec::new, |m| m.split(',').map(str::to_string).collect())
+    });
+    Ok(Json(NodeRemoved {
+        node: id,
+        removed: true,
+        index,
+        unplaced,
+    }))
+}
+
+/// `POST /v1/modules/{name}/reset`: clears a failed module (409 naming its
+/// state otherwise); the planner places it again.
+async fn reset(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<views::Reset>> {
+    let index = commit_one(
+        &app,
+        Transition::Reset(Reset {
+            module: name.clone(),
+        }),
+    )
+    .await?;
+    let state = app.state.read(|s| {
+        s.modules
+            .get(&name)
+            .map_or_else(String::new, |m| m.state.as_str().to_string())
+    });
+    Ok(Json(views::Reset { name, state, index }))
 }
 
 async fn modules(
@@ -462,18 +529,34 @@ async fn lift_quarantine(
     }))
 }
 
+/// `DELETE /v1/modules/{name}`: the module is removed at once when no copy
+/// of it can run, and otherwise shows `stopped` until its copy is known
+/// stopped (see `crate::state::StopModule`).
 async fn remove(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Removed>> {
     let index = commit_one(
         &app,
-        Transition::Remove(Remove {
+        Transition::StopModule(StopModule {
             module: name.clone(),
         }),
     )
     .await?;
+    // Read on the replica that committed it (the leader): at `index` or
+    // later. A later `Remove` may already have taken it away.
+    let waiting = app.state.read(|s| {
+        s.modules
+            .get(&name)
+            .map(|_| state::copies_maybe_running(s, &name))
+    });
+    let (state, waiting_for) = match waiting {
+        Some(nodes) => ("stopped", nodes),
+        None => ("removed", vec![]),
+    };
     Ok(Json(Removed {
         name,
         removed: true,
         index,
+        state: state.to_string(),
+        waiting_for,
     }))
 }
 

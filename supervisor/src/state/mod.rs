@@ -29,6 +29,9 @@
 //!   [`LiftQuarantine`], [`HoldQuarantined`]).
 //! - `prestage`: a package pre-staged on the next failover node, an event
 //!   only ([`RecordPrestaged`]).
+//! - `lifecycle`: the operator's ways back ([`Undrain`], [`Reset`],
+//!   [`RemoveNode`]) and removing a module through `stopped`
+//!   ([`StopModule`], then [`Remove`] once its copy is known stopped).
 //!
 //! This file keeps what they share: the event record, the modules-by-node
 //! index, and the queries the planner and the views ask
@@ -55,6 +58,7 @@
 
 mod identity;
 mod lease;
+mod lifecycle;
 mod modules;
 mod nodes;
 mod placement;
@@ -70,6 +74,7 @@ use serde::{Deserialize, Serialize};
 
 pub use identity::{RecordClusterId, RegisterNodeFromOtherCluster, cluster_id};
 pub use lease::{LeaseTerms, RecordLease};
+pub use lifecycle::{RemoveNode, Reset, StopModule, Undrain, copies_maybe_running};
 pub use modules::{Deploy, ModuleRecord, Remove};
 pub use nodes::{Drain, NodeHealth, NodeRecord, RegisterNode, SetNodeHealth};
 pub use placement::{AwaitNode, GiveUp, Place, PlaceCause, Placement, ReleasePrevious};
@@ -354,6 +359,10 @@ pub enum Transition {
     LiftQuarantine(LiftQuarantine),
     HoldQuarantined(HoldQuarantined),
     RecordPrestaged(RecordPrestaged),
+    Undrain(Undrain),
+    Reset(Reset),
+    RemoveNode(RemoveNode),
+    StopModule(StopModule),
 }
 
 impl Transition {
@@ -387,6 +396,11 @@ impl Transition {
             Transition::HoldQuarantined(t) => (Some(&t.module), None),
             // Only an event: no module or node entry changes.
             Transition::RecordPrestaged(_) => (None, None),
+            Transition::Undrain(t) => (None, Some(&t.node)),
+            Transition::Reset(t) => (Some(&t.module), None),
+            // The modules it unplaces are measured by its `apply`.
+            Transition::RemoveNode(t) => (None, Some(&t.node)),
+            Transition::StopModule(t) => (Some(&t.module), None),
         }
     }
 
@@ -430,6 +444,10 @@ impl Transition {
             Transition::LiftQuarantine(t) => t.apply(state, index, at),
             Transition::HoldQuarantined(t) => t.apply(state, index, at),
             Transition::RecordPrestaged(t) => t.apply(state, index, at),
+            Transition::Undrain(t) => t.apply(state, index, at),
+            Transition::Reset(t) => t.apply(state, index, at),
+            Transition::RemoveNode(t) => t.apply(state, index, at),
+            Transition::StopModule(t) => t.apply(state, index, at),
         }
     }
 }
