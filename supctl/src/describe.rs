@@ -130,9 +130,8 @@ async fn agent_status(
     if !status.is_success() {
         return Err(format!("{url}: {status}"));
     }
-    resp.json::<Value>()
-        .await
-        .map_err(|e| format!("{url}: {e}"))
+    let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
 }
 
 /// The agent's entry for `module` (pid, restarts, last error), or why
@@ -387,7 +386,7 @@ mod tests {
             "revision": 2, "rollout": null
         }))
         .expect("view");
-        let agent = Ok(serde_json::json!({
+        let agent: Result<Value, String> = Ok(serde_json::json!({
             "name": "web", "epoch": 17, "state": "failed", "pid": 4242,
             "restarts": 1, "last_error": "exit status 3"
         }));
@@ -410,7 +409,7 @@ mod tests {
         ] {
             assert!(text.contains(&want), "{want:?} not in\n{text}");
         }
-        let unreachable = Err("connection refused".to_string());
+        let unreachable: Result<Value, String> = Err("connection refused".to_string());
         let text = render_module(&m, None, Some(&unreachable), &[]);
         assert!(
             text.contains(&line("Agent", "not asked: connection refused")),
