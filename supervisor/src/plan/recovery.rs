@@ -4,7 +4,10 @@
 //!
 //! Decisions for a module placed at epoch E on node N, from its record and
 //! N's latest heartbeat:
-//! - not placed: the best eligible node, the preferred one first;
+//! - being removed (`stopped`): once every copy (on N, and on the node it
+//!   was moving from) is known stopped, `Remove`; nothing else;
+//! - not placed, or reset by an operator (`pending` with the placement it
+//!   leaves): the best eligible node, the preferred one first;
 //! - N lost (down, or suspect for an at-least-one module): relocate, which
 //!   never gives up (no tried node, no `failover.max_nodes` spent); with no
 //!   ready node the module waits (`AwaitNode`);
