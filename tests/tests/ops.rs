@@ -60,9 +60,25 @@ async fn supctl_reset_describe_undrain_and_node_rm() {
         .await;
     assert!(failed.failovers >= 1, "{failed:?}");
 
-    // The cause is fixed: reset, and it runs again with clean counters.
+    // Failing on two nodes quarantined its package version: a reset is
+    // refused until the quarantine is lifted.
+    eventually("web@1.0.0 quarantined", T, || async {
+        let q = c.admin().quarantined().await.ok()?;
+        q.iter()
+            .any(|q| q.package.to_string() == "web@1.0.0")
+            .then_some(())
+    })
+    .await;
+    refused(
+        &c,
+        &["reset", "web"],
+        "uses package web@1.0.0, which is quarantined",
+    );
+    // The cause is fixed: lift, reset, and it runs again with clean
+    // counters.
     c.set_failing("a", false);
     c.set_failing("b", false);
+    ok(&c, &["quarantine", "lift", "web@1.0.0"]);
     let out = ok(&c, &["reset", "web"]);
     assert!(out.contains("web: reset (pending)"), "{out}");
     let running = c

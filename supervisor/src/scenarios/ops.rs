@@ -145,6 +145,23 @@ fn reset_places_a_failed_module_again_with_counters_cleared() {
     sim.run_for(3000, &["a", "b"]);
     assert_eq!(sim.module("web").state, ModuleState::Failed);
     let old_epoch = sim.module("web").placement.as_ref().unwrap().epoch;
+    // Its package version quarantined (it failed on a and b): a reset
+    // would only make it wait, so it is refused until the quarantine ends.
+    let package = proto::manifest::PackageRef::new("web", "1.0.0");
+    sim.commit(vec![Transition::QuarantinePackage(QuarantinePackage {
+        package: package.clone(),
+        nodes: vec!["a".into(), "b".into()],
+        reason: "failed on a and b".into(),
+    })]);
+    refused(
+        &mut sim,
+        Transition::Reset(Reset {
+            module: "web".into(),
+        }),
+        "uses package web@1.0.0, which is quarantined (it failed on several nodes): lift the quarantine first",
+    );
+    sim.commit(vec![Transition::LiftQuarantine(LiftQuarantine { package })]);
+    assert_eq!(sim.module("web").state, ModuleState::Failed);
 
     assert!(matches!(
         one(

@@ -25,7 +25,9 @@
 //!
 //! ## Resetting a module
 //! Only a `failed` module may be reset (anything else is 409: a module
-//! that runs, restores or fails over needs no reset). The module becomes
+//! that runs, restores or fails over needs no reset), and only while its
+//! package version is not quarantined (it would only wait for the
+//! quarantine to end: the operator lifts it first, or updates the module). The module becomes
 //! `pending` with its counters (restore attempts, failovers) and tried
 //! nodes cleared; its placement is kept as the one the planner moves it
 //! from, so that at-most-one fencing still waits for the old copy to be
@@ -98,6 +100,14 @@ impl Reset {
                 "module {:?} is {}, not failed: only a failed module can be reset",
                 self.module,
                 m.state.as_str()
+            )));
+        }
+        let package = &m.spec.package;
+        if state.packages.is_quarantined(package) {
+            // Placed again it would only wait for the quarantine to end.
+            return Err(Rejection::Conflict(format!(
+                "module {:?} uses package {package}, which is quarantined (it failed on several nodes): lift the quarantine first (`supctl quarantine lift {package}`, DELETE /v1/packages/quarantined/{}/{}), or update the module to another version",
+                self.module, package.name, package.version
             )));
         }
         let mut detail = vec![
