@@ -11,9 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::views::{
-    ClusterView, Deployed, Drained, EventView, ModuleView, NodeRemoved, NodeView,
-    QuarantineLifted, QuarantineView, Removed, Reset, RevisionView, RollbackRequest, Undrained,
-    Updated,
+    ClusterView, Deployed, Drained, EventView, ModuleView, NodeRemoved, NodeView, QuarantineLifted,
+    QuarantineView, Removed, Reset, RevisionView, RollbackRequest, Undrained, Updated,
 };
 
 /// An admin API failure, with the server's message when it gave one.

@@ -40,7 +40,10 @@ pub async fn module(
         Some(n) => Some(agent_module(&n.addr, name, tls).await),
         None => None,
     };
-    print!("{}", render_module(&m, node.as_ref(), agent.as_ref(), &events));
+    print!(
+        "{}",
+        render_module(&m, node.as_ref(), agent.as_ref(), &events)
+    );
     Ok(())
 }
 
@@ -112,10 +115,7 @@ async fn recent_events(
 
 /// What the node's agent says of itself (`GET /v1/status`), or why it
 /// could not be asked.
-async fn agent_status(
-    addr: &str,
-    tls: Option<&std::sync::Arc<tls::Tls>>,
-) -> Result<Value, String> {
+async fn agent_status(addr: &str, tls: Option<&std::sync::Arc<tls::Tls>>) -> Result<Value, String> {
     let http = tls::client::http_builder(tls, &[tls::Role::Agent])
         .timeout(AGENT_TIMEOUT)
         .build()
@@ -370,8 +370,14 @@ mod tests {
         removed.detail = BTreeMap::from([("modules".to_string(), "api,web".to_string())]);
         assert!(about_module(&removed, "web"));
         assert!(!about_module(&removed, "we"));
-        assert!(about_module(&event(1, "placed", Some("web"), Some("a")), "web"));
-        assert!(!about_module(&event(2, "placed", Some("api"), Some("a")), "web"));
+        assert!(about_module(
+            &event(1, "placed", Some("web"), Some("a")),
+            "web"
+        ));
+        assert!(!about_module(
+            &event(2, "placed", Some("api"), Some("a")),
+            "web"
+        ));
     }
 
     #[test]

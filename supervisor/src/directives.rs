@@ -75,8 +75,7 @@ pub fn directives_for(
         if matches!(
             m.state,
             ModuleState::Failed | ModuleState::Stopped | ModuleState::Pending
-        )
-            || (p.previous.is_some() && !surging(m))
+        ) || (p.previous.is_some() && !surging(m))
             || state.versions.get(name).is_some_and(|v| v.held.is_some())
         {
             continue;

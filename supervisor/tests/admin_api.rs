@@ -257,7 +257,11 @@ async fn every_endpoint_and_every_bad_input() {
     // Remove: `stopped` until b's agent has stopped its copy, then gone.
     let (s, v) = api.delete("/v1/modules/web").await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((v["removed"].clone(), v["state"].clone()), (json!(true), json!("stopped")), "{v}");
+    assert_eq!(
+        (v["removed"].clone(), v["state"].clone()),
+        (json!(true), json!("stopped")),
+        "{v}"
+    );
     assert_eq!(v["waiting_for"], json!(["b"]), "{v}");
     eventually("web gone once b stopped it", T, || async {
         let (s, _) = api.get("/v1/modules/web").await;
@@ -382,16 +386,36 @@ async fn ways_back_undrain_reset_node_rm_and_stopped_removal() {
 
     // Refusals: unknown names 404, wrong states 409, each naming why.
     for (method, path, status, message) in [
-        ("POST", "/v1/nodes/nowhere/undrain", 404, "unknown node \"nowhere\""),
-        ("POST", "/v1/nodes/a/undrain", 409, "node \"a\" is not draining"),
-        ("DELETE", "/v1/nodes/nowhere", 404, "unknown node \"nowhere\""),
+        (
+            "POST",
+            "/v1/nodes/nowhere/undrain",
+            404,
+            "unknown node \"nowhere\"",
+        ),
+        (
+            "POST",
+            "/v1/nodes/a/undrain",
+            409,
+            "node \"a\" is not draining",
+        ),
+        (
+            "DELETE",
+            "/v1/nodes/nowhere",
+            404,
+            "unknown node \"nowhere\"",
+        ),
         (
             "DELETE",
             "/v1/nodes/a",
             409,
             "node \"a\" is ready, not down: only a down node can be removed",
         ),
-        ("POST", "/v1/modules/nope/reset", 404, "unknown module \"nope\""),
+        (
+            "POST",
+            "/v1/modules/nope/reset",
+            404,
+            "unknown module \"nope\"",
+        ),
     ] {
         let method: reqwest::Method = method.parse().expect("method");
         let (s, v) = api.call(method, path, None).await;
@@ -416,7 +440,10 @@ async fn ways_back_undrain_reset_node_rm_and_stopped_removal() {
         agent.set_failing("web", true);
     }
     let failed = wait_module(&c, "web", "web failed", T, |m| m.state == "failed").await;
-    assert!(failed.failovers >= 1 && !failed.tried_nodes.is_empty(), "{failed:?}");
+    assert!(
+        failed.failovers >= 1 && !failed.tried_nodes.is_empty(),
+        "{failed:?}"
+    );
     for agent in &agents {
         agent.set_failing("web", false);
     }
@@ -427,9 +454,20 @@ async fn ways_back_undrain_reset_node_rm_and_stopped_removal() {
         m.state == "running"
     })
     .await;
-    assert_eq!((again.failovers, again.restore_attempts), (0, 0), "{again:?}");
-    assert!(again.tried_nodes.is_empty() && again.epoch > failed.epoch, "{again:?}");
-    assert!(kinds_of(&api, Some("web"), None).await.contains(&"module_reset".to_string()));
+    assert_eq!(
+        (again.failovers, again.restore_attempts),
+        (0, 0),
+        "{again:?}"
+    );
+    assert!(
+        again.tried_nodes.is_empty() && again.epoch > failed.epoch,
+        "{again:?}"
+    );
+    assert!(
+        kinds_of(&api, Some("web"), None)
+            .await
+            .contains(&"module_reset".to_string())
+    );
     let (s, v) = api.post("/v1/modules/web/reset", "").await;
     assert_eq!(s, StatusCode::CONFLICT, "reset twice: {v}");
 
@@ -438,8 +476,18 @@ async fn ways_back_undrain_reset_node_rm_and_stopped_removal() {
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = api.post("/v1/nodes/b/undrain", "").await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((v["node"].clone(), v["status"].clone()), (json!("b"), json!("ready")), "{v}");
-    assert_eq!(kinds_of(&api, None, Some("b")).await.last().map(String::as_str), Some("node_undrained"));
+    assert_eq!(
+        (v["node"].clone(), v["status"].clone()),
+        (json!("b"), json!("ready")),
+        "{v}"
+    );
+    assert_eq!(
+        kinds_of(&api, None, Some("b"))
+            .await
+            .last()
+            .map(String::as_str),
+        Some("node_undrained")
+    );
     let (s, v) = api
         .post("/v1/modules", &spec("api", Some("b"), 1).to_string())
         .await;
@@ -453,14 +501,22 @@ async fn ways_back_undrain_reset_node_rm_and_stopped_removal() {
     b.stuck(true);
     let (s, v) = api.delete("/v1/modules/api").await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((v["state"].clone(), v["waiting_for"].clone()), (json!("stopped"), json!(["b"])), "{v}");
+    assert_eq!(
+        (v["state"].clone(), v["waiting_for"].clone()),
+        (json!("stopped"), json!(["b"])),
+        "{v}"
+    );
     let seen = b.accepted();
     eventually("b heartbeats on with its copy", T, || async {
         (b.accepted() >= seen + 5).then_some(())
     })
     .await;
     let (s, v) = api.get("/v1/modules/api").await;
-    assert_eq!((s, v["state"].clone()), (StatusCode::OK, json!("stopped")), "{v}");
+    assert_eq!(
+        (s, v["state"].clone()),
+        (StatusCode::OK, json!("stopped")),
+        "{v}"
+    );
     assert!(error_of(&api.delete("/v1/modules/api").await.1).contains("already being removed"));
     assert!(b.is_running("api"));
     b.stuck(false);
@@ -471,28 +527,48 @@ async fn ways_back_undrain_reset_node_rm_and_stopped_removal() {
     .await;
     assert!(!b.is_running("api"));
     let kinds = kinds_of(&api, Some("api"), None).await;
-    assert!(kinds.ends_with(&["module_stopping".to_string(), "module_removed".to_string()]), "{kinds:?}");
+    assert!(
+        kinds.ends_with(&["module_stopping".to_string(), "module_removed".to_string()]),
+        "{kinds:?}"
+    );
 
     // Node removal: b goes silent; accepted once it is down.
     b.pause(true);
     eventually("b down", T, || async {
         let nodes = c.nodes().await.ok()?;
-        nodes.iter().any(|n| n.id == "b" && n.status == "down").then_some(())
+        nodes
+            .iter()
+            .any(|n| n.id == "b" && n.status == "down")
+            .then_some(())
     })
     .await;
     let (s, v) = api.delete("/v1/nodes/b").await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((v["node"].clone(), v["removed"].clone()), (json!("b"), json!(true)), "{v}");
+    assert_eq!(
+        (v["node"].clone(), v["removed"].clone()),
+        (json!("b"), json!(true)),
+        "{v}"
+    );
     let nodes = c.nodes().await.expect("nodes");
-    assert_eq!(nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["a"]);
-    assert!(kinds_of(&api, None, Some("b")).await.contains(&"node_removed".to_string()));
+    assert_eq!(
+        nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert!(
+        kinds_of(&api, None, Some("b"))
+            .await
+            .contains(&"node_removed".to_string())
+    );
     let (s, v) = api.delete("/v1/nodes/b").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     // Its agent comes back: a new node.
     b.pause(false);
     eventually("b registered again", T, || async {
         let nodes = c.nodes().await.ok()?;
-        nodes.iter().any(|n| n.id == "b" && n.status == "ready").then_some(())
+        nodes
+            .iter()
+            .any(|n| n.id == "b" && n.status == "ready")
+            .then_some(())
     })
     .await;
 }

@@ -35,8 +35,15 @@ fn ok(c: &TestCluster, args: &[&str]) -> String {
 fn refused(c: &TestCluster, args: &[&str], why: &str) {
     let out = supctl(c, args);
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "supctl {args:?}:\n{stdout}\n{stderr}");
-    assert!(stderr.contains(why), "supctl {args:?}: {stderr:?} lacks {why:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "supctl {args:?}:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains(why),
+        "supctl {args:?}: {stderr:?} lacks {why:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +95,11 @@ async fn supctl_reset_describe_undrain_and_node_rm() {
         .await;
     assert_eq!((running.failovers, running.restore_attempts), (0, 0));
     assert!(running.tried_nodes.is_empty() && running.epoch > failed.epoch);
-    refused(&c, &["reset", "web"], "module \"web\" is running, not failed");
+    refused(
+        &c,
+        &["reset", "web"],
+        "module \"web\" is running, not failed",
+    );
 
     // Describe: the agent's pid of the copy that runs, and the reset.
     let node = running.node.clone().expect("placed");
@@ -112,9 +123,15 @@ async fn supctl_reset_describe_undrain_and_node_rm() {
     }
     let view: serde_json::Value =
         serde_json::from_str(&ok(&c, &["--json", "module", "web"])).expect("--json");
-    assert_eq!((view["name"].as_str(), view["state"].as_str()), (Some("web"), Some("running")));
+    assert_eq!(
+        (view["name"].as_str(), view["state"].as_str()),
+        (Some("web"), Some("running"))
+    );
     let out = ok(&c, &["node", &node]);
-    assert!(out.contains("Status:             ready") && out.contains("web"), "{out}");
+    assert!(
+        out.contains("Status:             ready") && out.contains("web"),
+        "{out}"
+    );
     refused(&c, &["module", "nope"], "unknown module \"nope\"");
 
     // Undrain.
@@ -129,13 +146,20 @@ async fn supctl_reset_describe_undrain_and_node_rm() {
     c.kill_agent(other);
     eventually("the killed agent's node down", T, || async {
         let nodes = c.nodes().await;
-        nodes.iter().any(|n| n.id == other && n.status == "down").then_some(())
+        nodes
+            .iter()
+            .any(|n| n.id == other && n.status == "down")
+            .then_some(())
     })
     .await;
     let out = ok(&c, &["node", "rm", other]);
     assert!(out.contains(&format!("{other}: removed")), "{out}");
     assert!(c.nodes().await.iter().all(|n| n.id != other));
-    refused(&c, &["node", "rm", other], &format!("unknown node \"{other}\""));
+    refused(
+        &c,
+        &["node", "rm", other],
+        &format!("unknown node \"{other}\""),
+    );
 
     // Remove the module: gone once its agent stopped it.
     let out = ok(&c, &["remove", "web"]);
@@ -146,7 +170,11 @@ async fn supctl_reset_describe_undrain_and_node_rm() {
         "{out}"
     );
     eventually("web gone", T, || async {
-        c.admin().module("web").await.err().filter(|e| e.status() == Some(admin_api::StatusCode::NOT_FOUND))
+        c.admin()
+            .module("web")
+            .await
+            .err()
+            .filter(|e| e.status() == Some(admin_api::StatusCode::NOT_FOUND))
     })
     .await;
 }

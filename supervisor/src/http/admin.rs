@@ -267,7 +267,11 @@ async fn remove_node(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<NodeRemoved>> {
-    let index = commit_one(&app, Transition::RemoveNode(RemoveNode { node: id.clone() })).await?;
+    let index = commit_one(
+        &app,
+        Transition::RemoveNode(RemoveNode { node: id.clone() }),
+    )
+    .await?;
     // What the removal unplaced, as its event recorded it.
     let unplaced = app.state.read(|s| {
         s.events

@@ -51,7 +51,10 @@ impl Planner<'_> {
         if self.versions(name, m) || m.state == ModuleState::Failed {
             return;
         }
-        let placement = m.placement.as_ref().filter(|_| m.state != ModuleState::Pending);
+        let placement = m
+            .placement
+            .as_ref()
+            .filter(|_| m.state != ModuleState::Pending);
         let Some(p) = placement else {
             // Not placed yet, or reset by an operator (`pending` with the
             // placement it moves from, whose copy is fenced as usual).

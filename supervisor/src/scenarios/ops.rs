@@ -77,7 +77,10 @@ fn undrain_lets_a_drained_node_take_modules_again() {
         Outcome::Applied { .. }
     ));
     assert!(!sim.state.nodes["a"].draining);
-    assert_eq!(node_kinds(&sim, "a").last(), Some(&EventKind::NodeUndrained));
+    assert_eq!(
+        node_kinds(&sim, "a").last(),
+        Some(&EventKind::NodeUndrained)
+    );
     // a takes modules again: the next one goes there (fewest modules).
     let node = sim.running(spec("db"));
     assert_eq!(node, "a");
@@ -181,16 +184,27 @@ fn reset_places_a_failed_module_again_with_counters_cleared() {
     assert!(m.tried_nodes.is_empty() && m.reason.is_none());
     let reset = sim.state.events.back().expect("event");
     assert_eq!(reset.kind, EventKind::ModuleReset);
-    assert!(reset.detail["reason"].contains("failover.max_nodes"), "{reset:?}");
+    assert!(
+        reset.detail["reason"].contains("failover.max_nodes"),
+        "{reset:?}"
+    );
     // Nothing is installed for the old placement while it waits.
-    assert!(sim.directives("b").iter().all(|d| !matches!(d, Directive::Install(_))));
+    assert!(
+        sim.directives("b")
+            .iter()
+            .all(|d| !matches!(d, Directive::Install(_)))
+    );
     // Placed again (on a, its preferred node), and it runs.
     sim.settle();
     let p = sim.module("web").placement.clone().expect("placed");
     assert_eq!(p.node, "a");
     assert!(p.epoch > old_epoch);
-    assert!(sim.directives("b").iter().any(|d| matches!(d, Directive::Stop(s) if s.module == "web")),
-        "b's failed copy is told to stop");
+    assert!(
+        sim.directives("b")
+            .iter()
+            .any(|d| matches!(d, Directive::Stop(s) if s.module == "web")),
+        "b's failed copy is told to stop"
+    );
     sim.execute("b", ModuleStatus::Stopped);
     sim.execute("a", ModuleStatus::Running);
     sim.run_for(1200, &["a", "b"]);
@@ -210,7 +224,11 @@ fn reset_on_the_same_node_replaces_the_failed_copy() {
     // Only a is eligible (labels): the reset module goes back to a, where
     // the agent replaces its failed copy with the new epoch.
     let mut sim = Sim::new(&["a", "b"]);
-    sim.agents.get_mut("a").unwrap().labels.insert("disk".into(), "ssd".into());
+    sim.agents
+        .get_mut("a")
+        .unwrap()
+        .labels
+        .insert("disk".into(), "ssd".into());
     sim.heartbeat_all();
     sim.settle();
     let mut db = spec("db");
@@ -219,8 +237,15 @@ fn reset_on_the_same_node_replaces_the_failed_copy() {
     sim.running(db);
     sim.set_status("a", "db", ModuleStatus::Failed);
     sim.step();
-    assert_eq!(sim.module("db").state, ModuleState::Failed, "{:?}", sim.kinds("db"));
-    sim.commit(vec![Transition::Reset(Reset { module: "db".into() })]);
+    assert_eq!(
+        sim.module("db").state,
+        ModuleState::Failed,
+        "{:?}",
+        sim.kinds("db")
+    );
+    sim.commit(vec![Transition::Reset(Reset {
+        module: "db".into(),
+    })]);
     sim.settle();
     let p = sim.module("db").placement.clone().expect("placed");
     assert_eq!((p.node.as_str(), p.previous.as_deref()), ("a", None));
@@ -232,7 +257,11 @@ fn reset_on_the_same_node_replaces_the_failed_copy() {
 #[test]
 fn node_rm_forgets_a_down_node_and_what_waited_for_it() {
     let mut sim = Sim::new(&["a", "b", "c"]);
-    sim.agents.get_mut("a").unwrap().labels.insert("disk".into(), "ssd".into());
+    sim.agents
+        .get_mut("a")
+        .unwrap()
+        .labels
+        .insert("disk".into(), "ssd".into());
     sim.heartbeat_all();
     sim.settle();
     let mut db = spec("db");
@@ -274,13 +303,20 @@ fn node_rm_forgets_a_down_node_and_what_waited_for_it() {
     // db needs a's label: it waits for a.
     let m = sim.module("db");
     assert_eq!(m.state, ModuleState::FailingOver);
-    assert!(m.reason.as_deref().unwrap().contains("not ready: a"), "{:?}", m.reason);
+    assert!(
+        m.reason.as_deref().unwrap().contains("not ready: a"),
+        "{:?}",
+        m.reason
+    );
     // web moved off c to b.
     assert_eq!(sim.node_of("web"), "b");
 
     for n in ["a", "c"] {
         assert!(matches!(
-            one(&mut sim, Transition::RemoveNode(RemoveNode { node: n.into() })),
+            one(
+                &mut sim,
+                Transition::RemoveNode(RemoveNode { node: n.into() })
+            ),
             Outcome::Applied { .. }
         ));
     }
@@ -292,7 +328,10 @@ fn node_rm_forgets_a_down_node_and_what_waited_for_it() {
         .rev()
         .find(|e| e.kind == EventKind::NodeRemoved && e.node.as_deref() == Some("a"))
         .expect("node_removed");
-    assert_eq!(removed.detail.get("modules").map(String::as_str), Some("db"));
+    assert_eq!(
+        removed.detail.get("modules").map(String::as_str),
+        Some("db")
+    );
     // Nothing points at a removed node any more.
     for (name, m) in &sim.state.modules {
         let p = m.placement.as_ref();
@@ -304,9 +343,16 @@ fn node_rm_forgets_a_down_node_and_what_waited_for_it() {
             );
         }
     }
-    assert!(sim.state.placed.keys().all(|n| n == "b"), "{:?}", sim.state.placed);
+    assert!(
+        sim.state.placed.keys().all(|n| n == "b"),
+        "{:?}",
+        sim.state.placed
+    );
     let db = sim.module("db");
-    assert_eq!((db.state, db.placement.as_ref()), (ModuleState::Pending, None));
+    assert_eq!(
+        (db.state, db.placement.as_ref()),
+        (ModuleState::Pending, None)
+    );
     assert!(db.reason.as_deref().unwrap().contains("node a was removed"));
     assert_size_kept(&sim);
     // The leader heard a before: that is no reason to register it again.
@@ -317,7 +363,10 @@ fn node_rm_forgets_a_down_node_and_what_waited_for_it() {
     // runs there.
     sim.heartbeat("a");
     sim.settle();
-    assert_eq!(node_kinds(&sim, "a").last(), Some(&EventKind::NodeRegistered));
+    assert_eq!(
+        node_kinds(&sim, "a").last(),
+        Some(&EventKind::NodeRegistered)
+    );
     assert_eq!(sim.node_of("db"), "a");
     sim.execute("a", ModuleStatus::Running);
     sim.run_for(1200, &["a", "b"]);
@@ -332,16 +381,30 @@ fn removed_module_is_stopped_until_its_copy_is_stopped() {
     sim.running(web);
     let epoch = sim.module("web").placement.as_ref().unwrap().epoch;
     assert!(matches!(
-        one(&mut sim, Transition::StopModule(StopModule { module: "web".into() })),
+        one(
+            &mut sim,
+            Transition::StopModule(StopModule {
+                module: "web".into()
+            })
+        ),
         Outcome::Applied { .. }
     ));
     let m = sim.module("web");
     assert_eq!(m.state, ModuleState::Stopped);
-    assert!(m.reason.as_deref().unwrap().contains("waiting for its copy on a"), "{:?}", m.reason);
+    assert!(
+        m.reason
+            .as_deref()
+            .unwrap()
+            .contains("waiting for its copy on a"),
+        "{:?}",
+        m.reason
+    );
     assert_eq!(sim.kinds("web").last(), Some(&EventKind::ModuleStopping));
     refused(
         &mut sim,
-        Transition::StopModule(StopModule { module: "web".into() }),
+        Transition::StopModule(StopModule {
+            module: "web".into(),
+        }),
         "module \"web\" is already being removed",
     );
     // A plan made before the removal cannot bring it back.
@@ -384,7 +447,11 @@ fn removed_module_is_stopped_until_its_copy_is_stopped() {
     sim.settle();
     assert_eq!(sim.module("web").state, ModuleState::Stopped);
     sim.run_for(600, &["a", "b"]);
-    assert_eq!(sim.module("web").state, ModuleState::Stopped, "a still runs it");
+    assert_eq!(
+        sim.module("web").state,
+        ModuleState::Stopped,
+        "a still runs it"
+    );
     // a stops it: the module disappears.
     sim.execute("a", ModuleStatus::Stopped);
     sim.step();
@@ -395,7 +462,9 @@ fn removed_module_is_stopped_until_its_copy_is_stopped() {
     assert_size_kept(&sim);
     refused(
         &mut sim,
-        Transition::StopModule(StopModule { module: "web".into() }),
+        Transition::StopModule(StopModule {
+            module: "web".into(),
+        }),
         "unknown module \"web\"",
     );
 }
@@ -405,7 +474,10 @@ fn removed_module_goes_at_once_when_no_copy_can_run() {
     let mut sim = Sim::new(&["a", "b"]);
     // Never placed (no node has its label): gone at once.
     let mut pending = spec("pending");
-    pending.placement.labels.insert("zone".into(), "nowhere".into());
+    pending
+        .placement
+        .labels
+        .insert("zone".into(), "nowhere".into());
     sim.deploy(pending);
     sim.settle();
     sim.commit(vec![Transition::StopModule(StopModule {
@@ -419,13 +491,19 @@ fn removed_module_goes_at_once_when_no_copy_can_run() {
     let mut web = spec("web");
     web.placement.node = Some("a".into());
     sim.running(web);
-    sim.commit(vec![Transition::StopModule(StopModule { module: "web".into() })]);
+    sim.commit(vec![Transition::StopModule(StopModule {
+        module: "web".into(),
+    })]);
     assert_eq!(sim.module("web").state, ModuleState::Stopped);
     sim.run_for(2100, &["b"]);
     assert!(sim.state.modules.contains_key("web"), "suspect is not down");
     sim.run_for(1500, &["b"]);
     assert_eq!(sim.state.nodes["a"].health, NodeHealth::Down);
-    assert!(!sim.state.modules.contains_key("web"), "{:?}", sim.kinds("web"));
+    assert!(
+        !sim.state.modules.contains_key("web"),
+        "{:?}",
+        sim.kinds("web")
+    );
     // Replicas applying the same log agree.
     let mut replica = ClusterState::default();
     for (index, batch) in &sim.log {

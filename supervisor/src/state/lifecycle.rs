@@ -207,14 +207,7 @@ impl RemoveNode {
         } else {
             vec![("modules", unplaced.join(","))]
         };
-        state.event(
-            index,
-            at,
-            EventKind::NodeRemoved,
-            None,
-            Some(node),
-            &detail,
-        );
+        state.event(index, at, EventKind::NodeRemoved, None, Some(node), &detail);
         Ok(())
     }
 }
