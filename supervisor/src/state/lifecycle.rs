@@ -288,3 +288,128 @@ pub fn copies_maybe_running(state: &ClusterState, module: &str) -> Vec<NodeId> {
         .cloned()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::super::{
+        Batch, Deploy, Drain, GiveUp, Place, PlaceCause, RegisterNode, Remove, SetNodeHealth,
+        StateSize, Transition,
+    };
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Deploy(usize),
+        Place(usize, usize, bool),
+        Health(usize, u8),
+        Drain(usize),
+        Undrain(usize),
+        GiveUp(usize),
+        Reset(usize),
+        RemoveNode(usize),
+        Register(usize),
+        Stop(usize),
+        Remove(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..4usize).prop_map(Op::Deploy),
+            (0..4usize, 0..3usize, any::<bool>()).prop_map(|(m, n, f)| Op::Place(m, n, f)),
+            (0..3usize, 0..3u8).prop_map(|(n, h)| Op::Health(n, h)),
+            (0..3usize).prop_map(Op::Drain),
+            (0..3usize).prop_map(Op::Undrain),
+            (0..4usize).prop_map(Op::GiveUp),
+            (0..4usize).prop_map(Op::Reset),
+            (0..3usize).prop_map(Op::RemoveNode),
+            (0..3usize).prop_map(Op::Register),
+            (0..4usize).prop_map(Op::Stop),
+            (0..4usize).prop_map(Op::Remove),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the operator's ways back are mixed with, the
+        /// modules-by-node index equals the placements, no placement, previous
+        /// copy or tried node names a node that is not registered, a rejected
+        /// transition changes nothing, and the size kept by `apply` equals
+        /// the size measured afresh.
+        #[test]
+        fn ways_back_keep_the_state_consistent(ops in proptest::collection::vec(op(), 1..80)) {
+            let nodes = ["a", "b", "c"];
+            let mut s = ClusterState::default();
+            let mut index = 0;
+            for o in ops {
+                let module = |m: usize| format!("m{m}");
+                let epoch = |s: &ClusterState, m: usize| {
+                    s.modules.get(&module(m)).and_then(|r| r.placement.as_ref()).map(|p| p.epoch)
+                };
+                let t = match o {
+                    Op::Deploy(m) => Transition::Deploy(Deploy {
+                        spec: serde_json::from_value(serde_json::json!({
+                            "name": module(m), "package": {"name": "p", "version": "1.0.0"}
+                        })).expect("spec"),
+                    }),
+                    Op::Place(m, n, failover) => Transition::Place(Place {
+                        module: module(m),
+                        node: nodes[n].into(),
+                        expect_epoch: epoch(&s, m),
+                        cause: if failover {
+                            PlaceCause::Failover { reason: "x".into() }
+                        } else {
+                            PlaceCause::Initial
+                        },
+                    }),
+                    Op::Health(n, h) => Transition::SetNodeHealth(SetNodeHealth {
+                        node: nodes[n].into(),
+                        health: [NodeHealth::Ready, NodeHealth::Suspect, NodeHealth::Down][h as usize],
+                        detail: String::new(),
+                    }),
+                    Op::Drain(n) => Transition::Drain(Drain { node: nodes[n].into() }),
+                    Op::Undrain(n) => Transition::Undrain(Undrain { node: nodes[n].into() }),
+                    Op::GiveUp(m) => Transition::GiveUp(GiveUp {
+                        module: module(m),
+                        epoch: epoch(&s, m),
+                        reason: "x".into(),
+                    }),
+                    Op::Reset(m) => Transition::Reset(Reset { module: module(m) }),
+                    Op::RemoveNode(n) => Transition::RemoveNode(RemoveNode { node: nodes[n].into() }),
+                    Op::Register(n) => Transition::RegisterNode(RegisterNode {
+                        node: nodes[n].into(),
+                        addr: format!("{}:1", nodes[n]),
+                        labels: BTreeMap::new(),
+                    }),
+                    Op::Stop(m) => Transition::StopModule(StopModule { module: module(m) }),
+                    Op::Remove(m) => Transition::Remove(Remove { module: module(m) }),
+                };
+                index += 1;
+                let before = s.clone();
+                let resp = s.apply(index, &Batch { at_ms: index, transitions: vec![t] });
+                if matches!(resp.outcomes[0], super::super::Outcome::Rejected(_)) {
+                    let mut after = s.clone();
+                    after.last_index = before.last_index;
+                    prop_assert_eq!(&after, &before);
+                }
+                let mut derived: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                for (name, m) in &s.modules {
+                    if let Some(p) = &m.placement {
+                        derived.entry(p.node.clone()).or_default().insert(name.clone());
+                        prop_assert!(s.nodes.contains_key(&p.node), "{} placed on a forgotten node", name);
+                        if let Some(prev) = &p.previous {
+                            prop_assert!(s.nodes.contains_key(prev), "{} waits for a forgotten node", name);
+                        }
+                    }
+                    for t in &m.tried_nodes {
+                        prop_assert!(s.nodes.contains_key(t), "{} tried a forgotten node", name);
+                    }
+                }
+                prop_assert_eq!(&s.placed, &derived);
+                prop_assert_eq!(s.size(), StateSize::of(&s));
+            }
+        }
+    }
+}
