@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::views::{
-    ClusterView, Deployed, Drained, EventView, ModuleView, NodeView, QuarantineLifted,
-    QuarantineView, Removed, RevisionView, RollbackRequest, Updated,
+    ClusterView, Deployed, Drained, EventView, ModuleView, NodeRemoved, NodeView, QuarantineLifted,
+    QuarantineView, Removed, Reset, RevisionView, RollbackRequest, Undrained, Updated,
 };
 
 /// An admin API failure, with the server's message when it gave one.
@@ -162,6 +162,24 @@ impl AdminClient {
 
     pub async fn drain(&self, node: &str) -> Result<Drained, ClientError> {
         self.request::<(), _>(Method::POST, &format!("/v1/nodes/{node}/drain"), None)
+            .await
+    }
+
+    /// `POST /v1/nodes/{node}/undrain`: the node takes modules again.
+    pub async fn undrain(&self, node: &str) -> Result<Undrained, ClientError> {
+        self.request::<(), _>(Method::POST, &format!("/v1/nodes/{node}/undrain"), None)
+            .await
+    }
+
+    /// `DELETE /v1/nodes/{node}`: forget a down node.
+    pub async fn remove_node(&self, node: &str) -> Result<NodeRemoved, ClientError> {
+        self.request::<(), _>(Method::DELETE, &format!("/v1/nodes/{node}"), None)
+            .await
+    }
+
+    /// `POST /v1/modules/{name}/reset`: clear a failed module.
+    pub async fn reset(&self, name: &str) -> Result<Reset, ClientError> {
+        self.request::<(), _>(Method::POST, &format!("/v1/modules/{name}/reset"), None)
             .await
     }
 

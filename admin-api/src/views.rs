@@ -296,6 +296,50 @@ pub struct Removed {
     pub removed: bool,
     /// Log index of the removal.
     pub index: u64,
+    /// `removed`: gone at once (no copy could run); `stopped`: the module
+    /// shows `stopped` until its copy on `waiting_for` is known stopped,
+    /// then disappears.
+    #[serde(default = "removed_state")]
+    pub state: String,
+    /// The nodes whose copy is being stopped (empty when `removed`).
+    #[serde(default)]
+    pub waiting_for: Vec<String>,
+}
+
+fn removed_state() -> String {
+    "removed".to_string()
+}
+
+/// `POST /v1/nodes/{id}/undrain` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Undrained {
+    pub node: String,
+    /// The node's status now (`ready`, or `suspect`/`down` when it is not
+    /// heard).
+    pub status: String,
+    /// Log index of the undrain.
+    pub index: u64,
+}
+
+/// `DELETE /v1/nodes/{id}` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeRemoved {
+    pub node: String,
+    pub removed: bool,
+    /// Log index of the removal.
+    pub index: u64,
+    /// Modules that were placed on the node and wait to be placed again.
+    pub unplaced: Vec<String>,
+}
+
+/// `POST /v1/modules/{name}/reset` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Reset {
+    pub name: String,
+    /// The module's state now (`pending`: it is placed again).
+    pub state: String,
+    /// Log index of the reset.
+    pub index: u64,
 }
 
 impl EventView {

@@ -168,6 +168,16 @@ event_kinds! {
     FleetRolloutCompleted = "fleet_rollout_completed",
     /// An operator cancelled a fleet rollout: nothing more starts.
     FleetRolloutCancelled = "fleet_rollout_cancelled",
+    /// An operator undrained a node: it takes modules again.
+    NodeUndrained = "node_undrained",
+    /// An operator reset a failed module: counters and tried nodes cleared,
+    /// it is placed again.
+    ModuleReset = "module_reset",
+    /// An operator removed a down node: the cluster forgot it.
+    NodeRemoved = "node_removed",
+    /// An operator removed a module whose copy may still run: it is
+    /// `stopped` until its copy is known stopped, then `module_removed`.
+    ModuleStopping = "module_stopping",
 }
 
 impl fmt::Display for EventKind {
@@ -304,7 +314,7 @@ mod tests {
     #[test]
     fn names_are_distinct_snake_case_and_round_trip() {
         let mut names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-        assert_eq!(names.len(), 36);
+        assert_eq!(names.len(), 40);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), EventKind::ALL.len(), "names are distinct");

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod describe;
 mod dev;
 mod versions;
 
@@ -120,10 +121,36 @@ enum Cmd {
         #[command(subcommand)]
         cmd: Option<QuarantineCmd>,
     },
-    /// Stop and remove a module.
+    /// Stop and remove a module (it shows `stopped` until its copy is).
     Remove { module: String },
     /// Move a node's modules away and keep new ones off it.
     Drain { node: String },
+    /// Let a drained node take modules again (modules moved away stay
+    /// where they are; new placements and failovers may go to it).
+    Undrain { node: String },
+    /// Clear a failed module (its counters and tried nodes) once the cause
+    /// is fixed: it is placed again.
+    Reset { module: String },
+    /// Describe a module: placement, state and reason, counters, its
+    /// agent's process, and its recent events.
+    Module {
+        name: String,
+        /// How many recent events to show.
+        #[arg(long, default_value_t = 10)]
+        events: usize,
+    },
+    /// Describe a node (`supctl node <id>`), or forget a down one
+    /// (`supctl node rm <id>`).
+    #[command(args_conflicts_with_subcommands = true)]
+    Node {
+        /// The node to describe.
+        id: Option<String>,
+        /// How many recent events to show.
+        #[arg(long, default_value_t = 10)]
+        events: usize,
+        #[command(subcommand)]
+        cmd: Option<NodeCmd>,
+    },
     /// A whole local cluster on loopback (3 supervisors, depmgr, 3 agents,
     /// a demo module) until Ctrl-C.
     Dev {
@@ -188,6 +215,13 @@ enum RolloutsCmd {
     Resume { id: u64 },
     /// Start no further module, for good.
     Cancel { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// Forget a node that is down (its modules are placed again elsewhere;
+    /// its agent, if it ever comes back, registers as a new node).
+    Rm { node: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -520,8 +554,57 @@ async fn run(cli: Cli) -> Result<()> {
             if cli.json {
                 return print_json(&r);
             }
-            println!("removed {module}");
+            if r.state == "stopped" {
+                println!(
+                    "{module}: stopped; it disappears once its copy on {} is known stopped",
+                    r.waiting_for.join(", ")
+                );
+            } else {
+                println!("removed {module}");
+            }
         }
+        Cmd::Undrain { node } => {
+            let r = c.undrain(node).await?;
+            if cli.json {
+                return print_json(&r);
+            }
+            println!("{node}: {}; it takes modules again", r.status);
+        }
+        Cmd::Reset { module } => {
+            let r = c.reset(module).await?;
+            if cli.json {
+                return print_json(&r);
+            }
+            println!(
+                "{module}: reset ({}); counters and tried nodes cleared, it is placed again",
+                r.state
+            );
+        }
+        Cmd::Module { name, events } => {
+            describe::module(&c, name, *events, cli.json, tls.as_ref()).await?;
+        }
+        Cmd::Node { cmd, id, events } => match (cmd, id) {
+            (Some(NodeCmd::Rm { node }), _) => {
+                let r = c.remove_node(node).await?;
+                if cli.json {
+                    return print_json(&r);
+                }
+                if r.unplaced.is_empty() {
+                    println!("{node}: removed");
+                } else {
+                    println!(
+                        "{node}: removed; placed again elsewhere: {}",
+                        r.unplaced.join(", ")
+                    );
+                }
+            }
+            (None, Some(id)) => {
+                describe::node(&c, id, *events, cli.json, tls.as_ref()).await?;
+            }
+            (None, None) => bail!(
+                "name a node: `supctl node <id>` describes it, `supctl node rm <id>` forgets a down one"
+            ),
+        },
         Cmd::Drain { node } => {
             let r = c.drain(node).await?;
             if cli.json {
@@ -592,13 +675,13 @@ fn read_spec(spec: &std::path::Path) -> Result<serde_json::Value> {
 }
 
 /// `hh:mm:ss.mmmZ` of a time in ms since the epoch.
-fn time_of_day(at_ms: u64) -> String {
+pub(crate) fn time_of_day(at_ms: u64) -> String {
     let secs = at_ms / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     format!("{h:02}:{m:02}:{s:02}.{:03}Z", at_ms % 1000)
 }
 
-fn print_event(e: &EventView) {
+pub(crate) fn print_event(e: &EventView) {
     let detail: Vec<String> = e.detail.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
         "{:>6}  {}  {:<20} {:<14} {:<12} {}",

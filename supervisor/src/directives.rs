@@ -12,7 +12,9 @@
 //!   and its previous copy released, and the node does not have that epoch;
 //! - **restore** a restoring module whose restore order the table does not
 //!   show executed yet;
-//! - **stop** what the node has but is not placed there (any more), except
+//! - **stop** what the node has but is not placed there (any more), or
+//!   what is being removed (`stopped`: its record goes once the table shows
+//!   it stopped), except
 //!   the old copy of an at-least-one module during a rollout to another
 //!   node, which runs until the new copy is healthy (the placement's
 //!   `previous` is then released);
@@ -70,8 +72,10 @@ pub fn directives_for(
         let (Some(p), Some(package)) = (&m.placement, &m.package) else {
             continue;
         };
-        if matches!(m.state, ModuleState::Failed | ModuleState::Stopped)
-            || (p.previous.is_some() && !surging(m))
+        if matches!(
+            m.state,
+            ModuleState::Failed | ModuleState::Stopped | ModuleState::Pending
+        ) || (p.previous.is_some() && !surging(m))
             || state.versions.get(name).is_some_and(|v| v.held.is_some())
         {
             continue;
@@ -98,7 +102,11 @@ pub fn directives_for(
         }
     }
     for e in &table.modules {
-        let m = state.modules.get(&e.module);
+        // A module being removed (`stopped`) is placed nowhere any more.
+        let m = state
+            .modules
+            .get(&e.module)
+            .filter(|m| m.state != ModuleState::Stopped);
         let placed_here = m
             .and_then(|m| m.placement.as_ref())
             .is_some_and(|p| p.node == node && p.epoch >= e.epoch);

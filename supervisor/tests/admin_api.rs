@@ -254,11 +254,20 @@ async fn every_endpoint_and_every_bad_input() {
     assert_eq!(a["status"], "draining");
     assert_eq!(a["modules"], json!([]));
 
-    // Remove.
-    let (s, _) = api.delete("/v1/modules/web").await;
-    assert_eq!(s, StatusCode::OK);
-    let (s, _) = api.get("/v1/modules/web").await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Remove: `stopped` until b's agent has stopped its copy, then gone.
+    let (s, v) = api.delete("/v1/modules/web").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["removed"].clone(), v["state"].clone()),
+        (json!(true), json!("stopped")),
+        "{v}"
+    );
+    assert_eq!(v["waiting_for"], json!(["b"]), "{v}");
+    eventually("web gone once b stopped it", T, || async {
+        let (s, _) = api.get("/v1/modules/web").await;
+        (s == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
 
     // Malformed heartbeats are refused without disturbing the cluster.
     let (s, v) = api.post("/v1/agent/heartbeat", "garbage").await;
@@ -340,6 +349,228 @@ async fn every_endpoint_and_every_bad_input() {
         .map(|m| m["id"].as_u64().unwrap())
         .collect();
     assert!(!ids.contains(&victim) && ids.contains(&4), "{v}");
+}
+
+/// The kinds of the events about `module` or `node` (`None`: any), oldest
+/// first.
+async fn kinds_of(api: &Api, module: Option<&str>, node: Option<&str>) -> Vec<String> {
+    let (_, v) = api.get("/v1/events?after=0&limit=10000").await;
+    v.as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| module.is_none_or(|m| e["module"] == m))
+        .filter(|e| node.is_none_or(|n| e["node"] == n))
+        .map(|e| e["kind"].as_str().expect("kind").to_string())
+        .collect()
+}
+
+/// The operator's ways back over HTTP: undrain, reset, forgetting a down
+/// node, a removal shown `stopped` while the copy runs; every refusal
+/// with its status and a message naming the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ways_back_undrain_reset_node_rm_and_stopped_removal() {
+    let depmgr = FakeDepmgr::any_package().await;
+    let cluster = Supervisors::start(1, &depmgr.url).await;
+    let agents: Vec<FakeAgent> = ["a", "b"]
+        .iter()
+        .map(|n| FakeAgent::start(n, cluster.addrs.clone()))
+        .collect();
+    let b = &agents[1];
+    let api = Api::new(&cluster.addrs[0]);
+    let c = cluster.client();
+    eventually("both nodes registered", T, || async {
+        let (_, v) = api.get("/v1/nodes").await;
+        (v.as_array()?.len() == 2).then_some(())
+    })
+    .await;
+
+    // Refusals: unknown names 404, wrong states 409, each naming why.
+    for (method, path, status, message) in [
+        (
+            "POST",
+            "/v1/nodes/nowhere/undrain",
+            404,
+            "unknown node \"nowhere\"",
+        ),
+        (
+            "POST",
+            "/v1/nodes/a/undrain",
+            409,
+            "node \"a\" is not draining",
+        ),
+        (
+            "DELETE",
+            "/v1/nodes/nowhere",
+            404,
+            "unknown node \"nowhere\"",
+        ),
+        (
+            "DELETE",
+            "/v1/nodes/a",
+            409,
+            "node \"a\" is ready, not down: only a down node can be removed",
+        ),
+        (
+            "POST",
+            "/v1/modules/nope/reset",
+            404,
+            "unknown module \"nope\"",
+        ),
+    ] {
+        let method: reqwest::Method = method.parse().expect("method");
+        let (s, v) = api.call(method, path, None).await;
+        assert_eq!(s.as_u16(), status, "{path}: {v}");
+        assert!(error_of(&v).contains(message), "{path}: {v}");
+    }
+
+    // Reset: refused while the module runs; after it failed everywhere
+    // and the cause is fixed, it runs again with its counters cleared.
+    let (s, v) = api
+        .post("/v1/modules", &spec("web", Some("a"), 1).to_string())
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    wait_module(&c, "web", "web running", T, |m| m.state == "running").await;
+    let (s, v) = api.post("/v1/modules/web/reset", "").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        error_of(&v).contains("module \"web\" is running, not failed"),
+        "{v}"
+    );
+    for agent in &agents {
+        agent.set_failing("web", true);
+    }
+    let failed = wait_module(&c, "web", "web failed", T, |m| m.state == "failed").await;
+    assert!(
+        failed.failovers >= 1 && !failed.tried_nodes.is_empty(),
+        "{failed:?}"
+    );
+    for agent in &agents {
+        agent.set_failing("web", false);
+    }
+    let (s, v) = api.post("/v1/modules/web/reset", "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "pending", "{v}");
+    let again = wait_module(&c, "web", "web running after reset", T, |m| {
+        m.state == "running"
+    })
+    .await;
+    assert_eq!(
+        (again.failovers, again.restore_attempts),
+        (0, 0),
+        "{again:?}"
+    );
+    assert!(
+        again.tried_nodes.is_empty() && again.epoch > failed.epoch,
+        "{again:?}"
+    );
+    assert!(
+        kinds_of(&api, Some("web"), None)
+            .await
+            .contains(&"module_reset".to_string())
+    );
+    let (s, v) = api.post("/v1/modules/web/reset", "").await;
+    assert_eq!(s, StatusCode::CONFLICT, "reset twice: {v}");
+
+    // Undrain: b drained, then takes modules again.
+    let (s, v) = api.post("/v1/nodes/b/drain", "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = api.post("/v1/nodes/b/undrain", "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["node"].clone(), v["status"].clone()),
+        (json!("b"), json!("ready")),
+        "{v}"
+    );
+    assert_eq!(
+        kinds_of(&api, None, Some("b"))
+            .await
+            .last()
+            .map(String::as_str),
+        Some("node_undrained")
+    );
+    let (s, v) = api
+        .post("/v1/modules", &spec("api", Some("b"), 1).to_string())
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    wait_module(&c, "api", "api running on the undrained b", T, |m| {
+        m.state == "running" && m.node.as_deref() == Some("b")
+    })
+    .await;
+
+    // A removed module whose copy does not stop stays `stopped`.
+    b.stuck(true);
+    let (s, v) = api.delete("/v1/modules/api").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["state"].clone(), v["waiting_for"].clone()),
+        (json!("stopped"), json!(["b"])),
+        "{v}"
+    );
+    let seen = b.accepted();
+    eventually("b heartbeats on with its copy", T, || async {
+        (b.accepted() >= seen + 5).then_some(())
+    })
+    .await;
+    let (s, v) = api.get("/v1/modules/api").await;
+    assert_eq!(
+        (s, v["state"].clone()),
+        (StatusCode::OK, json!("stopped")),
+        "{v}"
+    );
+    assert!(error_of(&api.delete("/v1/modules/api").await.1).contains("already being removed"));
+    assert!(b.is_running("api"));
+    b.stuck(false);
+    eventually("api gone once b stopped it", T, || async {
+        let (s, _) = api.get("/v1/modules/api").await;
+        (s == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    assert!(!b.is_running("api"));
+    let kinds = kinds_of(&api, Some("api"), None).await;
+    assert!(
+        kinds.ends_with(&["module_stopping".to_string(), "module_removed".to_string()]),
+        "{kinds:?}"
+    );
+
+    // Node removal: b goes silent; accepted once it is down.
+    b.pause(true);
+    eventually("b down", T, || async {
+        let nodes = c.nodes().await.ok()?;
+        nodes
+            .iter()
+            .any(|n| n.id == "b" && n.status == "down")
+            .then_some(())
+    })
+    .await;
+    let (s, v) = api.delete("/v1/nodes/b").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["node"].clone(), v["removed"].clone()),
+        (json!("b"), json!(true)),
+        "{v}"
+    );
+    let nodes = c.nodes().await.expect("nodes");
+    assert_eq!(
+        nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert!(
+        kinds_of(&api, None, Some("b"))
+            .await
+            .contains(&"node_removed".to_string())
+    );
+    let (s, v) = api.delete("/v1/nodes/b").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    // Its agent comes back: a new node.
+    b.pause(false);
+    eventually("b registered again", T, || async {
+        let nodes = c.nodes().await.ok()?;
+        nodes
+            .iter()
+            .any(|n| n.id == "b" && n.status == "ready")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

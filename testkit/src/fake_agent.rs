@@ -43,6 +43,8 @@ struct AgentState {
     highest_epoch: BTreeMap<String, u64>,
     current: usize,
     paused: bool,
+    /// Stop directives are not executed (a copy that does not die).
+    stuck: bool,
     refused: u64,
     /// Heartbeats answered with an HTTP error status (e.g. 403).
     http_errors: u64,
@@ -228,6 +230,12 @@ impl FakeAgent {
     pub fn pause(&self, paused: bool) {
         self.with(|s| s.paused = paused)
     }
+
+    /// While `stuck`, stop directives are not executed: the module's copy
+    /// keeps running (and heartbeats keep showing it).
+    pub fn stuck(&self, stuck: bool) {
+        self.with(|s| s.stuck = stuck)
+    }
 }
 
 impl AgentState {
@@ -243,6 +251,9 @@ impl AgentState {
         if matches!(d, Directive::Prefetch(_)) {
             // No cache here: nothing to pre-stage (the leader repeats it,
             // harmlessly); it fences nothing either.
+            return;
+        }
+        if self.stuck && matches!(d, Directive::Stop(_)) {
             return;
         }
         let module = d.module().to_string();

@@ -14,6 +14,10 @@ use crate::history::{Nanos, Op, Outcome, ReadValue, Record};
 
 /// A version no placement reaches: the module is removed.
 const REMOVED: u64 = u64::MAX;
+/// Between the placements and [`REMOVED`]: a remove was applied and the
+/// module shows `stopped` until its copy is known stopped (then the
+/// cluster itself takes it to [`REMOVED`], as it writes placements).
+const STOPPING: u64 = u64::MAX - 1;
 
 /// A position in the module's life: versions only grow, and at one version
 /// the write that establishes it comes before the reads that see it.
@@ -78,6 +82,7 @@ fn describe_version(v: u64) -> String {
     match v {
         0 => "0 (not deployed)".to_string(),
         REMOVED => "∞ (removed)".to_string(),
+        STOPPING => "∞-1 (stopped, being removed)".to_string(),
         v => v.to_string(),
     }
 }
@@ -87,16 +92,19 @@ fn describe_version(v: u64) -> String {
 /// The model is a register whose version only grows: 0 = not yet deployed,
 /// then the deploy's epoch `d`, then placements with increasing epochs (Raft
 /// log indexes, all `> d`, written by the cluster itself, so they need no
-/// client op), then ∞ = removed. Each op gets a version:
+/// client op), then ∞-1 = stopped (removed, its copy not yet known
+/// stopped), then ∞ = removed (written by the cluster once the copy is
+/// stopped). Each op gets a version:
 ///
 /// - deploy `Ok` with epoch `d` writes `d`; a deploy `Unknown` (or `Ok`
 ///   without an epoch) writes a guessed `d` = (smallest epoch any read saw)
 ///   − 1, or 1 — any value below every placement orders the same; a refused
 ///   deploy is no write, and its module is skipped (a read seeing it is
 ///   reported by [`lost_or_resurrected`]);
-/// - remove `Ok` or `Unknown` writes ∞, a refused one is no write;
-/// - read `Present{epoch: Some(e)}` reads `e`, `Present{epoch: None}`
-///   (pending, not yet placed) reads `d`;
+/// - remove `Ok` or `Unknown` writes ∞-1, a refused one is no write;
+/// - read `Present{state: "stopped"}` reads ∞-1; otherwise
+///   `Present{epoch: Some(e)}` reads `e`, `Present{epoch: None}` (pending,
+///   not yet placed) reads `d`;
 /// - read `Absent` reads 0 if it may come before the deploy (invoked before
 ///   the deploy's acknowledgement, or the deploy never acknowledged), ∞ if a
 ///   remove that may apply was invoked before the read completed, and is a
@@ -202,12 +210,13 @@ pub(super) fn linearizable_in<'a>(idx: &Index<'a>) -> Vec<Violation> {
         };
         ops.push(write(deploy, deploy_version));
         if let Some(r) = remove {
-            ops.push(write(r, REMOVED));
+            ops.push(write(r, STOPPING));
         }
         let mut ambiguous = Vec::new();
         let mut lost = Vec::new();
         for &r in &reads {
             let version = match &r.read {
+                Some(ReadValue::Present { state, .. }) if state == "stopped" => STOPPING,
                 Some(ReadValue::Present { epoch, .. }) => epoch.unwrap_or(deploy_version),
                 _ => {
                     let before_deploy = r.invoke_ns < deploy_complete;
@@ -327,6 +336,42 @@ mod tests {
             read("m", 310, 320, ReadValue::Absent),
         ];
         assert!(lin(&h).is_empty(), "{:#?}", lin(&h));
+    }
+
+    fn stopped(node: &str, epoch: u64) -> ReadValue {
+        ReadValue::Present {
+            node: Some(node.to_string()),
+            epoch: Some(epoch),
+            state: "stopped".to_string(),
+        }
+    }
+
+    #[test]
+    fn removed_module_stopped_then_absent_passes_and_back_is_caught() {
+        let ok = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            read("m", 110, 120, present("a1", 5)),
+            remove("m", 200, 300, Outcome::Ok),
+            read("m", 310, 320, stopped("a1", 5)),
+            read("m", 330, 340, ReadValue::Absent),
+        ];
+        assert!(lin(&ok).is_empty(), "{:#?}", lin(&ok));
+        // Stopped again after it was gone: resurrected.
+        let back = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            remove("m", 200, 300, Outcome::Ok),
+            read("m", 310, 320, ReadValue::Absent),
+            read("m", 330, 340, stopped("a1", 5)),
+        ];
+        assert_eq!(lin(&back).len(), 1, "{:#?}", lin(&back));
+        // Running after a stopped read: the removal went back.
+        let back = vec![
+            deploy("m", Fencing::AtMostOne, 0, 100, Outcome::Ok, Some(3)),
+            remove("m", 200, 300, Outcome::Ok),
+            read("m", 310, 320, stopped("a1", 5)),
+            read("m", 330, 340, present("a1", 5)),
+        ];
+        assert_eq!(lin(&back).len(), 1, "{:#?}", lin(&back));
     }
 
     #[test]

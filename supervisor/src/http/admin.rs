@@ -33,13 +33,13 @@ use super::guard::refuse_oversized;
 use super::{ApiError, ApiResult, Params};
 use crate::app::App;
 use crate::state::{
-    self, Deploy, Drain, FleetAction, LiftQuarantine, ModuleRecord, Outcome, Remove, Rollback,
-    SetFleetRollout, StartFleetRollout, Transition, Update,
+    self, Deploy, Drain, FleetAction, LiftQuarantine, ModuleRecord, Outcome, RemoveNode, Reset,
+    Rollback, SetFleetRollout, StartFleetRollout, StopModule, Transition, Undrain, Update,
 };
 use crate::views::{
     self, AddMember, ClusterView, Deployed, Drained, EventView, FleetRolloutView, MemberAdded,
-    MemberRemoved, MemberView, ModuleView, NodeView, QuarantineLifted, QuarantineView, Removed,
-    ReplicaView, RevisionView, RollbackRequest, StartRollout, Updated,
+    MemberRemoved, MemberView, ModuleView, NodeRemoved, NodeView, QuarantineLifted, QuarantineView,
+    Removed, ReplicaView, RevisionView, RollbackRequest, StartRollout, Undrained, Updated,
 };
 
 /// Longest a deploy waits for depmgr to say whether its package exists.
@@ -55,10 +55,13 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(add_member))
         .routes(routes!(remove_member))
         .routes(routes!(nodes))
+        .routes(routes!(remove_node))
         .routes(routes!(drain))
+        .routes(routes!(undrain))
         .routes(routes!(modules, deploy))
         .routes(routes!(module, update, remove))
         .routes(routes!(rollback))
+        .routes(routes!(reset))
         .routes(routes!(history))
         .routes(routes!(quarantined))
         .routes(routes!(lift_quarantine))
@@ -348,6 +351,77 @@ async fn drain(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult
     }))
 }
 
+#[utoipa::path(post, path = "/v1/nodes/{id}/undrain", tag = "nodes", params(("id" = String, Path, description = "the node")), responses((status = 200, description = "the node takes modules again", body = Undrained), (status = 404, description = "unknown node", body = ErrorBody), (status = 409, description = "not draining", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
+/// `POST /v1/nodes/{id}/undrain`: the node takes modules again (409 when
+/// it is not draining).
+async fn undrain(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Undrained>> {
+    let index = commit_one(&app, Transition::Undrain(Undrain { node: id.clone() })).await?;
+    let status = app.state.read(|s| {
+        s.nodes
+            .get(&id)
+            .map_or_else(String::new, |n| views::node(s, &id, n).status)
+    });
+    Ok(Json(Undrained {
+        node: id,
+        status,
+        index,
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "the node")), responses((status = 200, description = "forgotten; its modules wait to be placed again", body = NodeRemoved), (status = 404, description = "unknown node", body = ErrorBody), (status = 409, description = "the node is not down", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
+/// `DELETE /v1/nodes/{id}`: forgets a down node (409 naming its status
+/// otherwise). Modules placed there wait to be placed again.
+async fn remove_node(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NodeRemoved>> {
+    let index = commit_one(
+        &app,
+        Transition::RemoveNode(RemoveNode { node: id.clone() }),
+    )
+    .await?;
+    // What the removal unplaced, as its event recorded it.
+    let unplaced = app.state.read(|s| {
+        s.events
+            .iter()
+            .rev()
+            .find(|e| e.log_index == index && e.node.as_deref() == Some(id.as_str()))
+            .and_then(|e| e.detail.get("modules"))
+            .map_or_else(Vec::new, |m| m.split(',').map(str::to_string).collect())
+    });
+    Ok(Json(NodeRemoved {
+        node: id,
+        removed: true,
+        index,
+        unplaced,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/modules/{name}/reset", tag = "modules", params(("name" = String, Path, description = "the module")), responses((status = 200, description = "cleared; placed again", body = views::Reset), (status = 404, description = "unknown module", body = ErrorBody), (status = 409, description = "not failed, or its version is quarantined", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
+/// `POST /v1/modules/{name}/reset`: clears a failed module (409 naming its
+/// state otherwise); the planner places it again.
+async fn reset(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<views::Reset>> {
+    let index = commit_one(
+        &app,
+        Transition::Reset(Reset {
+            module: name.clone(),
+        }),
+    )
+    .await?;
+    let state = app.state.read(|s| {
+        s.modules
+            .get(&name)
+            .map_or_else(String::new, |m| m.state.as_str().to_string())
+    });
+    Ok(Json(views::Reset { name, state, index }))
+}
+
 #[utoipa::path(get, path = "/v1/modules", tag = "modules", params(ReadOpts), responses((status = 200, description = "every module, by name", body = [ModuleView]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn modules(
     State(app): State<Arc<App>>,
@@ -584,18 +658,34 @@ async fn lift_quarantine(
 }
 
 #[utoipa::path(delete, path = "/v1/modules/{name}", tag = "modules", params(("name" = String, Path, description = "the module")), responses((status = 200, description = "removed", body = Removed), (status = 404, description = "unknown module", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
+/// `DELETE /v1/modules/{name}`: the module is removed at once when no copy
+/// of it can run, and otherwise shows `stopped` until its copy is known
+/// stopped (see `crate::state::StopModule`).
 async fn remove(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Removed>> {
     let index = commit_one(
         &app,
-        Transition::Remove(Remove {
+        Transition::StopModule(StopModule {
             module: name.clone(),
         }),
     )
     .await?;
+    // Read on the replica that committed it (the leader): at `index` or
+    // later. A later `Remove` may already have taken it away.
+    let waiting = app.state.read(|s| {
+        s.modules
+            .get(&name)
+            .map(|_| state::copies_maybe_running(s, &name))
+    });
+    let (state, waiting_for) = match waiting {
+        Some(nodes) => ("stopped", nodes),
+        None => ("removed", vec![]),
+    };
     Ok(Json(Removed {
         name,
         removed: true,
         index,
+        state: state.to_string(),
+        waiting_for,
     }))
 }
 

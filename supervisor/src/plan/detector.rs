@@ -24,6 +24,13 @@ impl Planner<'_> {
         for (node, obs) in &self.observed.nodes {
             let Some(table) = &obs.table else { continue };
             let known = self.state.nodes.get(node);
+            // A node an operator removed (it was down) is registered again
+            // only when its agent is heard again, not from what this leader
+            // heard of it before it went down.
+            let fresh = self.now.saturating_sub(obs.last_seen_ms) < self.timing.down_after_ms();
+            if known.is_none() && !fresh {
+                continue;
+            }
             if known.is_none_or(|n| n.addr != table.addr || n.labels != table.labels) {
                 let register = RegisterNode {
                     node: node.clone(),

@@ -4,7 +4,10 @@
 //!
 //! Decisions for a module placed at epoch E on node N, from its record and
 //! N's latest heartbeat:
-//! - not placed: the best eligible node, the preferred one first;
+//! - being removed (`stopped`): once every copy (on N, and on the node it
+//!   was moving from) is known stopped, `Remove`; nothing else;
+//! - not placed, or reset by an operator (`pending` with the placement it
+//!   leaves): the best eligible node, the preferred one first;
 //! - N lost (down, or suspect for an at-least-one module): relocate, which
 //!   never gives up (no tried node, no `failover.max_nodes` spent); with no
 //!   ready node the module waits (`AwaitNode`);
@@ -31,7 +34,7 @@ use proto::spec::Fencing;
 
 use crate::state::{
     AwaitNode, FailStage, FailureDetected, GiveUp, Healthy, InstallFailed, ModuleRecord,
-    ModuleState, NodeHealth, PlaceCause, ReleasePrevious, RestoreOrdered, Transition,
+    ModuleState, NodeHealth, PlaceCause, ReleasePrevious, Remove, RestoreOrdered, Transition,
 };
 
 use super::{Fetch, Planner};
@@ -41,13 +44,20 @@ impl Planner<'_> {
     /// lost node, the release of its previous copy, its package, or the next
     /// step of its recovery as its node's heartbeats show it.
     pub(super) fn module(&mut self, name: &str, m: &ModuleRecord) {
-        if m.state == ModuleState::Stopped || self.versions(name, m) {
+        if m.state == ModuleState::Stopped {
+            self.finish_removal(name, m);
             return;
         }
-        if m.state == ModuleState::Failed {
+        if self.versions(name, m) || m.state == ModuleState::Failed {
             return;
         }
-        let Some(p) = &m.placement else {
+        let placement = m
+            .placement
+            .as_ref()
+            .filter(|_| m.state != ModuleState::Pending);
+        let Some(p) = placement else {
+            // Not placed yet, or reset by an operator (`pending` with the
+            // placement it moves from, whose copy is fenced as usual).
             let preferred = m.spec.placement.node.as_deref();
             let mut candidates = self.eligible(m, &BTreeSet::new());
             if let Some(pos) = preferred.and_then(|n| candidates.iter().position(|c| c == n)) {
@@ -55,7 +65,11 @@ impl Planner<'_> {
                 candidates.insert(0, node);
             }
             if let Some(node) = candidates.into_iter().next() {
-                self.place(name, node, None, PlaceCause::Initial);
+                let from = m.placement.as_ref();
+                if let Some(c) = from.and_then(|p| self.load().get_mut(&p.node)) {
+                    *c = c.saturating_sub(1);
+                }
+                self.place(name, node, from.map(|p| p.epoch), PlaceCause::Initial);
             }
             return;
         };
@@ -336,17 +350,37 @@ impl Planner<'_> {
         }
     }
 
+    /// A module being removed (`stopped`): once every copy of it is known
+    /// stopped, its record goes (`Remove`, event `module_removed`).
+    fn finish_removal(&mut self, name: &str, m: &ModuleRecord) {
+        let stopped = m.placement.as_ref().is_none_or(|p| {
+            [Some(&p.node), p.previous.as_ref()]
+                .into_iter()
+                .flatten()
+                .all(|node| self.copy_stopped(name, node))
+        });
+        if stopped {
+            self.push(Transition::Remove(Remove {
+                module: name.to_string(),
+            }));
+        }
+    }
+
     /// Whether the copy on `prev` is known not to run (or need not be
     /// waited for), so the new placement may start.
     fn released(&self, module: &str, prev: &str, fencing: Fencing) -> bool {
-        if fencing == Fencing::AtLeastOne {
-            return true;
-        }
-        match self.health.get(prev) {
+        fencing == Fencing::AtLeastOne || self.copy_stopped(module, prev)
+    }
+
+    /// Whether the copy of `module` on `node` is known not to run: the
+    /// node is down or forgotten, or its agent's table shows no copy, or a
+    /// copy that is down.
+    fn copy_stopped(&self, module: &str, node: &str) -> bool {
+        match self.health.get(node) {
             None | Some(NodeHealth::Down) => return true,
             _ => {}
         }
-        match self.observed.nodes.get(prev) {
+        match self.observed.nodes.get(node) {
             Some(obs) if obs.table.is_some() => match obs.module(module) {
                 None => true,
                 Some((_, status, _)) => status.is_down(),

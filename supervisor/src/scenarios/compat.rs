@@ -247,14 +247,23 @@ fn tour_replays_the_fixture_from_main() {
         EventKind::FleetRolloutCompleted,
         EventKind::FleetRolloutCancelled,
     ];
+    // The operator's ways back (`scenarios::ops` covers them).
+    let lifecycle = [
+        EventKind::NodeUndrained,
+        EventKind::ModuleReset,
+        EventKind::NodeRemoved,
+        EventKind::ModuleStopping,
+    ];
     let added_since: Vec<EventKind> = [EventKind::LeaseTerms, EventKind::NodeFromOtherCluster]
         .into_iter()
         .chain(versions)
+        .chain(lifecycle)
         .collect();
     let not_toured: Vec<EventKind> = [EventKind::NodeFromOtherCluster]
         .into_iter()
         .chain(versions)
         .filter(|k| *k != EventKind::PackagePrestaged)
+        .chain(lifecycle)
         .collect();
     let variants: HashSet<_> = sim
         .log
@@ -264,7 +273,7 @@ fn tour_replays_the_fixture_from_main() {
     assert_eq!(
         variants.len(),
         17,
-        "every Transition variant but RegisterNodeFromOtherCluster (scenarios::identity) and the versions transitions (scenarios::versions)"
+        "every Transition variant but RegisterNodeFromOtherCluster (scenarios::identity), the versions transitions (scenarios::versions) and the operator's ways back (scenarios::ops)"
     );
     let kinds: BTreeSet<EventKind> = stored.events.iter().map(|e| e.kind).collect();
     assert_eq!(

@@ -18,6 +18,8 @@
 //! - `versions`: updates, rollbacks, reverts, quarantined packages;
 //! - `prestage`: packages pre-staged on the next failover node, which the
 //!   failover then picks;
+//! - `ops`: the operator's ways back (undrain, reset, forgetting a down
+//!   node) and a removed module shown `stopped` until its copy is;
 //! - `compat`: a tour of every transition against a stored fixture.
 
 mod compat;
@@ -27,6 +29,7 @@ mod fleet;
 mod identity;
 mod lease;
 mod node_loss;
+mod ops;
 mod prestage;
 mod replay;
 mod restore;

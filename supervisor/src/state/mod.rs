@@ -29,6 +29,9 @@
 //!   [`LiftQuarantine`], [`HoldQuarantined`]).
 //! - `prestage`: a package pre-staged on the next failover node, an event
 //!   only ([`RecordPrestaged`]).
+//! - `lifecycle`: the operator's ways back ([`Undrain`], [`Reset`],
+//!   [`RemoveNode`]) and removing a module through `stopped`
+//!   ([`StopModule`], then [`Remove`] once its copy is known stopped).
 //!
 //! This file keeps what they share: the event record, the modules-by-node
 //! index, and the queries the planner and the views ask
@@ -56,6 +59,7 @@
 mod fleet;
 mod identity;
 mod lease;
+mod lifecycle;
 mod modules;
 mod nodes;
 mod placement;
@@ -75,6 +79,7 @@ pub use fleet::{
 };
 pub use identity::{RecordClusterId, RegisterNodeFromOtherCluster, cluster_id};
 pub use lease::{LeaseTerms, RecordLease};
+pub use lifecycle::{RemoveNode, Reset, StopModule, Undrain, copies_maybe_running};
 pub use modules::{Deploy, ModuleRecord, Remove};
 pub use nodes::{Drain, NodeHealth, NodeRecord, RegisterNode, SetNodeHealth};
 pub use placement::{AwaitNode, GiveUp, Place, PlaceCause, Placement, ReleasePrevious};
@@ -383,6 +388,10 @@ pub enum Transition {
     StartFleetRollout(StartFleetRollout),
     AdvanceFleetRollout(AdvanceFleetRollout),
     SetFleetRollout(SetFleetRollout),
+    Undrain(Undrain),
+    Reset(Reset),
+    RemoveNode(RemoveNode),
+    StopModule(StopModule),
 }
 
 impl Transition {
@@ -421,6 +430,11 @@ impl Transition {
             Transition::StartFleetRollout(_)
             | Transition::AdvanceFleetRollout(_)
             | Transition::SetFleetRollout(_) => (None, None),
+            Transition::Undrain(t) => (None, Some(&t.node)),
+            Transition::Reset(t) => (Some(&t.module), None),
+            // The modules it unplaces are measured by its `apply`.
+            Transition::RemoveNode(t) => (None, Some(&t.node)),
+            Transition::StopModule(t) => (Some(&t.module), None),
         }
     }
 
@@ -477,6 +491,10 @@ impl Transition {
             Transition::StartFleetRollout(t) => t.apply(state, index, at),
             Transition::AdvanceFleetRollout(t) => t.apply(state, index, at),
             Transition::SetFleetRollout(t) => t.apply(state, index, at),
+            Transition::Undrain(t) => t.apply(state, index, at),
+            Transition::Reset(t) => t.apply(state, index, at),
+            Transition::RemoveNode(t) => t.apply(state, index, at),
+            Transition::StopModule(t) => t.apply(state, index, at),
         }
     }
 }

@@ -97,6 +97,14 @@ impl Place {
             )));
         }
         let rollout = matches!(self.cause, PlaceCause::Rollout { .. });
+        if m.state == ModuleState::Stopped {
+            // Being removed (`StopModule`): a plan made before it must not
+            // bring it back.
+            return Err(Rejection::Conflict(format!(
+                "module {:?} is being removed",
+                self.module
+            )));
+        }
         if m.state == ModuleState::Failed && !rollout {
             return Err(Rejection::Conflict(format!(
                 "module {:?} has failed",
@@ -140,8 +148,9 @@ impl Place {
             }
         }
         // On the same node the agent itself stops the old copy before the
-        // new one starts: there is no other node's copy to wait for.
-        let previous = from.clone().filter(|f| !(rollout && *f == self.node));
+        // new one starts: there is no other node's copy to wait for (a
+        // rollout, or a reset module placed again where it was).
+        let previous = from.clone().filter(|f| *f != self.node);
         m.placement = Some(Placement {
             node: self.node.clone(),
             epoch: index,
@@ -305,6 +314,12 @@ impl GiveUp {
         if m.state == ModuleState::Failed {
             return Err(Rejection::Conflict(format!(
                 "module {:?} already failed",
+                self.module
+            )));
+        }
+        if m.state == ModuleState::Stopped {
+            return Err(Rejection::Conflict(format!(
+                "module {:?} is being removed",
                 self.module
             )));
         }
