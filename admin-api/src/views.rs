@@ -197,6 +197,12 @@ pub struct NodeView {
     pub status: String,
     pub labels: BTreeMap<String, String>,
     pub modules: Vec<String>,
+    /// How long the lease the leader last granted this node's agent has
+    /// left (ms), as the leader sees it: at 0 the agent stops its
+    /// `at-most-one` modules. Null when the answer did not come from the
+    /// leader, or the leader has not heard the node in its term.
+    #[serde(default)]
+    pub lease_left_ms: Option<u64>,
 }
 
 /// Each element of `GET /v1/events`: one recorded decision.

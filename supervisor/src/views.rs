@@ -139,6 +139,8 @@ pub fn node(state: &ClusterState, id: &str, n: &NodeRecord) -> NodeView {
         status: status.to_string(),
         labels: n.labels.clone(),
         modules: state.modules_on(id).map(|(name, _)| name.clone()).collect(),
+        // Filled in by the leader (`GET /v1/nodes`).
+        lease_left_ms: None,
     }
 }
 

@@ -334,6 +334,7 @@ function renderNodes() {
     const labels = Object.entries(n.labels || {}).map(([k, v]) => `<code>${esc(k)}=${esc(v)}</code>`).join(' ');
     return `<tr data-node="${esc(n.id)}" data-status="${esc(n.status)}">`
       + `<td><b>${esc(n.id)}</b></td><td class="status">${pill(n.status, NODE_TONE[n.status])}</td>`
+      + `<td class="num lease">${n.lease_left_ms == null ? '<span class="muted">—</span>' : `${(n.lease_left_ms / 1000).toFixed(1)} s`}</td>`
       + `<td title="${esc(n.modules.join(', '))}">${n.modules.length}${n.modules.length ? ` <span class="muted">(${esc(n.modules.slice(0, 4).join(', '))}${n.modules.length > 4 ? ', …' : ''})</span>` : ''}</td>`
       + `<td>${labels || '<span class="muted">—</span>'}</td>`
       + `<td class="mono muted">${esc(n.addr)}</td>`

@@ -333,10 +333,34 @@ async fn nodes(
     Params(opts): Params<ReadOpts>,
 ) -> ApiResult<Json<Vec<NodeView>>> {
     read_barrier(&app, &opts).await?;
+    // The leases as this replica sees them, when it leads.
+    let leases: std::collections::BTreeMap<String, u64> = match app.leader() {
+        Some(leader) => {
+            let lease_ms = app
+                .state
+                .read(|s| crate::plan::grantable_lease_ms(app.config.timing(), s.lease));
+            let now = leader.now_ms();
+            let observed = leader.observed.lock().expect("observed lock poisoned");
+            observed
+                .nodes
+                .iter()
+                .filter(|(_, o)| o.heard)
+                .map(|(n, o)| {
+                    let silent = now.saturating_sub(o.last_seen_ms);
+                    (n.clone(), lease_ms.saturating_sub(silent))
+                })
+                .collect()
+        }
+        None => Default::default(),
+    };
     Ok(Json(app.state.read(|s| {
         s.nodes
             .iter()
-            .map(|(id, n)| views::node(s, id, n))
+            .map(|(id, n)| {
+                let mut v = views::node(s, id, n);
+                v.lease_left_ms = leases.get(id).copied();
+                v
+            })
             .collect()
     })))
 }
