@@ -49,6 +49,7 @@ pub mod config;
 pub mod heartbeat;
 pub mod http;
 pub mod manager;
+pub mod metrics;
 pub mod probe;
 pub mod process;
 pub mod shim;

@@ -477,19 +477,20 @@ async fn remove(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiRes
     }))
 }
 
+/// `GET /v1/events`: see [`super::events::list`] (filters `module`,
+/// `node`, `kind`; the newest `limit` without `after`).
 async fn events(
     State(app): State<Arc<App>>,
-    Params(opts): Params<ReadOpts>,
+    Params(q): Params<super::events::ListQuery>,
 ) -> ApiResult<Json<Vec<EventView>>> {
+    let filter = q.filter()?;
+    let opts = ReadOpts {
+        stale: q.stale.clone(),
+        ..ReadOpts::default()
+    };
     read_barrier(&app, &opts).await?;
-    let after = opts.after.unwrap_or(0);
-    let limit = opts.limit.unwrap_or(1000).min(10_000);
+    let limit = q.limit.unwrap_or(1000).min(10_000);
     Ok(Json(app.state.read(|s| {
-        s.events
-            .iter()
-            .filter(|e| e.index > after)
-            .take(limit)
-            .map(views::event)
-            .collect()
+        super::events::list(s, q.after, limit, &filter)
     })))
 }
