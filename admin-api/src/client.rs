@@ -10,8 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::stream::{EventFilter, EventStream, StreamItem};
-use crate::stream::query_string;
+use crate::stream::{EventFilter, EventStream, query_string};
 use crate::views::{
     ClusterView, Deployed, Drained, EventView, ModuleView, NodeView, QuarantineLifted,
     QuarantineView, Removed, RevisionView, RollbackRequest, Updated,

@@ -96,10 +96,10 @@ pub fn registry(status: &StatusView, tls: TlsCounts) -> Registry {
     let mut r = Registry::default();
     // Both results appear from the start (0 until counted).
     for result in ["sent", "failed"] {
-        m.heartbeats.get_or_create(&label("result", result));
+        let _ = m.heartbeats.get_or_create(&label("result", result));
     }
     for result in ["ok", "failed"] {
-        m.downloads.get_or_create(&label("result", result));
+        let _ = m.downloads.get_or_create(&label("result", result));
     }
     r.register(
         "agent_heartbeats",

@@ -591,7 +591,8 @@ async fn events(
     let mut reconnects = 0;
     loop {
         let item = stream.next().await;
-        for why in stream.reconnects.drain(..) {
+        let ended: Vec<String> = stream.reconnects.drain(..).collect();
+        for why in ended {
             reconnects += 1;
             eprintln!("supctl: event stream: {why}; resuming after event {} (reconnect {reconnects})", stream.position());
         }

@@ -481,16 +481,13 @@ async fn remove(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiRes
 /// `node`, `kind`; the newest `limit` without `after`).
 async fn events(
     State(app): State<Arc<App>>,
-    Params(q): Params<super::events::ListQuery>,
+    Params(opts): Params<ReadOpts>,
+    Params(filter): Params<super::events::FilterQuery>,
 ) -> ApiResult<Json<Vec<EventView>>> {
-    let filter = q.filter()?;
-    let opts = ReadOpts {
-        stale: q.stale.clone(),
-        ..ReadOpts::default()
-    };
+    let filter = filter.parse()?;
     read_barrier(&app, &opts).await?;
-    let limit = q.limit.unwrap_or(1000).min(10_000);
+    let limit = opts.limit.unwrap_or(1000).min(10_000);
     Ok(Json(app.state.read(|s| {
-        super::events::list(s, q.after, limit, &filter)
+        super::events::list(s, opts.after, limit, &filter)
     })))
 }

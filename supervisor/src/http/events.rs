@@ -1,7 +1,7 @@
 //! The event record, read two ways:
 //!
 //! - `GET /v1/events?after=&limit=&module=&node=&kind=` (a JSON list, in
-//!   [`super::admin`], through [`list`]);
+//!   [`super::admin`], through [`FilterQuery`] and [`list`]);
 //! - `GET /v1/events/stream?after=&module=&node=&kind=`: Server-Sent
 //!   Events ([`stream`]), `id:` = the event index, resuming after the
 //!   `Last-Event-ID` header (or `after`).
@@ -128,15 +128,10 @@ impl Filter {
     }
 }
 
-/// The query of `GET /v1/events`.
+/// The filter parameters of `GET /v1/events` (its `after`, `limit` and
+/// `stale` are the admin API's read options).
 #[derive(Debug, Default, Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    pub stale: Option<String>,
-    #[serde(default)]
-    pub after: Option<u64>,
-    #[serde(default)]
-    pub limit: Option<usize>,
+pub struct FilterQuery {
     #[serde(default)]
     pub module: Option<String>,
     #[serde(default)]
@@ -145,8 +140,8 @@ pub struct ListQuery {
     pub kind: Option<String>,
 }
 
-impl ListQuery {
-    pub fn filter(&self) -> ApiResult<Filter> {
+impl FilterQuery {
+    pub fn parse(&self) -> ApiResult<Filter> {
         Filter::parse(
             self.module.as_deref(),
             self.node.as_deref(),
