@@ -106,7 +106,8 @@ pub struct EventStream {
     next_addr: usize,
     conn: Option<Conn>,
     idle: Duration,
-    /// Connections that ended and were replaced, with why.
+    /// Connections that ended (`<addr>: <why>; resuming after event N`),
+    /// oldest first; the caller may drain it.
     pub reconnects: Vec<String>,
 }
 
@@ -170,7 +171,10 @@ impl EventStream {
                 Err(why) => {
                     let addr = conn.addr.clone();
                     self.conn = None;
-                    self.reconnects.push(format!("{addr}: {why}"));
+                    self.reconnects.push(format!(
+                        "{addr}: {why}; resuming after event {}",
+                        self.position
+                    ));
                 }
             }
         }

@@ -594,7 +594,7 @@ async fn events(
         let ended: Vec<String> = stream.reconnects.drain(..).collect();
         for why in ended {
             reconnects += 1;
-            eprintln!("supctl: event stream: {why}; resuming after event {} (reconnect {reconnects})", stream.position());
+            eprintln!("supctl: event stream: {why} (reconnect {reconnects})");
         }
         match item {
             Ok(admin_api::StreamItem::Event(e)) => show(&e)?,
