@@ -14,6 +14,6 @@ pub mod stream;
 pub mod views;
 
 pub use client::{AdminClient, ClientError};
-pub use stream::{EventFilter, EventStream, StreamItem};
 pub use reqwest::StatusCode;
+pub use stream::{EventFilter, EventStream, StreamItem};
 pub use views::*;

@@ -192,10 +192,7 @@ impl EventStream {
             let i = (self.next_addr + k) % addrs.len();
             let addr = &addrs[i];
             let query = query_string(&self.filter.pairs());
-            let url = format!(
-                "{}://{addr}/v1/events/stream{query}",
-                self.client.scheme
-            );
+            let url = format!("{}://{addr}/v1/events/stream{query}", self.client.scheme);
             let mut req = self
                 .client
                 .http
@@ -334,6 +331,9 @@ mod tests {
             kind: Some("restored,placed".into()),
         };
         assert_eq!(query_string(&f.pairs()), "?module=web&kind=restored,placed");
-        assert_eq!(query_string(&[("module", "a b&c".into())]), "?module=a%20b%26c");
+        assert_eq!(
+            query_string(&[("module", "a b&c".into())]),
+            "?module=a%20b%26c"
+        );
     }
 }

@@ -55,7 +55,9 @@ impl AgentMetrics {
     /// A heartbeat exchange that got a reply (`ok`) or did not.
     pub fn heartbeat(&self, ok: bool) {
         let result = if ok { "sent" } else { "failed" };
-        self.heartbeats.get_or_create(&label("result", result)).inc();
+        self.heartbeats
+            .get_or_create(&label("result", result))
+            .inc();
     }
 
     /// One archive download from depmgr, its time and (when it worked)

@@ -53,7 +53,10 @@ async fn metrics_count_heartbeats_and_time_downloads_and_logs_are_json() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(before.count("agent_package_download_seconds"), 0.0);
     assert_eq!(
-        before.types.get("agent_heartbeats_total").map(String::as_str),
+        before
+            .types
+            .get("agent_heartbeats_total")
+            .map(String::as_str),
         Some("counter")
     );
     eventually("heartbeats counted", T, || async {

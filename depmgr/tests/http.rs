@@ -800,7 +800,12 @@ async fn metrics_parse_and_count_and_logs_are_json() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let server = DepmgrProc::start(&tmp.path().join("data"), &["--log-format", "json"]).await?;
     let scrape = || async {
-        let text = http().get(server.url("/metrics")).send().await?.text().await?;
+        let text = http()
+            .get(server.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
         Metrics::parse(&text).map_err(anyhow::Error::msg)
     };
     let before = scrape().await?;
@@ -829,7 +834,10 @@ async fn metrics_parse_and_count_and_logs_are_json() -> Result<()> {
     ensure!(after.value("depmgr_downloads_total", &[]) == Some(1.0));
     ensure!(after.value("depmgr_download_bytes_total", &[]) == Some(bytes.len() as f64));
     let log = server.log();
-    let lines: Vec<&str> = log.lines().filter(|l| l.trim_start().starts_with('{')).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .collect();
     ensure!(!lines.is_empty(), "no JSON log line: {log}");
     for line in lines {
         let v: serde_json::Value = serde_json::from_str(line)?;

@@ -295,7 +295,8 @@ where
         applied.membership = meta.last_membership.clone();
         applied.state = state;
         drop(applied);
-        self.handle.notify(meta.last_log_id.as_ref().map(|id| id.index));
+        self.handle
+            .notify(meta.last_log_id.as_ref().map(|id| id.index));
         Ok(())
     }
 

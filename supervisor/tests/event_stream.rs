@@ -30,7 +30,11 @@ async fn next_event(stream: &mut EventStream) -> EventView {
 
 /// Reads `stream` until every module of `names` has had its
 /// `module_deployed`; appends what it read to `seen`.
-async fn read_until_deployed(stream: &mut EventStream, names: &[String], seen: &mut Vec<EventView>) {
+async fn read_until_deployed(
+    stream: &mut EventStream,
+    names: &[String],
+    seen: &mut Vec<EventView>,
+) {
     let mut missing: Vec<&String> = names.iter().collect();
     while !missing.is_empty() {
         let e = next_event(stream).await;
@@ -165,7 +169,9 @@ async fn stream_resumes_across_a_leader_change_losing_and_repeating_nothing() {
 
     // Resuming from an index before the change, on the other survivor:
     // exactly the events after it.
-    let survivor = (0..3).find(|i| *i != leader && *i != new_leader).expect("survivor");
+    let survivor = (0..3)
+        .find(|i| *i != leader && *i != new_leader)
+        .expect("survivor");
     let mut resumed = cluster
         .client_of(survivor)
         .follow_events(before_change, EventFilter::default());
@@ -212,7 +218,10 @@ async fn events_list_filters_and_newest_without_after() {
     assert!(newest[0].index < newest[1].index);
     assert!(newest[0].index >= all[all.len() - 2].index);
     // With `after`: the oldest after it.
-    let oldest = c.events_where(Some(0), Some(2), &none).await.expect("oldest");
+    let oldest = c
+        .events_where(Some(0), Some(2), &none)
+        .await
+        .expect("oldest");
     assert_eq!(&oldest[..], &all[..2]);
 
     let by = |module: Option<&str>, node: Option<&str>, kind: Option<&str>| EventFilter {
@@ -226,7 +235,11 @@ async fn events_list_filters_and_newest_without_after() {
         .expect("m2");
     assert!(!m2.is_empty() && m2.iter().all(|e| e.module.as_deref() == Some("m2")));
     let on_a = c
-        .events_where(Some(0), None, &by(None, Some("a"), Some("placed,node_registered")))
+        .events_where(
+            Some(0),
+            None,
+            &by(None, Some("a"), Some("placed,node_registered")),
+        )
         .await
         .expect("on a");
     assert!(on_a.iter().any(|e| e.kind == "node_registered"));

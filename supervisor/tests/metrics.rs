@@ -60,7 +60,11 @@ async fn metrics_parse_and_move_and_logs_are_json() {
         ("supervisor_is_leader", "gauge"),
         ("supervisor_last_applied", "gauge"),
     ] {
-        assert_eq!(before.types.get(name).map(String::as_str), Some(kind), "{name}");
+        assert_eq!(
+            before.types.get(name).map(String::as_str),
+            Some(kind),
+            "{name}"
+        );
     }
     assert_eq!(before.value("supervisor_is_leader", &[]), Some(1.0));
     assert_eq!(
@@ -69,17 +73,23 @@ async fn metrics_parse_and_move_and_logs_are_json() {
     );
 
     // Heartbeats arrive: the counter and the histogram move.
-    let hb = before.value("supervisor_heartbeats_total", &[]).unwrap_or(0.0);
+    let hb = before
+        .value("supervisor_heartbeats_total", &[])
+        .unwrap_or(0.0);
     eventually("heartbeats counted and timed", T, || async {
         let m = scrape(&addr).await?;
         (m.value("supervisor_heartbeats_total", &[])? > hb
-            && m.count("supervisor_heartbeat_seconds") > before.count("supervisor_heartbeat_seconds"))
+            && m.count("supervisor_heartbeat_seconds")
+                > before.count("supervisor_heartbeat_seconds"))
         .then_some(())
     })
     .await;
 
     // A deploy is a commit; the module runs.
-    let commits = scrape(&addr).await.expect("scrape").count("supervisor_raft_commit_seconds");
+    let commits = scrape(&addr)
+        .await
+        .expect("scrape")
+        .count("supervisor_raft_commit_seconds");
     let c = cluster.client();
     c.deploy(&spec("web", Some("a"), 1)).await.expect("deploy");
     wait_module(&c, "web", "web running on a", T, |m| {
@@ -88,8 +98,14 @@ async fn metrics_parse_and_move_and_logs_are_json() {
     .await;
     let m = scrape(&addr).await.expect("scrape");
     assert!(m.count("supervisor_raft_commit_seconds") > commits);
-    assert_eq!(m.value("supervisor_modules", &[("state", "running")]), Some(1.0));
-    assert_eq!(m.value("supervisor_nodes", &[("status", "ready")]), Some(2.0));
+    assert_eq!(
+        m.value("supervisor_modules", &[("state", "running")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("supervisor_nodes", &[("status", "ready")]),
+        Some(2.0)
+    );
 
     // It fails on a for good: one restore order (crash to order timed),
     // then a failover to b (decision to running timed).
@@ -109,12 +125,19 @@ async fn metrics_parse_and_move_and_logs_are_json() {
     for h in HISTOGRAMS {
         after.check_histogram(h).unwrap_or_else(|e| panic!("{e}"));
     }
-    let failover = after.value("supervisor_failover_seconds_sum", &[]).expect("sum");
-    assert!(failover > 0.0 && failover < 30.0, "failover took {failover} s");
+    let failover = after
+        .value("supervisor_failover_seconds_sum", &[])
+        .expect("sum");
+    assert!(
+        failover > 0.0 && failover < 30.0,
+        "failover took {failover} s"
+    );
 
     // Followers serve /metrics too (no leader-only series missing).
     let follower = (0..3).find(|i| *i != leader).expect("follower");
-    let f = scrape(&cluster.addrs[follower]).await.expect("follower scrape");
+    let f = scrape(&cluster.addrs[follower])
+        .await
+        .expect("follower scrape");
     assert_eq!(f.value("supervisor_is_leader", &[]), Some(0.0));
     for h in HISTOGRAMS {
         f.check_histogram(h).unwrap_or_else(|e| panic!("{e}"));

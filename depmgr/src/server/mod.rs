@@ -350,7 +350,11 @@ async fn metrics(State(state): State<Shared>) -> Result<Response> {
             "Bytes received in uploads",
             &m.upload_bytes,
         ),
-        ("depmgr_downloads", "Archive downloads started", &m.downloads),
+        (
+            "depmgr_downloads",
+            "Archive downloads started",
+            &m.downloads,
+        ),
         (
             "depmgr_download_bytes",
             "Archive bytes sent",

@@ -353,7 +353,8 @@ mod tests {
             } else {
                 EventKind::ModuleDeployed
             };
-            s.events.push_back(event(i, kind, Some(&module), Some(node)));
+            s.events
+                .push_back(event(i, kind, Some(&module), Some(node)));
         }
         s.next_event = first + n - 1;
         s
@@ -405,7 +406,10 @@ mod tests {
         let restored = Filter::parse(None, None, Some("restored")).expect("filter");
         let (mut cursor, mut ready) = (100, VecDeque::new());
         fill(&s, &mut cursor, &restored, &mut ready);
-        assert_eq!(indices(&ready), vec![105, 110, 115, 120, 125, 130, 135, 140, 145, 150]);
+        assert_eq!(
+            indices(&ready),
+            vec![105, 110, 115, 120, 125, 130, 135, 140, 145, 150]
+        );
         assert_eq!(cursor, 150);
 
         // Bounded: at most BATCH wait, the rest on the next read.
@@ -414,7 +418,11 @@ mod tests {
         fill(&big, &mut cursor, &all, &mut ready);
         assert_eq!(ready.len(), BATCH);
         fill(&big, &mut cursor, &all, &mut ready);
-        assert_eq!(ready.len(), BATCH, "nothing added while the client has not read");
+        assert_eq!(
+            ready.len(),
+            BATCH,
+            "nothing added while the client has not read"
+        );
         ready.clear();
         fill(&big, &mut cursor, &all, &mut ready);
         assert_eq!(indices(&ready).first(), Some(&(BATCH as u64 + 1)));

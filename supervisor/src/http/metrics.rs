@@ -75,7 +75,11 @@ pub fn registry(app: &App) -> Registry {
         "1 when this replica is the Raft leader",
         gauge(u64::from(app.leader().is_some())),
     );
-    r.register("supervisor_term", "current Raft term", gauge(m.current_term));
+    r.register(
+        "supervisor_term",
+        "current Raft term",
+        gauge(m.current_term),
+    );
     r.register(
         "supervisor_last_applied",
         "last applied log index",
