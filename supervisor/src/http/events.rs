@@ -28,12 +28,15 @@
 //!   that the events after its position were dropped from the state
 //!   (the state keeps the newest 10,000) gets an `event: gap` naming what
 //!   it missed, then goes on from the oldest event kept.
+//! - At most [`MAX_STREAMS`] streams at once per replica (503 beyond):
+//!   each holds a connection of the listener.
 //! - The stream ends when the replica shuts down.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -58,6 +61,38 @@ pub const SCAN: usize = 4096;
 /// A comment line is sent after this long without an event, so clients
 /// and proxies can tell a quiet stream from a dead one.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Most streams one replica serves at once: each holds one of the
+/// listener's connections (1024, shared with heartbeats and Raft), so a
+/// flood of stream clients must not take them all; beyond it, 503.
+pub const MAX_STREAMS: usize = 256;
+
+/// Streams open now (one replica per process).
+static STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// Event streams open on this replica now (`supervisor_event_streams`).
+pub fn open_streams() -> usize {
+    STREAMS.load(Ordering::Relaxed)
+}
+
+/// One of the [`MAX_STREAMS`] slots, given back when the stream ends.
+struct StreamSlot;
+
+impl StreamSlot {
+    fn take() -> Option<StreamSlot> {
+        STREAMS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_STREAMS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        STREAMS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// The stream route, behind the admin API's authorization; not behind
 /// forwarding (every replica serves it from its own state).
@@ -259,6 +294,8 @@ struct Follow {
     cursor: u64,
     filter: Filter,
     ready: VecDeque<Item>,
+    /// Held for as long as the stream lives.
+    _slot: StreamSlot,
 }
 
 impl Follow {
@@ -313,6 +350,11 @@ pub async fn stream(
     Params(q): Params<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let filter = Filter::parse(q.module.as_deref(), q.node.as_deref(), q.kind.as_deref())?;
+    let slot = StreamSlot::take().ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "this replica serves {MAX_STREAMS} event streams already; try another replica or later"
+        ))
+    })?;
     // Subscribed before the resume point is read: nothing falls between.
     let applied = app.state.subscribe();
     let cursor = resume_point(&headers, &q, &app)?;
@@ -322,6 +364,7 @@ pub async fn stream(
         cursor,
         filter,
         ready: VecDeque::new(),
+        _slot: slot,
     };
     let events = futures::stream::unfold(follow, Follow::next);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
@@ -426,6 +469,21 @@ mod tests {
         ready.clear();
         fill(&big, &mut cursor, &all, &mut ready);
         assert_eq!(indices(&ready).first(), Some(&(BATCH as u64 + 1)));
+    }
+
+    /// A replica serves at most MAX_STREAMS streams; a slot comes back
+    /// when its stream ends.
+    #[test]
+    fn streams_are_capped() {
+        let slots: Vec<StreamSlot> = (0..MAX_STREAMS)
+            .map(|_| StreamSlot::take().expect("a slot"))
+            .collect();
+        assert!(StreamSlot::take().is_none());
+        assert_eq!(open_streams(), MAX_STREAMS);
+        drop(slots);
+        assert_eq!(open_streams(), 0);
+        assert!(StreamSlot::take().is_some());
+        assert_eq!(open_streams(), 0);
     }
 
     #[test]

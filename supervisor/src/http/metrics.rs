@@ -99,6 +99,11 @@ pub fn registry(app: &App) -> Registry {
                 .inc();
         }
     });
+    r.register(
+        "supervisor_event_streams",
+        "event streams (GET /v1/events/stream) this replica serves now",
+        gauge(super::events::open_streams() as u64),
+    );
     r.register("supervisor_modules", "modules by state", modules);
     r.register("supervisor_nodes", "nodes by status", nodes);
     let counters: [(&str, &str, &AtomicU64); 13] = [
