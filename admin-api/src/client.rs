@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::stream::{EventFilter, EventStream, query_string};
 use crate::views::{
     ClusterView, Deployed, Drained, EventView, ModuleView, NodeRemoved, NodeView, QuarantineLifted,
     QuarantineView, Removed, Reset, RevisionView, RollbackRequest, Undrained, Updated,
@@ -37,11 +38,11 @@ impl ClientError {
 
 #[derive(Debug, Clone)]
 pub struct AdminClient {
-    http: reqwest::Client,
-    scheme: &'static str,
-    addrs: Vec<String>,
-    token: Option<String>,
-    timeout: Duration,
+    pub(crate) http: reqwest::Client,
+    pub(crate) scheme: &'static str,
+    pub(crate) addrs: Vec<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) timeout: Duration,
 }
 
 impl AdminClient {
@@ -149,6 +150,32 @@ impl AdminClient {
 
     pub async fn events(&self, after: u64) -> Result<Vec<EventView>, ClientError> {
         self.get(&format!("/v1/events?after={after}")).await
+    }
+
+    /// `GET /v1/events` with its filters: after `after`, the first
+    /// `limit` matching events; without it, the newest `limit`.
+    pub async fn events_where(
+        &self,
+        after: Option<u64>,
+        limit: Option<usize>,
+        filter: &EventFilter,
+    ) -> Result<Vec<EventView>, ClientError> {
+        let mut query = filter.pairs();
+        if let Some(a) = after {
+            query.push(("after", a.to_string()));
+        }
+        if let Some(l) = limit {
+            query.push(("limit", l.to_string()));
+        }
+        self.get(&format!("/v1/events{}", query_string(&query)))
+            .await
+    }
+
+    /// Follows `GET /v1/events/stream` from after event `after`, on any
+    /// replica, reconnecting to the next one with `Last-Event-ID` when a
+    /// connection ends ([`EventStream`]).
+    pub fn follow_events(&self, after: u64, filter: EventFilter) -> EventStream {
+        EventStream::new(self.clone(), after, filter)
     }
 
     pub async fn deploy(&self, spec: &serde_json::Value) -> Result<Deployed, ClientError> {

@@ -10,8 +10,10 @@
 //! fields, never rename or drop one.
 
 pub mod client;
+pub mod stream;
 pub mod views;
 
 pub use client::{AdminClient, ClientError};
 pub use reqwest::StatusCode;
+pub use stream::{EventFilter, EventStream, StreamItem};
 pub use views::*;

@@ -217,6 +217,20 @@ pub struct EventView {
     pub detail: BTreeMap<String, String>,
 }
 
+/// The data of an `event: gap` of `GET /v1/events/stream`: the events
+/// `after + 1 ..= first_kept - 1` were dropped from the replicated state
+/// (it keeps the newest 10,000) before this client read them; the stream
+/// goes on from `first_kept`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventGap {
+    /// The client's position: the last event index it had.
+    pub after: u64,
+    /// The oldest event the replica still keeps.
+    pub first_kept: u64,
+    /// How many event indices were skipped (before any filter).
+    pub missed: u64,
+}
+
 /// A member of the Raft cluster, in [`ClusterView`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberView {

@@ -25,6 +25,17 @@ use tls::TlsFiles;
 
 use crate::Error;
 
+/// `--log-format`: how log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`,
+    /// `span`s), for log collectors.
+    Json,
+}
+
 /// Flags and environment of the `agent` binary.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -32,6 +43,10 @@ use crate::Error;
     about = "Node manager: runs, watches and restores modules for the supervisor cluster"
 )]
 pub struct Config {
+    /// Log lines as text (default) or one JSON object per line.
+    #[arg(long, env = "AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Name of this node in the cluster (letters, digits, `.`, `_`, `-`).
     #[arg(long, env = "AGENT_NODE")]
     pub node: String,

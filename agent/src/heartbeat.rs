@@ -360,8 +360,14 @@ impl Heartbeater {
         let url = format!("{}://{target}/v1/agent/heartbeat", self.scheme);
         let sent_at = Instant::now();
         let reply = match self.send(&url, body).await {
-            Ok(r) => r,
-            Err(why) => return self.failed(&target, &why),
+            Ok(r) => {
+                crate::metrics::METRICS.heartbeat(true);
+                r
+            }
+            Err(why) => {
+                crate::metrics::METRICS.heartbeat(false);
+                return self.failed(&target, &why);
+            }
         };
         if self.failures_in_row > 0 {
             tracing::info!(supervisor = %target, "supervisor reachable again");

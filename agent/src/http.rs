@@ -1,5 +1,5 @@
 //! The agent's HTTP API (JSON): `GET /v1/status` and `GET /health`, as in
-//! CONTRACT.md. Read-only; orders come only through heartbeat replies.
+//! CONTRACT.md, and `GET /metrics`. Read-only; orders come only through heartbeat replies.
 //!
 //! ## Access
 //! Served through a [`tls::Bound`] listener, so every request carries its
@@ -9,8 +9,12 @@
 //! a warn log line, and `auth_refused_total` counts it. In plaintext
 //! (loopback or `--insecure`) nothing is asked.
 //!
+//! ## Metrics
+//! `GET /metrics`: Prometheus text ([`crate::metrics`]), behind the same
+//! rule as the status.
+//!
 //! ## TLS counters
-//! The agent has no `/metrics`: `/v1/status` carries them under `tls`:
+//! `/v1/status` carries them under `tls` (and `/metrics` too):
 //! `{"enabled", "identity", "handshakes_total" (completed),
 //! "handshakes_failed_total" (plaintext on the TLS port, a certificate of
 //! another CA, an expired one, ...), "auth_refused_total"}`.
@@ -95,6 +99,7 @@ pub fn router(agent: Agent, access: Access) -> Router {
     let ctx = Ctx { agent, access };
     Router::new()
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/health", get(health))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), authorize))
@@ -131,6 +136,32 @@ async fn status(State(ctx): State<Ctx>) -> Json<StatusAnswer> {
         status: ctx.agent.status(),
         tls: ctx.access.view(),
     })
+}
+
+/// `GET /metrics`: see [`crate::metrics`].
+async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let tls = ctx.access.view();
+    let counts = crate::metrics::TlsCounts {
+        handshakes: tls.handshakes_total,
+        handshakes_failed: tls.handshakes_failed_total,
+        auth_refused: tls.auth_refused_total,
+    };
+    let registry = crate::metrics::registry(&ctx.agent.status(), counts);
+    match crate::metrics::encode(&registry) {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the metrics: {e}"),
+        )
+            .into_response(),
+    }
 }
 
 async fn health() -> &'static str {

@@ -23,8 +23,10 @@
 //! - [`process`], [`spawner`], [`probe`]: module processes, the thread that
 //!   forks them (parent-death signal), and health probes.
 //! - [`state`]: the durable state file and data dir layout.
-//! - [`http`]: the status API: `/health` open to all; with TLS every
-//!   other path needs a certificate of the cluster CA (401 otherwise).
+//! - [`http`]: the status API and `/metrics` ([`metrics`]: heartbeats,
+//!   package downloads and their times); `/health` open to all; with TLS
+//!   every other path needs a certificate of the cluster CA (401
+//!   otherwise).
 //!
 //! ## Trust
 //! With `--tls-ca/--tls-cert/--tls-key` ([`load_tls`]: the certificate
@@ -35,7 +37,7 @@
 //! nothing of its reply is read: no lease, no directive, no leader hint),
 //! and archives are downloaded over `https://` from a server holding a
 //! depmgr certificate. The handshake and refusal counters are in
-//! `/v1/status` under `tls` (the agent has no `/metrics`).
+//! `/v1/status` under `tls` and in `/metrics`.
 //!
 //! depmgr is reached only through its own crate (`depmgr::client` to
 //! download archives by digest, `depmgr::archive` to unpack them under the
@@ -49,6 +51,7 @@ pub mod config;
 pub mod heartbeat;
 pub mod http;
 pub mod manager;
+pub mod metrics;
 pub mod probe;
 pub mod process;
 pub mod shim;

@@ -13,6 +13,17 @@ use std::time::Duration;
 
 use crate::archive::Limits;
 
+/// `--log-format`: how log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`,
+    /// `span`s), for log collectors.
+    Json,
+}
+
 /// `depmgr --listen <host:port> --data-dir <dir> [...]`
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -21,6 +32,10 @@ use crate::archive::Limits;
     about = "The dependency manager: stores versioned configuration packages and serves them"
 )]
 pub struct Config {
+    /// Log lines as text (default) or one JSON object per line.
+    #[arg(long, env = "DEPMGR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Address to serve HTTP on, `host:port` (port 0: any free port; the
     /// chosen address is printed on stdout).
     #[arg(long, env = "DEPMGR_LISTEN", default_value = "127.0.0.1:7000")]
@@ -76,6 +91,7 @@ impl Config {
     pub fn new(listen: impl Into<String>, data_dir: impl Into<PathBuf>) -> Config {
         let l = Limits::default();
         Config {
+            log_format: LogFormat::Text,
             listen: listen.into(),
             data_dir: data_dir.into(),
             max_archive_bytes: l.max_archive_bytes,

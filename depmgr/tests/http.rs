@@ -790,3 +790,58 @@ async fn health_and_metrics() -> Result<()> {
     assert!(text.contains("depmgr_package_versions 0"), "{text}");
     Ok(())
 }
+
+/// `/metrics` parses as Prometheus text; the upload and download counters
+/// move after an upload and a download; `--log-format json` writes one
+/// JSON object per log line.
+#[tokio::test]
+async fn metrics_parse_and_count_and_logs_are_json() -> Result<()> {
+    use testkit::prom::Metrics;
+    let tmp = tempfile::tempdir()?;
+    let server = DepmgrProc::start(&tmp.path().join("data"), &["--log-format", "json"]).await?;
+    let scrape = || async {
+        let text = http()
+            .get(server.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Metrics::parse(&text).map_err(anyhow::Error::msg)
+    };
+    let before = scrape().await?;
+    for (name, kind) in [
+        ("depmgr_uploads_total", "counter"),
+        ("depmgr_downloads_total", "counter"),
+        ("depmgr_download_bytes_total", "counter"),
+        ("depmgr_package_versions", "gauge"),
+    ] {
+        ensure!(
+            before.types.get(name).map(String::as_str) == Some(kind),
+            "{name}: {:?}",
+            before.types.get(name)
+        );
+    }
+    ensure!(before.value("depmgr_uploads_total", &[("result", "created")]) == Some(0.0));
+    let client = server.client();
+    let bytes = sample("web", "1.0.0", &[], b"hello");
+    client.push("web", "1.0.0", bytes.clone()).await?;
+    let digest = sha256(&bytes);
+    let target = tmp.path().join("web.tar.gz");
+    client.download_digest(&digest, &target).await?;
+    let after = scrape().await?;
+    ensure!(after.value("depmgr_uploads_total", &[("result", "created")]) == Some(1.0));
+    ensure!(after.value("depmgr_package_versions", &[]) == Some(1.0));
+    ensure!(after.value("depmgr_downloads_total", &[]) == Some(1.0));
+    ensure!(after.value("depmgr_download_bytes_total", &[]) == Some(bytes.len() as f64));
+    let log = server.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .collect();
+    ensure!(!lines.is_empty(), "no JSON log line: {log}");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        ensure!(v["level"].is_string(), "{line}");
+    }
+    Ok(())
+}

@@ -33,12 +33,18 @@ struct Applied<C: StoreConfig, S> {
 /// Shared, read-mostly access to the applied state.
 pub struct StateHandle<C: StoreConfig, S> {
     inner: Arc<RwLock<Applied<C, S>>>,
+    /// The index of the last applied entry, sent after every apply (and
+    /// snapshot install) once the new state is readable through the
+    /// handle: readers that follow the state wait on it
+    /// ([`StateHandle::subscribe`]) instead of polling.
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl<C: StoreConfig, S> Clone for StateHandle<C, S> {
     fn clone(&self) -> Self {
         StateHandle {
             inner: self.inner.clone(),
+            applied: self.applied.clone(),
         }
     }
 }
@@ -67,6 +73,19 @@ impl<C: StoreConfig, S> StateHandle<C, S> {
             .last_applied
             .as_ref()
             .map_or(0, |id| id.index)
+    }
+
+    /// Notified with the last applied index each time entries are applied
+    /// or a snapshot is installed, after the new state is readable here:
+    /// mark the receiver seen (`borrow_and_update`), read the state, and
+    /// `changed().await` sees every later apply.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Tells the subscribers the state changed (called with no lock held).
+    fn notify(&self, index: Option<u64>) {
+        self.applied.send_replace(index.unwrap_or(0));
     }
 }
 
@@ -117,6 +136,7 @@ where
                     membership: StoredMembership::default(),
                     state: S::default(),
                 })),
+                applied: Arc::new(tokio::sync::watch::channel(0).0),
             },
             snapshot_seq: Arc::new(AtomicU64::new(0)),
         };
@@ -132,6 +152,9 @@ where
             applied.last_applied = stored.meta.last_log_id.clone();
             applied.membership = stored.meta.last_membership.clone();
             applied.state = state;
+            drop(applied);
+            let index = stored.meta.last_log_id.as_ref().map(|id| id.index);
+            store.handle.notify(index);
         }
         Ok(store)
     }
@@ -238,6 +261,9 @@ where
             applied.last_applied = Some(log_id);
             responses.push(response);
         }
+        let index = applied.last_applied.as_ref().map(|id| id.index);
+        drop(applied);
+        self.handle.notify(index);
         Ok(responses)
     }
 
@@ -268,6 +294,9 @@ where
         applied.last_applied = meta.last_log_id.clone();
         applied.membership = meta.last_membership.clone();
         applied.state = state;
+        drop(applied);
+        self.handle
+            .notify(meta.last_log_id.as_ref().map(|id| id.index));
         Ok(())
     }
 

@@ -56,14 +56,29 @@ enum Cmd {
     Nodes,
     /// Modules and where they run.
     Modules,
-    /// The event record of every decision.
+    /// The event record of every decision: the newest events, or those
+    /// after --after; -f follows the live stream (Server-Sent Events),
+    /// moving to another supervisor when one goes away.
     Events {
-        /// Keep printing new events as they come.
-        #[arg(long)]
+        /// Keep printing new events as they come (the event stream).
+        #[arg(short = 'f', long)]
         follow: bool,
-        /// Only events after this index.
-        #[arg(long, default_value_t = 0)]
-        after: u64,
+        /// Only events after this index (default: the newest --limit).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Most events listed (before following).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only events of these modules (comma-separated).
+        #[arg(long)]
+        module: Option<String>,
+        /// Only events of these nodes (comma-separated).
+        #[arg(long)]
+        node: Option<String>,
+        /// Only events of these kinds (comma-separated, e.g.
+        /// failure_detected,restored).
+        #[arg(long)]
+        kind: Option<String>,
     },
     /// Deploy a module from a spec file (.json or .toml).
     Deploy { spec: PathBuf },
@@ -386,31 +401,20 @@ async fn run(cli: Cli) -> Result<()> {
             }
             print_modules(&modules);
         }
-        Cmd::Events { follow, after } => {
-            let mut after = *after;
-            loop {
-                let events = match c.events(after).await {
-                    Ok(e) => e,
-                    Err(e) if *follow => {
-                        eprintln!("supctl: {e} (retrying)");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                for e in &events {
-                    after = after.max(e.index);
-                    if cli.json {
-                        println!("{}", serde_json::to_string(e)?);
-                    } else {
-                        print_event(e);
-                    }
-                }
-                if !follow {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+        Cmd::Events {
+            follow,
+            after,
+            limit,
+            module,
+            node,
+            kind,
+        } => {
+            let filter = admin_api::EventFilter {
+                module: module.clone(),
+                node: node.clone(),
+                kind: kind.clone(),
+            };
+            return events(&c, &filter, *after, *limit, *follow, cli.json).await;
         }
         Cmd::Deploy { spec } => {
             let value = read_spec(spec)?;
@@ -679,6 +683,68 @@ pub(crate) fn time_of_day(at_ms: u64) -> String {
     let secs = at_ms / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     format!("{h:02}:{m:02}:{s:02}.{:03}Z", at_ms % 1000)
+}
+
+/// `supctl events`: lists, then with `follow` reads the event stream,
+/// each event once (the stream resumes after the last one printed, on
+/// another supervisor when one goes away).
+async fn events(
+    c: &AdminClient,
+    filter: &admin_api::EventFilter,
+    after: Option<u64>,
+    limit: Option<usize>,
+    follow: bool,
+    json: bool,
+) -> Result<()> {
+    let show = |e: &EventView| -> Result<()> {
+        if json {
+            println!("{}", serde_json::to_string(e)?);
+        } else {
+            print_event(e);
+        }
+        Ok(())
+    };
+    // The newest event now, before listing: the stream starts after it or
+    // after the last event listed, whichever is later, so nothing falls
+    // between the list and the stream.
+    let newest = if follow && after.is_none() {
+        let none = admin_api::EventFilter::default();
+        let last = c.events_where(None, Some(1), &none).await?;
+        last.last().map_or(0, |e| e.index)
+    } else {
+        0
+    };
+    let listed = c.events_where(after, limit, filter).await?;
+    let mut position = after.unwrap_or(newest);
+    for e in &listed {
+        position = position.max(e.index);
+        show(e)?;
+    }
+    if !follow {
+        return Ok(());
+    }
+    let mut stream = c.follow_events(position, filter.clone());
+    let mut reconnects = 0;
+    loop {
+        let item = stream.next().await;
+        let ended: Vec<String> = stream.reconnects.drain(..).collect();
+        for why in ended {
+            reconnects += 1;
+            eprintln!("supctl: event stream: {why} (reconnect {reconnects})");
+        }
+        match item {
+            Ok(admin_api::StreamItem::Event(e)) => show(&e)?,
+            Ok(admin_api::StreamItem::Gap(g)) => eprintln!(
+                "supctl: {} events after {} were dropped from the cluster's record before they could be read; going on from event {}",
+                g.missed, g.after, g.first_kept
+            ),
+            Err(e) if e.status().is_none() => {
+                eprintln!("supctl: event stream: {e} (retrying in 1 s)");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 pub(crate) fn print_event(e: &EventView) {

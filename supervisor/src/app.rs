@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use openraft::error::RaftError;
 use openraft::{BasicNode, ServerState};
+use prometheus_client::metrics::histogram::Histogram;
 use tls::{HandshakeStats, Role, Tls};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,8 +25,9 @@ use crate::raft::{Proposals, Raft, StateHandle, SupervisorId};
 use crate::state::{BatchResponse, Transition};
 use crate::vouch::Vouches;
 
-/// Counters exported on `/metrics`.
-#[derive(Debug, Default)]
+/// Counters and histograms exported on `/metrics` (see
+/// [`crate::http::metrics`]).
+#[derive(Debug)]
 pub struct Metrics {
     pub heartbeats: AtomicU64,
     pub heartbeats_rejected: AtomicU64,
@@ -41,6 +43,41 @@ pub struct Metrics {
     pub refused_raft: AtomicU64,
     pub refused_heartbeat: AtomicU64,
     pub refused_admin: AtomicU64,
+    /// Time from a heartbeat's arrival to its reply (seconds).
+    pub heartbeat_seconds: Histogram,
+    /// Leader's view: from the heartbeat that showed a module failed to
+    /// the commit of its restore order (seconds).
+    pub restore_order_seconds: Histogram,
+    /// From a failover's decision (`failover_started`) to the module
+    /// running on the new node (`failover_completed`), by the leader
+    /// stamps of the two events (seconds).
+    pub failover_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::exponential_buckets;
+        Metrics {
+            heartbeats: AtomicU64::default(),
+            heartbeats_rejected: AtomicU64::default(),
+            directives: AtomicU64::default(),
+            transitions: AtomicU64::default(),
+            batches: AtomicU64::default(),
+            forwarded: AtomicU64::default(),
+            passes: AtomicU64::default(),
+            pass_micros: AtomicU64::default(),
+            plan_micros: AtomicU64::default(),
+            refused_raft: AtomicU64::default(),
+            refused_heartbeat: AtomicU64::default(),
+            refused_admin: AtomicU64::default(),
+            // 0.1 ms .. 2.4 s
+            heartbeat_seconds: Histogram::new(exponential_buckets(0.0001, 2.5, 12)),
+            // 5 ms .. 41 s
+            restore_order_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            // 50 ms .. 410 s
+            failover_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+        }
+    }
 }
 
 /// Shared by every task and handler of the replica.

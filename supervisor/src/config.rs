@@ -19,6 +19,17 @@ use crate::error::Error;
 use crate::plan::{QuarantinePolicy, Timing};
 use crate::raft::SupervisorId;
 
+/// `--log-format`: how log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`,
+    /// `span`s), for log collectors.
+    Json,
+}
+
 /// A replica of the supervisor cluster.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -27,6 +38,10 @@ use crate::raft::SupervisorId;
     about = "Raft-replicated supervisor of software modules"
 )]
 pub struct Config {
+    /// Log lines as text (default) or one JSON object per line.
+    #[arg(long, env = "SUPERVISOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// This replica's id; must appear in --peers.
     #[arg(long, env = "SUPERVISOR_ID")]
     pub id: SupervisorId,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use supervisor::config::Config;
+use supervisor::config::{Config, LogFormat};
 use supervisor::error::Error;
 use supervisor::server::{EXIT_RAFT_STOPPED, run, terminated};
 use tokio_util::sync::CancellationToken;
@@ -14,14 +14,18 @@ fn main() -> ExitCode {
         eprintln!("supervisor: {e}");
         return ExitCode::from(2);
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -116,11 +116,27 @@ struct Proposal {
 }
 
 /// Counters of the queue: proposals answered and the log entries they
-/// went in (so `proposals / entries` is the batching achieved).
-#[derive(Debug, Default)]
+/// went in (so `proposals / entries` is the batching achieved), and how
+/// long each entry took from proposal to applied on this leader.
+#[derive(Debug)]
 pub struct ProposalStats {
     pub proposals: AtomicU64,
     pub entries: AtomicU64,
+    /// `client_write` of one entry to its answer: replicated to a quorum,
+    /// committed and applied here (seconds).
+    pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for ProposalStats {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        ProposalStats {
+            proposals: AtomicU64::default(),
+            entries: AtomicU64::default(),
+            // 0.5 ms .. 8 s
+            commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
+        }
+    }
 }
 
 /// The one way transitions reach the log: `propose` calls that arrive
@@ -237,7 +253,13 @@ async fn commit(raft: &Raft, group: Vec<Proposal>, stats: &ProposalStats) {
         callers.push((p.transitions.len(), p.reply));
         transitions.extend(p.transitions);
     }
+    let started = std::time::Instant::now();
     let result = raft.client_write(crate::leader::stamp(transitions)).await;
+    if result.is_ok() {
+        stats
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
     stats.entries.fetch_add(1, Ordering::Relaxed);
     stats
         .proposals

@@ -9,7 +9,8 @@
 //! - Processes: [`process`] (a [`ProcessSet`] that owns child processes and
 //!   stops them on drop), [`bins`] (where the release binaries are),
 //!   [`flags`] (the fast timing flags), [`net`] (free ports), [`poll`]
-//!   ([`eventually`]: waiting with a deadline).
+//!   ([`eventually`]: waiting with a deadline), [`prom`] (reading a
+//!   `/metrics` page).
 //! - Real programs under test: [`supervisors`] (supervisor replicas),
 //!   [`agent_proc`] (one node manager), [`depmgr_proc`] (one depmgr).
 //! - Fakes, speaking the real protocols: [`fake_supervisor`] (for the
@@ -35,6 +36,7 @@ pub mod net;
 pub mod package;
 pub mod poll;
 pub mod process;
+pub mod prom;
 pub mod raw_tar;
 pub mod spec;
 pub mod supervisors;

@@ -248,8 +248,14 @@ impl Installer {
             Some(c) => c,
             None => self.client(depmgr).map_err(fail)?,
         };
+        let started = std::time::Instant::now();
         let downloaded =
             tokio::time::timeout(self.fetch_timeout, c.download_digest(&a.digest, &cached)).await;
+        let bytes = match &downloaded {
+            Ok(Ok(())) => Some(tokio::fs::metadata(&cached).await.map_or(0, |m| m.len())),
+            _ => None,
+        };
+        crate::metrics::METRICS.download(started.elapsed().as_secs_f64(), bytes);
         let base = c.base_url().to_string();
         *client = Some(c);
         match downloaded {

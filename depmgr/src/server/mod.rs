@@ -310,16 +310,28 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
+/// `GET /metrics`: Prometheus text (0.0.4), encoded by
+/// `prometheus-client` from the counters and the store's size.
 async fn metrics(State(state): State<Shared>) -> Result<Response> {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
     let packages = state.blocking(|s| s.count()).await?;
     let m = &state.metrics;
-    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let mut out = String::new();
-    out.push_str("# HELP depmgr_package_versions Stored package versions.\n");
-    out.push_str("# TYPE depmgr_package_versions gauge\n");
-    out.push_str(&format!("depmgr_package_versions {packages}\n"));
-    out.push_str("# HELP depmgr_uploads_total Uploads by outcome.\n");
-    out.push_str("# TYPE depmgr_uploads_total counter\n");
+    let counter = |c: &AtomicU64| {
+        let out = Counter::<u64>::default();
+        out.inc_by(c.load(Ordering::Relaxed));
+        out
+    };
+    let mut r = prometheus_client::registry::Registry::default();
+    let versions = Gauge::<i64>::default();
+    versions.set(i64::try_from(packages).unwrap_or(i64::MAX));
+    r.register(
+        "depmgr_package_versions",
+        "Stored package versions",
+        versions,
+    );
+    let uploads = Family::<Vec<(String, String)>, Counter>::default();
     for (result, c) in [
         ("created", &m.uploads_created),
         ("unchanged", &m.uploads_unchanged),
@@ -327,53 +339,60 @@ async fn metrics(State(state): State<Shared>) -> Result<Response> {
         ("rejected", &m.uploads_rejected),
         ("failed", &m.uploads_failed),
     ] {
-        out.push_str(&format!(
-            "depmgr_uploads_total{{result=\"{result}\"}} {}\n",
-            get(c)
-        ));
+        uploads
+            .get_or_create(&vec![("result".to_string(), result.to_string())])
+            .inc_by(c.load(Ordering::Relaxed));
     }
+    r.register("depmgr_uploads", "Uploads by outcome", uploads);
     for (name, help, c) in [
         (
-            "depmgr_upload_bytes_total",
-            "Bytes received in uploads.",
+            "depmgr_upload_bytes",
+            "Bytes received in uploads",
             &m.upload_bytes,
         ),
         (
-            "depmgr_downloads_total",
-            "Archive downloads started.",
+            "depmgr_downloads",
+            "Archive downloads started",
             &m.downloads,
         ),
         (
-            "depmgr_download_bytes_total",
-            "Archive bytes sent.",
+            "depmgr_download_bytes",
+            "Archive bytes sent",
             &m.download_bytes,
         ),
-        ("depmgr_closures_total", "Closure requests.", &m.closures),
+        ("depmgr_closures", "Closure requests", &m.closures),
         (
-            "depmgr_closure_errors_total",
-            "Closure requests that failed.",
+            "depmgr_closure_errors",
+            "Closure requests that failed",
             &m.closure_errors,
         ),
         (
-            "depmgr_tls_handshakes_total",
-            "TLS handshakes completed.",
+            "depmgr_tls_handshakes",
+            "TLS handshakes completed",
             &state.trust.handshakes.accepted,
         ),
         (
-            "depmgr_tls_handshakes_failed_total",
-            "TLS handshakes that failed (plaintext, another CA, an expired certificate, ...).",
+            "depmgr_tls_handshakes_failed",
+            "TLS handshakes that failed (plaintext, another CA, an expired certificate, ...)",
             &state.trust.handshakes.failed,
         ),
         (
-            "depmgr_auth_refused_total",
-            "Requests refused for want of a (fitting) client certificate.",
+            "depmgr_auth_refused",
+            "Requests refused for want of a (fitting) client certificate",
             &m.auth_refused,
         ),
     ] {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-            get(c)
-        ));
+        r.register(name, help, counter(c));
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &r)
+        .map_err(|e| Error::Storage(format!("encoding the metrics: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
+        out,
+    )
+        .into_response())
 }

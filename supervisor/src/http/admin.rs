@@ -77,6 +77,9 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         title = "Supervisor cluster admin API",
         description = "The admin API of the supervisor cluster (docs/reference.md). Any replica answers: writes and linearizable reads are forwarded to the leader. Authentication: an operator certificate (TLS) or `Authorization: Bearer <admin token>`."
     ),
+    // Served beside the admin routes (not forwarded: every replica
+    // streams its own applied state), described here.
+    paths(super::events::stream),
     components(schemas(ErrorBody)),
     tags(
         (name = "cluster", description = "the Raft cluster and its membership"),
@@ -826,20 +829,18 @@ async fn rollout_action(
     fleet_view(&app, id).map(Json)
 }
 
-#[utoipa::path(get, path = "/v1/events", tag = "events", params(ReadOpts), responses((status = 200, description = "recorded events", body = [EventView]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
+/// `GET /v1/events`: see [`super::events::list`] (filters `module`,
+/// `node`, `kind`; the newest `limit` without `after`).
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(ReadOpts, super::events::FilterQuery), responses((status = 200, description = "recorded events", body = [EventView]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
 async fn events(
     State(app): State<Arc<App>>,
     Params(opts): Params<ReadOpts>,
+    Params(filter): Params<super::events::FilterQuery>,
 ) -> ApiResult<Json<Vec<EventView>>> {
+    let filter = filter.parse()?;
     read_barrier(&app, &opts).await?;
-    let after = opts.after.unwrap_or(0);
     let limit = opts.limit.unwrap_or(1000).min(10_000);
     Ok(Json(app.state.read(|s| {
-        s.events
-            .iter()
-            .filter(|e| e.index > after)
-            .take(limit)
-            .map(views::event)
-            .collect()
+        super::events::list(s, opts.after, limit, &filter)
     })))
 }

@@ -49,6 +49,7 @@ async fn heartbeat(
     ConnectInfo(peer): ConnectInfo<Peer>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let started = std::time::Instant::now();
     let body = match body {
         Ok(body) => body,
         // A body without a declared length, over the limit.
@@ -76,7 +77,11 @@ async fn heartbeat(
         return refused.into_response();
     }
     app.count(&app.metrics.heartbeats);
-    encode_answer(&answer(&app, &hb).await)
+    let reply = encode_answer(&answer(&app, &hb).await);
+    app.metrics
+        .heartbeat_seconds
+        .observe(started.elapsed().as_secs_f64());
+    reply
 }
 
 /// This replica's answer to a heartbeat: the leader session's, or

@@ -1,168 +1,222 @@
-//! `GET /metrics`: Prometheus text, hand-written from the replica's
-//! counters ([`crate::app::Metrics`]), Raft's metrics and the applied state,
-//! the listener's TLS handshakes and the refusals of [`super::auth`].
-//! Open to anyone (no certificate or token needed).
+//! `GET /metrics`: Prometheus text (0.0.4), encoded by `prometheus-client`
+//! from the replica's counters ([`crate::app::Metrics`], the proposal
+//! queue's, the package cache's), Raft's metrics, the applied state, the
+//! listener's TLS handshakes, the refusals of [`super::auth`], and the
+//! histograms of heartbeat handling, crash-to-restore-order, failover and
+//! Raft commit latency. Open to anyone (no certificate or token needed).
+//!
+//! The counters stay plain atomics where they are counted; each scrape
+//! copies them, and the gauges read from the state, into a fresh
+//! [`Registry`] beside the (shared) histograms, so a state that no module
+//! is in any more simply disappears from `supervisor_modules`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use super::auth::Surface;
 use crate::app::App;
 use crate::views;
 
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    use std::fmt::Write;
-    let m = app.raft.metrics().borrow().clone();
+/// A counter holding `value` (registered as `<name>_total`).
+pub fn counter(value: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(value);
+    c
+}
+
+/// A gauge holding `value`.
+pub fn gauge(value: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(value).unwrap_or(i64::MAX));
+    g
+}
+
+/// One label, for a [`Family`].
+type Labels = Vec<(String, String)>;
+
+/// The answer of a scrape: `registry` in the Prometheus text format.
+pub fn answer(registry: &Registry) -> Response {
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(
+    match prometheus_client::encoding::prometheus_text::encode(&mut out, registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            )],
             out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    };
-    gauge(
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the metrics: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    answer(&registry(&app))
+}
+
+/// Everything `/metrics` shows, as of now.
+pub fn registry(app: &App) -> Registry {
+    let m = app.raft.metrics().borrow().clone();
+    let mut r = Registry::default();
+    r.register(
         "supervisor_is_leader",
         "1 when this replica is the Raft leader",
-        u64::from(app.leader().is_some()),
+        gauge(u64::from(app.leader().is_some())),
     );
-    gauge("supervisor_term", "current Raft term", m.current_term);
-    gauge(
+    r.register(
+        "supervisor_term",
+        "current Raft term",
+        gauge(m.current_term),
+    );
+    r.register(
         "supervisor_last_applied",
         "last applied log index",
-        m.last_applied.map_or(0, |l| l.index),
+        gauge(m.last_applied.map_or(0, |l| l.index)),
     );
-    let (modules, nodes) = app.state.read(|s| {
-        let mut by_state = std::collections::BTreeMap::<&'static str, u64>::new();
+    let modules = Family::<Labels, Gauge>::default();
+    let nodes = Family::<Labels, Gauge>::default();
+    app.state.read(|s| {
         for mm in s.modules.values() {
-            *by_state.entry(mm.state.as_str()).or_default() += 1;
+            modules
+                .get_or_create(&vec![("state".into(), mm.state.as_str().into())])
+                .inc();
         }
-        let mut by_health = std::collections::BTreeMap::<String, u64>::new();
         for (id, n) in &s.nodes {
-            *by_health.entry(views::node(s, id, n).status).or_default() += 1;
+            nodes
+                .get_or_create(&vec![("status".into(), views::node(s, id, n).status)])
+                .inc();
         }
-        (by_state, by_health)
     });
-    let _ = writeln!(
-        out,
-        "# HELP supervisor_modules modules by state\n# TYPE supervisor_modules gauge"
+    r.register(
+        "supervisor_event_streams",
+        "event streams (GET /v1/events/stream) this replica serves now",
+        gauge(super::events::open_streams() as u64),
     );
-    for (state, n) in modules {
-        let _ = writeln!(out, "supervisor_modules{{state=\"{state}\"}} {n}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP supervisor_nodes nodes by status\n# TYPE supervisor_nodes gauge"
-    );
-    for (status, n) in nodes {
-        let _ = writeln!(out, "supervisor_nodes{{status=\"{status}\"}} {n}");
-    }
-    let counters = [
+    r.register("supervisor_modules", "modules by state", modules);
+    r.register("supervisor_nodes", "nodes by status", nodes);
+    let counters: [(&str, &str, &AtomicU64); 13] = [
         (
-            "supervisor_heartbeats_total",
+            "supervisor_heartbeats",
             "heartbeats received",
             &app.metrics.heartbeats,
         ),
         (
-            "supervisor_heartbeats_rejected_total",
+            "supervisor_heartbeats_rejected",
             "heartbeats refused as malformed",
             &app.metrics.heartbeats_rejected,
         ),
         (
-            "supervisor_directives_total",
+            "supervisor_directives",
             "directives sent to agents",
             &app.metrics.directives,
         ),
         (
-            "supervisor_transitions_total",
+            "supervisor_transitions",
             "transitions committed by the control loop",
             &app.metrics.transitions,
         ),
         (
-            "supervisor_batches_total",
+            "supervisor_batches",
             "log entries committed by the control loop",
             &app.metrics.batches,
         ),
         (
-            "supervisor_forwarded_total",
+            "supervisor_forwarded",
             "admin requests forwarded to the leader",
             &app.metrics.forwarded,
         ),
         (
-            "supervisor_control_passes_total",
+            "supervisor_control_passes",
             "control-loop passes run",
             &app.metrics.passes,
         ),
         (
-            "supervisor_control_pass_micros_total",
+            "supervisor_control_pass_micros",
             "time spent in control-loop passes, planning and committing (microseconds)",
             &app.metrics.pass_micros,
         ),
         (
-            "supervisor_plan_micros_total",
+            "supervisor_plan_micros",
             "time spent planning (microseconds)",
             &app.metrics.plan_micros,
         ),
         (
-            "supervisor_proposals_total",
+            "supervisor_proposals",
             "proposals answered (admin writes, control-loop passes, package retrievals)",
             &app.proposals.stats.proposals,
         ),
         (
-            "supervisor_proposal_entries_total",
+            "supervisor_proposal_entries",
             "log entries those proposals went in (concurrent proposals share one)",
             &app.proposals.stats.entries,
         ),
         (
-            "supervisor_package_checks_cached_total",
+            "supervisor_package_checks_cached",
             "deploy package checks answered from the package cache",
             &app.packages.hits,
         ),
         (
-            "supervisor_package_checks_asked_total",
+            "supervisor_package_checks_asked",
             "deploy package checks that asked depmgr",
             &app.packages.lookups,
         ),
     ];
     for (name, help, c) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            c.load(Ordering::Relaxed)
-        );
+        r.register(name, help, counter(c.load(Ordering::Relaxed)));
     }
     let hs = &app.handshakes;
-    for (name, help, value) in [
-        (
-            "supervisor_tls_handshakes_total",
-            "TLS handshakes on the listen port, completed or failed",
-            hs.accepted() + hs.failed(),
-        ),
-        (
-            "supervisor_tls_handshakes_failed_total",
-            "TLS handshakes that failed (plaintext, a certificate of another CA or expired, timeout)",
-            hs.failed(),
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP supervisor_auth_refused_total requests refused for their identity or token, by surface\n# TYPE supervisor_auth_refused_total counter"
+    r.register(
+        "supervisor_tls_handshakes",
+        "TLS handshakes on the listen port, completed or failed",
+        counter(hs.accepted() + hs.failed()),
     );
+    r.register(
+        "supervisor_tls_handshakes_failed",
+        "TLS handshakes that failed (plaintext, a certificate of another CA or expired, timeout)",
+        counter(hs.failed()),
+    );
+    let refused = Family::<Labels, Counter>::default();
     for surface in Surface::ALL {
-        let _ = writeln!(
-            out,
-            "supervisor_auth_refused_total{{surface=\"{}\"}} {}",
-            surface.as_str(),
-            surface.counter(&app).load(Ordering::Relaxed)
-        );
+        refused
+            .get_or_create(&vec![("surface".into(), surface.as_str().into())])
+            .inc_by(surface.counter(app).load(Ordering::Relaxed));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    r.register(
+        "supervisor_auth_refused",
+        "requests refused for their identity or token, by surface",
+        refused,
+    );
+    r.register(
+        "supervisor_heartbeat_seconds",
+        "time from a heartbeat's arrival to its reply, waits for a control-loop pass and a leadership confirmation included",
+        app.metrics.heartbeat_seconds.clone(),
+    );
+    r.register(
+        "supervisor_restore_order_seconds",
+        "leader's view: from the heartbeat that showed a module failed to the commit of its restore order",
+        app.metrics.restore_order_seconds.clone(),
+    );
+    r.register(
+        "supervisor_failover_seconds",
+        "from a failover's decision (failover_started) to the module running on its new node (failover_completed), observed by the leader",
+        app.metrics.failover_seconds.clone(),
+    );
+    r.register(
+        "supervisor_raft_commit_seconds",
+        "one log entry from proposal to applied on the leader (replicated to a quorum and committed)",
+        app.proposals.stats.commit_seconds.clone(),
+    );
+    r
 }

@@ -11,6 +11,9 @@
 //!   client certificate (members for Raft, `agent/<node>` for heartbeats,
 //!   operators, members or the token for the admin API), the admin tokens
 //!   in any case;
+//! - [`events`]: the event record as a list (for [`admin`]) and as a
+//!   Server-Sent Events stream, which every replica serves from its own
+//!   applied state (behind [`auth`], not forwarded);
 //! - [`metrics`]: `/metrics`; [`ready`]: `/health` and `/ready`. All are
 //!   open to anyone.
 //!
@@ -24,6 +27,7 @@
 pub mod admin;
 pub mod agent;
 pub mod auth;
+pub mod events;
 pub mod forward;
 pub mod guard;
 pub mod metrics;
@@ -116,6 +120,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(raft::routes(&app))
         .merge(admin::routes(&app))
+        .merge(events::routes(&app))
         .merge(agent::routes(&app))
         .merge(ui::routes())
         .route("/health", get(ready::health))

@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::heartbeat::Heartbeat;
+use proto::heartbeat::{Heartbeat, ModuleStatus};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +41,7 @@ use crate::app::App;
 use crate::error::Result;
 use crate::observe::{Ingest, Observed};
 use crate::plan::{Plan, Scope, plan_scoped};
-use crate::state::{Batch, Transition};
+use crate::state::{Batch, EventKind, Transition};
 use packages::FetchState;
 use rounds::Rounds;
 
@@ -73,6 +73,8 @@ pub struct Leader {
     /// Set once the state machine has applied everything committed before
     /// this term (so plans and directives see the whole past).
     ready: watch::Sender<bool>,
+    /// The last event looked at for the failover histogram.
+    failovers_seen: Mutex<u64>,
     pub cancel: CancellationToken,
 }
 
@@ -90,6 +92,7 @@ impl Leader {
             fetches: Mutex::new(BTreeMap::new()),
             prestage_targets: Mutex::new(crate::prestage::Targets::default()),
             ready: watch::channel(false).0,
+            failovers_seen: Mutex::new(app.state.read(|s| s.next_event)),
             cancel: parent.child_token(),
         });
         tracing::info!(
@@ -254,19 +257,84 @@ impl Leader {
             return Ok(false);
         }
         let n = planned.transitions.len();
+        let failed_since = self.failed_since(&planned.transitions);
         match self.app.propose(planned.transitions).await {
             Ok(_) => {
-                self.app
-                    .metrics
-                    .transitions
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                self.app.metrics.batches.fetch_add(1, Ordering::Relaxed);
+                let m = &self.app.metrics;
+                m.transitions.fetch_add(n as u64, Ordering::Relaxed);
+                m.batches.fetch_add(1, Ordering::Relaxed);
+                let now = self.now_ms();
+                for since in failed_since {
+                    m.restore_order_seconds
+                        .observe(now.saturating_sub(since) as f64 / 1000.0);
+                }
+                self.observe_failovers();
                 Ok(true)
             }
             Err(e) => {
                 tracing::warn!(term = self.term, error = %e, "committing planned transitions failed");
                 Err(e)
             }
+        }
+    }
+}
+
+impl Leader {
+    /// For each restore order among `transitions`: since when (leader
+    /// clock) the heartbeats have shown its module not running on its node.
+    fn failed_since(&self, transitions: &[Transition]) -> Vec<u64> {
+        let orders: Vec<&str> = transitions
+            .iter()
+            .filter_map(|t| match t {
+                Transition::RestoreOrdered(r) => Some(r.module.as_str()),
+                _ => None,
+            })
+            .collect();
+        if orders.is_empty() {
+            return vec![];
+        }
+        let observed = self.lock_observed();
+        self.app.state.read(|s| {
+            orders
+                .iter()
+                .filter_map(|m| {
+                    let node = &s.modules.get(*m)?.placement.as_ref()?.node;
+                    let (_, status, since) = observed.nodes.get(node)?.module(m)?;
+                    (status != ModuleStatus::Running).then_some(since)
+                })
+                .collect()
+        })
+    }
+
+    /// Observes, for every `failover_completed` event since the last call,
+    /// the time since its module's `failover_started` (the leader stamps
+    /// of the two entries).
+    fn observe_failovers(&self) {
+        let mut seen = self.failovers_seen.lock().expect("failovers lock poisoned");
+        let durations: Vec<u64> = self.app.state.read(|s| {
+            let from = crate::http::events::first_after(s, *seen);
+            *seen = s.next_event;
+            let mut out = Vec::new();
+            for (pos, e) in s.events.range(from..).enumerate() {
+                if e.kind != EventKind::FailoverCompleted {
+                    continue;
+                }
+                let started = s
+                    .events
+                    .range(..from + pos)
+                    .rev()
+                    .find(|x| x.kind == EventKind::FailoverStarted && x.module == e.module);
+                if let Some(started) = started {
+                    out.push(e.at_ms.saturating_sub(started.at_ms));
+                }
+            }
+            out
+        });
+        for ms in durations {
+            self.app
+                .metrics
+                .failover_seconds
+                .observe(ms as f64 / 1000.0);
         }
     }
 }
