@@ -112,7 +112,13 @@ async fn every_described_route_is_served_and_every_endpoint_described() {
             };
             let resp = req.send().await.expect("request");
             let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
+            // A stream answers at once and never ends: its head is enough.
+            let body = if path.ends_with("/stream") {
+                assert_eq!(status.as_u16(), 200, "{method} {url}");
+                String::new()
+            } else {
+                resp.text().await.unwrap_or_default()
+            };
             assert_ne!(status.as_u16(), 405, "{method} {url}: {body}");
             assert!(
                 !body.contains("no such endpoint"),
