@@ -218,6 +218,12 @@ async fn probe(url: &str, timeout_ms: u64, tls: Option<&std::sync::Arc<tls::Tls>
     }
 }
 
+/// `supctl rollouts pause|resume|cancel <id>`: the action, then the rollout.
+async fn rollout_action(c: &AdminClient, id: u64, action: &str) -> Result<()> {
+    versions::print_rollout(&c.rollout_action(id, action).await?);
+    Ok(())
+}
+
 #[derive(Debug, Subcommand)]
 enum RolloutsCmd {
     /// The fleet rollouts kept, newest first (the default).
@@ -517,15 +523,9 @@ async fn run(cli: Cli) -> Result<()> {
                     versions::print_rollout(&f);
                 }
             }
-            Some(RolloutsCmd::Pause { id }) => {
-                versions::print_rollout(&c.rollout_action(*id, "pause").await?)
-            }
-            Some(RolloutsCmd::Resume { id }) => {
-                versions::print_rollout(&c.rollout_action(*id, "resume").await?)
-            }
-            Some(RolloutsCmd::Cancel { id }) => {
-                versions::print_rollout(&c.rollout_action(*id, "cancel").await?)
-            }
+            Some(RolloutsCmd::Pause { id }) => rollout_action(&c, *id, "pause").await?,
+            Some(RolloutsCmd::Resume { id }) => rollout_action(&c, *id, "resume").await?,
+            Some(RolloutsCmd::Cancel { id }) => rollout_action(&c, *id, "cancel").await?,
         },
         Cmd::Quarantine { cmd } => match cmd {
             None | Some(QuarantineCmd::List) => {
