@@ -83,6 +83,21 @@ impl AdminClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
+        let (url, bytes) = self.request_bytes(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// [`AdminClient::request`], answering the body's bytes (and the URL
+    /// that answered) as they are.
+    pub async fn request_bytes<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(String, bytes::Bytes), ClientError> {
         let mut unreachable = Vec::new();
         for addr in &self.addrs {
             let url = format!("{}://{addr}{path}", self.scheme);
@@ -120,10 +135,7 @@ impl AdminClient {
                 }
                 return Err(ClientError::Api { status, message });
             }
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer {
-                url,
-                message: e.to_string(),
-            });
+            return Ok((url, bytes));
         }
         Err(ClientError::Unreachable(unreachable.join("; ")))
     }
@@ -237,6 +249,30 @@ impl AdminClient {
 
     pub async fn history(&self, name: &str) -> Result<Vec<RevisionView>, ClientError> {
         self.get(&format!("/v1/modules/{name}/history")).await
+    }
+
+    /// `GET /v1/modules/{name}/why`: the module's causal chain, newest
+    /// first.
+    pub async fn why(&self, name: &str) -> Result<Vec<crate::views::WhyStep>, ClientError> {
+        self.get(&format!("/v1/modules/{name}/why")).await
+    }
+
+    /// `POST /v1/plan`: what the planner would do after `request` (a
+    /// [`crate::views::PlanRequest`] as JSON); nothing is committed.
+    pub async fn plan(
+        &self,
+        request: &serde_json::Value,
+    ) -> Result<crate::views::PlanView, ClientError> {
+        self.request(Method::POST, "/v1/plan", Some(request)).await
+    }
+
+    /// `GET /v1/snapshot`: a backup of the replicated state (the file's
+    /// bytes; [`proto::backup::Backup::from_bytes`] reads them).
+    pub async fn snapshot(&self) -> Result<bytes::Bytes, ClientError> {
+        Ok(self
+            .request_bytes::<()>(Method::GET, "/v1/snapshot", None)
+            .await?
+            .1)
     }
 
     pub async fn quarantined(&self) -> Result<Vec<QuarantineView>, ClientError> {

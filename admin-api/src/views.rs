@@ -215,6 +215,21 @@ pub struct EventView {
     pub module: Option<String>,
     pub node: Option<String>,
     pub detail: BTreeMap<String, String>,
+    /// The index of the event that led to this one (null: an operator's
+    /// request that starts a chain, or an event recorded before causes
+    /// were).
+    #[serde(default)]
+    pub cause: Option<u64>,
+}
+
+/// Each element of `GET /v1/modules/{name}/why`: an event of the module's
+/// causal chain (newest first), with its cause, and what it means in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WhyStep {
+    #[serde(flatten)]
+    pub event: EventView,
+    /// The event in words.
+    pub text: String,
 }
 
 /// The data of an `event: gap` of `GET /v1/events/stream`: the events
@@ -369,6 +384,29 @@ impl EventView {
     pub fn event_kind(&self) -> Option<proto::record::EventKind> {
         self.kind.parse().ok()
     }
+
+    /// The event in words ([`proto::record::explain`]); a kind this client
+    /// does not know is named with its module and node.
+    pub fn explain(&self) -> String {
+        match self.event_kind() {
+            Some(kind) => proto::record::explain(
+                kind,
+                self.module.as_deref(),
+                self.node.as_deref(),
+                &self.detail,
+            ),
+            None => {
+                let mut s = self.kind.replace('_', " ");
+                if let Some(m) = &self.module {
+                    s = format!("{m}: {s}");
+                }
+                if let Some(n) = &self.node {
+                    s = format!("{s} on {n}");
+                }
+                s
+            }
+        }
+    }
 }
 
 impl ModuleView {
@@ -385,4 +423,77 @@ impl ModuleView {
 pub struct PackageRefSchema {
     name: String,
     version: String,
+}
+
+/// The body of `POST /v1/plan`: an action to predict, committed nowhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PlanRequest {
+    /// `POST /v1/nodes/{node}/drain`.
+    Drain { node: String },
+    /// The node's agent dies now (`kill -9`, the host lost).
+    Lose { node: String },
+    /// `POST /v1/modules` with this spec.
+    Deploy {
+        #[schema(value_type = Object)]
+        spec: proto::spec::ModuleSpec,
+    },
+    /// `PUT /v1/modules/{name}` with this spec.
+    Update {
+        #[schema(value_type = Object)]
+        spec: proto::spec::ModuleSpec,
+    },
+}
+
+/// The answer of `POST /v1/plan`: what the planner would decide, run on a
+/// copy of the state (nothing is committed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanView {
+    /// The action, as asked (`drain`, `lose`, `deploy`, `update`).
+    pub action: String,
+    /// Modules that would move (or be placed), by name.
+    pub moves: Vec<PlannedMove>,
+    /// Modules that would wait for a node (none eligible and ready).
+    pub waiting: Vec<PlannedWait>,
+    /// Modules that would fail for good.
+    pub failed: Vec<PlannedWait>,
+    /// The decisions the cluster would record, in order, in words.
+    pub transitions: Vec<PlannedStep>,
+    /// The assumptions the prediction rests on.
+    pub assumptions: Vec<String>,
+}
+
+/// One module's move in a [`PlanView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlannedMove {
+    pub module: String,
+    /// Its node now (null: not placed).
+    pub from: Option<String>,
+    pub to: String,
+    /// `initial`, `failover`, `node_lost`, `drain`, `rollout`.
+    pub cause: String,
+    /// `at-most-one` or `at-least-one`.
+    pub fencing: String,
+    /// The module is down at least this long (ms), by the cluster's own
+    /// timing, before its install on `to` (which adds its own time); 0 when
+    /// it need not stop.
+    pub down_ms_at_least: u64,
+    /// What stops and for how long, in words.
+    pub down: String,
+}
+
+/// A module that would wait or fail, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlannedWait {
+    pub module: String,
+    pub reason: String,
+}
+
+/// One decision in a [`PlanView`]: the event it would record, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlannedStep {
+    pub kind: String,
+    pub module: Option<String>,
+    pub node: Option<String>,
+    pub text: String,
 }

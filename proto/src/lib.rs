@@ -19,6 +19,7 @@
 //!   API shows (events and their kinds, module states), so that an admin
 //!   client needs no supervisor.
 
+pub mod backup;
 pub mod codec;
 pub mod heartbeat;
 pub mod manifest;

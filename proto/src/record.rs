@@ -44,6 +44,69 @@ pub struct Event {
     pub module: Option<ModuleName>,
     pub node: Option<NodeId>,
     pub detail: BTreeMap<String, String>,
+    /// The index of the event that led to this one (see [`Event::cause`]'s
+    /// rules in the supervisor's `state::why`), `None` for an operator's
+    /// request that starts a chain (a deploy) and for events recorded
+    /// before causes were. Not part of [`StoredEvent`]: the event ring
+    /// stores causes beside the events, so its old encoding is unchanged.
+    #[serde(default)]
+    pub cause: Option<u64>,
+}
+
+/// An [`Event`] as the supervisor's event ring has stored it since the
+/// first format: every field but [`Event::cause`], in order. Decoding one
+/// gives an event without a cause; [`StoredEvent::of`] encodes an event
+/// to exactly these bytes without copying it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StoredEvent {
+    pub index: u64,
+    pub log_index: u64,
+    pub at_ms: u64,
+    pub kind: EventKind,
+    pub module: Option<ModuleName>,
+    pub node: Option<NodeId>,
+    pub detail: BTreeMap<String, String>,
+}
+
+impl StoredEvent {
+    /// A view of `event` that serializes as a [`StoredEvent`].
+    pub fn of(event: &Event) -> StoredEventRef<'_> {
+        StoredEventRef(event)
+    }
+}
+
+impl From<StoredEvent> for Event {
+    fn from(s: StoredEvent) -> Event {
+        Event {
+            index: s.index,
+            log_index: s.log_index,
+            at_ms: s.at_ms,
+            kind: s.kind,
+            module: s.module,
+            node: s.node,
+            detail: s.detail,
+            cause: None,
+        }
+    }
+}
+
+/// See [`StoredEvent::of`].
+pub struct StoredEventRef<'a>(&'a Event);
+
+impl Serialize for StoredEventRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let e = self.0;
+        let mut st = s.serialize_struct("Event", 7)?;
+        st.serialize_field("index", &e.index)?;
+        st.serialize_field("log_index", &e.log_index)?;
+        st.serialize_field("at_ms", &e.at_ms)?;
+        st.serialize_field("kind", &e.kind)?;
+        st.serialize_field("module", &e.module)?;
+        st.serialize_field("node", &e.node)?;
+        st.serialize_field("detail", &e.detail)?;
+        st.end()
+    }
 }
 
 /// Declares [`EventKind`] with its names in one table, so the variant, its
@@ -200,6 +263,164 @@ impl TryFrom<String> for EventKind {
     }
 }
 
+/// One line an operator reads at 3 a.m.: what an event of `kind` about
+/// `module` on `node` with `detail` means. Shared by the supervisor (the
+/// `text` of `GET /v1/modules/{name}/why`) and clients, so every place says
+/// it the same way. Unknown detail is left out, never guessed.
+pub fn explain(
+    kind: EventKind,
+    module: Option<&str>,
+    node: Option<&str>,
+    detail: &BTreeMap<String, String>,
+) -> String {
+    use EventKind as K;
+    let d = |key: &str| detail.get(key).map(String::as_str).unwrap_or("");
+    let m = module.unwrap_or("?");
+    let n = node.unwrap_or("?");
+    let on = |text: String| match node {
+        Some(n) => format!("{text} on {n}"),
+        None => text,
+    };
+    let because = |key: &str| match detail.get(key) {
+        Some(r) if !r.is_empty() => format!(": {r}"),
+        _ => String::new(),
+    };
+    match kind {
+        K::ModuleDeployed => format!("an operator deployed {m} (package {})", d("package")),
+        K::ModuleRemoved => format!("an operator removed {m}; it is gone"),
+        K::Placed if detail.contains_key("revision") => format!(
+            "{m} placed on {n} to run revision {} (epoch {})",
+            d("revision"),
+            d("epoch")
+        ),
+        K::Placed => format!("{m} placed on {n} (epoch {})", d("epoch")),
+        K::PackageRetrieved => on(format!(
+            "package {m} {} retrieved from depmgr for the install",
+            d("version")
+        )),
+        K::Installed => on(format!("{m} installed and running healthy")),
+        K::FailureDetected => on(format!(
+            "a heartbeat showed {m} {}",
+            match d("status") {
+                "" => "down",
+                s => s,
+            }
+        )),
+        K::RestoreOrdered => on(format!(
+            "restore {} of {} ordered for {m}",
+            d("attempt"),
+            d("of")
+        )),
+        K::Restored => on(format!("{m} restored: running healthy again")),
+        K::FailoverStarted => format!(
+            "{m} failing over from {} to {n}{}",
+            match d("from") {
+                "" => "nowhere",
+                f => f,
+            },
+            because("reason")
+        ),
+        K::PreviousReleased => format!(
+            "the old copy of {m} on {n} is known stopped: the new placement may start"
+        ),
+        K::InstallFailed => on(format!("installing {m} failed{}", because("reason"))),
+        K::StartFailed => on(format!(
+            "{m} went down before it was healthy{}",
+            because("reason")
+        )),
+        K::FailoverFailed => on(format!(
+            "the failover node failed {m} too{}",
+            because("reason")
+        )),
+        K::FailoverCompleted => on(format!("failover of {m} completed: running healthy")),
+        K::ModuleFailed => format!(
+            "{m} failed for good (`supctl reset {m}` once the cause is fixed){}",
+            because("reason")
+        ),
+        K::NodeRegistered => format!("node {n} registered (agent at {})", d("addr")),
+        K::NodeUpdated => format!("node {n} changed its address or labels"),
+        K::NodeSuspect => format!("node {n} suspect{}", because("detail")),
+        K::NodeDown => format!("node {n} down{}", because("detail")),
+        K::NodeReady => format!("node {n} heard again: ready"),
+        K::NodeDraining => format!("an operator drained node {n}"),
+        K::DrainMoved => format!(
+            "{m} moved from draining node {} to {n}",
+            match d("from") {
+                "" => "?",
+                f => f,
+            }
+        ),
+        K::FailoverWaiting => format!("{m} waits for a node{}", because("reason")),
+        K::LeaseTerms => format!(
+            "lease terms changed to {} ms (+{} ms drift)",
+            d("lease_ms"),
+            d("drift_ms")
+        ),
+        K::NodeFromOtherCluster => {
+            format!("node {n} last served another supervisor cluster ({})", d("from_cluster"))
+        }
+        K::RolloutStarted if d("rollback") == "true" => format!(
+            "an operator rolled {m} back from revision {} to {}",
+            d("from"),
+            d("to")
+        ),
+        K::RolloutStarted => format!(
+            "{m} rolling out from revision {} to {} ({})",
+            d("from"),
+            d("to"),
+            d("package")
+        ),
+        K::RolloutCompleted => format!("{m} rollout to revision {} completed", d("to")),
+        K::RolloutReverted => format!(
+            "{m} reverted from revision {} to {}{}",
+            d("from"),
+            d("to"),
+            because("reason")
+        ),
+        K::PackageQuarantined => format!(
+            "package {} quarantined after failing on {}",
+            d("package"),
+            d("nodes")
+        ),
+        K::PackagePrestaged => on(format!("package {} pre-staged", d("package"))),
+        K::QuarantineLifted => format!("an operator lifted the quarantine of {}", d("package")),
+        K::FleetRolloutStarted => format!(
+            "fleet rollout {} of {} started",
+            d("rollout"),
+            d("package")
+        ),
+        K::FleetRolloutPaused => format!(
+            "fleet rollout {} paused{}",
+            d("rollout"),
+            because("reason")
+        ),
+        K::FleetRolloutResumed => format!("fleet rollout {} resumed", d("rollout")),
+        K::FleetRolloutCompleted => format!("fleet rollout {} completed", d("rollout")),
+        K::FleetRolloutCancelled => format!("fleet rollout {} cancelled", d("rollout")),
+        K::NodeUndrained => format!("an operator undrained node {n}: it takes modules again"),
+        K::ModuleReset => format!(
+            "an operator reset {m}: counters and tried nodes cleared, to be placed again"
+        ),
+        K::NodeRemoved => format!("an operator removed down node {n}"),
+        K::ModuleStopping => format!(
+            "{m} stopping (removed): waiting for its copy on {} to stop",
+            d("waiting_for")
+        ),
+    }
+}
+
+impl Event {
+    /// [`explain`] for this event.
+    pub fn explain(&self) -> String {
+        explain(
+            self.kind,
+            self.module.as_deref(),
+            self.node.as_deref(),
+            &self.detail,
+        )
+    }
+}
+
 /// The life-cycle state of a module (the `state` field of its view).
 /// Stored by variant index: variants are only ever added at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,7 +497,10 @@ mod tests {
         for &kind in EventKind::ALL {
             let before = old(kind.as_str());
             let stored = encode(&before).expect("encode old");
-            let event: Event = decode(&stored).expect("old bytes decode as the new type");
+            let event: Event = decode::<StoredEvent>(&stored)
+                .expect("old bytes decode as the new type")
+                .into();
+            assert_eq!(event.cause, None);
             assert_eq!(event.kind, kind);
             assert_eq!(
                 (event.index, event.log_index, event.at_ms),
@@ -287,7 +511,7 @@ mod tests {
                 (&before.module, &before.node, &before.detail)
             );
             assert_eq!(
-                encode(&event).expect("encode new"),
+                encode(&StoredEvent::of(&event)).expect("encode new"),
                 stored,
                 "new encodes to identical bytes"
             );
@@ -300,7 +524,7 @@ mod tests {
     fn unknown_kind_is_a_decode_error() {
         let stored = encode(&old("module_exploded")).expect("encode");
         assert!(
-            matches!(decode::<Event>(&stored), Err(Error::Decode(m)) if m.contains("module_exploded")),
+            matches!(decode::<StoredEvent>(&stored), Err(Error::Decode(m)) if m.contains("module_exploded")),
         );
         assert_eq!(
             "Placed".parse::<EventKind>(),
@@ -335,13 +559,21 @@ mod tests {
     }
 
     #[test]
-    fn event_json_is_unchanged() {
-        let event: Event =
-            decode(&encode(&old("failover_started")).expect("encode")).expect("decode");
-        assert_eq!(
-            serde_json::to_value(&event).expect("json"),
-            serde_json::to_value(old("failover_started")).expect("json")
-        );
+    fn event_json_is_unchanged_but_for_the_added_cause() {
+        let mut event: Event = decode::<StoredEvent>(&encode(&old("failover_started")).expect("encode"))
+            .expect("decode")
+            .into();
+        let mut want = serde_json::to_value(old("failover_started")).expect("json");
+        want["cause"] = serde_json::Value::Null;
+        assert_eq!(serde_json::to_value(&event).expect("json"), want);
+        // A client of an older supervisor (no `cause`) reads it as none.
+        let without: Event =
+            serde_json::from_value(serde_json::to_value(old("failover_started")).expect("json"))
+                .expect("json without cause");
+        assert_eq!(without, event);
+        event.cause = Some(5);
+        want["cause"] = serde_json::json!(5);
+        assert_eq!(serde_json::to_value(&event).expect("json"), want);
     }
 
     #[test]

@@ -112,3 +112,45 @@ pub enum Error {
         source: proto::Error,
     },
 }
+
+/// Seeds an empty store with a state taken elsewhere (a backup, see the
+/// supervisor's `--restore-from`), as if a snapshot covering the log up to
+/// `meta.last_log_id` had been installed: the state machine holds the
+/// state and `meta`'s membership, and the log is empty, purged up to that
+/// id, so openraft starts from it (initialised: it needs no `initialize`),
+/// and new entries follow it. Refused, with nothing changed, unless the
+/// store is empty (no vote, no log, no state).
+pub async fn seed<C, S>(
+    log: &mut LogStore<C>,
+    sm: &mut StateMachineStore<C, S>,
+    meta: openraft::SnapshotMeta<C::NodeId, C::Node>,
+    state: Vec<u8>,
+) -> Result<(), String>
+where
+    C: StoreConfig,
+    S: ReplicatedState<Command = C::D, Response = C::R>,
+{
+    use openraft::storage::{RaftLogStorage, RaftStateMachine};
+    let last = meta
+        .last_log_id
+        .clone()
+        .ok_or("the state to seed names no log id")?;
+    let log_state = log.get_log_state().await.map_err(|e| e.to_string())?;
+    let vote = log.read_vote().await.map_err(|e| e.to_string())?;
+    let (applied, _) = sm.applied_state().await.map_err(|e| e.to_string())?;
+    if log_state.last_log_id.is_some() || vote.is_some() || applied.is_some() {
+        return Err(
+            "the data dir already holds a cluster's log or state: restore only into an empty data dir"
+                .into(),
+        );
+    }
+    S::restore(&state).map_err(|e| format!("the state does not decode: {e}"))?;
+    sm.install_snapshot(&meta, Box::new(std::io::Cursor::new(state)))
+        .await
+        .map_err(|e| e.to_string())?;
+    log.purge(last.clone()).await.map_err(|e| e.to_string())?;
+    log.save_committed(Some(last))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -67,6 +67,13 @@ impl<C: StoreConfig, S> StateHandle<C, S> {
         f(&self.read_guard().state)
     }
 
+    /// Runs `f` on the applied state and the id of the last entry applied
+    /// to it (`None` before any), read together.
+    pub fn read_applied<T>(&self, f: impl FnOnce(Option<&LogId<NodeIdOf<C>>>, &S) -> T) -> T {
+        let applied = self.read_guard();
+        f(applied.last_applied.as_ref(), &applied.state)
+    }
+
     /// Index of the last applied entry (0 before any).
     pub fn last_applied_index(&self) -> u64 {
         self.read_guard()

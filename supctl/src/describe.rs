@@ -352,6 +352,7 @@ mod tests {
             module: module.map(str::to_string),
             node: node.map(str::to_string),
             detail: BTreeMap::from([("epoch".to_string(), "17".to_string())]),
+            cause: None,
         }
     }
 

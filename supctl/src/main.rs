@@ -9,7 +9,10 @@ use std::time::Duration;
 
 mod describe;
 mod dev;
+mod plan;
+mod snapshot;
 mod versions;
+mod why;
 
 use admin_api::AdminClient;
 use admin_api::{EventView, ModuleView, NodeView};
@@ -107,6 +110,20 @@ enum Cmd {
     },
     /// A module's revisions, with their outcome and counters.
     History { module: String },
+    /// Why a module is where it is: the chain of decisions that led there,
+    /// newest first, back to its deploy.
+    Why { module: String },
+    /// What the cluster would do, without doing it: which modules would
+    /// move where (and how long each is down), wait or fail.
+    Plan {
+        #[command(subcommand)]
+        what: plan::What,
+    },
+    /// Backups of the replicated state.
+    Snapshot {
+        #[command(subcommand)]
+        what: SnapshotCmd,
+    },
     /// Update every module using <package> to <version>: <package>@<version>.
     /// The cluster drives it (a fleet rollout, `POST /v1/rollouts`): supctl
     /// follows it until every module settled or it paused, and may stop
@@ -190,6 +207,13 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCmd {
+    /// Save a backup of the replicated state to <file> (`GET /v1/snapshot`);
+    /// `supervisor --restore-from <file>` re-creates a cluster from it.
+    Save { file: PathBuf },
 }
 
 /// `supctl probe`: one GET, 2xx or not.
@@ -482,6 +506,11 @@ async fn run(cli: Cli) -> Result<()> {
             .await?;
             versions::report(module, &u, settled)?;
         }
+        Cmd::Why { module } => why::why(&c, module, cli.json).await?,
+        Cmd::Snapshot {
+            what: SnapshotCmd::Save { file },
+        } => snapshot::save(&c, file, cli.json).await?,
+        Cmd::Plan { what } => plan::plan(&c, &plan::request(what, read_spec)?, cli.json).await?,
         Cmd::History { module } => {
             let h = c.history(module).await?;
             if cli.json {

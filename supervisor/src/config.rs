@@ -133,6 +133,12 @@ pub struct Config {
     #[arg(long, env = "SUPERVISOR_SNAPSHOT_LOGS", default_value_t = 5000)]
     pub snapshot_logs: u64,
 
+    /// Re-create the cluster from a backup (`supctl snapshot save`): an
+    /// empty data dir starts with its state, under the membership of
+    /// --peers. Give it to every replica (at least the lowest id).
+    #[arg(long, env = "SUPERVISOR_RESTORE_FROM")]
+    pub restore_from: Option<std::path::PathBuf>,
+
     /// When set, admin requests need `Authorization: Bearer <token>`.
     #[arg(long, env = "SUPERVISOR_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,

@@ -43,6 +43,7 @@
 //! `supctl` in its own crate: neither links openraft nor RocksDB.
 
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod directives;
 pub mod error;

@@ -52,6 +52,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .validate()
         .map_err(|e| Error::Config(e.to_string()))?;
     let tls = load_tls(&config)?;
+    let restore = match &config.restore_from {
+        Some(file) => Some(crate::backup::load(file)?),
+        None => None,
+    };
     let depmgr = depmgr::client::Client::with_tls(&config.depmgr, DEPMGR_TIMEOUTS, tls.as_ref())
         .map_err(|e| Error::Config(format!("--depmgr: {e}")))?;
     let handshakes = Arc::new(HandshakeStats::default());
@@ -72,8 +76,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         tls.reload_on_sighup()
             .map_err(|e| Error::Config(format!("cannot install the SIGHUP handler: {e}")))?;
     }
-    let (log, sm) =
+    let (mut log, mut sm) =
         raft_store::Store::open::<crate::raft::TypeConfig, ClusterState>(&config.data_dir)?;
+    if let Some(b) = &restore {
+        crate::backup::seed(b, &config, &mut log, &mut sm).await?;
+        tracing::info!(index = b.index, term = b.term, cluster_id = b.cluster_id, sha256 = %b.sha256, "restored the replicated state from a backup");
+    }
     let state = sm.handle();
     let network = Network::new(tls.as_ref());
     let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)

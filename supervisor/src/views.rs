@@ -154,5 +154,6 @@ pub fn event(e: &Event) -> EventView {
         module: e.module.clone(),
         node: e.node.clone(),
         detail: e.detail.clone(),
+        cause: e.cause,
     }
 }

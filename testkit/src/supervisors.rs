@@ -156,6 +156,10 @@ impl Supervisors {
     }
 
     fn spawn_with_peers(&mut self, i: usize, peers: &str) {
+        self.spawn_with(i, peers, &[]);
+    }
+
+    fn spawn_with(&mut self, i: usize, peers: &str, extra: &[std::ffi::OsString]) {
         let id = self.ids[i];
         let program = Program::new(bin("supervisor"))
             .args(["--id", &id.to_string(), "--listen", &self.addrs[i]])
@@ -164,6 +168,7 @@ impl Supervisors {
             .args(["--peers", peers, "--depmgr", &self.depmgr])
             .args(&self.flags)
             .args(self.tls_flags(id))
+            .args(extra)
             .env("RUST_LOG", "info,openraft=warn");
         let key = self.key(i);
         self.procs.spawn(&key, program).expect("spawn supervisor");
@@ -213,15 +218,39 @@ impl Supervisors {
             self.kill(i);
         }
         for i in 0..self.ids.len() {
-            let data = self.dir.join(format!("s{}", self.ids[i]));
-            if let Err(e) = std::fs::remove_dir_all(&data) {
-                assert!(
-                    e.kind() == std::io::ErrorKind::NotFound,
-                    "cannot remove {}: {e}",
-                    data.display()
-                );
-            }
+            self.remove_data(i);
             self.spawn(i);
+        }
+    }
+
+    /// Re-creates the cluster from a backup: SIGKILLs every replica,
+    /// removes its data dir and starts it again on the same address with
+    /// the same flags and `--restore-from <backup>` (an operator's restore
+    /// after losing every supervisor's disk). Does not wait for a leader.
+    pub fn wipe_and_restore(&mut self, backup: &Path) {
+        for i in 0..self.ids.len() {
+            self.kill(i);
+        }
+        let peers = self.peers();
+        for i in 0..self.ids.len() {
+            self.remove_data(i);
+            let flag = [
+                std::ffi::OsString::from("--restore-from"),
+                backup.as_os_str().to_os_string(),
+            ];
+            self.spawn_with(i, &peers, &flag);
+        }
+    }
+
+    /// Removes replica `i`'s data dir (it must not run).
+    fn remove_data(&self, i: usize) {
+        let data = self.dir.join(format!("s{}", self.ids[i]));
+        if let Err(e) = std::fs::remove_dir_all(&data) {
+            assert!(
+                e.kind() == std::io::ErrorKind::NotFound,
+                "cannot remove {}: {e}",
+                data.display()
+            );
         }
     }
 

@@ -39,7 +39,8 @@ use crate::state::{
 use crate::views::{
     self, AddMember, ClusterView, Deployed, Drained, EventView, FleetRolloutView, MemberAdded,
     MemberRemoved, MemberView, ModuleView, NodeRemoved, NodeView, QuarantineLifted, QuarantineView,
-    Removed, ReplicaView, RevisionView, RollbackRequest, StartRollout, Undrained, Updated,
+    PlanRequest, PlanView, Removed, ReplicaView, RevisionView, RollbackRequest, StartRollout,
+    Undrained, Updated, WhyStep,
 };
 
 /// Longest a deploy waits for depmgr to say whether its package exists.
@@ -60,6 +61,9 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(undrain))
         .routes(routes!(modules, deploy))
         .routes(routes!(module, update, remove))
+        .routes(routes!(why))
+        .routes(routes!(what_if))
+        .routes(routes!(snapshot))
         .routes(routes!(rollback))
         .routes(routes!(reset))
         .routes(routes!(history))
@@ -474,6 +478,98 @@ async fn module(
         .read(|s| s.modules.get(&name).map(|m| views::module(s, &name, m)))
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown module {name:?}")))
+}
+
+/// `GET /v1/modules/{name}/why`: the module's causal chain, newest first
+/// (see `crate::state::Why`), each event with its cause and in words.
+#[utoipa::path(get, path = "/v1/modules/{name}/why", tag = "modules", params(("name" = String, Path, description = "the module"), ReadOpts), responses((status = 200, description = "the events that put the module where it is, newest first", body = [WhyStep]), (status = 404, description = "unknown module", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
+async fn why(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Params(opts): Params<ReadOpts>,
+) -> ApiResult<Json<Vec<WhyStep>>> {
+    read_barrier(&app, &opts).await?;
+    app.state
+        .read(|s| {
+            s.modules.contains_key(&name).then(|| {
+                s.why
+                    .chain(&name)
+                    .iter()
+                    .map(|e| WhyStep {
+                        event: views::event(e),
+                        text: e.explain(),
+                    })
+                    .collect()
+            })
+        })
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown module {name:?}")))
+}
+
+/// `POST /v1/plan`: what the planner would do after an action (drain or
+/// lose a node, deploy or update a module), run on a copy of the state at
+/// the leader (whose heartbeat observations it uses); nothing is
+/// committed. See `crate::plan::what_if`.
+#[utoipa::path(post, path = "/v1/plan", tag = "modules", request_body = PlanRequest, responses((status = 200, description = "the prediction", body = PlanView), (status = 404, description = "unknown node, module or package", body = ErrorBody), (status = 409, description = "the action would be refused (already draining, already down, ...)", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
+async fn what_if(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Json<PlanView>> {
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let request: PlanRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        ApiError::bad(format!(
+            "plan request: {e} (expected {{\"action\": \"drain\"|\"lose\", \"node\": ...}} or {{\"action\": \"deploy\"|\"update\", \"spec\": {{...}}}})"
+        ))
+    })?;
+    if let PlanRequest::Deploy { spec } | PlanRequest::Update { spec } = &request {
+        spec.validate()
+            .map_err(|e| ApiError::bad(format!("module spec: {e}")))?;
+        check_package_exists(&app, spec).await?;
+    }
+    let leader = app
+        .leader()
+        .ok_or_else(|| ApiError::unavailable("leadership is changing; retry shortly"))?;
+    // The leader has applied everything before its term once it plans.
+    read_barrier(&app, &ReadOpts::default()).await?;
+    let now = leader.now_ms();
+    let timing = app.config.timing();
+    let observed = leader.observed.lock().expect("observed lock poisoned").clone();
+    let view = app
+        .state
+        .read(|s| crate::plan::what_if(s, &observed, now, timing, &request))?;
+    Ok(Json(view))
+}
+
+/// `GET /v1/snapshot`: a backup of the replicated state (see
+/// `crate::backup`), taken at the leader after a read barrier, so every
+/// write acknowledged before the request is in it.
+#[utoipa::path(get, path = "/v1/snapshot", tag = "cluster", responses((status = 200, description = "the backup file (binary: the state with its log index, term and SHA-256; see docs/operations.md)", content_type = "application/octet-stream", body = Vec<u8>), (status = 401, description = "no credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "no leader or no quorum", body = ErrorBody)))]
+async fn snapshot(State(app): State<Arc<App>>) -> ApiResult<Response> {
+    read_barrier(&app, &ReadOpts::default()).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let backup = crate::backup::take(&app.state, now)?;
+    let bytes = backup
+        .to_bytes()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let name = format!(
+        "attachment; filename=\"supcluster-{}-{}.snap\"",
+        backup.cluster_id, backup.index
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, name),
+            (
+                header::HeaderName::from_static("x-snapshot-index"),
+                backup.index.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-snapshot-sha256"),
+                backup.sha256.clone(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// Parses a module spec body, naming the field that is wrong.

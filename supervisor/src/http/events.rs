@@ -397,6 +397,7 @@ mod tests {
             module: module.map(str::to_string),
             node: node.map(str::to_string),
             detail: Default::default(),
+            cause: None,
         }
     }
 

@@ -62,8 +62,10 @@ mod drain;
 mod next_node;
 mod recovery;
 mod versions;
+mod whatif;
 
 pub use next_node::{Ranking, next_node, next_nodes};
+pub use whatif::what_if;
 
 use std::collections::{BTreeMap, BTreeSet};
 

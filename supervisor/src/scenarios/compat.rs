@@ -149,9 +149,11 @@ fn tour_replays_the_fixture_from_main() {
     // The stored snapshot predates the `lease`, `cluster_id`, `versions`
     // and `packages` fields: it decodes with no terms, no id, no revisions
     // (every module at its implicit revision 1) and no package failures
-    // recorded, and no fleet rollouts, and encodes again to the same bytes
-    // plus those fields (eight zero varints: two lease terms, the id, three
-    // empty maps, the last fleet rollout id and its empty map).
+    // recorded, and no fleet rollouts, no causes and no causal chains, and
+    // encodes again to the same bytes plus those fields (eight zero
+    // varints: two lease terms, the id, three empty maps, the last fleet
+    // rollout id and its empty map; then one absent cause per event and
+    // two empty maps).
     let stored: ClusterState = proto::decode(TOUR_STATE).expect("the stored snapshot decodes");
     assert_eq!(stored.lease, LeaseTerms::default());
     assert_eq!(stored.cluster_id, 0);
@@ -159,7 +161,16 @@ fn tour_replays_the_fixture_from_main() {
     for name in stored.modules.keys() {
         assert_eq!(stored.versions_of(name).map(|v| v.revision), Some(1));
     }
-    let with_lease = [TOUR_STATE, &[0, 0, 0, 0, 0, 0, 0, 0]].concat();
+    // The events' causes (none, one per event) and the causal chains
+    // (none) were added after the fleet rollouts.
+    assert!(stored.events.iter().all(|e| e.cause.is_none()));
+    assert_eq!(stored.why, Why::default());
+    let no_causes = proto::encode(&(vec![None::<u64>; stored.events.len()], Why::default()))
+        .expect("encode");
+    let with_lease = [TOUR_STATE, &[0, 0, 0, 0, 0, 0, 0, 0], &no_causes[1..]].concat();
+    let no_why: ClusterState = proto::decode(&[TOUR_STATE, &[0, 0, 0, 0, 0, 0, 0, 0]].concat())
+        .expect("decodes without causes");
+    assert_eq!(no_why, stored);
     // A snapshot with the package versions but no fleet rollouts decodes
     // too.
     let no_fleet: ClusterState =
@@ -193,6 +204,11 @@ fn tour_replays_the_fixture_from_main() {
     let mut older = replayed.clone();
     older.versions.clear();
     older.packages = Packages::default();
+    assert!(older.events.iter().any(|e| e.cause.is_some()));
+    for e in &mut older.events {
+        e.cause = None;
+    }
+    older.why = Why::default();
     assert_eq!(proto::encode(&older).expect("encode"), with_lease);
     // The planner, driven through the same tour, writes the same log, but
     // for the lease terms and the cluster id it records in the first batch

@@ -34,6 +34,8 @@ mod prestage;
 mod replay;
 mod restore;
 mod versions;
+mod whatif;
+mod why;
 
 use std::collections::BTreeMap;
 

@@ -66,6 +66,7 @@ mod placement;
 mod prestage;
 mod recovery;
 mod versions;
+mod why;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -85,6 +86,7 @@ pub use nodes::{Drain, NodeHealth, NodeRecord, RegisterNode, SetNodeHealth};
 pub use placement::{AwaitNode, GiveUp, Place, PlaceCause, Placement, ReleasePrevious};
 pub use prestage::RecordPrestaged;
 pub use proto::record::{Event, EventKind, ModuleState};
+pub use why::{CHAIN_KEPT, Why};
 pub use recovery::{
     FailStage, FailureDetected, Healthy, InstallFailed, PackageRetrieved, RestoreOrdered,
 };
@@ -105,8 +107,7 @@ pub const EVENTS_MAX_BYTES: u64 = 16 << 20;
 ///
 /// It is stored without [`ClusterState::size`], which is computed again
 /// when a state is decoded (a snapshot) and kept by `apply` since.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "StoredState")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterState {
     pub nodes: BTreeMap<NodeId, NodeRecord>,
     pub modules: BTreeMap<ModuleName, ModuleRecord>,
@@ -130,15 +131,20 @@ pub struct ClusterState {
     pub packages: Packages,
     /// Fleet rollouts (see `fleet`). Added after `packages`.
     pub fleet: FleetRollouts,
+    /// Each live module's causal chain (see `why`). Added after `fleet`,
+    /// with the events' causes.
+    pub why: Why,
     /// Encoded size of the parts (kept by `apply`; not stored).
-    #[serde(skip)]
     size: StateSize,
 }
 
 /// [`ClusterState`] as stored: the same fields, in the same order, without
-/// the size. Fields added after the first stored format (`lease`, then
-/// `cluster_id`, then `versions` and `packages`, then `fleet`) are optional
-/// at the end: a
+/// the size. The events are stored without their causes
+/// ([`proto::record::StoredEvent`]), which follow at the end, one per event
+/// (`causes`), so the encoding of a state without them is unchanged.
+/// Fields added after the first stored format (`lease`, then
+/// `cluster_id`, then `versions` and `packages`, then `fleet`, then
+/// `causes` and `why`) are optional at the end: a
 /// snapshot written before them has nothing more, and they decode to their
 /// default (no lease terms, no cluster id recorded yet, every module at its
 /// implicit revision 1, no package failures), as the compatibility fixture
@@ -155,6 +161,47 @@ struct StoredState {
     versions: BTreeMap<ModuleName, Versions>,
     packages: Packages,
     fleet: FleetRollouts,
+    causes: Vec<Option<u64>>,
+    why: Why,
+}
+
+impl Serialize for ClusterState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Ring<'a>(&'a VecDeque<Event>);
+        impl Serialize for Ring<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(proto::record::StoredEvent::of))
+            }
+        }
+        struct Causes<'a>(&'a VecDeque<Event>);
+        impl Serialize for Causes<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|e| e.cause))
+            }
+        }
+        let mut st = s.serialize_struct("ClusterState", 13)?;
+        st.serialize_field("nodes", &self.nodes)?;
+        st.serialize_field("modules", &self.modules)?;
+        st.serialize_field("events", &Ring(&self.events))?;
+        st.serialize_field("next_event", &self.next_event)?;
+        st.serialize_field("placed", &self.placed)?;
+        st.serialize_field("last_index", &self.last_index)?;
+        st.serialize_field("lease", &self.lease)?;
+        st.serialize_field("cluster_id", &self.cluster_id)?;
+        st.serialize_field("versions", &self.versions)?;
+        st.serialize_field("packages", &self.packages)?;
+        st.serialize_field("fleet", &self.fleet)?;
+        st.serialize_field("causes", &Causes(&self.events))?;
+        st.serialize_field("why", &self.why)?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ClusterState, D::Error> {
+        StoredState::deserialize(d).map(ClusterState::from)
+    }
 }
 
 impl<'de> Deserialize<'de> for StoredState {
@@ -172,6 +219,8 @@ impl<'de> Deserialize<'de> for StoredState {
             "versions",
             "packages",
             "fleet",
+            "causes",
+            "why",
         ];
         struct Fields;
         impl<'de> Visitor<'de> for Fields {
@@ -180,11 +229,13 @@ impl<'de> Deserialize<'de> for StoredState {
                 f.write_str("the cluster state's fields in order")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StoredState, A::Error> {
-                let missing = |i: usize| A::Error::invalid_length(i, &"11 fields");
+                let missing = |i: usize| A::Error::invalid_length(i, &"13 fields");
+                let events: VecDeque<proto::record::StoredEvent> =
+                    seq.next_element()?.ok_or_else(|| missing(2))?;
                 Ok(StoredState {
                     nodes: seq.next_element()?.ok_or_else(|| missing(0))?,
                     modules: seq.next_element()?.ok_or_else(|| missing(1))?,
-                    events: seq.next_element()?.ok_or_else(|| missing(2))?,
+                    events: events.into_iter().map(Event::from).collect(),
                     next_event: seq.next_element()?.ok_or_else(|| missing(3))?,
                     placed: seq.next_element()?.ok_or_else(|| missing(4))?,
                     last_index: seq.next_element()?.ok_or_else(|| missing(5))?,
@@ -197,6 +248,9 @@ impl<'de> Deserialize<'de> for StoredState {
                     packages: seq.next_element().ok().flatten().unwrap_or_default(),
                     // ... and here in the format with the package versions.
                     fleet: seq.next_element().ok().flatten().unwrap_or_default(),
+                    // ... and here in the format with the fleet rollouts.
+                    causes: seq.next_element().ok().flatten().unwrap_or_default(),
+                    why: seq.next_element().ok().flatten().unwrap_or_default(),
                 })
             }
         }
@@ -206,10 +260,17 @@ impl<'de> Deserialize<'de> for StoredState {
 
 impl From<StoredState> for ClusterState {
     fn from(s: StoredState) -> ClusterState {
+        let mut events = s.events;
+        // One cause per event, or none at all (a state written before them).
+        if s.causes.len() == events.len() {
+            for (e, cause) in events.iter_mut().zip(s.causes) {
+                e.cause = cause;
+            }
+        }
         let mut state = ClusterState {
             nodes: s.nodes,
             modules: s.modules,
-            events: s.events,
+            events,
             next_event: s.next_event,
             placed: s.placed,
             last_index: s.last_index,
@@ -218,6 +279,7 @@ impl From<StoredState> for ClusterState {
             versions: s.versions,
             packages: s.packages,
             fleet: s.fleet,
+            why: s.why,
             size: StateSize::default(),
         };
         state.size = StateSize::of(&state);
@@ -240,12 +302,14 @@ pub struct StateSize {
     pub packages: u64,
     /// Fleet rollouts.
     pub fleet: u64,
+    /// The modules' causal chains and the nodes' last events (`why`).
+    pub why: u64,
 }
 
-/// Bytes of the fixed part of an encoded state: seven length prefixes and
+/// Bytes of the fixed part of an encoded state: ten length prefixes and
 /// six u64 (two counters, the lease terms, the cluster id, the last fleet
 /// rollout id; 9 bytes each at most).
-const STATE_FIXED_BYTES: u64 = 13 * 9;
+const STATE_FIXED_BYTES: u64 = 16 * 9;
 
 impl StateSize {
     /// Measures every entry of `state` (after decoding a snapshot).
@@ -264,13 +328,20 @@ impl StateSize {
             events: state.events.iter().map(event_bytes).sum(),
             packages: packages_bytes(&state.packages),
             fleet: fleet_bytes(&state.fleet),
+            why: state.why.bytes(),
         }
     }
 
     /// All parts together: an upper bound on the encoded state's size,
     /// within a few bytes per module and node.
     pub fn total(&self) -> u64 {
-        self.modules + self.nodes + self.events + self.packages + self.fleet + STATE_FIXED_BYTES
+        self.modules
+            + self.nodes
+            + self.events
+            + self.packages
+            + self.fleet
+            + self.why
+            + STATE_FIXED_BYTES
     }
 }
 
@@ -559,7 +630,8 @@ impl ClusterState {
     }
 
     /// Records a decision, dropping the oldest beyond [`EVENTS_KEPT`]
-    /// events or [`EVENTS_MAX_BYTES`] bytes.
+    /// events or [`EVENTS_MAX_BYTES`] bytes. Its cause is the previous
+    /// event of its module (or of its node): see `why`.
     fn event(
         &mut self,
         log_index: u64,
@@ -568,6 +640,22 @@ impl ClusterState {
         module: Option<&str>,
         node: Option<&str>,
         detail: &[(&str, String)],
+    ) {
+        self.event_citing(log_index, at_ms, kind, module, node, detail, None);
+    }
+
+    /// [`ClusterState::event`], caused by the last event of node `cites`
+    /// when it has one (a module moved off that node).
+    #[allow(clippy::too_many_arguments)]
+    fn event_citing(
+        &mut self,
+        log_index: u64,
+        at_ms: u64,
+        kind: EventKind,
+        module: Option<&str>,
+        node: Option<&str>,
+        detail: &[(&str, String)],
+        cites: Option<&str>,
     ) {
         self.next_event += 1;
         let event = Event {
@@ -581,7 +669,10 @@ impl ClusterState {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
+            cause: self.why.cause(kind, module, node, cites),
         };
+        let delta = self.why.record(&event, cites);
+        self.size.why = self.size.why.saturating_add_signed(delta);
         self.size.events += event_bytes(&event);
         self.events.push_back(event);
         // The newest event is always kept, whatever its size.

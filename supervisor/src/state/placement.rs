@@ -192,13 +192,20 @@ impl Place {
             state.unindex(from, &self.module);
         }
         state.index(&self.node, &self.module);
-        state.event(
+        // A move off a lost or draining node is caused by that node's last
+        // event (its `node_down`, `node_suspect` or `node_draining`).
+        let cites = match self.cause {
+            PlaceCause::NodeLost { .. } | PlaceCause::Drain => from.as_deref(),
+            _ => None,
+        };
+        state.event_citing(
             index,
             at,
             kind,
             Some(&self.module),
             Some(&self.node),
             &detail,
+            cites,
         );
         Ok(())
     }
