@@ -62,6 +62,7 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(modules, deploy))
         .routes(routes!(module, update, remove))
         .routes(routes!(why))
+        .routes(routes!(super::logs::logs))
         .routes(routes!(what_if))
         .routes(routes!(snapshot))
         .routes(routes!(rollback))
@@ -98,7 +99,7 @@ struct ApiDoc;
 /// An error answer (every 4xx and 5xx).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
-struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong, naming the field or the reason.
     error: String,
 }
