@@ -224,12 +224,13 @@ async fn logs(
     State(ctx): State<Ctx>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
-    peer: Option<ConnectInfo<Peer>>,
+    extensions: axum::http::Extensions,
 ) -> Response {
     if ctx.access.tls {
-        let identity = peer.as_ref().and_then(|p| p.0.identity.as_ref());
+        let peer = extensions.get::<ConnectInfo<Peer>>().map(|c| &c.0);
+        let identity = peer.and_then(|p| p.identity.as_ref());
         if !identity.is_some_and(|id| id.is(Role::Supervisor)) {
-            let who = peer.map_or_else(|| "anonymous".to_string(), |p| p.0.describe());
+            let who = peer.map_or_else(|| "anonymous".to_string(), Peer::describe);
             let n = ctx.access.refused.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(peer = %who, module = %name, refused_total = n, "module output refused: not a supervisor");
             return error(

@@ -332,11 +332,13 @@ impl Follower {
         // Each turn reads one file to its end, then moves to the next
         // newer one; `files` + 2 turns reach `output.log` from anywhere.
         for _ in 0..self.files + 2 {
-            let Some(cur) = &mut self.cur else {
+            if self.cur.is_none() {
                 self.cur = Cursor::open(&self.base)?;
                 if self.cur.is_none() {
                     return Ok(out);
                 }
+            }
+            let Some(cur) = self.cur.as_mut() else {
                 continue;
             };
             cur.read_new(&mut out, max)?;
