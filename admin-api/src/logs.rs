@@ -76,10 +76,7 @@ impl AdminClient {
         }
         let mut unreachable = Vec::new();
         for addr in &self.addrs {
-            let url = format!(
-                "{}://{addr}/v1/modules/{name}/logs?{query}",
-                self.scheme
-            );
+            let url = format!("{}://{addr}/v1/modules/{name}/logs?{query}", self.scheme);
             let mut req = self.http.get(&url);
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);

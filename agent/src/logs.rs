@@ -526,7 +526,10 @@ mod tests {
             }
         }
         seen.extend(f.read_new(1 << 20).expect("read"));
-        assert_eq!(String::from_utf8_lossy(&seen), String::from_utf8_lossy(&want));
+        assert_eq!(
+            String::from_utf8_lossy(&seen),
+            String::from_utf8_lossy(&want)
+        );
         // Small reads come in pieces and lose nothing.
         for i in 0..30 {
             w.write(format!("m{i:04}\n").as_bytes()).expect("write");

@@ -69,7 +69,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::time::{ClockId, clock_gettime};
 use nix::unistd::Pid;
 
-use crate::logs::{Rotation, RotatingWriter};
+use crate::logs::{RotatingWriter, Rotation};
 
 /// First argument that makes the agent binary run as a module shim.
 pub const ARG: &str = "__module-shim";
@@ -409,7 +409,11 @@ fn run(args: Args) -> Result<WaitStatus, String> {
                 Err(e) => return Err(format!("poll: {e}")),
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[1]), ready(&fds[0]), fds.get(2).is_some_and(ready))
+            (
+                ready(&fds[1]),
+                ready(&fds[0]),
+                fds.get(2).is_some_and(ready),
+            )
         };
         if output_ready {
             tree.copy_output(1);

@@ -151,7 +151,10 @@ async fn logs_tail_and_follow_through_any_supervisor() {
     });
     // The first line (the tail) says the follow has started.
     let first = tokio::time::timeout(T, lines.recv()).await;
-    assert!(matches!(first, Ok(Some(_))), "supctl logs -f printed nothing");
+    assert!(
+        matches!(first, Ok(Some(_))),
+        "supctl logs -f printed nothing"
+    );
     let token2 = format!("second-{}", std::process::id());
     say(&c, "ticker", &token2);
     let found = tokio::time::timeout(T, async {
@@ -178,7 +181,10 @@ async fn logs_tail_and_follow_through_any_supervisor() {
     let resp = tls::client::http_builder(Some(&operator), &[tls::Role::Agent])
         .build()
         .expect("client")
-        .get(format!("https://{}/v1/modules/ticker/logs", c.agent_addrs["a"]))
+        .get(format!(
+            "https://{}/v1/modules/ticker/logs",
+            c.agent_addrs["a"]
+        ))
         .timeout(Duration::from_secs(10))
         .send()
         .await

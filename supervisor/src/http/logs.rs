@@ -173,7 +173,12 @@ pub async fn logs(
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_keepalive(Duration::from_secs(15))
         .build()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("http client: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("http client: {e}"),
+            )
+        })?;
     let url = format!(
         "{}://{addr}/v1/modules/{name}/logs?tail={tail}&follow={follow}",
         app.scheme()
@@ -183,18 +188,17 @@ pub async fn logs(
             "the agent of node {node} ({addr}), where module {name:?} is placed, cannot be reached: {why}"
         ))
     };
-    let resp = match tokio::time::timeout(HEAD_TIMEOUT + CONNECT_TIMEOUT, client.get(&url).send())
-        .await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(unreachable(admin_api::client::error_chain(&e))),
-        Err(_) => {
-            return Err(unreachable(format!(
-                "no answer within {:?}",
-                HEAD_TIMEOUT + CONNECT_TIMEOUT
-            )));
-        }
-    };
+    let resp =
+        match tokio::time::timeout(HEAD_TIMEOUT + CONNECT_TIMEOUT, client.get(&url).send()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(unreachable(admin_api::client::error_chain(&e))),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {:?}",
+                    HEAD_TIMEOUT + CONNECT_TIMEOUT
+                )));
+            }
+        };
     let status = resp.status();
     if !status.is_success() {
         let bytes = tokio::time::timeout(HEAD_TIMEOUT, resp.bytes())
