@@ -27,8 +27,8 @@ use proto::spec::Fencing;
 
 use crate::observe::{NodeObservation, Observed};
 use crate::state::{
-    Batch, ClusterState, Deploy, Drain, Healthy, ModuleState, Outcome, PlaceCause,
-    ReleasePrevious, Rejection, Transition, Update,
+    Batch, ClusterState, Deploy, Drain, Healthy, ModuleState, Outcome, PlaceCause, Rejection,
+    ReleasePrevious, Transition, Update,
 };
 use crate::views::{PlanRequest, PlanView, PlannedMove, PlannedStep, PlannedWait};
 
@@ -166,7 +166,10 @@ pub fn what_if(
                 })
             }
             // On the lost node and still there: it waits for a node.
-            _ if lost.is_some() && from.as_deref() == lost && after.state != ModuleState::Failed => {
+            _ if lost.is_some()
+                && from.as_deref() == lost
+                && after.state != ModuleState::Failed =>
+            {
                 view.waiting.push(PlannedWait {
                     module: name.clone(),
                     reason: if reason.is_empty() {
