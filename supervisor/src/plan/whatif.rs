@@ -25,7 +25,7 @@
 use proto::record::Event;
 use proto::spec::Fencing;
 
-use crate::observe::{NodeObservation, Observed};
+use crate::observe::Observed;
 use crate::state::{
     Batch, ClusterState, Deploy, Drain, Healthy, ModuleState, Outcome, PlaceCause, Rejection,
     ReleasePrevious, Transition, Update,
@@ -84,11 +84,7 @@ pub fn what_if(
             let down = detector.down_after_ms();
             for silent in [ttl, down] {
                 let last = now.saturating_sub(silent);
-                let obs = sim
-                    .observed
-                    .nodes
-                    .entry(node.clone())
-                    .or_insert_with(NodeObservation::default);
+                let obs = sim.observed.nodes.entry(node.clone()).or_default();
                 obs.last_seen_ms = last;
                 sim.settle(first_epoch);
             }
