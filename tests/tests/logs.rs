@@ -70,7 +70,7 @@ fn supctl(c: &TestCluster, args: &[&str]) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_tail_and_follow_through_any_supervisor() {
-    let c = TestCluster::start(Options {
+    let mut c = TestCluster::start(Options {
         agents: vec!["a".into()],
         ..Options::default()
     })
@@ -190,6 +190,33 @@ async fn logs_tail_and_follow_through_any_supervisor() {
         .await
         .expect("agent answers");
     assert_eq!(resp.status().as_u16(), 403);
+
+    // An open follow does not hold up a shutdown: the agent ends its
+    // stream when it stops, the relay and the client's stream end with
+    // it, and every program exits cleanly.
+    let mut open = follower
+        .logs("ticker", Some(1), true)
+        .await
+        .expect("follow");
+    let first = tokio::time::timeout(T, open.next_chunk()).await;
+    assert!(matches!(first, Ok(Ok(Some(_)))), "{first:?}");
+    let exits = c.stop_all().await;
+    for (name, status) in &exits {
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{name} did not stop cleanly: {status:?}"
+        );
+    }
+    let ended = tokio::time::timeout(T, async {
+        loop {
+            match open.next_chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the followed stream did not end");
 }
 
 /// `output.log` (0) and its rotated files `output.log.<i>`.
