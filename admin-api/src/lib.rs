@@ -10,10 +10,12 @@
 //! fields, never rename or drop one.
 
 pub mod client;
+pub mod logs;
 pub mod stream;
 pub mod views;
 
 pub use client::{AdminClient, ClientError};
+pub use logs::LogStream;
 pub use reqwest::StatusCode;
 pub use stream::{EventFilter, EventStream, StreamItem};
 pub use views::*;

@@ -106,6 +106,21 @@ pub struct Config {
     )]
     pub cache_max_bytes: u64,
 
+    /// Most bytes of one file of a module's output
+    /// (`<data-dir>/modules/<module>/output.log`): past it the file is
+    /// rotated to `output.log.1` (at least 1024).
+    #[arg(
+        long,
+        env = "AGENT_LOG_MAX_BYTES",
+        default_value_t = crate::logs::DEFAULT_MAX_BYTES
+    )]
+    pub log_max_bytes: u64,
+
+    /// Files of a module's output kept, `output.log` included (1 to 100):
+    /// a module's output takes at most `--log-max-bytes` times this.
+    #[arg(long, env = "AGENT_LOG_FILES", default_value_t = crate::logs::DEFAULT_FILES)]
+    pub log_files: u32,
+
     /// Fallback depmgr base URL (`http://host:port`, or `https://` with
     /// TLS), used only when an install directive names none.
     #[arg(long, env = "AGENT_DEPMGR")]
@@ -167,6 +182,20 @@ impl Config {
             return Err(bad(
                 "--request-timeout-ms and --fetch-timeout-ms must be above 0".into(),
             ));
+        }
+        if self.log_max_bytes < crate::logs::MIN_MAX_BYTES {
+            return Err(bad(format!(
+                "--log-max-bytes {} is under the minimum of {}",
+                self.log_max_bytes,
+                crate::logs::MIN_MAX_BYTES
+            )));
+        }
+        if self.log_files == 0 || self.log_files > crate::logs::MAX_FILES {
+            return Err(bad(format!(
+                "--log-files {} must be between 1 and {}",
+                self.log_files,
+                crate::logs::MAX_FILES
+            )));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("--data-dir is empty".into()));
@@ -236,6 +265,14 @@ impl Config {
     pub fn fetch_timeout(&self) -> Duration {
         Duration::from_millis(self.fetch_timeout_ms)
     }
+
+    /// The rotation of each module's output.
+    pub fn log_rotation(&self) -> crate::logs::Rotation {
+        crate::logs::Rotation {
+            max_bytes: self.log_max_bytes,
+            files: self.log_files,
+        }
+    }
 }
 
 fn check_host_port(flag: &str, s: &str) -> Result<(), Error> {
@@ -285,6 +322,8 @@ mod tests {
         assert_eq!(c.supervisors, ["127.0.0.1:1", "127.0.0.1:2"]);
         assert_eq!(c.heartbeat_ms, 300);
         assert_eq!(c.stop_grace_ms, 1000);
+        assert_eq!(c.log_rotation(), crate::logs::Rotation::default());
+        assert_eq!(c.log_rotation().bound(), 30 << 20);
         let labels = c.label_map().expect("labels");
         assert_eq!(labels["zone"], "east");
         assert_eq!(labels["disk"], "ssd");
@@ -292,7 +331,16 @@ mod tests {
 
     #[test]
     fn bad_flags_name_the_flag() {
-        let cases: [(&[&str], &str); 8] = [
+        let cases: [(&[&str], &str); 11] = [
+            (
+                &["--supervisors", "h:1", "--log-max-bytes", "10"],
+                "--log-max-bytes",
+            ),
+            (&["--supervisors", "h:1", "--log-files", "0"], "--log-files"),
+            (
+                &["--supervisors", "h:1", "--log-files", "101"],
+                "--log-files",
+            ),
             (&["--supervisors", "nope"], "--supervisors"),
             (&["--supervisors", "h:1", "--label", "zone"], "--label"),
             (

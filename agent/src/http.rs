@@ -1,5 +1,7 @@
 //! The agent's HTTP API (JSON): `GET /v1/status` and `GET /health`, as in
-//! CONTRACT.md, and `GET /metrics`. Read-only; orders come only through heartbeat replies.
+//! CONTRACT.md, `GET /metrics`, and a module's output
+//! (`GET /v1/modules/{name}/logs`, text). Read-only; orders come only
+//! through heartbeat replies.
 //!
 //! ## Access
 //! Served through a [`tls::Bound`] listener, so every request carries its
@@ -8,6 +10,16 @@
 //! cluster CA, any role; without one the answer is 401 with a JSON error,
 //! a warn log line, and `auth_refused_total` counts it. In plaintext
 //! (loopback or `--insecure`) nothing is asked.
+//!
+//! ## Module output
+//! `GET /v1/modules/{name}/logs?tail=N&follow=true`: the last `N` lines
+//! (default 100, at most 10000) of the module's output across its rotated
+//! files ([`crate::logs`]), as `text/plain`; with `follow=true` the body
+//! goes on with what the module prints (chunked; rotation followed) until
+//! the client goes away or the agent stops. 404 for a module this agent
+//! neither holds nor has output of. With TLS only a *supervisor*
+//! certificate may read it (403 otherwise): operators read logs through
+//! the supervisors, which proxy it.
 //!
 //! ## Metrics
 //! `GET /metrics`: Prometheus text ([`crate::metrics`]), behind the same
@@ -22,14 +34,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use tls::{HandshakeStats, Peer};
+use tls::{HandshakeStats, Peer, Role};
 
 use crate::Trust;
 use crate::manager::{Agent, StatusView};
@@ -100,6 +113,7 @@ pub fn router(agent: Agent, access: Access) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/v1/modules/{name}/logs", get(logs))
         .route("/health", get(health))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), authorize))
@@ -162,6 +176,154 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// How often a follow looks for new output.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Most bytes one chunk of a followed body carries.
+const FOLLOW_CHUNK: usize = 64 << 10;
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(proto::ErrorBody { error: message })).into_response()
+}
+
+/// The query of `GET /v1/modules/{name}/logs`: `(tail, follow)`.
+fn logs_query(query: Option<&str>) -> Result<(usize, bool), String> {
+    let mut tail = crate::logs::DEFAULT_TAIL;
+    let mut follow = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "tail" => {
+                tail = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n <= crate::logs::MAX_TAIL)
+                    .ok_or_else(|| {
+                        format!(
+                            "tail {v:?} is not a number of lines from 0 to {}",
+                            crate::logs::MAX_TAIL
+                        )
+                    })?;
+            }
+            "follow" => {
+                follow = match v {
+                    "true" | "1" | "" => true,
+                    "false" | "0" => false,
+                    _ => return Err(format!("follow {v:?} is not true or false")),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((tail, follow))
+}
+
+/// `GET /v1/modules/{name}/logs`: see the module documentation.
+async fn logs(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    extensions: axum::http::Extensions,
+) -> Response {
+    if ctx.access.tls {
+        let peer = extensions.get::<ConnectInfo<Peer>>().map(|c| &c.0);
+        let identity = peer.and_then(|p| p.identity.as_ref());
+        if !identity.is_some_and(|id| id.is(Role::Supervisor)) {
+            let who = peer.map_or_else(|| "anonymous".to_string(), Peer::describe);
+            let n = ctx.access.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(peer = %who, module = %name, refused_total = n, "module output refused: not a supervisor");
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "a module's output is read through the supervisors (a supervisor certificate is needed); {who} is not one"
+                ),
+            );
+        }
+    }
+    if let Err(e) = proto::names::check("module", &name) {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
+    let (tail, follow) = match logs_query(query.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let (path, rotation) = ctx.agent.output_log(&name);
+    if !ctx.agent.holds(&name) && !path.exists() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("node {} holds no module {name:?}", ctx.agent.node()),
+        );
+    }
+    let read = tokio::task::spawn_blocking(move || crate::logs::tail(&path, rotation.files, tail))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r);
+    let tail = match read {
+        Ok(t) => t,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the output of {name}: {e}"),
+            );
+        }
+    };
+    let headers = [
+        (
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        ),
+        (axum::http::header::CACHE_CONTROL, "no-cache"),
+        (
+            axum::http::header::HeaderName::from_static("x-content-type-options"),
+            "nosniff",
+        ),
+    ];
+    if !follow {
+        return (headers, tail.text).into_response();
+    }
+    let state = Follow {
+        first: Some(tail.text),
+        follower: Some(tail.follower),
+        shutdown: ctx.agent.shutdown_token(),
+    };
+    let stream = futures::stream::unfold(state, |mut st| async move {
+        if let Some(text) = st.first.take()
+            && !text.is_empty()
+        {
+            return Some((Ok(Bytes::from(text)), st));
+        }
+        loop {
+            let mut follower = st.follower.take()?;
+            let (follower, read) = tokio::task::spawn_blocking(move || {
+                let read = follower.read_new(FOLLOW_CHUNK);
+                (follower, read)
+            })
+            .await
+            .ok()?;
+            match read {
+                Ok(bytes) if !bytes.is_empty() => {
+                    st.follower = Some(follower);
+                    return Some((Ok(Bytes::from(bytes)), st));
+                }
+                Ok(_) => st.follower = Some(follower),
+                // Ends the body (the follower is gone).
+                Err(e) => return Some((Err(e), st)),
+            }
+            tokio::select! {
+                () = st.shutdown.cancelled() => return None,
+                () = tokio::time::sleep(FOLLOW_POLL) => {}
+            }
+        }
+    });
+    (headers, Body::from_stream(stream)).into_response()
+}
+
+/// A followed output: the tail not yet sent, then the follower.
+struct Follow {
+    first: Option<Vec<u8>>,
+    follower: Option<crate::logs::Follower>,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 async fn health() -> &'static str {

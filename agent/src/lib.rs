@@ -23,6 +23,8 @@
 //! - [`process`], [`spawner`], [`probe`]: module processes, the thread that
 //!   forks them (parent-death signal), and health probes.
 //! - [`state`]: the durable state file and data dir layout.
+//! - [`logs`]: each module's output files (size rotation, written by the
+//!   module's shim) and reading them (`GET /v1/modules/{name}/logs`).
 //! - [`http`]: the status API and `/metrics` ([`metrics`]: heartbeats,
 //!   package downloads and their times); `/health` open to all; with TLS
 //!   every other path needs a certificate of the cluster CA (401
@@ -50,6 +52,7 @@ pub mod cgroup;
 pub mod config;
 pub mod heartbeat;
 pub mod http;
+pub mod logs;
 pub mod manager;
 pub mod metrics;
 pub mod probe;
@@ -200,6 +203,7 @@ pub async fn run(
             stop_grace: cfg.stop_grace(),
             fetch_timeout: cfg.fetch_timeout(),
             cache_max_bytes: cfg.cache_max_bytes,
+            log_rotation: cfg.log_rotation(),
             default_depmgr: cfg.depmgr.clone(),
             tls: trust.tls.clone(),
             state_file,

@@ -3,7 +3,7 @@
 //! A module runs under its own [`crate::shim`]: the agent binary re-run as
 //! `module-shim`, which forks the module in a process group of its own (in
 //! `MODULE_DIR`, stdin closed, stdout/stderr appended to the module's
-//! `output.log`), keeps every process the module forks in its tree (child
+//! `output.log`, rotated by size: [`crate::logs`]), keeps every process the module forks in its tree (child
 //! subreaper), holds the lease deadline itself, and kills the whole tree
 //! when the module's main process ends, when the lease passes without
 //! renewal, when the agent says so or when the agent dies. [`launch`]
@@ -48,8 +48,10 @@ pub struct Launch {
     pub args: Vec<String>,
     pub dir: PathBuf,
     pub env: Vec<(String, String)>,
-    /// stdout and stderr go here (appended).
+    /// stdout and stderr go here (appended, rotated by the shim as
+    /// `rotation` says; see [`crate::logs`]).
     pub log: PathBuf,
+    pub rotation: crate::logs::Rotation,
 }
 
 /// A started module (its shim and its main process); clones watch the
@@ -217,6 +219,7 @@ where
     cmd.arg0("module-shim")
         .args(shim::command(
             deadline.map(monotonic_ns_of),
+            Some((&l.log, l.rotation)),
             &l.program,
             &l.args,
         ))

@@ -12,9 +12,14 @@
 //!   process the module leaves behind, however it forked, is re-parented to
 //!   the shim and stays in its tree ([`descendants`]);
 //! - starts the module in a process group of its own (stdin closed,
-//!   stdout and stderr to the shim's stderr, the module's log), the module
-//!   getting `SIGKILL` as its parent-death signal should the shim itself be
+//!   stdout and stderr to one pipe the shim reads), the module getting
+//!   `SIGKILL` as its parent-death signal should the shim itself be
 //!   killed;
+//! - writes what the module prints, and its own messages, to the module's
+//!   `output.log` with size rotation (`--log`, `--log-max-bytes`,
+//!   `--log-files`; see [`crate::logs`]), draining the pipe before it exits
+//!   so no line is lost (without `--log`, the module writes to the shim's
+//!   stderr directly);
 //! - tells the agent on its stdout `started <pid>` or `failed <errno>
 //!   <message>` (a module that cannot be executed is a failed launch, as
 //!   before, not a crash);
@@ -42,8 +47,9 @@
 //! each, reap": a process forked during a round is re-parented to the shim
 //! when its parent dies and is caught by the next round (`Tree::kill_all`).
 //!
-//! The shim is synchronous and single-threaded: one `poll` over its stdin
-//! and a `signalfd`, with the lease deadline as the timeout. It shares no
+//! The shim is synchronous and single-threaded: one `poll` over its stdin,
+//! a `signalfd` and the module's output pipe, with the lease deadline as
+//! the timeout. It shares no
 //! runtime, lock or disk with the agent, so nothing the agent waits on can
 //! delay it.
 
@@ -51,7 +57,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -60,6 +68,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::time::{ClockId, clock_gettime};
 use nix::unistd::Pid;
+
+use crate::logs::{RotatingWriter, Rotation};
 
 /// First argument that makes the agent binary run as a module shim.
 pub const ARG: &str = "__module-shim";
@@ -71,13 +81,47 @@ const MAX_LINE: usize = 256;
 /// message (a fork bomb outrunning it).
 const KILL_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Most bytes the shim reads from the module's output at a time.
+const OUTPUT_CHUNK: usize = 64 << 10;
+
+/// The module's output log, once the shim opened it (its own messages go
+/// there too).
+static LOG: Mutex<Option<RotatingWriter>> = Mutex::new(None);
+
+/// A message of the shim: to the module's output log when open, to
+/// stderr before.
+fn say(msg: &str) {
+    let mut log = LOG.lock().unwrap_or_else(|e| e.into_inner());
+    match log.as_mut() {
+        Some(w) => {
+            let _ = w.write(format!("module-shim: {msg}\n").as_bytes());
+        }
+        None => eprintln!("module-shim: {msg}"),
+    }
+}
+
 /// The shim's command line for `program args...` under an initial lease
-/// deadline (`None`: no lease, an `at-least-one` module).
-pub fn command(lease_ns: Option<u64>, program: &std::path::Path, args: &[String]) -> Vec<OsString> {
+/// deadline (`None`: no lease, an `at-least-one` module), writing the
+/// module's output to `log` rotated as it says (`None`: to the shim's
+/// stderr).
+pub fn command(
+    lease_ns: Option<u64>,
+    log: Option<(&Path, Rotation)>,
+    program: &Path,
+    args: &[String],
+) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec![ARG.into()];
     if let Some(ns) = lease_ns {
         argv.push("--lease-ns".into());
         argv.push(ns.to_string().into());
+    }
+    if let Some((path, rotation)) = log {
+        argv.push("--log".into());
+        argv.push(path.as_os_str().to_owned());
+        argv.push("--log-max-bytes".into());
+        argv.push(rotation.max_bytes.to_string().into());
+        argv.push("--log-files".into());
+        argv.push(rotation.files.to_string().into());
     }
     argv.push("--".into());
     argv.push(program.as_os_str().to_owned());
@@ -108,6 +152,7 @@ pub const KILL_LINE: &str = "kill\n";
 #[derive(Debug, PartialEq, Eq)]
 struct Args {
     lease_ns: Option<u64>,
+    log: Option<(PathBuf, Rotation)>,
     program: OsString,
     args: Vec<OsString>,
 }
@@ -115,6 +160,8 @@ struct Args {
 fn parse_args(argv: &[OsString]) -> Result<Args, String> {
     let mut it = argv.iter();
     let mut lease_ns = None;
+    let mut log: Option<PathBuf> = None;
+    let mut rotation = Rotation::default();
     loop {
         match it.next().and_then(|a| a.to_str()) {
             Some("--lease-ns") => {
@@ -125,10 +172,29 @@ fn parse_args(argv: &[OsString]) -> Result<Args, String> {
                     .ok_or("--lease-ns needs a number of nanoseconds")?;
                 lease_ns = Some(v);
             }
+            Some("--log") => {
+                log = Some(PathBuf::from(it.next().ok_or("--log needs a path")?));
+            }
+            Some("--log-max-bytes") => {
+                rotation.max_bytes = it
+                    .next()
+                    .and_then(|v| v.to_str())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|&v| v > 0)
+                    .ok_or("--log-max-bytes needs a number of bytes")?;
+            }
+            Some("--log-files") => {
+                rotation.files = it
+                    .next()
+                    .and_then(|v| v.to_str())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .filter(|&v| v > 0)
+                    .ok_or("--log-files needs a number of files")?;
+            }
             Some("--") => break,
             other => {
                 return Err(format!(
-                    "unexpected argument {other:?} (usage: {ARG} [--lease-ns N] -- PROGRAM ARGS...)"
+                    "unexpected argument {other:?} (usage: {ARG} [--lease-ns N] [--log PATH --log-max-bytes N --log-files N] -- PROGRAM ARGS...)"
                 ));
             }
         }
@@ -136,6 +202,7 @@ fn parse_args(argv: &[OsString]) -> Result<Args, String> {
     let program = it.next().ok_or("no program to run")?.clone();
     Ok(Args {
         lease_ns,
+        log: log.map(|p| (p, rotation)),
         program,
         args: it.cloned().collect(),
     })
@@ -193,24 +260,48 @@ fn run(args: Args) -> Result<WaitStatus, String> {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {e}"))?;
 
-    // The module: stdout and stderr to the log (our stderr); it dies with
-    // us even if we are SIGKILLed (its own children are then the cgroup's
-    // or the agent's restart sweep's to find).
-    let log = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| format!("cannot duplicate stderr: {e}"))?;
-    let log2 = log
+    // The module: stdout and stderr to one pipe we read and write to the
+    // rotated log (or, without --log or when the log cannot be opened, to
+    // our stderr); it dies with us even if we are SIGKILLed (its own
+    // children are then the cgroup's or the agent's restart sweep's to
+    // find).
+    let mut output: Option<std::fs::File> = None;
+    let sink = match &args.log {
+        Some((path, rotation)) => match RotatingWriter::open(path, *rotation) {
+            Ok(w) => {
+                *LOG.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| format!("cannot make the output pipe: {e}"))?;
+                // Our end only: the module's end stays blocking.
+                nix::fcntl::fcntl(
+                    std::os::fd::AsRawFd::as_raw_fd(&read),
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                )
+                .map_err(|e| format!("cannot make the output pipe non-blocking: {e}"))?;
+                output = Some(std::fs::File::from(read));
+                write
+            }
+            Err(e) => {
+                eprintln!(
+                    "module-shim: cannot open {}: {e}; the module's output goes here, unrotated",
+                    path.display()
+                );
+                stderr_fd()?
+            }
+        },
+        None => stderr_fd()?,
+    };
+    let sink2 = sink
         .try_clone()
-        .map_err(|e| format!("cannot duplicate stderr: {e}"))?;
+        .map_err(|e| format!("cannot duplicate the output pipe: {e}"))?;
     let mut cmd = std::process::Command::new(&args.program);
     // Its own process group, as the contract says (the pid the status API
     // shows is the group id).
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.args(&args.args)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2));
+        .stdout(Stdio::from(sink))
+        .stderr(Stdio::from(sink2));
     crate::spawner::set_parent_death_signal(&mut cmd, Signal::SIGKILL);
     // The module's cgroup, where there can be one: the shim enters it to
     // fork the module (which inherits it) and leaves it at once.
@@ -236,15 +327,18 @@ fn run(args: Args) -> Result<WaitStatus, String> {
     };
     let mut out = std::io::stdout().lock();
     let spawned = cmd.spawn();
+    // Our copies of the pipe's write end: the module holds the only ones,
+    // so the pipe ends when the module's tree is gone.
+    drop(cmd);
     if let (Some(cg), Some(home)) = (&cgroup, &home)
         && let Err(e) = cg.leave(home, me)
     {
         // Still inside: freezing it would freeze the shim too. Go on
         // without the cgroup (the subreaper tree still holds).
-        eprintln!(
-            "module-shim: cannot leave the module's cgroup {}: {e}",
+        say(&format!(
+            "cannot leave the module's cgroup {}: {e}",
             cg.dir().display()
-        );
+        ));
         cgroup = None;
     }
     let child = match spawned {
@@ -270,6 +364,7 @@ fn run(args: Args) -> Result<WaitStatus, String> {
         main_pid,
         main_status: None,
         cgroup,
+        output,
     };
     let mut lease = args.lease_ns;
     // Unbuffered: a buffered reader could hold lines poll no longer sees.
@@ -289,10 +384,10 @@ fn run(args: Args) -> Result<WaitStatus, String> {
             Some(ns) => {
                 let now = monotonic_ns();
                 if now >= ns {
-                    eprintln!(
-                        "module-shim: the lease ended {} ms ago without renewal from the agent: killing every process of the module",
+                    say(&format!(
+                        "the lease ended {} ms ago without renewal from the agent: killing every process of the module",
                         (now - ns) / 1_000_000
-                    );
+                    ));
                     return tree.kill_all("lease ended");
                 }
                 // Round up, so the wake-up is never early.
@@ -300,19 +395,29 @@ fn run(args: Args) -> Result<WaitStatus, String> {
             }
             None => PollTimeout::NONE,
         };
-        let (stdin_ready, signal_ready) = {
-            let mut fds = [
+        let (stdin_ready, signal_ready, output_ready) = {
+            let mut fds = vec![
                 PollFd::new(signals.as_fd(), PollFlags::POLLIN),
                 PollFd::new(control.as_fd(), PollFlags::POLLIN),
             ];
+            if let Some(out) = &tree.output {
+                fds.push(PollFd::new(out.as_fd(), PollFlags::POLLIN));
+            }
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(format!("poll: {e}")),
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[1]), ready(&fds[0]))
+            (
+                ready(&fds[1]),
+                ready(&fds[0]),
+                fds.get(2).is_some_and(ready),
+            )
         };
+        if output_ready {
+            tree.copy_output(1);
+        }
         if signal_ready {
             while let Ok(Some(info)) = signals.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
@@ -347,10 +452,10 @@ fn run(args: Args) -> Result<WaitStatus, String> {
                             Some(Control::Kill) => {
                                 return tree.kill_all("stopped by the agent");
                             }
-                            None => eprintln!(
-                                "module-shim: ignoring a control line: {:?}",
+                            None => say(&format!(
+                                "ignoring a control line: {:?}",
                                 String::from_utf8_lossy(&line)
-                            ),
+                            )),
                         }
                     }
                     if pending.len() > MAX_LINE {
@@ -370,9 +475,53 @@ struct Tree {
     main_status: Option<WaitStatus>,
     /// The module's cgroup, when one could be made.
     cgroup: Option<crate::cgroup::ModuleCgroup>,
+    /// Our end of the module's output pipe (non-blocking), until it ends.
+    output: Option<std::fs::File>,
+}
+
+/// Our stderr, for a module that writes there.
+fn stderr_fd() -> Result<std::os::fd::OwnedFd, String> {
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("cannot duplicate stderr: {e}"))
 }
 
 impl Tree {
+    /// Copies what the module wrote to its output log: up to `chunks`
+    /// reads of [`OUTPUT_CHUNK`] (0: until the pipe is empty). The pipe is
+    /// dropped once every writer is gone.
+    fn copy_output(&mut self, chunks: usize) {
+        let Some(pipe) = &mut self.output else { return };
+        let mut buf = vec![0u8; OUTPUT_CHUNK];
+        let mut done = 0;
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => {
+                    self.output = None;
+                    return;
+                }
+                Ok(n) => {
+                    let mut log = LOG.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(w) = log.as_mut() {
+                        // A full disk loses output, not the module.
+                        let _ = w.write(&buf[..n]);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.output = None;
+                    return;
+                }
+            }
+            done += 1;
+            if chunks != 0 && done >= chunks {
+                return;
+            }
+        }
+    }
+
     /// Reaps every child that has exited (the main process or an orphan
     /// re-parented here); records the main process's status. Returns
     /// whether any child is left.
@@ -395,6 +544,15 @@ impl Tree {
     /// it goes; `why` goes to the log when anything was killed. Returns
     /// the main process's status.
     fn kill_all(&mut self, why: &str) -> Result<WaitStatus, String> {
+        let status = self.kill_tree(why);
+        // Every writer is gone: what is left in the pipe goes to the log
+        // (a process that escaped the kill may still hold it: then what
+        // is there now).
+        self.copy_output(0);
+        status
+    }
+
+    fn kill_tree(&mut self, why: &str) -> Result<WaitStatus, String> {
         let start = Instant::now();
         let mut killed = BTreeSet::new();
         loop {
@@ -414,11 +572,11 @@ impl Tree {
                 break;
             }
             if start.elapsed() > KILL_DEADLINE {
-                eprintln!(
-                    "module-shim: {} processes still alive after {} s of SIGKILL rounds; giving up",
+                say(&format!(
+                    "{} processes still alive after {} s of SIGKILL rounds; giving up",
                     tree.len(),
                     KILL_DEADLINE.as_secs()
-                );
+                ));
                 break;
             }
             if tree.is_empty() {
@@ -430,15 +588,17 @@ impl Tree {
             cg.remove();
         }
         if !killed.is_empty() {
-            eprintln!(
-                "module-shim: {why}: killed {} processes of the module ({})",
+            // What the module wrote before it was killed comes first.
+            self.copy_output(0);
+            say(&format!(
+                "{why}: killed {} processes of the module ({})",
                 killed.len(),
                 killed
                     .iter()
                     .map(|p| p.to_string())
                     .collect::<Vec<_>>()
                     .join(" ")
-            );
+            ));
         }
         self.main_status
             .ok_or_else(|| format!("module process {} was never reaped", self.main_pid))
@@ -505,9 +665,14 @@ mod tests {
 
     #[test]
     fn command_lines_round_trip() {
+        let rotation = Rotation {
+            max_bytes: 4096,
+            files: 2,
+        };
         let argv = command(
             Some(42),
-            std::path::Path::new("/bin/x"),
+            Some((Path::new("/d/output.log"), rotation)),
+            Path::new("/bin/x"),
             &["a".into(), "--".into()],
         );
         assert_eq!(argv[0], ARG);
@@ -515,12 +680,15 @@ mod tests {
             parse_args(&argv[1..]),
             Ok(Args {
                 lease_ns: Some(42),
+                log: Some(("/d/output.log".into(), rotation)),
                 program: "/bin/x".into(),
                 args: vec!["a".into(), "--".into()],
             })
         );
-        let argv = command(None, std::path::Path::new("/bin/y"), &[]);
+        let argv = command(None, None, Path::new("/bin/y"), &[]);
         assert_eq!(parse_args(&argv[1..]).map(|a| a.lease_ns), Ok(None));
+        assert_eq!(parse_args(&argv[1..]).map(|a| a.log), Ok(None));
+        assert!(parse_args(&["--log-files".into(), "0".into()]).is_err());
         assert!(parse_args(&["--lease-ns".into(), "x".into()]).is_err());
         assert!(parse_args(&["--".into()]).is_err());
         assert!(parse_args(&["/bin/x".into()]).is_err());

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod describe;
 mod dev;
+mod logs;
 mod plan;
 mod snapshot;
 mod versions;
@@ -110,6 +111,9 @@ enum Cmd {
     },
     /// A module's revisions, with their outcome and counters.
     History { module: String },
+    /// A module's output (stdout and stderr): the last lines, and with -f
+    /// what it prints next.
+    Logs(logs::LogsArgs),
     /// Why a module is where it is: the chain of decisions that led there,
     /// newest first, back to its deploy.
     Why { module: String },
@@ -507,6 +511,7 @@ async fn run(cli: Cli) -> Result<()> {
             versions::report(module, &u, settled)?;
         }
         Cmd::Why { module } => why::why(&c, module, cli.json).await?,
+        Cmd::Logs(a) => logs::logs(&c, a).await?,
         Cmd::Snapshot {
             what: SnapshotCmd::Save { file },
         } => snapshot::save(&c, file, cli.json).await?,

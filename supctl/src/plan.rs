@@ -63,7 +63,10 @@ pub fn render(v: &PlanView) -> String {
         }
     }
     if !v.waiting.is_empty() {
-        out.push_str(&format!("{} module(s) would wait for a node:\n", v.waiting.len()));
+        out.push_str(&format!(
+            "{} module(s) would wait for a node:\n",
+            v.waiting.len()
+        ));
         for m in &v.waiting {
             out.push_str(&format!("  {}: {}\n", m.module, m.reason));
         }

@@ -38,6 +38,8 @@ pub struct Options {
     pub agents: Vec<String>,
     /// Extra supervisor flags (after the fast defaults).
     pub supervisor_flags: Vec<String>,
+    /// Extra agent flags (after the fast defaults), for every agent.
+    pub agent_flags: Vec<String>,
     /// Mutual TLS between every program (on by default).
     pub tls: bool,
 }
@@ -48,6 +50,7 @@ impl Default for Options {
             supervisors: 3,
             agents: ["a", "b", "c"].iter().map(|s| s.to_string()).collect(),
             supervisor_flags: vec![],
+            agent_flags: vec![],
             tls: true,
         }
     }
@@ -121,6 +124,7 @@ impl TestCluster {
                 .arg(data(&format!("agent-{node}")))
                 .args(["--supervisors", &supervisors.addrs.join(",")])
                 .args(AGENT_FLAGS)
+                .args(&opts.agent_flags)
                 .args(tls_flags(Role::Agent, node))
                 .env("RUST_LOG", "info,openraft=warn");
             procs
@@ -281,6 +285,11 @@ impl TestCluster {
             client.push_dir(dir).await.ok()
         })
         .await;
+    }
+
+    /// The data dir of the agent of `node`.
+    pub fn agent_data_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{node}"))
     }
 
     /// Directory of marker files the test module obeys.

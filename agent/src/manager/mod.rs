@@ -80,6 +80,8 @@ pub struct AgentOptions {
     pub fetch_timeout: Duration,
     /// Bound of the archive cache (`--cache-max-bytes`).
     pub cache_max_bytes: u64,
+    /// Rotation of each module's output (`--log-max-bytes`, `--log-files`).
+    pub log_rotation: crate::logs::Rotation,
     /// depmgr to use when an install directive names none.
     pub default_depmgr: Option<String>,
     /// With TLS: downloads go over `https://` to a depmgr certificate.
@@ -100,6 +102,7 @@ struct Shared {
     me: NodeIdentity,
     incarnation: u64,
     stop_grace: Duration,
+    log_rotation: crate::logs::Rotation,
     dirs: DataDir,
     state_file: Arc<StateFile>,
     installer: Installer,
@@ -149,6 +152,7 @@ impl Agent {
                 node: opts.node,
                 incarnation: opts.persisted.incarnation,
                 stop_grace: opts.stop_grace,
+                log_rotation: opts.log_rotation,
                 installer: Installer::new(
                     dirs.clone(),
                     opts.fetch_timeout,
@@ -180,6 +184,22 @@ impl Agent {
 
     pub fn node(&self) -> &str {
         &self.sh.node
+    }
+
+    /// The newest file of `module`'s output (`output.log`), and how it
+    /// is rotated.
+    pub fn output_log(&self, module: &str) -> (std::path::PathBuf, crate::logs::Rotation) {
+        (self.sh.dirs.output_log(module), self.sh.log_rotation)
+    }
+
+    /// Whether `module` is in the module table.
+    pub fn holds(&self, module: &str) -> bool {
+        self.status().modules.iter().any(|m| m.name == module)
+    }
+
+    /// Cancelled when the agent shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.sh.shutdown.clone()
     }
 
     /// Woken whenever the heartbeat should go out at once.

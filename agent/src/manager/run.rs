@@ -34,7 +34,12 @@ use crate::state::DataDir;
 /// How the module of `plan` is run on node `node`: program, arguments,
 /// directory, environment (the manifest's `[env]` plus the contract's
 /// `MODULE_*` variables) and output log.
-pub fn launch_for(dirs: &DataDir, node: &str, plan: &LaunchPlan) -> Launch {
+pub fn launch_for(
+    dirs: &DataDir,
+    node: &str,
+    rotation: crate::logs::Rotation,
+    plan: &LaunchPlan,
+) -> Launch {
     let m = &plan.manifest;
     let dir = dirs.package_dir(&plan.module, plan.epoch, &m.name, &m.version);
     let mut env: Vec<(String, String)> =
@@ -61,6 +66,7 @@ pub fn launch_for(dirs: &DataDir, node: &str, plan: &LaunchPlan) -> Launch {
         dir,
         env,
         log: dirs.output_log(&plan.module),
+        rotation,
     }
 }
 
@@ -94,7 +100,7 @@ impl Agent {
     /// Executes [`super::Effect::Launch`]: spawns the process with its exit
     /// watcher and hands the outcome to the table.
     pub(super) async fn launch(&self, plan: LaunchPlan) {
-        let launch = launch_for(&self.sh.dirs, &self.sh.node, &plan);
+        let launch = launch_for(&self.sh.dirs, &self.sh.node, self.sh.log_rotation, &plan);
         let agent = self.clone();
         let (name, op) = (plan.module.clone(), plan.op);
         let deadline = self.lock().shim_deadline_of(&plan.module, Instant::now());

@@ -38,9 +38,9 @@ use crate::state::{
 };
 use crate::views::{
     self, AddMember, ClusterView, Deployed, Drained, EventView, FleetRolloutView, MemberAdded,
-    MemberRemoved, MemberView, ModuleView, NodeRemoved, NodeView, QuarantineLifted, QuarantineView,
-    PlanRequest, PlanView, Removed, ReplicaView, RevisionView, RollbackRequest, StartRollout,
-    Undrained, Updated, WhyStep,
+    MemberRemoved, MemberView, ModuleView, NodeRemoved, NodeView, PlanRequest, PlanView,
+    QuarantineLifted, QuarantineView, Removed, ReplicaView, RevisionView, RollbackRequest,
+    StartRollout, Undrained, Updated, WhyStep,
 };
 
 /// Longest a deploy waits for depmgr to say whether its package exists.
@@ -62,6 +62,7 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(modules, deploy))
         .routes(routes!(module, update, remove))
         .routes(routes!(why))
+        .routes(routes!(super::logs::logs))
         .routes(routes!(what_if))
         .routes(routes!(snapshot))
         .routes(routes!(rollback))
@@ -98,7 +99,7 @@ struct ApiDoc;
 /// An error answer (every 4xx and 5xx).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
-struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong, naming the field or the reason.
     error: String,
 }
@@ -530,7 +531,11 @@ async fn what_if(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Json<Pla
     read_barrier(&app, &ReadOpts::default()).await?;
     let now = leader.now_ms();
     let timing = app.config.timing();
-    let observed = leader.observed.lock().expect("observed lock poisoned").clone();
+    let observed = leader
+        .observed
+        .lock()
+        .expect("observed lock poisoned")
+        .clone();
     let view = app
         .state
         .read(|s| crate::plan::what_if(s, &observed, now, timing, &request))?;

@@ -39,8 +39,11 @@ fn is_stale_read(req: &Request) -> bool {
 /// not it; everything else is served here.
 pub async fn forward_to_leader(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
+    // A module's output comes from its agent: any replica relays it.
+    let logs = path.starts_with("/v1/modules/") && path.ends_with("/logs");
     let local = path == "/v1/cluster"
         || path == "/v1/cluster/replicas"
+        || logs
         || is_stale_read(&req)
         || app.leader().is_some();
     if local {

@@ -14,6 +14,8 @@
 //! - [`events`]: the event record as a list (for [`admin`]) and as a
 //!   Server-Sent Events stream, which every replica serves from its own
 //!   applied state (behind [`auth`], not forwarded);
+//! - [`logs`]: a module's output, proxied from the agent of its node by
+//!   any replica (in [`admin`]'s routes, not forwarded);
 //! - [`metrics`]: `/metrics`; [`ready`]: `/health` and `/ready`. All are
 //!   open to anyone.
 //!
@@ -30,6 +32,7 @@ pub mod auth;
 pub mod events;
 pub mod forward;
 pub mod guard;
+pub mod logs;
 pub mod metrics;
 pub mod package_cache;
 pub mod raft;

@@ -72,6 +72,7 @@ fn launch() -> Launch {
         dir: PathBuf::from("/"),
         env: vec![],
         log: PathBuf::from("/dev/null"),
+        rotation: Default::default(),
     }
 }
 
