@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[cfg(test)]
+mod cli_tests;
 mod connect;
 mod describe;
 mod dev;

@@ -192,7 +192,10 @@ pub fn modules(modules: &[ModuleView], wide: bool) -> String {
                     m.rollout.as_ref().map_or("-".into(), |r| {
                         format!("{} -> {} {}", r.from, r.to, r.state)
                     }),
-                    m.fencing.to_string(),
+                    serde_json::to_value(m.fencing)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
                     or_dash(m.placed_by.as_deref()),
                     or_dash(m.installed_version.as_deref()),
                     or_dash(Some(&m.tried_nodes.join(","))),

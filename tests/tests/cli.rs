@@ -34,7 +34,7 @@ fn run_on_tty(mut cmd: Command) -> TtyRun {
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+    let pty = nix::pty::openpty(&size, None::<&nix::sys::termios::Termios>).expect("openpty");
     let slave: OwnedFd = pty.slave;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(slave.try_clone().expect("dup the terminal")))
