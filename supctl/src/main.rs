@@ -432,13 +432,13 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Ca(cmd) => return ca(cmd),
         Cmd::Dev { dir } => return dev::run(dir).await,
         Cmd::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "supctl",
-                &mut std::io::stdout(),
-            );
-            return Ok(());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "supctl", &mut script);
+            // Into a pipe that closed early (`| head`): nothing to say.
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            };
         }
         _ => {}
     }

@@ -66,6 +66,37 @@ fn run_on_tty(mut cmd: Command) -> TtyRun {
     }
 }
 
+/// The lines a terminal would show at the end, roughly: escape sequences
+/// dropped, and of each line what the last carriage return left.
+fn visible_lines(screen: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = screen.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ended by a letter.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    plain
+        .split('\n')
+        .filter_map(|line| {
+            line.split('\r')
+                .filter(|seg| !seg.trim().is_empty())
+                .last()
+                .map(|seg| seg.trim().to_string())
+        })
+        .collect()
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -119,12 +150,8 @@ async fn deploy_waits_with_progress_on_a_terminal_and_plain_lines_elsewhere() {
     for step in ["✓ placed on b (epoch ", "installing", "running on b"] {
         assert!(screen.contains(step), "{step:?} not shown:\n{screen}");
     }
-    let last = screen
-        .lines()
-        .map(|l| l.trim_matches(|c: char| c == '\r' || c.is_whitespace()))
-        .rfind(|l| !l.is_empty())
-        .unwrap_or_default()
-        .to_string();
+    let lines = visible_lines(screen);
+    let last = lines.last().cloned().unwrap_or_default();
     assert!(
         last.starts_with("deployed web (epoch ") && last.ends_with("): running on b (web@1.0.0)"),
         "the last line is not the settled state: {last:?}\n{screen}"
