@@ -306,7 +306,7 @@ async fn a_deploy_whose_command_does_not_exist_fails_naming_why() {
     assert!(stdout.is_empty(), "no settled state to print: {stdout}");
     assert!(stderr.contains("supctl: ghost failed: "), "{stderr}");
     assert!(
-        stderr.contains("No such file or directory"),
+        stderr.contains("command /nonexistent/ghost-bin does not exist"),
         "the reason is not named:\n{stderr}"
     );
     // The steps it went through were shown.
