@@ -30,25 +30,33 @@ fn old_and_new_flags_parse() {
     assert_eq!(cli.output, Some(Format::Wide));
     // A bare number of seconds, as before; units now too.
     match parse(&["update", "web.json", "--timeout", "60"]).cmd {
-        Cmd::Update { timeout, detach, .. } => {
+        Cmd::Update {
+            timeout, detach, ..
+        } => {
             assert_eq!((timeout, detach), (Duration::from_secs(60), false))
         }
         other => panic!("{other:?}"),
     }
     match parse(&["deploy", "web.json"]).cmd {
-        Cmd::Deploy { timeout, detach, .. } => {
+        Cmd::Deploy {
+            timeout, detach, ..
+        } => {
             assert_eq!((timeout, detach), (Duration::from_secs(120), false))
         }
         other => panic!("{other:?}"),
     }
     match parse(&["drain", "b", "--detach", "--timeout", "10m"]).cmd {
-        Cmd::Drain { timeout, detach, .. } => {
+        Cmd::Drain {
+            timeout, detach, ..
+        } => {
             assert_eq!((timeout, detach), (Duration::from_secs(600), true))
         }
         other => panic!("{other:?}"),
     }
     match parse(&["rollback", "web", "--revision", "2", "--timeout", "90s"]).cmd {
-        Cmd::Rollback { timeout, revision, .. } => {
+        Cmd::Rollback {
+            timeout, revision, ..
+        } => {
             assert_eq!((timeout, revision), (Duration::from_secs(90), Some(2)))
         }
         other => panic!("{other:?}"),

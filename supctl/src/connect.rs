@@ -33,7 +33,9 @@ pub fn parse_addrs(list: &str, tls: bool) -> Result<Vec<String>> {
                 "--addr {raw}: http:// with the TLS flags: a TLS cluster is reached over https:// (or host:port); leave out the --tls-* flags for a plaintext cluster"
             ),
             (Some(other), _) => {
-                bail!("--addr {raw}: unknown scheme {other}:// (use https://, http:// or host:port)")
+                bail!(
+                    "--addr {raw}: unknown scheme {other}:// (use https://, http:// or host:port)"
+                )
             }
         }
         let host_port = rest.strip_suffix('/').unwrap_or(rest);
@@ -227,7 +229,10 @@ mod tests {
             text.starts_with("no supervisor reachable at a:1, b:2 (a:1: connection refused"),
             "{text}"
         );
-        assert!(text.contains("\nhint: ") && text.contains(ADDR_ENV), "{text}");
+        assert!(
+            text.contains("\nhint: ") && text.contains(ADDR_ENV),
+            "{text}"
+        );
     }
 
     #[test]
@@ -261,7 +266,11 @@ mod tests {
             status: StatusCode::NOT_FOUND,
             message: "unknown module \"x\"".into(),
         });
-        assert!(hint(&e, &ctx(false)).expect("hint").contains("supctl modules"));
+        assert!(
+            hint(&e, &ctx(false))
+                .expect("hint")
+                .contains("supctl modules")
+        );
         let e = anyhow::anyhow!("something else");
         assert_eq!(hint(&e, &ctx(false)), None);
     }

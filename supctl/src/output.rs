@@ -412,16 +412,25 @@ mod tests {
 
     #[test]
     fn wide_adds_columns() {
-        let ms = [module("web", Some("a")), module("a-much-longer-module", None)];
+        let ms = [
+            module("web", Some("a")),
+            module("a-much-longer-module", None),
+        ];
         let narrow = modules(&ms, false);
         let wide = modules(&ms, true);
         assert!(narrow.starts_with("MODULE "), "{narrow}");
         assert!(!narrow.contains("FENCING"), "{narrow}");
-        assert!(wide.contains("FENCING") && wide.contains("2026-12-02 14:03:07"), "{wide}");
+        assert!(
+            wide.contains("FENCING") && wide.contains("2026-12-02 14:03:07"),
+            "{wide}"
+        );
         // Every line's NODE column starts where the header's does.
         let at = narrow.find("NODE").expect("NODE");
         for line in narrow.lines().skip(1) {
-            assert!(line[at..].starts_with('a') || line[at..].starts_with('-'), "{narrow}");
+            assert!(
+                line[at..].starts_with('a') || line[at..].starts_with('-'),
+                "{narrow}"
+            );
         }
     }
 
@@ -430,7 +439,10 @@ mod tests {
         let o = Output::new(Some(Format::Yaml), false);
         assert!(o.structured());
         let yaml = o.render(&module("web", Some("a"))).expect("yaml");
-        assert!(yaml.contains("name: web\n") && yaml.contains("node: a\n"), "{yaml}");
+        assert!(
+            yaml.contains("name: web\n") && yaml.contains("node: a\n"),
+            "{yaml}"
+        );
         let j = Output::new(Some(Format::Yaml), true);
         assert_eq!(j.format, Format::Json, "--json wins");
         let json = j.render(&module("web", None)).expect("json");

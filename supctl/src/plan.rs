@@ -34,7 +34,11 @@ pub fn request(
 }
 
 /// `supctl plan ...`.
-pub async fn plan(c: &AdminClient, body: &serde_json::Value, out: crate::output::Output) -> Result<()> {
+pub async fn plan(
+    c: &AdminClient,
+    body: &serde_json::Value,
+    out: crate::output::Output,
+) -> Result<()> {
     let view = c.plan(body).await?;
     if out.structured() {
         out.print(&view)?;
@@ -63,7 +67,10 @@ pub fn render(v: &PlanView) -> String {
         }
     }
     if !v.waiting.is_empty() {
-        out.push_str(&format!("{} module(s) would wait for a node:\n", v.waiting.len()));
+        out.push_str(&format!(
+            "{} module(s) would wait for a node:\n",
+            v.waiting.len()
+        ));
         for m in &v.waiting {
             out.push_str(&format!("  {}: {}\n", m.module, m.reason));
         }

@@ -24,10 +24,20 @@ impl Drop for TempArchive {
 pub async fn push(dir: &Path, depmgr_url: &str, tls: Option<&Arc<tls::Tls>>) -> Result<()> {
     let client = Client::with_tls(depmgr_url, Timeouts::default(), tls)?;
     let manifest_path = dir.join(depmgr::archive::MANIFEST);
-    let text = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("pushing {}: cannot read {}", dir.display(), manifest_path.display()))?;
-    let manifest = proto::manifest::Manifest::from_toml(&text)
-        .map_err(|e| anyhow::anyhow!("pushing {}: {}: {e}", dir.display(), manifest_path.display()))?;
+    let text = std::fs::read_to_string(&manifest_path).with_context(|| {
+        format!(
+            "pushing {}: cannot read {}",
+            dir.display(),
+            manifest_path.display()
+        )
+    })?;
+    let manifest = proto::manifest::Manifest::from_toml(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "pushing {}: {}: {e}",
+            dir.display(),
+            manifest_path.display()
+        )
+    })?;
     let archive = TempArchive(std::env::temp_dir().join(format!(
         "supctl-push-{}-{}.tar.gz",
         std::process::id(),

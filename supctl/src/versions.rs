@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use admin_api::views::{FleetRolloutView, StartRollout};
 use admin_api::AdminClient;
+use admin_api::views::{FleetRolloutView, StartRollout};
 use anyhow::{Result, bail};
 
 /// How often `supctl rollout` asks for the rollout again.

@@ -52,7 +52,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => return Ok(Duration::from_millis(n)),
         "m" | "min" | "mins" => n * 60,
         "h" => n * 3600,
-        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
+            ));
+        }
     };
     Ok(Duration::from_secs(secs))
 }
@@ -235,7 +239,11 @@ pub fn event_step(e: &EventView) -> Option<String> {
         "failover_failed" => format!("failed on {on} too{}", because("reason")),
         "failover_completed" => format!("running on {on} (failover done)"),
         "module_failed" => format!("failed{}", because("reason")),
-        "drain_moved" => format!("{} moved from {} to {on}", e.module.as_deref().unwrap_or("?"), d("from")),
+        "drain_moved" => format!(
+            "{} moved from {} to {on}",
+            e.module.as_deref().unwrap_or("?"),
+            d("from")
+        ),
         "failover_waiting" => format!("waiting for a node{}", because("reason")),
         "rollout_started" => format!("rollout from revision {} to {}", d("from"), d("to")),
         "rollout_completed" => format!("rollout to revision {} completed", d("to")),

@@ -26,7 +26,9 @@ pub fn render(m: &ModuleView, chain: &[WhyStep]) -> String {
         .node
         .as_deref()
         .map_or_else(|| "on no node".to_string(), |n| format!("on {n}"));
-    let epoch = m.epoch.map_or_else(|| "none".to_string(), |e| e.to_string());
+    let epoch = m
+        .epoch
+        .map_or_else(|| "none".to_string(), |e| e.to_string());
     out.push_str(&format!(
         "{} is {} {on} (epoch {epoch}, revision {})",
         m.name, m.state, m.revision
@@ -101,14 +103,23 @@ mod tests {
         }))
         .expect("view");
         let chain = [
-            step(41, "failover_started", Some("c"), Some(39), "web failing over from b to c"),
+            step(
+                41,
+                "failover_started",
+                Some("c"),
+                Some(39),
+                "web failing over from b to c",
+            ),
             step(39, "node_down", Some("b"), Some(30), "node b down"),
             step(12, "installed", Some("b"), Some(11), "web installed"),
             step(3, "module_deployed", None, None, "an operator deployed web"),
         ];
         let text = render(&m, &chain);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("web is installing on c (epoch 120"), "{text}");
+        assert!(
+            lines[0].starts_with("web is installing on c (epoch 120"),
+            "{text}"
+        );
         assert!(lines[2].contains("web failing over from b to c") && !lines[2].contains("<-"));
         assert!(lines[3].ends_with("<- #30 (no longer kept)"), "{text}");
         assert!(lines[4].contains("2026-12-02") && lines[4].ends_with("<- #11 (no longer kept)"));

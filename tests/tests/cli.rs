@@ -137,7 +137,10 @@ async fn deploy_waits_with_progress_on_a_terminal_and_plain_lines_elsewhere() {
     let spec = spec_file(
         &c,
         "web",
-        ModuleSpec::new("web").restart(2, 100, 500).node(Some("b")).json(),
+        ModuleSpec::new("web")
+            .restart(2, 100, 500)
+            .node(Some("b"))
+            .json(),
     );
     let mut cmd = c.supctl();
     cmd.arg("deploy").arg(&spec).args(["--timeout", "60s"]);
@@ -157,7 +160,10 @@ async fn deploy_waits_with_progress_on_a_terminal_and_plain_lines_elsewhere() {
         "the last line is not the settled state: {last:?}\n{screen}"
     );
     let m = c.admin().module("web").await.expect("web");
-    assert_eq!((m.state.as_str(), m.node.as_deref()), ("running", Some("b")));
+    assert_eq!(
+        (m.state.as_str(), m.node.as_deref()),
+        ("running", Some("b"))
+    );
 
     // Not a terminal: the steps as plain lines on stderr, the result alone
     // on stdout.
@@ -231,14 +237,32 @@ async fn deploy_waits_with_progress_on_a_terminal_and_plain_lines_elsewhere() {
     let header = stdout.lines().next().unwrap_or_default();
     assert!(header.starts_with("MODULE  "), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("web ")), "{stdout}");
-    let out = c.supctl().args(["-o", "wide", "modules"]).output().expect("wide");
+    let out = c
+        .supctl()
+        .args(["-o", "wide", "modules"])
+        .output()
+        .expect("wide");
     let (stdout, _) = text(&out);
-    assert!(stdout.contains("FENCING") && stdout.contains("at-most-one"), "{stdout}");
-    let out = c.supctl().args(["-o", "yaml", "module", "web"]).output().expect("yaml");
+    assert!(
+        stdout.contains("FENCING") && stdout.contains("at-most-one"),
+        "{stdout}"
+    );
+    let out = c
+        .supctl()
+        .args(["-o", "yaml", "module", "web"])
+        .output()
+        .expect("yaml");
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("name: web\n") && stdout.contains("state: running\n"), "{stdout}");
-    let out = c.supctl().args(["events", "--module", "web"]).output().expect("events");
+    assert!(
+        stdout.contains("name: web\n") && stdout.contains("state: running\n"),
+        "{stdout}"
+    );
+    let out = c
+        .supctl()
+        .args(["events", "--module", "web"])
+        .output()
+        .expect("events");
     let (stdout, _) = text(&out);
     let year = stdout
         .lines()
@@ -261,7 +285,10 @@ async fn deploy_waits_with_progress_on_a_terminal_and_plain_lines_elsewhere() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_eq!(stdout, "drained b: moved web to a\n", "{stderr}");
     let m = c.admin().module("web").await.expect("web");
-    assert_eq!((m.state.as_str(), m.node.as_deref()), ("running", Some("a")));
+    assert_eq!(
+        (m.state.as_str(), m.node.as_deref()),
+        ("running", Some("a"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +319,10 @@ async fn a_deploy_whose_command_does_not_exist_fails_naming_why() {
     let spec = spec_file(
         &c,
         "ghost",
-        ModuleSpec::new("ghost").restart(1, 100, 500).max_nodes(1).json(),
+        ModuleSpec::new("ghost")
+            .restart(1, 100, 500)
+            .max_nodes(1)
+            .json(),
     );
     let out = c
         .supctl()
@@ -315,12 +345,13 @@ async fn a_deploy_whose_command_does_not_exist_fails_naming_why() {
     assert_eq!(m.state, "failed");
 
     // A package depmgr does not have: the hint says to push it.
-    let spec = spec_file(
-        &c,
-        "nowhere",
-        ModuleSpec::new("nowhere").json(),
-    );
-    let out = c.supctl().arg("deploy").arg(&spec).output().expect("deploy");
+    let spec = spec_file(&c, "nowhere", ModuleSpec::new("nowhere").json());
+    let out = c
+        .supctl()
+        .arg("deploy")
+        .arg(&spec)
+        .output()
+        .expect("deploy");
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("supctl package push"), "{stderr}");
