@@ -9,17 +9,13 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use cluster_tests::{Options, TestCluster};
 use testkit::spec::ModuleSpec;
 
-const T: Duration = Duration::from_secs(60);
-
 /// What a program printed on a terminal, and how it exited.
 struct TtyRun {
     success: bool,
-    code: Option<i32>,
     /// stdout and stderr as the terminal got them (escape sequences and
     /// all; `\n` arrives as `\r\n`).
     screen: String,
@@ -61,7 +57,6 @@ fn run_on_tty(mut cmd: Command) -> TtyRun {
     let screen = reader.join().expect("the reader");
     TtyRun {
         success: status.success(),
-        code: status.code(),
         screen: String::from_utf8_lossy(&screen).into_owned(),
     }
 }
@@ -90,8 +85,7 @@ fn visible_lines(screen: &str) -> Vec<String> {
         .split('\n')
         .filter_map(|line| {
             line.split('\r')
-                .filter(|seg| !seg.trim().is_empty())
-                .last()
+                .rfind(|seg| !seg.trim().is_empty())
                 .map(|seg| seg.trim().to_string())
         })
         .collect()
@@ -193,7 +187,7 @@ async fn deploy_waits_with_progress_on_a_terminal_and_plain_lines_elsewhere() {
         .expect("placed");
     assert!(
         stdout.starts_with("deployed api (epoch ")
-            && stdout.ends_with(&format!("running on a (web@1.0.0)\n"))
+            && stdout.ends_with("running on a (web@1.0.0)\n")
             && stdout.lines().count() == 1,
         "{stdout:?}"
     );
