@@ -69,9 +69,8 @@ impl Backup {
     /// Reads a file made by [`Backup::to_bytes`], checking that it is one
     /// and that its state bytes are those it was taken with.
     pub fn from_bytes(bytes: &[u8]) -> Result<Backup, Error> {
-        let b: Backup = crate::decode(bytes).map_err(|e| {
-            Error::Decode(format!("not a supervisor cluster backup ({e})"))
-        })?;
+        let b: Backup = crate::decode(bytes)
+            .map_err(|e| Error::Decode(format!("not a supervisor cluster backup ({e})")))?;
         if b.magic != MAGIC {
             return Err(Error::Decode(format!(
                 "not a supervisor cluster backup (it says {:?})",
@@ -108,13 +107,19 @@ mod tests {
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        let err = Backup::from_bytes(&flipped).expect_err("damaged").to_string();
+        let err = Backup::from_bytes(&flipped)
+            .expect_err("damaged")
+            .to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
         // Truncated: not a backup.
-        let err = Backup::from_bytes(&bytes[..bytes.len() - 2]).expect_err("short").to_string();
+        let err = Backup::from_bytes(&bytes[..bytes.len() - 2])
+            .expect_err("short")
+            .to_string();
         assert!(err.contains("not a supervisor cluster backup"), "{err}");
         // Something else entirely.
-        let err = Backup::from_bytes(b"{\"json\": true}").expect_err("json").to_string();
+        let err = Backup::from_bytes(b"{\"json\": true}")
+            .expect_err("json")
+            .to_string();
         assert!(err.contains("not a supervisor cluster backup"), "{err}");
     }
 }

@@ -320,9 +320,9 @@ pub fn explain(
             },
             because("reason")
         ),
-        K::PreviousReleased => format!(
-            "the old copy of {m} on {n} is known stopped: the new placement may start"
-        ),
+        K::PreviousReleased => {
+            format!("the old copy of {m} on {n} is known stopped: the new placement may start")
+        }
         K::InstallFailed => on(format!("installing {m} failed{}", because("reason"))),
         K::StartFailed => on(format!(
             "{m} went down before it was healthy{}",
@@ -357,7 +357,10 @@ pub fn explain(
             d("drift_ms")
         ),
         K::NodeFromOtherCluster => {
-            format!("node {n} last served another supervisor cluster ({})", d("from_cluster"))
+            format!(
+                "node {n} last served another supervisor cluster ({})",
+                d("from_cluster")
+            )
         }
         K::RolloutStarted if d("rollback") == "true" => format!(
             "an operator rolled {m} back from revision {} to {}",
@@ -384,23 +387,19 @@ pub fn explain(
         ),
         K::PackagePrestaged => on(format!("package {} pre-staged", d("package"))),
         K::QuarantineLifted => format!("an operator lifted the quarantine of {}", d("package")),
-        K::FleetRolloutStarted => format!(
-            "fleet rollout {} of {} started",
-            d("rollout"),
-            d("package")
-        ),
-        K::FleetRolloutPaused => format!(
-            "fleet rollout {} paused{}",
-            d("rollout"),
-            because("reason")
-        ),
+        K::FleetRolloutStarted => {
+            format!("fleet rollout {} of {} started", d("rollout"), d("package"))
+        }
+        K::FleetRolloutPaused => {
+            format!("fleet rollout {} paused{}", d("rollout"), because("reason"))
+        }
         K::FleetRolloutResumed => format!("fleet rollout {} resumed", d("rollout")),
         K::FleetRolloutCompleted => format!("fleet rollout {} completed", d("rollout")),
         K::FleetRolloutCancelled => format!("fleet rollout {} cancelled", d("rollout")),
         K::NodeUndrained => format!("an operator undrained node {n}: it takes modules again"),
-        K::ModuleReset => format!(
-            "an operator reset {m}: counters and tried nodes cleared, to be placed again"
-        ),
+        K::ModuleReset => {
+            format!("an operator reset {m}: counters and tried nodes cleared, to be placed again")
+        }
         K::NodeRemoved => format!("an operator removed down node {n}"),
         K::ModuleStopping => format!(
             "{m} stopping (removed): waiting for its copy on {} to stop",
@@ -560,9 +559,10 @@ mod tests {
 
     #[test]
     fn event_json_is_unchanged_but_for_the_added_cause() {
-        let mut event: Event = decode::<StoredEvent>(&encode(&old("failover_started")).expect("encode"))
-            .expect("decode")
-            .into();
+        let mut event: Event =
+            decode::<StoredEvent>(&encode(&old("failover_started")).expect("encode"))
+                .expect("decode")
+                .into();
         let mut want = serde_json::to_value(old("failover_started")).expect("json");
         want["cause"] = serde_json::Value::Null;
         assert_eq!(serde_json::to_value(&event).expect("json"), want);

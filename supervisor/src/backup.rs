@@ -37,10 +37,14 @@ type Log = raft_store::LogStore<TypeConfig>;
 type Sm = raft_store::StateMachineStore<TypeConfig, ClusterState>;
 
 /// A backup of the applied state (call after a read barrier).
-pub fn take(state: &raft_store::StateHandle<TypeConfig, ClusterState>, now_ms: u64) -> Result<Backup> {
+pub fn take(
+    state: &raft_store::StateHandle<TypeConfig, ClusterState>,
+    now_ms: u64,
+) -> Result<Backup> {
     state.read_applied(|applied, s| {
         let (index, term) = applied.map_or((0, 0), |id| (id.index, id.leader_id.term));
-        let bytes = proto::encode(s).map_err(|e| Error::Unavailable(format!("encoding the state: {e}")))?;
+        let bytes =
+            proto::encode(s).map_err(|e| Error::Unavailable(format!("encoding the state: {e}")))?;
         Ok(Backup::new(s.cluster_id, index, term, now_ms, bytes))
     })
 }
@@ -52,8 +56,8 @@ pub fn load(path: &Path) -> Result<Backup> {
     let named = |m: String| Error::Config(format!("--restore-from {}: {m}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| named(e.to_string()))?;
     let backup = Backup::from_bytes(&bytes).map_err(|e| named(e.to_string()))?;
-    let state: ClusterState =
-        proto::decode(&backup.state).map_err(|e| named(format!("the state does not decode: {e}")))?;
+    let state: ClusterState = proto::decode(&backup.state)
+        .map_err(|e| named(format!("the state does not decode: {e}")))?;
     if state.last_index != backup.index {
         return Err(named(format!(
             "the state was applied up to index {}, the file says {}",

@@ -82,9 +82,12 @@ async fn restore_from_a_backup_keeps_every_module_where_it_runs() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("saved ") && stdout.contains("sha256"), "{stdout}");
-    let backup = proto::backup::Backup::from_bytes(&std::fs::read(&file).expect("read"))
-        .expect("a backup");
+    assert!(
+        stdout.contains("saved ") && stdout.contains("sha256"),
+        "{stdout}"
+    );
+    let backup =
+        proto::backup::Backup::from_bytes(&std::fs::read(&file).expect("read")).expect("a backup");
     let last_event = c
         .admin()
         .events_where(None, Some(1), &Default::default())
@@ -114,7 +117,11 @@ async fn restore_from_a_backup_keeps_every_module_where_it_runs() {
     let late = c
         .wait_module("late", "running", T, |m| m.state == "running")
         .await;
-    assert!(late.epoch > Some(backup.index), "{late:?} vs {}", backup.index);
+    assert!(
+        late.epoch > Some(backup.index),
+        "{late:?} vs {}",
+        backup.index
+    );
 
     let after: BTreeMap<String, ModuleView> = c
         .admin()
@@ -127,7 +134,11 @@ async fn restore_from_a_backup_keeps_every_module_where_it_runs() {
     for (name, m) in &before {
         assert_eq!(kept(&after[name]), kept(m), "{name}");
     }
-    assert_eq!(pids(&c, &["web", "api"]).await, copies, "restarted or moved");
+    assert_eq!(
+        pids(&c, &["web", "api"]).await,
+        copies,
+        "restarted or moved"
+    );
     let events = c
         .admin()
         .events_where(Some(last_event), None, &Default::default())
@@ -139,7 +150,11 @@ async fn restore_from_a_backup_keeps_every_module_where_it_runs() {
         .filter(|e| {
             matches!(
                 e.kind.as_str(),
-                "failure_detected" | "restore_ordered" | "failover_started" | "placed" | "drain_moved"
+                "failure_detected"
+                    | "restore_ordered"
+                    | "failover_started"
+                    | "placed"
+                    | "drain_moved"
             )
         })
         .collect();
@@ -159,7 +174,14 @@ async fn restore_from_a_backup_keeps_every_module_where_it_runs() {
     let bad = c.dir.path().join("damaged.snap");
     std::fs::write(&bad, bytes).expect("write");
     let out = std::process::Command::new(c.bins.join("supervisor"))
-        .args(["--id", "1", "--listen", "127.0.0.1:0", "--peers", "1=127.0.0.1:1"])
+        .args([
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--peers",
+            "1=127.0.0.1:1",
+        ])
         .arg("--data-dir")
         .arg(c.dir.path().join("fresh"))
         .arg("--restore-from")

@@ -38,9 +38,9 @@ use crate::state::{
 };
 use crate::views::{
     self, AddMember, ClusterView, Deployed, Drained, EventView, FleetRolloutView, MemberAdded,
-    MemberRemoved, MemberView, ModuleView, NodeRemoved, NodeView, QuarantineLifted, QuarantineView,
-    PlanRequest, PlanView, Removed, ReplicaView, RevisionView, RollbackRequest, StartRollout,
-    Undrained, Updated, WhyStep,
+    MemberRemoved, MemberView, ModuleView, NodeRemoved, NodeView, PlanRequest, PlanView,
+    QuarantineLifted, QuarantineView, Removed, ReplicaView, RevisionView, RollbackRequest,
+    StartRollout, Undrained, Updated, WhyStep,
 };
 
 /// Longest a deploy waits for depmgr to say whether its package exists.
@@ -530,7 +530,11 @@ async fn what_if(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Json<Pla
     read_barrier(&app, &ReadOpts::default()).await?;
     let now = leader.now_ms();
     let timing = app.config.timing();
-    let observed = leader.observed.lock().expect("observed lock poisoned").clone();
+    let observed = leader
+        .observed
+        .lock()
+        .expect("observed lock poisoned")
+        .clone();
     let view = app
         .state
         .read(|s| crate::plan::what_if(s, &observed, now, timing, &request))?;

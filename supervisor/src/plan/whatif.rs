@@ -25,10 +25,10 @@
 use proto::record::Event;
 use proto::spec::Fencing;
 
-use crate::observe::{NodeObservation, Observed};
+use crate::observe::Observed;
 use crate::state::{
-    Batch, ClusterState, Deploy, Drain, Healthy, ModuleState, Outcome, PlaceCause,
-    ReleasePrevious, Rejection, Transition, Update,
+    Batch, ClusterState, Deploy, Drain, Healthy, ModuleState, Outcome, PlaceCause, Rejection,
+    ReleasePrevious, Transition, Update,
 };
 use crate::views::{PlanRequest, PlanView, PlannedMove, PlannedStep, PlannedWait};
 
@@ -84,11 +84,7 @@ pub fn what_if(
             let down = detector.down_after_ms();
             for silent in [ttl, down] {
                 let last = now.saturating_sub(silent);
-                let obs = sim
-                    .observed
-                    .nodes
-                    .entry(node.clone())
-                    .or_insert_with(NodeObservation::default);
+                let obs = sim.observed.nodes.entry(node.clone()).or_default();
                 obs.last_seen_ms = last;
                 sim.settle(first_epoch);
             }
@@ -166,7 +162,10 @@ pub fn what_if(
                 })
             }
             // On the lost node and still there: it waits for a node.
-            _ if lost.is_some() && from.as_deref() == lost && after.state != ModuleState::Failed => {
+            _ if lost.is_some()
+                && from.as_deref() == lost
+                && after.state != ModuleState::Failed =>
+            {
                 view.waiting.push(PlannedWait {
                     module: name.clone(),
                     reason: if reason.is_empty() {

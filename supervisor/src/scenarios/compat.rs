@@ -165,8 +165,8 @@ fn tour_replays_the_fixture_from_main() {
     // (none) were added after the fleet rollouts.
     assert!(stored.events.iter().all(|e| e.cause.is_none()));
     assert_eq!(stored.why, Why::default());
-    let no_causes = proto::encode(&(vec![None::<u64>; stored.events.len()], Why::default()))
-        .expect("encode");
+    let no_causes =
+        proto::encode(&(vec![None::<u64>; stored.events.len()], Why::default())).expect("encode");
     let with_lease = [TOUR_STATE, &[0, 0, 0, 0, 0, 0, 0, 0], &no_causes[1..]].concat();
     let no_why: ClusterState = proto::decode(&[TOUR_STATE, &[0, 0, 0, 0, 0, 0, 0, 0]].concat())
         .expect("decodes without causes");

@@ -12,8 +12,8 @@ use crate::views::{PlanRequest, PlanView};
 
 fn predict(sim: &Sim, request: PlanRequest) -> PlanView {
     let before = sim.state.clone();
-    let view = what_if(&sim.state, &sim.observed, sim.now, sim.timing, &request)
-        .expect("a prediction");
+    let view =
+        what_if(&sim.state, &sim.observed, sim.now, sim.timing, &request).expect("a prediction");
     assert_eq!(sim.state, before, "a prediction commits nothing");
     view
 }
@@ -78,7 +78,10 @@ fn plan_lose_predicts_the_moves_a_lost_node_then_produces() {
         "{view:#?}"
     );
     for m in &view.moves {
-        assert_eq!((m.from.as_deref(), m.cause.as_str()), (Some("b"), "node_lost"));
+        assert_eq!(
+            (m.from.as_deref(), m.cause.as_str()),
+            (Some("b"), "node_lost")
+        );
         let want = if m.fencing == "at-most-one" {
             sim.timing.down_after_ms()
         } else {
@@ -86,9 +89,14 @@ fn plan_lose_predicts_the_moves_a_lost_node_then_produces() {
         };
         assert_eq!(m.down_ms_at_least, want, "{m:?}");
     }
-    assert!(view.waiting.is_empty() && view.failed.is_empty(), "{view:#?}");
     assert!(
-        view.transitions.iter().any(|t| t.kind == "node_down" && t.node.as_deref() == Some("b")),
+        view.waiting.is_empty() && view.failed.is_empty(),
+        "{view:#?}"
+    );
+    assert!(
+        view.transitions
+            .iter()
+            .any(|t| t.kind == "node_down" && t.node.as_deref() == Some("b")),
         "{view:#?}"
     );
     // Then b really goes silent.
@@ -126,7 +134,11 @@ fn plan_names_modules_that_would_wait_and_refuses_what_would_be_refused() {
     let mut s = spec("web");
     s.placement.node = Some("a".into());
     s.placement.labels = BTreeMap::from([("disk".to_string(), "ssd".to_string())]);
-    sim.agents.get_mut("a").expect("a").labels.insert("disk".into(), "ssd".into());
+    sim.agents
+        .get_mut("a")
+        .expect("a")
+        .labels
+        .insert("disk".into(), "ssd".into());
     sim.heartbeat_all();
     sim.step();
     sim.running(s);
@@ -139,21 +151,32 @@ fn plan_names_modules_that_would_wait_and_refuses_what_would_be_refused() {
     let mut pending = spec("gpu");
     pending.placement.labels = BTreeMap::from([("gpu".to_string(), "yes".to_string())]);
     let view = predict(&sim, PlanRequest::Deploy { spec: pending });
-    assert_eq!(
-        (view.moves.len(), view.waiting.len()),
-        (0, 1),
-        "{view:#?}"
-    );
+    assert_eq!((view.moves.len(), view.waiting.len()), (0, 1), "{view:#?}");
     // Deploying one any node can take: placed on the least loaded.
     let view = predict(&sim, PlanRequest::Deploy { spec: spec("free") });
-    assert_eq!(moves(&view), BTreeMap::from([("free".to_string(), "b".to_string())]));
+    assert_eq!(
+        moves(&view),
+        BTreeMap::from([("free".to_string(), "b".to_string())])
+    );
     // What the real request would refuse, the prediction refuses.
     let err = |sim: &Sim, r| {
         what_if(&sim.state, &sim.observed, sim.now, sim.timing, &r).expect_err("refused")
     };
-    assert!(matches!(err(&sim, PlanRequest::Lose { node: "zz".into() }), Rejection::NotFound(_)));
-    assert!(matches!(err(&sim, PlanRequest::Drain { node: "zz".into() }), Rejection::NotFound(_)));
-    assert!(matches!(err(&sim, PlanRequest::Deploy { spec: spec("web") }), Rejection::Conflict(_)));
+    assert!(matches!(
+        err(&sim, PlanRequest::Lose { node: "zz".into() }),
+        Rejection::NotFound(_)
+    ));
+    assert!(matches!(
+        err(&sim, PlanRequest::Drain { node: "zz".into() }),
+        Rejection::NotFound(_)
+    ));
+    assert!(matches!(
+        err(&sim, PlanRequest::Deploy { spec: spec("web") }),
+        Rejection::Conflict(_)
+    ));
     sim.commit(vec![Transition::Drain(Drain { node: "b".into() })]);
-    assert!(matches!(err(&sim, PlanRequest::Drain { node: "b".into() }), Rejection::Conflict(_)));
+    assert!(matches!(
+        err(&sim, PlanRequest::Drain { node: "b".into() }),
+        Rejection::Conflict(_)
+    ));
 }

@@ -50,7 +50,10 @@ fn a_failover_after_spent_restores_points_at_the_last_restore_and_the_failure() 
         assert_eq!(pair[0].cause, Some(pair[1].index), "{chain:#?}");
     }
     let deploy = chain.last().expect("the chain ends");
-    assert_eq!((deploy.kind, deploy.cause), (EventKind::ModuleDeployed, None));
+    assert_eq!(
+        (deploy.kind, deploy.cause),
+        (EventKind::ModuleDeployed, None)
+    );
     // The failover answers the second restore order, which answers the
     // first, which answers the failure the heartbeat showed.
     let failover = &chain[0];
@@ -66,7 +69,11 @@ fn a_failover_after_spent_restores_points_at_the_last_restore_and_the_failure() 
     );
     let failure = event(&sim, first.cause.expect("caused"));
     assert_eq!(failure.kind, EventKind::FailureDetected);
-    assert!(failover.explain().contains("failing over from a to b"), "{}", failover.explain());
+    assert!(
+        failover.explain().contains("failing over from a to b"),
+        "{}",
+        failover.explain()
+    );
 }
 
 #[test]
@@ -87,7 +94,10 @@ fn a_move_off_a_lost_node_points_at_its_down_verdict() {
     );
     // The verdict is in the module's chain (copied), just below the move.
     let chain = sim.state.why.chain("web");
-    let at = chain.iter().position(|e| e.index == failover.index).expect("in chain");
+    let at = chain
+        .iter()
+        .position(|e| e.index == failover.index)
+        .expect("in chain");
     assert_eq!(chain[at + 1], verdict);
     // The node's own events link too: down after suspect.
     let down = sim
@@ -99,7 +109,11 @@ fn a_move_off_a_lost_node_points_at_its_down_verdict() {
         .expect("a down");
     let suspect = event(&sim, down.cause.expect("caused"));
     assert_eq!(suspect.kind, EventKind::NodeSuspect);
-    assert!(suspect.explain().contains("no heartbeat for"), "{}", suspect.explain());
+    assert!(
+        suspect.explain().contains("no heartbeat for"),
+        "{}",
+        suspect.explain()
+    );
 }
 
 #[test]
@@ -143,12 +157,17 @@ fn the_chain_outlives_the_ring_is_bounded_and_goes_with_the_module() {
     for i in 0..EVENTS_KEPT / 2 {
         let other = spec(&format!("m{i}"));
         sim.commit(vec![
-            Transition::Deploy(Deploy { spec: other.clone() }),
+            Transition::Deploy(Deploy {
+                spec: other.clone(),
+            }),
             Transition::Remove(Remove { module: other.name }),
         ]);
     }
     assert!(
-        !sim.state.events.iter().any(|e| e.module.as_deref() == Some("web")),
+        !sim.state
+            .events
+            .iter()
+            .any(|e| e.module.as_deref() == Some("web")),
         "web's events left the ring"
     );
     assert_eq!(sim.state.why.chain("web"), chain);

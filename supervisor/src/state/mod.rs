@@ -86,7 +86,6 @@ pub use nodes::{Drain, NodeHealth, NodeRecord, RegisterNode, SetNodeHealth};
 pub use placement::{AwaitNode, GiveUp, Place, PlaceCause, Placement, ReleasePrevious};
 pub use prestage::RecordPrestaged;
 pub use proto::record::{Event, EventKind, ModuleState};
-pub use why::{CHAIN_KEPT, Why};
 pub use recovery::{
     FailStage, FailureDetected, Healthy, InstallFailed, PackageRetrieved, RestoreOrdered,
 };
@@ -94,6 +93,7 @@ pub use versions::{
     HoldQuarantined, LiftQuarantine, Packages, Quarantine, QuarantinePackage, REVISIONS_KEPT,
     Revert, Revision, RevisionOutcome, Rollback, Rollout, RolloutState, Update, Versions,
 };
+pub use why::{CHAIN_KEPT, Why};
 
 /// Events kept in the state; older ones are dropped first.
 pub const EVENTS_KEPT: usize = 10_000;
