@@ -84,6 +84,7 @@ impl Progress {
                 bar.set_style(style);
             }
             bar.set_prefix(label.to_string());
+            bar.set_message("waiting for the cluster");
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
