@@ -201,14 +201,72 @@ impl Client {
         version: &str,
         archive: Vec<u8>,
     ) -> Result<(PushAnswer, bool)> {
+        let len = archive.len() as u64;
+        self.push_body(name, version, reqwest::Body::from(archive), len)
+            .await
+    }
+
+    /// Uploads the archive file at `path` as `name@version`, streamed from
+    /// disk in 64 KiB reads (memory does not grow with the archive);
+    /// `progress` is called with the bytes read so far after each read.
+    /// Answers as [`Client::push`].
+    pub async fn push_file(
+        &self,
+        name: &str,
+        version: &str,
+        path: &Path,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<(PushAnswer, bool)> {
+        use tokio::io::AsyncReadExt;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?
+            .len();
+        // (file, bytes read so far); `None` once it ended or failed.
+        let state = Some((file, 0u64));
+        let progress = std::sync::Arc::new(progress);
+        let chunks = futures::stream::unfold(state, move |state| {
+            let progress = progress.clone();
+            async move {
+                let (mut file, sent) = state?;
+                let mut buf = vec![0u8; 64 * 1024];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        let sent = sent + n as u64;
+                        progress(sent);
+                        Some((Ok(bytes::Bytes::from(buf)), Some((file, sent))))
+                    }
+                    Err(e) => Some((Err::<bytes::Bytes, _>(e), None)),
+                }
+            }
+        });
+        self.push_body(name, version, reqwest::Body::wrap_stream(chunks), len)
+            .await
+    }
+
+    /// PUTs `body` (`len` bytes) as the archive of `name@version`.
+    async fn push_body(
+        &self,
+        name: &str,
+        version: &str,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<(PushAnswer, bool)> {
         let url = self.url(&format!("/v1/packages/{name}/{version}"));
         // At least 1 MiB/s, plus the usual allowance for the answer.
-        let total = self.timeouts.request + Duration::from_secs(archive.len() as u64 >> 20);
+        let total = self.timeouts.request + Duration::from_secs(len >> 20);
         let req = self
             .http
             .put(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/gzip")
-            .body(archive)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body)
             .timeout(total);
         let resp = self.send(&url, req).await?;
         let created = resp.status() == reqwest::StatusCode::CREATED;

@@ -23,13 +23,12 @@ pub async fn module(
     c: &AdminClient,
     name: &str,
     recent: usize,
-    json: bool,
+    out: crate::output::Output,
     tls: Option<&std::sync::Arc<tls::Tls>>,
 ) -> Result<()> {
     let m = c.module(name).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&m)?);
-        return Ok(());
+    if out.structured() {
+        return out.print(&m);
     }
     let events = recent_events(c, recent, |e| about_module(e, name)).await?;
     let node = match &m.node {
@@ -52,16 +51,15 @@ pub async fn node(
     c: &AdminClient,
     id: &str,
     recent: usize,
-    json: bool,
+    out: crate::output::Output,
     tls: Option<&std::sync::Arc<tls::Tls>>,
 ) -> Result<()> {
     let nodes = c.nodes().await?;
     let Some(n) = nodes.into_iter().find(|n| n.id == id) else {
         anyhow::bail!("unknown node {id:?} (`supctl nodes` lists them)");
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&n)?);
-        return Ok(());
+    if out.structured() {
+        return out.print(&n);
     }
     let modules: Vec<ModuleView> = c
         .modules()

@@ -1,29 +1,41 @@
 //! `supctl`: the operator's command line for the supervisor cluster.
 //!
-//! Output is a readable table by default and JSON with `--json`. The admin
-//! token, when the cluster wants one, comes from `SUPCTL_TOKEN`.
+//! Output is a readable table by default, JSON with `--json`, and any of
+//! `-o table|wide|json|yaml` (`output`). The admin token, when the cluster
+//! wants one, comes from `SUPCTL_TOKEN`. `deploy`, `update`, `rollback` and
+//! `drain` wait until the change settled (`wait`). Every error ends with
+//! the next step (`connect`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[cfg(test)]
+mod cli_tests;
+mod connect;
 mod describe;
 mod dev;
 mod logs;
+mod output;
 mod plan;
+mod push;
 mod snapshot;
 mod versions;
+mod wait;
 mod why;
 
 use admin_api::AdminClient;
-use admin_api::{EventView, ModuleView, NodeView};
+use admin_api::EventView;
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use output::Output;
 
 #[derive(Debug, Parser)]
 #[command(name = "supctl", version, about = "Operate a supervisor cluster")]
 struct Cli {
-    /// Supervisor address(es), host:port, comma-separated; any replica will do.
+    /// Supervisor address(es), comma-separated, any replica will do:
+    /// host:port, http://host:port or https://host:port (https with the
+    /// TLS flags).
     #[arg(
         long,
         env = "SUPCTL_ADDR",
@@ -31,9 +43,13 @@ struct Cli {
         global = true
     )]
     addr: String,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables (the same as `-o json`).
     #[arg(long, global = true)]
     json: bool,
+    /// Output format: table (the default), wide (more columns), json or
+    /// yaml.
+    #[arg(short = 'o', long = "output", value_enum, global = true)]
+    output: Option<output::Format>,
     /// Admin token (sent as a bearer token).
     #[arg(long, env = "SUPCTL_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
@@ -70,7 +86,8 @@ enum Cmd {
         /// Only events after this index (default: the newest --limit).
         #[arg(long)]
         after: Option<u64>,
-        /// Most events listed (before following).
+        /// Most events listed (before following); without --after, the
+        /// newest 50 unless told.
         #[arg(long)]
         limit: Option<usize>,
         /// Only events of these modules (comma-separated).
@@ -84,8 +101,18 @@ enum Cmd {
         #[arg(long)]
         kind: Option<String>,
     },
-    /// Deploy a module from a spec file (.json or .toml).
-    Deploy { spec: PathBuf },
+    /// Deploy a module from a spec file (.json or .toml); waits until it
+    /// runs healthy on a node (or failed: exit 1 with the reason).
+    Deploy {
+        spec: PathBuf,
+        /// Return once the deploy is committed, without waiting.
+        #[arg(long)]
+        detach: bool,
+        /// Stop waiting after this long (90s, 2m, 1h; a bare number is
+        /// seconds): exit 1 saying it is still in progress.
+        #[arg(long, default_value = wait::DEFAULT_TIMEOUT, value_parser = wait::parse_duration)]
+        timeout: Duration,
+    },
     /// Replace a module's spec (from a .json or .toml file): a rollout to a
     /// new revision, health-gated; waits until it has settled and fails if
     /// the new revision was reverted.
@@ -94,9 +121,10 @@ enum Cmd {
         /// Return once the update is committed, without waiting.
         #[arg(long)]
         detach: bool,
-        /// Give up waiting after this many seconds (the rollout goes on).
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        /// Give up waiting after this long (300, 90s, 5m; a bare number is
+        /// seconds); the rollout goes on.
+        #[arg(long, default_value = "300", value_parser = wait::parse_duration)]
+        timeout: Duration,
     },
     /// Go back to the previous good revision (or --revision N); waits like
     /// update.
@@ -104,10 +132,12 @@ enum Cmd {
         module: String,
         #[arg(long)]
         revision: Option<u32>,
+        /// Return once the rollback is committed, without waiting.
         #[arg(long)]
         detach: bool,
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        /// Give up waiting after this long (as for update).
+        #[arg(long, default_value = "300", value_parser = wait::parse_duration)]
+        timeout: Duration,
     },
     /// A module's revisions, with their outcome and counters.
     History { module: String },
@@ -159,8 +189,19 @@ enum Cmd {
     },
     /// Stop and remove a module (it shows `stopped` until its copy is).
     Remove { module: String },
-    /// Move a node's modules away and keep new ones off it.
-    Drain { node: String },
+    /// Move a node's modules away and keep new ones off it; waits until
+    /// every module that can move runs elsewhere (exit 1 naming those left
+    /// on the node or without one).
+    Drain {
+        node: String,
+        /// Return once the drain is committed, without waiting.
+        #[arg(long)]
+        detach: bool,
+        /// Stop waiting after this long (90s, 2m, 1h; a bare number is
+        /// seconds): exit 1 saying it is still in progress.
+        #[arg(long, default_value = wait::DEFAULT_TIMEOUT, value_parser = wait::parse_duration)]
+        timeout: Duration,
+    },
     /// Let a drained node take modules again (modules moved away stay
     /// where they are; new placements and failovers may go to it).
     Undrain { node: String },
@@ -200,6 +241,10 @@ enum Cmd {
     /// The cluster's certificate authority: make it, issue certificates.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// Print a shell completion script: `supctl completions bash >
+    /// /etc/bash_completion.d/supctl` (zsh: into a directory of $fpath as
+    /// `_supctl`; fish: ~/.config/fish/completions/supctl.fish).
+    Completions { shell: clap_complete::Shell },
     /// GET a URL of any program of the cluster (e.g.
     /// https://10.0.0.1:7001/ready) and exit 0 on a 2xx answer, 1
     /// otherwise, printing the status and body: a health check for
@@ -340,10 +385,20 @@ fn ca(cmd: &CaCmd) -> Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let ctx = connect::Context {
+        addrs: cli
+            .addr
+            .split(',')
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect(),
+        token: cli.token.is_some(),
+        tls: cli.tls_ca.is_some() || cli.tls_cert.is_some() || cli.tls_key.is_some(),
+    };
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("supctl: {e:#}");
+            eprintln!("supctl: {}", connect::explain(&e, &ctx));
             ExitCode::FAILURE
         }
     }
@@ -362,40 +417,62 @@ fn tls(cli: &Cli) -> Result<Option<std::sync::Arc<tls::Tls>>> {
         .transpose()
 }
 
-fn client(cli: &Cli, tls: Option<&std::sync::Arc<tls::Tls>>) -> AdminClient {
-    let addrs = cli
-        .addr
-        .split(',')
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.is_empty())
-        .collect();
-    AdminClient::with_tls(addrs, cli.token.clone(), tls)
+fn client(cli: &Cli, tls: Option<&std::sync::Arc<tls::Tls>>) -> Result<AdminClient> {
+    let addrs = connect::parse_addrs(&cli.addr, tls.is_some())?;
+    Ok(AdminClient::with_tls(addrs, cli.token.clone(), tls))
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+/// The name of the module of a spec.
+fn spec_name(spec: &std::path::Path, value: &serde_json::Value) -> Result<String> {
+    Ok(value
+        .get("name")
+        .and_then(|n| n.as_str())
+        .with_context(|| format!("{}: the spec has no name", spec.display()))?
+        .to_string())
 }
 
 async fn run(cli: Cli) -> Result<()> {
     match &cli.cmd {
         Cmd::Ca(cmd) => return ca(cmd),
         Cmd::Dev { dir } => return dev::run(dir).await,
+        Cmd::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "supctl", &mut script);
+            // Into a pipe that closed early (`| head`): nothing to say.
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            };
+        }
         _ => {}
     }
+    let out = Output::new(cli.output, cli.json);
     let tls = tls(&cli)?;
-    let c = client(&cli, tls.as_ref());
+    if let Cmd::Package(cmd) = &cli.cmd {
+        return match cmd {
+            depmgr::cli::PackageCmd::Push { dir, addr } => {
+                push::push(dir, &addr.depmgr, tls.as_ref()).await
+            }
+            _ => depmgr::cli::run_with_tls(cmd.clone(), tls.clone()).await,
+        };
+    }
+    if let Cmd::Probe { url, timeout_ms } = &cli.cmd {
+        return probe(url, *timeout_ms, tls.as_ref()).await;
+    }
+    let c = client(&cli, tls.as_ref())?;
     match &cli.cmd {
-        Cmd::Package(cmd) => return depmgr::cli::run_with_tls(cmd.clone(), tls.clone()).await,
-        Cmd::Probe { url, timeout_ms } => return probe(url, *timeout_ms, tls.as_ref()).await,
-        // Answered above, before any TLS flag is read.
-        Cmd::Dev { .. } | Cmd::Ca(_) => return Ok(()),
+        // Answered above, before the client is made.
+        Cmd::Dev { .. }
+        | Cmd::Ca(_)
+        | Cmd::Completions { .. }
+        | Cmd::Package(_)
+        | Cmd::Probe { .. } => return Ok(()),
         Cmd::Status => {
             let cluster = c.cluster().await?;
             let nodes = c.nodes().await?;
             let modules = c.modules().await?;
-            if cli.json {
-                return print_json(
+            if out.structured() {
+                return out.print(
                     &serde_json::json!({"cluster": cluster, "nodes": nodes, "modules": modules}),
                 );
             }
@@ -406,34 +483,42 @@ async fn run(cli: Cli) -> Result<()> {
                 cluster.last_applied,
                 cluster.members.len()
             );
-            for m in &cluster.members {
-                let role = if Some(m.id) == cluster.leader {
-                    "leader"
-                } else if m.voter {
-                    "voter"
-                } else {
-                    "learner"
-                };
-                println!("  supervisor {:<3} {:<22} {role}", m.id, m.addr);
-            }
+            let members = cluster
+                .members
+                .iter()
+                .map(|m| {
+                    let role = if Some(m.id) == cluster.leader {
+                        "leader"
+                    } else if m.voter {
+                        "voter"
+                    } else {
+                        "learner"
+                    };
+                    vec![m.id.to_string(), m.addr.clone(), role.to_string()]
+                })
+                .collect();
+            print!(
+                "{}",
+                output::table(&["SUPERVISOR", "ADDR", "ROLE"], members, &["SUPERVISOR"])
+            );
             println!();
-            print_nodes(&nodes);
+            print!("{}", output::nodes(&nodes, out.wide()));
             println!();
-            print_modules(&modules);
+            print!("{}", output::modules(&modules, out.wide()));
         }
         Cmd::Nodes => {
             let nodes = c.nodes().await?;
-            if cli.json {
-                return print_json(&nodes);
+            if out.structured() {
+                return out.print(&nodes);
             }
-            print_nodes(&nodes);
+            print!("{}", output::nodes(&nodes, out.wide()));
         }
         Cmd::Modules => {
             let modules = c.modules().await?;
-            if cli.json {
-                return print_json(&modules);
+            if out.structured() {
+                return out.print(&modules);
             }
-            print_modules(&modules);
+            print!("{}", output::modules(&modules, out.wide()));
         }
         Cmd::Events {
             follow,
@@ -448,15 +533,30 @@ async fn run(cli: Cli) -> Result<()> {
                 node: node.clone(),
                 kind: kind.clone(),
             };
-            return events(&c, &filter, *after, *limit, *follow, cli.json).await;
+            // The newest 50 unless told: a screenful, not the whole record.
+            let limit = limit.or(after.is_none().then_some(50));
+            return events(&c, &filter, *after, limit, *follow, out).await;
         }
-        Cmd::Deploy { spec } => {
+        Cmd::Deploy {
+            spec,
+            detach,
+            timeout,
+        } => {
             let value = read_spec(spec)?;
+            let after = wait::newest_event(&c).await;
             let d = c.deploy(&value).await?;
-            if cli.json {
-                return print_json(&d);
+            if out.structured() {
+                return out.print(&d);
             }
-            println!("deployed {} (epoch {})", d.name, d.epoch);
+            if *detach {
+                println!("deployed {} (epoch {})", d.name, d.epoch);
+                return Ok(());
+            }
+            let goal = wait::Goal::Deploy {
+                name: d.name.clone(),
+                epoch: d.epoch,
+            };
+            println!("{}", wait::wait(&c, &goal, after, *timeout).await?);
         }
         Cmd::Update {
             spec,
@@ -464,25 +564,22 @@ async fn run(cli: Cli) -> Result<()> {
             timeout,
         } => {
             let value = read_spec(spec)?;
-            let name = value
-                .get("name")
-                .and_then(|n| n.as_str())
-                .with_context(|| format!("{}: the spec has no name", spec.display()))?
-                .to_string();
+            let name = spec_name(spec, &value)?;
+            let after = wait::newest_event(&c).await;
             let u = c.update(&name, &value).await?;
-            if *detach || cli.json {
-                return if cli.json {
-                    print_json(&u)
-                } else {
-                    println!("{name}: rollout to revision {} started", u.revision);
-                    Ok(())
-                };
+            if out.structured() {
+                return out.print(&u);
+            }
+            if *detach {
+                println!("{name}: rollout to revision {} started", u.revision);
+                return Ok(());
             }
             eprintln!("{name}: rolling out revision {}", u.revision);
-            let settled =
-                versions::wait_rollout(&c, &name, u.revision, Duration::from_secs(*timeout), false)
-                    .await?;
-            versions::report(&name, &u, settled)?;
+            let goal = wait::Goal::Rollout {
+                name: name.clone(),
+                revision: u.revision,
+            };
+            println!("{}", wait::wait(&c, &goal, after, *timeout).await?);
         }
         Cmd::Rollback {
             module,
@@ -490,38 +587,34 @@ async fn run(cli: Cli) -> Result<()> {
             detach,
             timeout,
         } => {
+            let after = wait::newest_event(&c).await;
             let u = c.rollback(module, *revision).await?;
-            if *detach || cli.json {
-                return if cli.json {
-                    print_json(&u)
-                } else {
-                    println!("{module}: rollback to revision {} started", u.revision);
-                    Ok(())
-                };
+            if out.structured() {
+                return out.print(&u);
+            }
+            if *detach {
+                println!("{module}: rollback to revision {} started", u.revision);
+                return Ok(());
             }
             eprintln!("{module}: rolling back to revision {}", u.revision);
-            let settled = versions::wait_rollout(
-                &c,
-                module,
-                u.revision,
-                Duration::from_secs(*timeout),
-                false,
-            )
-            .await?;
-            versions::report(module, &u, settled)?;
+            let goal = wait::Goal::Rollout {
+                name: module.clone(),
+                revision: u.revision,
+            };
+            println!("{}", wait::wait(&c, &goal, after, *timeout).await?);
         }
-        Cmd::Why { module } => why::why(&c, module, cli.json).await?,
+        Cmd::Why { module } => why::why(&c, module, out).await?,
         Cmd::Logs(a) => logs::logs(&c, a).await?,
         Cmd::Snapshot {
             what: SnapshotCmd::Save { file },
-        } => snapshot::save(&c, file, cli.json).await?,
-        Cmd::Plan { what } => plan::plan(&c, &plan::request(what, read_spec)?, cli.json).await?,
+        } => snapshot::save(&c, file, out).await?,
+        Cmd::Plan { what } => plan::plan(&c, &plan::request(what, read_spec)?, out).await?,
         Cmd::History { module } => {
             let h = c.history(module).await?;
-            if cli.json {
-                return print_json(&h);
+            if out.structured() {
+                return out.print(&h);
             }
-            versions::print_history(&h);
+            print!("{}", output::history(&h, out.wide()));
         }
         Cmd::Rollout {
             package,
@@ -535,7 +628,7 @@ async fn run(cli: Cli) -> Result<()> {
                 package,
                 *max_parallel,
                 *max_failures,
-                *detach || cli.json,
+                *detach || out.structured(),
                 Duration::from_secs(*timeout),
             )
             .await?;
@@ -543,16 +636,16 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Rollouts { cmd } => match cmd {
             None | Some(RolloutsCmd::List) => {
                 let list = c.rollouts().await?;
-                if cli.json {
-                    print_json(&list)?;
+                if out.structured() {
+                    out.print(&list)?;
                 } else {
-                    versions::print_rollouts(&list);
+                    print!("{}", output::rollouts(&list, out.wide()));
                 }
             }
             Some(RolloutsCmd::Show { id }) => {
                 let f = c.rollout(*id).await?;
-                if cli.json {
-                    print_json(&f)?;
+                if out.structured() {
+                    out.print(&f)?;
                 } else {
                     versions::print_rollout(&f);
                 }
@@ -564,33 +657,24 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Quarantine { cmd } => match cmd {
             None | Some(QuarantineCmd::List) => {
                 let q = c.quarantined().await?;
-                if cli.json {
-                    return print_json(&q);
+                if out.structured() {
+                    return out.print(&q);
                 }
-                println!("{:<24} {:<14} {:<20} REASON", "PACKAGE", "SINCE", "MODULES");
-                for q in &q {
-                    println!(
-                        "{:<24} {:<14} {:<20} {}",
-                        q.package.to_string(),
-                        time_of_day(q.since_ms),
-                        q.modules.join(","),
-                        q.reason
-                    );
-                }
+                print!("{}", output::quarantined(&q, out.wide()));
             }
             Some(QuarantineCmd::Lift { package }) => {
                 let (name, version) = versions::parse_package(package)?;
                 let l = c.lift_quarantine(&name, &version).await?;
-                if cli.json {
-                    return print_json(&l);
+                if out.structured() {
+                    return out.print(&l);
                 }
                 println!("{name}@{version}: quarantine lifted");
             }
         },
         Cmd::Remove { module } => {
             let r = c.remove(module).await?;
-            if cli.json {
-                return print_json(&r);
+            if out.structured() {
+                return out.print(&r);
             }
             if r.state == "stopped" {
                 println!(
@@ -603,15 +687,15 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Undrain { node } => {
             let r = c.undrain(node).await?;
-            if cli.json {
-                return print_json(&r);
+            if out.structured() {
+                return out.print(&r);
             }
             println!("{node}: {}; it takes modules again", r.status);
         }
         Cmd::Reset { module } => {
             let r = c.reset(module).await?;
-            if cli.json {
-                return print_json(&r);
+            if out.structured() {
+                return out.print(&r);
             }
             println!(
                 "{module}: reset ({}); counters and tried nodes cleared, it is placed again",
@@ -619,13 +703,13 @@ async fn run(cli: Cli) -> Result<()> {
             );
         }
         Cmd::Module { name, events } => {
-            describe::module(&c, name, *events, cli.json, tls.as_ref()).await?;
+            describe::module(&c, name, *events, out, tls.as_ref()).await?;
         }
         Cmd::Node { cmd, id, events } => match (cmd, id) {
             (Some(NodeCmd::Rm { node }), _) => {
                 let r = c.remove_node(node).await?;
-                if cli.json {
-                    return print_json(&r);
+                if out.structured() {
+                    return out.print(&r);
                 }
                 if r.unplaced.is_empty() {
                     println!("{node}: removed");
@@ -637,59 +721,36 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
             (None, Some(id)) => {
-                describe::node(&c, id, *events, cli.json, tls.as_ref()).await?;
+                describe::node(&c, id, *events, out, tls.as_ref()).await?;
             }
             (None, None) => bail!(
                 "name a node: `supctl node <id>` describes it, `supctl node rm <id>` forgets a down one"
             ),
         },
-        Cmd::Drain { node } => {
+        Cmd::Drain {
+            node,
+            detach,
+            timeout,
+        } => {
+            // What the drain will move, asked before it starts.
+            let goal = if *detach || out.structured() {
+                None
+            } else {
+                Some(wait::drain_goal(&c, node).await?)
+            };
+            let after = wait::newest_event(&c).await;
             let r = c.drain(node).await?;
-            if cli.json {
-                return print_json(&r);
+            if out.structured() {
+                return out.print(&r);
             }
-            println!("draining {node}: its modules move away one by one");
+            let Some(goal) = goal else {
+                println!("draining {node}: its modules move away one by one");
+                return Ok(());
+            };
+            println!("{}", wait::wait(&c, &goal, after, *timeout).await?);
         }
     }
     Ok(())
-}
-
-fn print_nodes(nodes: &[NodeView]) {
-    println!(
-        "{:<16} {:<22} {:<9} {:<24} MODULES",
-        "NODE", "ADDR", "STATUS", "LABELS"
-    );
-    for n in nodes {
-        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!(
-            "{:<16} {:<22} {:<9} {:<24} {}",
-            n.id,
-            n.addr,
-            n.status,
-            labels.join(","),
-            n.modules.join(",")
-        );
-    }
-}
-
-fn print_modules(modules: &[ModuleView]) {
-    println!(
-        "{:<16} {:<12} {:<12} {:>6} {:>8} {:>9}  {:<20} REASON",
-        "MODULE", "NODE", "STATE", "EPOCH", "RESTORES", "FAILOVERS", "PACKAGE"
-    );
-    for m in modules {
-        println!(
-            "{:<16} {:<12} {:<12} {:>6} {:>8} {:>9}  {:<20} {}",
-            m.name,
-            m.node.as_deref().unwrap_or("-"),
-            m.state,
-            m.epoch.map_or("-".to_string(), |e| e.to_string()),
-            m.restore_attempts,
-            m.failovers,
-            m.package.to_string(),
-            m.reason.as_deref().unwrap_or("")
-        );
-    }
 }
 
 /// A spec file (.json or .toml) as JSON.
@@ -719,22 +780,22 @@ pub(crate) fn time_of_day(at_ms: u64) -> String {
     format!("{h:02}:{m:02}:{s:02}.{:03}Z", at_ms % 1000)
 }
 
-/// `supctl events`: lists, then with `follow` reads the event stream,
-/// each event once (the stream resumes after the last one printed, on
-/// another supervisor when one goes away).
+/// `supctl events`: lists (a table), then with `follow` reads the event
+/// stream (a line per event), each event once (the stream resumes after
+/// the last one printed, on another supervisor when one goes away).
 async fn events(
     c: &AdminClient,
     filter: &admin_api::EventFilter,
     after: Option<u64>,
     limit: Option<usize>,
     follow: bool,
-    json: bool,
+    out: Output,
 ) -> Result<()> {
     let show = |e: &EventView| -> Result<()> {
-        if json {
-            println!("{}", serde_json::to_string(e)?);
+        if out.structured() {
+            print!("{}", out.render_item(e)?);
         } else {
-            print_event(e);
+            println!("{}", output::event_line(e));
         }
         Ok(())
     };
@@ -752,7 +813,13 @@ async fn events(
     let mut position = after.unwrap_or(newest);
     for e in &listed {
         position = position.max(e.index);
-        show(e)?;
+    }
+    if out.structured() {
+        for e in &listed {
+            show(e)?;
+        }
+    } else if !listed.is_empty() {
+        print!("{}", output::events(&listed, out.wide()));
     }
     if !follow {
         return Ok(());
@@ -779,17 +846,4 @@ async fn events(
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-pub(crate) fn print_event(e: &EventView) {
-    let detail: Vec<String> = e.detail.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!(
-        "{:>6}  {}  {:<20} {:<14} {:<12} {}",
-        e.index,
-        time_of_day(e.at_ms),
-        e.kind,
-        e.module.as_deref().unwrap_or("-"),
-        e.node.as_deref().unwrap_or("-"),
-        detail.join(" ")
-    );
 }

@@ -34,10 +34,14 @@ pub fn request(
 }
 
 /// `supctl plan ...`.
-pub async fn plan(c: &AdminClient, body: &serde_json::Value, json: bool) -> Result<()> {
+pub async fn plan(
+    c: &AdminClient,
+    body: &serde_json::Value,
+    out: crate::output::Output,
+) -> Result<()> {
     let view = c.plan(body).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+    if out.structured() {
+        out.print(&view)?;
     } else {
         print!("{}", render(&view));
     }

@@ -23,7 +23,7 @@ pub struct Saved {
 }
 
 /// `supctl snapshot save <file>`.
-pub async fn save(c: &AdminClient, file: &Path, json: bool) -> Result<()> {
+pub async fn save(c: &AdminClient, file: &Path, out: crate::output::Output) -> Result<()> {
     let bytes = c.snapshot().await?;
     let backup = Backup::from_bytes(&bytes).context("the supervisor answered a damaged backup")?;
     write_whole(file, &bytes)?;
@@ -35,8 +35,8 @@ pub async fn save(c: &AdminClient, file: &Path, json: bool) -> Result<()> {
         cluster_id: backup.cluster_id,
         sha256: backup.sha256,
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&saved)?);
+    if out.structured() {
+        out.print(&saved)?;
     } else {
         println!(
             "saved {} ({} bytes): the replicated state at log index {} (term {}) of cluster {}, sha256 {}",

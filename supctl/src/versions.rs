@@ -1,118 +1,14 @@
-//! `supctl update`, `rollback`, `history`, `rollout` and `quarantine`:
-//! moving modules between revisions and following the rollout until it has
-//! settled.
+//! `supctl rollout` and `rollouts`: fleet rollouts, followed until they
+//! settled (`update` and `rollback` wait in `wait`).
 
 use std::time::{Duration, Instant};
 
+use admin_api::AdminClient;
 use admin_api::views::{FleetRolloutView, StartRollout};
-use admin_api::{AdminClient, ModuleView, RevisionView, Updated};
 use anyhow::{Result, bail};
 
-/// How often a waiting command asks for the module again.
+/// How often `supctl rollout` asks for the rollout again.
 const POLL: Duration = Duration::from_millis(250);
-
-/// How a rollout ended, as a waiting command saw it.
-pub enum Settled {
-    Completed(ModuleView),
-    Reverted(ModuleView),
-}
-
-/// Waits until the rollout to `revision` of `name` is no longer in
-/// progress (or `timeout` passes), printing each change of its state.
-pub async fn wait_rollout(
-    c: &AdminClient,
-    name: &str,
-    revision: u32,
-    timeout: Duration,
-    quiet: bool,
-) -> Result<Settled> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        let m = c.module(name).await?;
-        let rollout = m.rollout.as_ref();
-        let step = format!(
-            "{} on {} (revision {}{})",
-            m.state,
-            m.node.as_deref().unwrap_or("no node"),
-            m.revision,
-            rollout.map_or(String::new(), |r| format!(", rollout {}", r.state))
-        );
-        if step != last && !quiet {
-            eprintln!("  {name}: {step}");
-            last = step;
-        }
-        match rollout {
-            Some(r) if r.state == "completed" && r.to == revision => {
-                return Ok(Settled::Completed(m));
-            }
-            Some(r) if r.state == "reverted" && r.from == revision => {
-                return Ok(Settled::Reverted(m));
-            }
-            // Another rollout took over (an operator, or a revert after a
-            // quarantine): say what the module does now.
-            Some(r) if r.to != revision && r.from != revision => {
-                bail!(
-                    "{name}: another rollout (revision {} to {}) replaced the one to revision {revision}",
-                    r.from,
-                    r.to
-                );
-            }
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{name}: the rollout to revision {revision} has not settled after {timeout:?} (now {last}); it goes on: follow it with `supctl events --follow` or `supctl history {name}`"
-            );
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Prints how an update or rollback ended; an error when it was reverted.
-pub fn report(name: &str, u: &Updated, settled: Settled) -> Result<()> {
-    match settled {
-        Settled::Completed(m) => {
-            println!(
-                "{name}: revision {} running on {} ({})",
-                u.revision,
-                m.node.as_deref().unwrap_or("-"),
-                m.package
-            );
-            Ok(())
-        }
-        Settled::Reverted(m) => {
-            let reason = m
-                .rollout
-                .and_then(|r| r.reason)
-                .unwrap_or_else(|| "no reason recorded".into());
-            bail!(
-                "{name}: revision {} failed and was reverted to revision {}: {reason}",
-                u.revision,
-                m.revision
-            )
-        }
-    }
-}
-
-pub fn print_history(revisions: &[RevisionView]) {
-    println!(
-        "{:>8}  {:<24} {:<11} {:>4} {:>8} {:>9}  SINCE",
-        "REVISION", "PACKAGE", "OUTCOME", "GOOD", "RESTORES", "FAILOVERS"
-    );
-    for r in revisions {
-        println!(
-            "{:>8}  {:<24} {:<11} {:>4} {:>8} {:>9}  {}",
-            r.revision,
-            r.package.to_string(),
-            r.outcome,
-            if r.good { "yes" } else { "no" },
-            r.restores,
-            r.failovers,
-            crate::time_of_day(r.at_ms)
-        );
-    }
-}
 
 /// `name@version`, split.
 pub fn parse_package(s: &str) -> Result<(String, String)> {
@@ -223,28 +119,6 @@ pub async fn fleet_rollout(
             );
         }
         tokio::time::sleep(POLL).await;
-    }
-}
-
-/// `supctl rollouts`: one line per fleet rollout.
-pub fn print_rollouts(list: &[FleetRolloutView]) {
-    println!(
-        "{:>4}  {:<24} {:<10} {:>7} {:>6} {:>7} {:>6} {:>7}  STARTED",
-        "ID", "PACKAGE", "STATE", "PENDING", "ACTIVE", "UPDATED", "FAILED", "SKIPPED"
-    );
-    for f in list {
-        println!(
-            "{:>4}  {:<24} {:<10} {:>7} {:>6} {:>7} {:>6} {:>7}  {}",
-            f.id,
-            f.package.to_string(),
-            f.state,
-            f.pending.len(),
-            f.active.len(),
-            f.completed.len(),
-            f.failed.len(),
-            f.skipped.len(),
-            crate::time_of_day(f.started_ms)
-        );
     }
 }
 

@@ -8,11 +8,10 @@ use anyhow::Result;
 use crate::describe::timestamp;
 
 /// `supctl why <module>`.
-pub async fn why(c: &AdminClient, name: &str, json: bool) -> Result<()> {
+pub async fn why(c: &AdminClient, name: &str, out: crate::output::Output) -> Result<()> {
     let chain = c.why(name).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&chain)?);
-        return Ok(());
+    if out.structured() {
+        return out.print(&chain);
     }
     let m = c.module(name).await?;
     print!("{}", render(&m, &chain));
