@@ -79,7 +79,11 @@ async fn plan_lose_and_drain_predict_what_really_happens() {
     }
     let before = placements(&c).await;
     assert!(
-        before.values().filter(|n| n.as_deref() == Some("b")).count() == 5,
+        before
+            .values()
+            .filter(|n| n.as_deref() == Some("b"))
+            .count()
+            == 5,
         "{before:?}"
     );
 
@@ -95,10 +99,16 @@ async fn plan_lose_and_drain_predict_what_really_happens() {
     let predicted = moves(&lose);
     assert_eq!(predicted.len(), 5, "{lose:#?}");
     assert!(
-        predicted.values().all(|(from, to)| from.as_deref() == Some("b") && to != "b"),
+        predicted
+            .values()
+            .all(|(from, to)| from.as_deref() == Some("b") && to != "b"),
         "{lose:#?}"
     );
-    assert_eq!(placements(&c).await, before, "a prediction changed something");
+    assert_eq!(
+        placements(&c).await,
+        before,
+        "a prediction changed something"
+    );
 
     // The real thing: agent b dies.
     c.kill_agent("b");
