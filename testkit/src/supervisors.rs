@@ -104,7 +104,7 @@ impl Supervisors {
     ) -> Supervisors {
         let mut s = Supervisors {
             certs,
-            procs: ProcessSet::new(dir.join("logs")),
+            procs: ProcessSet::new(dir.join("logs")).tail_on_panic(30),
             ids: (1..=n as u64).collect(),
             addrs: (0..n).map(|_| free_addr()).collect(),
             depmgr: depmgr.to_string(),

@@ -42,6 +42,7 @@ async fn restore_from_a_backup_keeps_every_module_where_it_runs() {
     .await;
     c.push_test_package("web").await;
     c.push_test_package("api").await;
+    c.push_test_package("late").await;
     // web runs on a; api fails on b and fails over (failovers = 1).
     c.set_failing("b", true);
     c.admin()

@@ -194,6 +194,11 @@ fn tour_replays_the_fixture_from_main() {
     for (index, batch) in &log {
         replayed.apply(*index, batch);
     }
+    // Today's state, causes and causal chains included, survives a
+    // snapshot (what a follower's catch-up and `--restore-from` decode).
+    let snapshot = proto::encode(&replayed).expect("encode");
+    let back: ClusterState = proto::decode(&snapshot).expect("today's snapshot decodes");
+    assert_eq!(back, replayed);
     let live: BTreeSet<&String> = replayed.modules.keys().collect();
     assert_eq!(replayed.versions.keys().collect::<BTreeSet<_>>(), live);
     let failed: Vec<&String> = replayed.packages.failures

@@ -230,12 +230,17 @@ impl<'de> Deserialize<'de> for StoredState {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StoredState, A::Error> {
                 let missing = |i: usize| A::Error::invalid_length(i, &"13 fields");
-                let events: VecDeque<proto::record::StoredEvent> =
-                    seq.next_element()?.ok_or_else(|| missing(2))?;
+                // Read in the stored order: a struct literal's fields are
+                // evaluated as written.
                 Ok(StoredState {
                     nodes: seq.next_element()?.ok_or_else(|| missing(0))?,
                     modules: seq.next_element()?.ok_or_else(|| missing(1))?,
-                    events: events.into_iter().map(Event::from).collect(),
+                    events: seq
+                        .next_element::<VecDeque<proto::record::StoredEvent>>()?
+                        .ok_or_else(|| missing(2))?
+                        .into_iter()
+                        .map(Event::from)
+                        .collect(),
                     next_event: seq.next_element()?.ok_or_else(|| missing(3))?,
                     placed: seq.next_element()?.ok_or_else(|| missing(4))?,
                     last_index: seq.next_element()?.ok_or_else(|| missing(5))?,
