@@ -77,15 +77,18 @@ pub fn what_if(
                     "node {node:?} is already down: its modules have moved or wait"
                 )));
             }
-            // The leader has heard every node since long ago, so the
-            // detector's verdicts follow the node's silence alone.
-            sim.observed.leader_since_ms = 0;
+            // The node falls silent now while the others go on
+            // heartbeating: the copy's clock moves on to each verdict of
+            // the detector (with the leader's own grace window, as it
+            // really runs), every other node heard at that moment.
             let ttl = detector.heartbeat_ttl_ms;
             let down = detector.down_after_ms();
+            sim.observed.nodes.entry(node.clone()).or_default();
             for silent in [ttl, down] {
-                let last = now.saturating_sub(silent);
-                let obs = sim.observed.nodes.entry(node.clone()).or_default();
-                obs.last_seen_ms = last;
+                sim.now = now.saturating_add(silent);
+                for (name, obs) in sim.observed.nodes.iter_mut() {
+                    obs.last_seen_ms = if name == node { now } else { sim.now };
+                }
                 sim.settle(first_epoch);
             }
             assumptions.push(format!(
