@@ -166,6 +166,8 @@ async fn restore_from_a_backup_keeps_every_module_where_it_runs() {
     let why = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{why}");
     assert!(why.contains("failing over from b to"), "{why}");
+    assert!(why.contains("restore 1 of "), "{why}");
+    assert!(why.contains("a heartbeat showed api"), "{why}");
     assert!(why.contains("an operator deployed api"), "{why}");
 
     // A damaged backup is refused, naming the problem, and nothing starts.

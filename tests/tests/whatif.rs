@@ -136,6 +136,13 @@ async fn plan_lose_and_drain_predict_what_really_happens() {
         })
         .collect();
     assert_eq!(happened, predicted, "prediction {lose:#?}");
+    // `why` names the node loss behind each move: the down verdict for an
+    // at-most-one module, the suspect one for an at-least-one module.
+    let why = supctl_ok(&c, &["why", "b1"]);
+    assert!(why.contains("node b down"), "{why}");
+    assert!(why.contains("an operator deployed b1"), "{why}");
+    let why = supctl_ok(&c, &["why", "b2"]);
+    assert!(why.contains("node b suspect"), "{why}");
 
     // Drain a: the prediction again equals what the drain does.
     let drain = c
