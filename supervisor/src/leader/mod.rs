@@ -200,6 +200,8 @@ impl Leader {
         self.ready.send_replace(true);
         let mut progressed = false;
         let mut last_full = Instant::now() - FULL_PASS;
+        // The state's index when the previous pass planned.
+        let mut since = 0;
         loop {
             if !progressed {
                 tokio::select! {
@@ -213,7 +215,7 @@ impl Leader {
             if full {
                 last_full = Instant::now();
             }
-            let outcome = self.pass(full).await;
+            let outcome = self.pass(full, &mut since).await;
             self.passes.finish(id, outcome.is_ok());
             // A pass that committed something may enable the next step of a
             // flow at once (e.g. release, then install): plan again now.
@@ -222,8 +224,9 @@ impl Leader {
     }
 
     /// One reconcile pass: plan, commit, start retrievals. `Ok(true)` when
-    /// transitions were committed.
-    async fn pass(self: &Arc<Self>, full: bool) -> Result<bool> {
+    /// transitions were committed. `since` is the state's index when the
+    /// previous pass planned; it becomes this pass's.
+    async fn pass(self: &Arc<Self>, full: bool, since: &mut u64) -> Result<bool> {
         let started = Instant::now();
         let now = self.now_ms();
         let timing = self.app.config.timing();
@@ -231,14 +234,18 @@ impl Leader {
         let scope = if full {
             Scope::All
         } else {
-            Scope::Nodes(&dirty)
+            Scope::Nodes {
+                dirty: &dirty,
+                since: *since,
+            }
         };
-        let planned = {
+        let (planned, index) = {
             let observed = self.lock_observed();
             self.app
                 .state
-                .read(|s| plan_scoped(s, &observed, now, timing, scope))
+                .read(|s| (plan_scoped(s, &observed, now, timing, scope), s.last_index))
         };
+        *since = index;
         let m = &self.app.metrics;
         m.plan_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);

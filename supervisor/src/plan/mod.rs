@@ -168,11 +168,20 @@ pub struct Plan {
 pub enum Scope<'s> {
     /// Every module.
     All,
-    /// Modules not settled (pending, installing, restoring, failing over),
-    /// and running modules on these nodes or on nodes whose health changes.
-    /// Running modules elsewhere cannot need anything until their node's
-    /// heartbeat changes, so a periodic `All` pass is enough for them.
-    Nodes(&'s BTreeSet<NodeId>),
+    /// Modules not settled (installing, restoring, failing over, being
+    /// removed), running modules on the `dirty` nodes or on nodes whose
+    /// health changes, and modules waiting for their first placement that
+    /// were deployed after log index `since` (the state's index when the
+    /// previous pass planned) or that a change since then may let in: a
+    /// node registered, changed, drained, undrained, removed or changing
+    /// health, a package quarantine set or lifted. Running modules
+    /// elsewhere cannot need anything until their node's heartbeat
+    /// changes, and a waiting module nothing until the nodes change, so a
+    /// periodic `All` pass is enough for them (and for timers).
+    Nodes {
+        dirty: &'s BTreeSet<NodeId>,
+        since: u64,
+    },
 }
 
 /// Plans the next transitions over every module. Pure: `now` is the
@@ -209,10 +218,31 @@ pub fn plan_scoped(
     }
     p.nodes();
     p.quarantines();
+    // Whether a module waiting for its first placement may find a node now
+    // that it did not find in the previous pass.
+    let placeable = match scope {
+        Scope::All => true,
+        Scope::Nodes { since, .. } => {
+            state.placeable_changed_at() > since
+                || p.plan.transitions.iter().any(|t| {
+                    matches!(
+                        t,
+                        Transition::RegisterNode(_)
+                            | Transition::RegisterNodeFromOtherCluster(_)
+                            | Transition::SetNodeHealth(_)
+                            | Transition::QuarantinePackage(_)
+                            | Transition::LiftQuarantine(_)
+                    )
+                })
+        }
+    };
     for (name, m) in &state.modules {
         let in_scope = match (scope, &m.placement) {
-            (Scope::All, _) | (_, None) => true,
-            (Scope::Nodes(dirty), Some(pl)) => {
+            (Scope::All, _) => true,
+            (Scope::Nodes { since, .. }, None) => {
+                m.state != ModuleState::Pending || placeable || m.deployed_at > since
+            }
+            (Scope::Nodes { dirty, .. }, Some(pl)) => {
                 m.state != ModuleState::Running
                     || dirty.contains(&pl.node)
                     || p.health_changed.contains(pl.node.as_str())

@@ -84,7 +84,10 @@ fn scoped_pass_sees_dirty_nodes_and_unsettled_modules_only() {
         &sim.observed,
         sim.now,
         TIMING,
-        Scope::Nodes(&none),
+        Scope::Nodes {
+            dirty: &none,
+            since: 0,
+        },
     );
     assert!(
         p.transitions
@@ -104,7 +107,10 @@ fn scoped_pass_sees_dirty_nodes_and_unsettled_modules_only() {
         &sim.observed,
         sim.now,
         TIMING,
-        Scope::Nodes(&dirty),
+        Scope::Nodes {
+            dirty: &dirty,
+            since: 0,
+        },
     );
     assert!(
         p.transitions
@@ -116,4 +122,55 @@ fn scoped_pass_sees_dirty_nodes_and_unsettled_modules_only() {
         plan(&sim.state, &sim.observed, sim.now, TIMING),
         "here the scoped pass equals the full one"
     );
+}
+
+#[test]
+fn scoped_pass_looks_at_a_waiting_module_when_new_or_when_the_nodes_change() {
+    use crate::plan::{Scope, plan_scoped};
+    use crate::state::{Drain, Undrain};
+    use std::collections::BTreeSet;
+    let mut sim = Sim::new(&["a"]);
+    let none = BTreeSet::new();
+    let placed = |p: &crate::plan::Plan| {
+        p.transitions
+            .iter()
+            .any(|t| matches!(t, Transition::Place(pl) if pl.module == "api"))
+    };
+    // a drains: api, deployed then, has nowhere to go.
+    sim.commit(vec![Transition::Drain(Drain { node: "a".into() })]);
+    let deployed = sim.deploy(spec("api"));
+    let scoped = |sim: &Sim, since: u64| {
+        plan_scoped(
+            &sim.state,
+            &sim.observed,
+            sim.now,
+            TIMING,
+            Scope::Nodes {
+                dirty: &none,
+                since,
+            },
+        )
+    };
+    // Deployed after the previous pass: looked at (and it waits).
+    assert!(!placed(&scoped(&sim, deployed - 1)));
+    // a is back: the pass after that change places api, though api itself
+    // is older than the previous pass.
+    sim.commit(vec![Transition::Undrain(Undrain { node: "a".into() })]);
+    let undrained = sim.state.last_index;
+    assert_eq!(sim.state.placeable_changed_at(), undrained);
+    assert!(placed(&scoped(&sim, undrained - 1)));
+    // A pass after a pass that saw that change leaves api to the full pass
+    // (nothing changed for it since), which places it.
+    assert!(!placed(&scoped(&sim, undrained)));
+    assert!(placed(&crate::plan::plan(
+        &sim.state,
+        &sim.observed,
+        sim.now,
+        TIMING
+    )));
+    // A decoded snapshot counts everything as changed at its index.
+    let decoded: crate::state::ClusterState =
+        proto::decode(&proto::encode(&sim.state).expect("encode")).expect("decode");
+    assert_eq!(decoded.placeable_changed_at(), sim.state.last_index);
+    assert_eq!(decoded, sim.state);
 }

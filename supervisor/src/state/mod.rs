@@ -136,7 +136,25 @@ pub struct ClusterState {
     pub why: Why,
     /// Encoded size of the parts (kept by `apply`; not stored).
     size: StateSize,
+    /// Index of the last change that may let a module waiting for its
+    /// first placement in (kept by `apply`; not stored, and not part of the
+    /// state's value: see [`ClusterState::placeable_changed_at`]).
+    placeable: ChangeMark,
 }
+
+/// A log index kept beside the state for the planner's benefit: not part
+/// of the state's value, so two states equal but for it compare equal (a
+/// decoded snapshot marks everything as changed at its own index).
+#[derive(Debug, Clone, Copy, Default)]
+struct ChangeMark(u64);
+
+impl PartialEq for ChangeMark {
+    fn eq(&self, _: &ChangeMark) -> bool {
+        true
+    }
+}
+
+impl Eq for ChangeMark {}
 
 /// [`ClusterState`] as stored: the same fields, in the same order, without
 /// the size. The events are stored without their causes
@@ -286,6 +304,7 @@ impl From<StoredState> for ClusterState {
             fleet: s.fleet,
             why: s.why,
             size: StateSize::default(),
+            placeable: ChangeMark(s.last_index),
         };
         state.size = StateSize::of(&state);
         state
@@ -612,7 +631,25 @@ impl ClusterState {
         if t.touches_fleet() {
             self.size.fleet = fleet_bytes(&self.fleet);
         }
+        let placeable = node.is_some()
+            || matches!(
+                t,
+                Transition::QuarantinePackage(_) | Transition::LiftQuarantine(_)
+            );
+        if placeable && outcome.is_ok() {
+            self.placeable = ChangeMark(index);
+        }
         outcome
+    }
+
+    /// Index of the last applied change that may let a module waiting for
+    /// its first placement find a node: any change of a node's record
+    /// (registered, relabelled, health, drained, undrained, removed) or of
+    /// the package quarantines. A decoded state says its own last index.
+    /// The planner's scoped passes look at waiting modules again only after
+    /// such a change (see `plan::Scope`).
+    pub fn placeable_changed_at(&self) -> u64 {
+        self.placeable.0
     }
 
     /// Encoded size of the state, by part (an upper bound within a few
