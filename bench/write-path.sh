@@ -24,7 +24,8 @@
 # Usage (from the workspace root, after
 # `cargo build --release --workspace --bins`):
 #   bench/write-path.sh
-# Env: SECS (10), CONNS ("1 16 64 256"), GROW_TO (100000), BINS (the
+# Env: SECS (10), CONNS ("1 16 64 256"), GROW_TO (100000), IDLE_SECS (5:
+# the idle planning cost measured at the end), BINS (the
 # directory of the release binaries; default $CARGO_TARGET_DIR/release or
 # target/release), WORK (a scratch dir; default a new one under /tmp).
 set -euo pipefail
@@ -177,5 +178,19 @@ while :; do
   [ "$g_bad" != 0 ] && note=" (non-2xx: $g_bad)"
   printf "| %d | %s | %.0f | %s ms |%s\n" "$seg" "$before" "$g_rps" "$g_p99" "$note" | tee -a "$RESULTS"
 done
-echo | tee -a "$RESULTS"
-echo "Modules at the end: $(modules); Raft term at the end: $(term). Logs and wrk output: $WORK" | tee -a "$RESULTS"
+# The leader's planning cost with every module in the state and no load:
+# what each control pass spends planning, over IDLE_SECS seconds.
+IDLE_SECS=${IDLE_SECS:-5}
+p0=$(metric supervisor_control_passes_total)
+u0=$(metric supervisor_plan_micros_total)
+sleep "$IDLE_SECS"
+p1=$(metric supervisor_control_passes_total)
+u1=$(metric supervisor_plan_micros_total)
+{
+  echo
+  awk -v p="$((p1 - p0))" -v u="$((u1 - u0))" -v s="$IDLE_SECS" 'BEGIN {
+    printf "Idle for %d s afterwards: %d control passes, %.1f ms planning per pass on average, %.0f ms of planning per second.\n",
+      s, p, (p > 0 ? u / p / 1000 : 0), u / s / 1000 }'
+  echo
+  echo "Modules at the end: $(modules); Raft term at the end: $(term). Logs and wrk output: $WORK"
+} | tee -a "$RESULTS"
