@@ -32,6 +32,38 @@ fn moves(plan: &PlanView) -> BTreeMap<String, (Option<String>, String)> {
         .collect()
 }
 
+/// Placements once every module runs on a node `on` accepts.
+async fn settled(
+    c: &TestCluster,
+    what: &str,
+    on: impl Fn(Option<&str>) -> bool,
+) -> BTreeMap<String, Option<String>> {
+    eventually(what, T, || async {
+        let modules = c.admin().modules().await.ok()?;
+        modules
+            .iter()
+            .all(|m| m.state == "running" && on(m.node.as_deref()))
+            .then(|| modules.into_iter().map(|m| (m.name, m.node)).collect())
+    })
+    .await
+}
+
+/// The modules whose node changed from `before` to `after`, as module →
+/// (from, to): the shape of a prediction's moves.
+fn changed(
+    before: &BTreeMap<String, Option<String>>,
+    after: &BTreeMap<String, Option<String>>,
+) -> BTreeMap<String, (Option<String>, String)> {
+    after
+        .iter()
+        .filter(|(name, node)| before[*name] != **node)
+        .map(|(name, node)| {
+            let to = node.clone().expect("placed");
+            (name.clone(), (before[name].clone(), to))
+        })
+        .collect()
+}
+
 fn supctl_ok(c: &TestCluster, args: &[&str]) -> String {
     let out = c.supctl().args(args).output().expect("run supctl");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -112,29 +144,8 @@ async fn plan_lose_and_drain_predict_what_really_happens() {
 
     // The real thing: agent b dies.
     c.kill_agent("b");
-    let after = eventually("b's modules run elsewhere", T, || async {
-        let modules = c.admin().modules().await.ok()?;
-        modules
-            .iter()
-            .all(|m| m.state == "running" && m.node.as_deref() != Some("b"))
-            .then(|| {
-                modules
-                    .into_iter()
-                    .map(|m| (m.name, m.node))
-                    .collect::<BTreeMap<_, _>>()
-            })
-    })
-    .await;
-    let happened: BTreeMap<String, (Option<String>, String)> = after
-        .iter()
-        .filter(|(name, node)| before[*name] != **node)
-        .map(|(name, node)| {
-            (
-                name.clone(),
-                (before[name].clone(), node.clone().expect("placed")),
-            )
-        })
-        .collect();
+    let after = settled(&c, "b's modules run elsewhere", |node| node != Some("b")).await;
+    let happened = changed(&before, &after);
     assert_eq!(happened, predicted, "prediction {lose:#?}");
     // `why` names the node loss behind each move: the down verdict for an
     // at-most-one module, the suspect one for an at-least-one module.
@@ -154,28 +165,7 @@ async fn plan_lose_and_drain_predict_what_really_happens() {
     assert!(!predicted.is_empty(), "{drain:#?}");
     let before = after;
     c.admin().drain("a").await.expect("drain a");
-    let after = eventually("a is drained", T, || async {
-        let modules = c.admin().modules().await.ok()?;
-        modules
-            .iter()
-            .all(|m| m.state == "running" && m.node.as_deref() == Some("c"))
-            .then(|| {
-                modules
-                    .into_iter()
-                    .map(|m| (m.name, m.node))
-                    .collect::<BTreeMap<_, _>>()
-            })
-    })
-    .await;
-    let happened: BTreeMap<String, (Option<String>, String)> = after
-        .iter()
-        .filter(|(name, node)| before[*name] != **node)
-        .map(|(name, node)| {
-            (
-                name.clone(),
-                (before[name].clone(), node.clone().expect("placed")),
-            )
-        })
-        .collect();
+    let after = settled(&c, "a is drained", |node| node == Some("c")).await;
+    let happened = changed(&before, &after);
     assert_eq!(happened, predicted, "prediction {drain:#?}");
 }

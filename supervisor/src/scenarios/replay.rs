@@ -70,25 +70,27 @@ fn same_commands_give_byte_identical_snapshots() {
     }
 }
 
+/// A scoped pass over `sim` with `dirty` nodes, the previous pass at
+/// `since`.
+fn scoped(sim: &Sim, dirty: &std::collections::BTreeSet<String>, since: u64) -> crate::plan::Plan {
+    crate::plan::plan_scoped(
+        &sim.state,
+        &sim.observed,
+        sim.now,
+        TIMING,
+        crate::plan::Scope::Nodes { dirty, since },
+    )
+}
+
 #[test]
 fn scoped_pass_sees_dirty_nodes_and_unsettled_modules_only() {
-    use crate::plan::{Scope, plan_scoped};
     use std::collections::BTreeSet;
     let mut sim = Sim::new(&["a", "b"]);
     let node = sim.running(spec("web"));
     sim.deploy(spec("api"));
     sim.set_status(&node, "web", ModuleStatus::Failed);
     let none = BTreeSet::new();
-    let p = plan_scoped(
-        &sim.state,
-        &sim.observed,
-        sim.now,
-        TIMING,
-        Scope::Nodes {
-            dirty: &none,
-            since: 0,
-        },
-    );
+    let p = scoped(&sim, &none, 0);
     assert!(
         p.transitions
             .iter()
@@ -102,16 +104,7 @@ fn scoped_pass_sees_dirty_nodes_and_unsettled_modules_only() {
         "pending modules are always planned"
     );
     let dirty = BTreeSet::from([node.clone()]);
-    let p = plan_scoped(
-        &sim.state,
-        &sim.observed,
-        sim.now,
-        TIMING,
-        Scope::Nodes {
-            dirty: &dirty,
-            since: 0,
-        },
-    );
+    let p = scoped(&sim, &dirty, 0);
     assert!(
         p.transitions
             .iter()
@@ -126,7 +119,6 @@ fn scoped_pass_sees_dirty_nodes_and_unsettled_modules_only() {
 
 #[test]
 fn scoped_pass_looks_at_a_waiting_module_when_new_or_when_the_nodes_change() {
-    use crate::plan::{Scope, plan_scoped};
     use crate::state::{Drain, Undrain};
     use std::collections::BTreeSet;
     let mut sim = Sim::new(&["a"]);
@@ -139,29 +131,17 @@ fn scoped_pass_looks_at_a_waiting_module_when_new_or_when_the_nodes_change() {
     // a drains: api, deployed then, has nowhere to go.
     sim.commit(vec![Transition::Drain(Drain { node: "a".into() })]);
     let deployed = sim.deploy(spec("api"));
-    let scoped = |sim: &Sim, since: u64| {
-        plan_scoped(
-            &sim.state,
-            &sim.observed,
-            sim.now,
-            TIMING,
-            Scope::Nodes {
-                dirty: &none,
-                since,
-            },
-        )
-    };
     // Deployed after the previous pass: looked at (and it waits).
-    assert!(!placed(&scoped(&sim, deployed - 1)));
+    assert!(!placed(&scoped(&sim, &none, deployed - 1)));
     // a is back: the pass after that change places api, though api itself
     // is older than the previous pass.
     sim.commit(vec![Transition::Undrain(Undrain { node: "a".into() })]);
     let undrained = sim.state.last_index;
     assert_eq!(sim.state.placeable_changed_at(), undrained);
-    assert!(placed(&scoped(&sim, undrained - 1)));
+    assert!(placed(&scoped(&sim, &none, undrained - 1)));
     // A pass after a pass that saw that change leaves api to the full pass
     // (nothing changed for it since), which places it.
-    assert!(!placed(&scoped(&sim, undrained)));
+    assert!(!placed(&scoped(&sim, &none, undrained)));
     assert!(placed(&crate::plan::plan(
         &sim.state,
         &sim.observed,
