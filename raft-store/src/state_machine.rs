@@ -200,6 +200,7 @@ where
     S: ReplicatedState<Command = C::D, Response = C::R>,
 {
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<NodeIdOf<C>>> {
+        let started = std::time::Instant::now();
         let (meta, data) = {
             let applied = self.handle.read_guard();
             let data = applied
@@ -218,9 +219,17 @@ where
             };
             (meta, data)
         };
+        let encoded = started.elapsed();
         let stored = StoredSnapshot::<C> { meta, data };
         self.write_stored(&stored)
             .map_err(|e| StorageIOError::write_snapshot(Some(stored.meta.signature()), e))?;
+        tracing::info!(
+            snapshot = %stored.meta.snapshot_id,
+            bytes = stored.data.len(),
+            encode_ms = encoded.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "snapshot built (apply waits while it is encoded)"
+        );
         Ok(Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::error::Result;
 use crate::observe::{Ingest, Observed};
-use crate::plan::{Plan, Scope, plan_scoped};
+use crate::plan::{Plan, Scope, Sweep, plan_scoped};
 use crate::state::{Batch, EventKind, Transition};
 use packages::FetchState;
 use rounds::Rounds;
@@ -48,9 +48,12 @@ use rounds::Rounds;
 /// How often the control loop runs without being woken (timers: TTLs,
 /// healthy periods).
 const TICK: Duration = Duration::from_millis(100);
-/// How often a pass looks at every module (the others look at unsettled
-/// modules and at nodes whose heartbeats changed).
-const FULL_PASS: Duration = Duration::from_secs(1);
+/// How often a pass also sweeps a slice of all modules, the safety net
+/// (every pass looks at what changed: see `plan::Scope::Changed`).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Modules per sweep: the safety net's cost per pass stays bounded (a few
+/// ms), and it goes round 100,000 modules in 13 s.
+const SWEEP_MODULES: usize = 8192;
 /// Longest a heartbeat reply waits for a control-loop pass.
 const PASS_WAIT: Duration = Duration::from_millis(1000);
 /// Longest a heartbeat reply waits for a leadership confirmation.
@@ -199,9 +202,13 @@ impl Leader {
         }
         self.ready.send_replace(true);
         let mut progressed = false;
-        let mut last_full = Instant::now() - FULL_PASS;
-        // The state's index when the previous pass planned.
-        let mut since = 0;
+        let mut last_sweep = Instant::now();
+        // The term's first pass looks at every module; the next ones at
+        // what changed since the previous pass, which planned when the
+        // state was at `since`, and once a second at a slice of all
+        // modules too, from `cursor` on.
+        let mut since = None;
+        let mut cursor = None;
         loop {
             if !progressed {
                 tokio::select! {
@@ -211,11 +218,11 @@ impl Leader {
                 }
             }
             let id = self.passes.start();
-            let full = last_full.elapsed() >= FULL_PASS;
-            if full {
-                last_full = Instant::now();
+            let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
+            if sweep {
+                last_sweep = Instant::now();
             }
-            let outcome = self.pass(full, &mut since).await;
+            let outcome = self.pass(&mut since, sweep.then_some(&mut cursor)).await;
             self.passes.finish(id, outcome.is_ok());
             // A pass that committed something may enable the next step of a
             // flow at once (e.g. release, then install): plan again now.
@@ -225,31 +232,53 @@ impl Leader {
 
     /// One reconcile pass: plan, commit, start retrievals. `Ok(true)` when
     /// transitions were committed. `since` is the state's index when the
-    /// previous pass planned; it becomes this pass's.
-    async fn pass(self: &Arc<Self>, full: bool, since: &mut u64) -> Result<bool> {
+    /// previous pass planned (`None`: no pass yet, look at every module);
+    /// it becomes this pass's. With `sweep`, the pass also looks at the
+    /// slice of modules after that cursor, and moves it on.
+    async fn pass(
+        self: &Arc<Self>,
+        since: &mut Option<u64>,
+        sweep: Option<&mut Option<String>>,
+    ) -> Result<bool> {
         let started = Instant::now();
         let now = self.now_ms();
         let timing = self.app.config.timing();
         let dirty = std::mem::take(&mut *self.dirty.lock().expect("dirty lock poisoned"));
-        let scope = if full {
-            Scope::All
-        } else {
-            Scope::Nodes {
+        let after = sweep.as_ref().map(|c| c.as_deref());
+        let scope = match *since {
+            None => Scope::All,
+            Some(since) => Scope::Changed {
                 dirty: &dirty,
-                since: *since,
-            }
+                since,
+                sweep: after.map(|after| Sweep {
+                    after,
+                    count: SWEEP_MODULES,
+                }),
+            },
         };
-        let (planned, index) = {
+        let (mut planned, index) = {
             let observed = self.lock_observed();
             self.app
                 .state
                 .read(|s| (plan_scoped(s, &observed, now, timing, scope), s.last_index))
         };
-        *since = index;
+        let previous = std::mem::replace(since, Some(index));
+        if let Some(cursor) = sweep {
+            *cursor = planned.swept_to.take();
+        }
         let m = &self.app.metrics;
         m.plan_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let result = self.commit_plan(planned).await;
+        if result.is_err() {
+            // What this pass planned was not committed: the next pass looks
+            // at the same changes again.
+            *since = previous;
+            self.dirty
+                .lock()
+                .expect("dirty lock poisoned")
+                .extend(dirty);
+        }
         m.passes.fetch_add(1, Ordering::Relaxed);
         m.pass_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);

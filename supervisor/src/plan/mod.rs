@@ -68,13 +68,14 @@ pub use next_node::{Ranking, next_node, next_nodes};
 pub use whatif::what_if;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use proto::manifest::PackageRef;
 use proto::{Epoch, ModuleName, NodeId};
 
 use crate::observe::Observed;
 use crate::state::{
-    ClusterState, LeaseTerms, ModuleRecord, ModuleState, NodeHealth, Place, PlaceCause,
+    Changes, ClusterState, LeaseTerms, ModuleRecord, NodeHealth, Place, PlaceCause,
     RecordClusterId, RecordLease, Transition,
 };
 
@@ -161,6 +162,9 @@ pub struct Fetch {
 pub struct Plan {
     pub transitions: Vec<Transition>,
     pub fetches: Vec<Fetch>,
+    /// The last module a [`Sweep`] looked at, where the next one starts
+    /// (`None`: start from the first).
+    pub swept_to: Option<ModuleName>,
 }
 
 /// Which modules a pass looks at.
@@ -168,20 +172,40 @@ pub struct Plan {
 pub enum Scope<'s> {
     /// Every module.
     All,
-    /// Modules not settled (installing, restoring, failing over, being
-    /// removed), running modules on the `dirty` nodes or on nodes whose
-    /// health changes, and modules waiting for their first placement that
-    /// were deployed after log index `since` (the state's index when the
-    /// previous pass planned) or that a change since then may let in: a
-    /// node registered, changed, drained, undrained, removed or changing
-    /// health, a package quarantine set or lifted. Running modules
-    /// elsewhere cannot need anything until their node's heartbeat
-    /// changes, and a waiting module nothing until the nodes change, so a
-    /// periodic `All` pass is enough for them (and for timers).
-    Nodes {
+    /// What changed since the previous pass, which planned when the state
+    /// was at log index `since` (see [`ClusterState::changes_since`]):
+    /// - modules not settled (installing, restoring, failing over, being
+    ///   removed, failed, a rollout under way or held, an old copy to
+    ///   release);
+    /// - modules any transition changed since `since`;
+    /// - modules placed on the `dirty` nodes (whose heartbeats changed) or
+    ///   on nodes whose health this pass changes;
+    /// - modules waiting for their first placement, when a change since
+    ///   `since` or in this pass may let them in: a node registered,
+    ///   changed, drained, undrained, removed or changing health, a
+    ///   package quarantine set or lifted;
+    /// - and, with `sweep`, the next slice of all modules in name order:
+    ///   the safety net, whose cost per pass is bounded by the slice.
+    ///
+    /// A running module elsewhere cannot need anything until its node's
+    /// heartbeat or health changes. When a change since `since` may
+    /// concern any module (a quarantine), or more changes were applied
+    /// than the state keeps track of ([`crate::state::TOUCHES_KEPT`]), the
+    /// pass looks at every module.
+    Changed {
         dirty: &'s BTreeSet<NodeId>,
         since: u64,
+        sweep: Option<Sweep<'s>>,
     },
+}
+
+/// A slice of all modules, in name order: the `count` after `after` (from
+/// the first when `None`). The plan says where the slice ended
+/// ([`Plan::swept_to`]), where the next one starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Sweep<'s> {
+    pub after: Option<&'s str>,
+    pub count: usize,
 }
 
 /// Plans the next transitions over every module. Pure: `now` is the
@@ -218,38 +242,29 @@ pub fn plan_scoped(
     }
     p.nodes();
     p.quarantines();
-    // Whether a module waiting for its first placement may find a node now
-    // that it did not find in the previous pass.
-    let placeable = match scope {
-        Scope::All => true,
-        Scope::Nodes { since, .. } => {
-            state.placeable_changed_at() > since
-                || p.plan.transitions.iter().any(|t| {
-                    matches!(
-                        t,
-                        Transition::RegisterNode(_)
-                            | Transition::RegisterNodeFromOtherCluster(_)
-                            | Transition::SetNodeHealth(_)
-                            | Transition::QuarantinePackage(_)
-                            | Transition::LiftQuarantine(_)
-                    )
-                })
-        }
+    let changed = match scope {
+        Scope::All => None,
+        Scope::Changed {
+            dirty,
+            since,
+            sweep,
+        } => state
+            .changes_since(since)
+            .map(|changes| (changes, dirty, sweep)),
     };
-    for (name, m) in &state.modules {
-        let in_scope = match (scope, &m.placement) {
-            (Scope::All, _) => true,
-            (Scope::Nodes { since, .. }, None) => {
-                m.state != ModuleState::Pending || placeable || m.deployed_at > since
+    match changed {
+        None => {
+            for (name, m) in &state.modules {
+                p.module(name, m);
             }
-            (Scope::Nodes { dirty, .. }, Some(pl)) => {
-                m.state != ModuleState::Running
-                    || dirty.contains(&pl.node)
-                    || p.health_changed.contains(pl.node.as_str())
+        }
+        Some((changes, dirty, sweep)) => {
+            let names = p.in_scope(changes, dirty, sweep);
+            for name in names {
+                if let Some((name, m)) = state.modules.get_key_value(name) {
+                    p.module(name, m);
+                }
             }
-        };
-        if in_scope {
-            p.module(name, m);
         }
     }
     p.drains();
@@ -345,6 +360,57 @@ impl<'a> Planner<'a> {
         exclude: &'s BTreeSet<&str>,
     ) -> impl Iterator<Item = &'a String> + 's {
         next_node::candidates(self.state, m, exclude)
+    }
+
+    /// The modules a [`Scope::Changed`] pass looks at, in name order (see
+    /// there); records where the sweep ended.
+    fn in_scope(
+        &mut self,
+        changes: Changes<'a>,
+        dirty: &BTreeSet<NodeId>,
+        sweep: Option<Sweep<'_>>,
+    ) -> BTreeSet<&'a str> {
+        let state = self.state;
+        // Whether a module waiting for its first placement may find a node
+        // now that it did not find in the previous pass.
+        let placeable = changes.placeable
+            || self.plan.transitions.iter().any(|t| {
+                matches!(
+                    t,
+                    Transition::RegisterNode(_)
+                        | Transition::RegisterNodeFromOtherCluster(_)
+                        | Transition::SetNodeHealth(_)
+                        | Transition::QuarantinePackage(_)
+                        | Transition::LiftQuarantine(_)
+                )
+            });
+        let mut names = changes.modules;
+        let nodes = dirty
+            .iter()
+            .map(String::as_str)
+            .chain(self.health_changed.iter().copied());
+        for node in nodes {
+            if let Some(placed) = state.placed.get(node) {
+                names.extend(placed.iter().map(String::as_str));
+            }
+        }
+        if placeable {
+            names.extend(state.waiting());
+        }
+        if let Some(sweep) = sweep {
+            let slice = match sweep.after {
+                Some(after) => state
+                    .modules
+                    .range::<str, _>((Bound::Excluded(after), Bound::Unbounded)),
+                None => state.modules.range::<str, _>(..),
+            };
+            let slice: Vec<&'a String> = slice.take(sweep.count).map(|(n, _)| n).collect();
+            self.plan.swept_to = (slice.len() == sweep.count)
+                .then(|| slice.last().map(|n| n.to_string()))
+                .flatten();
+            names.extend(slice.into_iter().map(String::as_str));
+        }
+        names
     }
 
     /// Plans a placement, and counts it in the load of `node`.

@@ -157,10 +157,7 @@ fn new_leader_gives_a_grace_window_and_continues_a_failover() {
     let target = sim.node_of("web");
     let epoch = sim.module("web").placement.as_ref().unwrap().epoch;
     // Leader change: observations are lost, the clock is new.
-    sim.observed = Observed {
-        leader_since_ms: 50_000,
-        nodes: BTreeMap::new(),
-    };
+    sim.new_term(50_000);
     sim.now = 50_000;
     let p = sim.step();
     assert!(

@@ -239,10 +239,7 @@ fn a_new_leader_carries_a_fleet_rollout_on_from_the_log() {
     }
     assert_eq!(replayed, sim.state);
     sim.state = replayed;
-    sim.observed = Observed {
-        leader_since_ms: 60_000,
-        nodes: BTreeMap::new(),
-    };
+    sim.new_term(60_000);
     sim.now = 60_000;
     sim.heartbeat_all();
     let most = drive(&mut sim, 40, Running);

@@ -23,10 +23,7 @@ const LONG: Timing = Timing {
 /// A leader change at `now` to a leader with `timing`: observations lost.
 fn new_leader(sim: &mut Sim, timing: Timing) {
     sim.timing = timing;
-    sim.observed = Observed {
-        leader_since_ms: sim.now,
-        nodes: BTreeMap::new(),
-    };
+    sim.new_term(sim.now);
 }
 
 #[test]

@@ -37,7 +37,7 @@ mod versions;
 mod whatif;
 mod why;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proto::heartbeat::{
     Directive, Heartbeat, ModuleStatus, ModuleTable, PackedStatuses, Report, TableEntry,
@@ -46,7 +46,7 @@ use proto::manifest::{ArtifactRef, ConfigPackage, Manifest, PackageRef};
 use proto::spec::ModuleSpec;
 
 use crate::directives::directives_for;
-use crate::observe::Observed;
+use crate::observe::{Ingest, Observed};
 use crate::plan::{Fetch, Plan, QuarantinePolicy, Timing, plan};
 use crate::state::*;
 
@@ -80,6 +80,11 @@ struct Sim {
     timing: Timing,
     /// Every batch committed, as the Raft log would hold it.
     log: Vec<(u64, Batch)>,
+    /// Nodes whose heartbeats changed since the last step, as the leader
+    /// keeps them.
+    dirty: BTreeSet<String>,
+    /// The state's index at the last step (`None`: none yet this term).
+    since: Option<u64>,
 }
 
 fn spec(name: &str) -> ModuleSpec {
@@ -129,6 +134,8 @@ impl Sim {
             agents: BTreeMap::new(),
             timing: TIMING,
             log: vec![],
+            dirty: BTreeSet::new(),
+            since: None,
         };
         for n in nodes {
             sim.agents.insert(
@@ -164,9 +171,41 @@ impl Sim {
         }
     }
 
+    /// A leader change at leader clock `leader_since_ms`: observations
+    /// are lost, and the first pass looks at every module.
+    fn new_term(&mut self, leader_since_ms: u64) {
+        self.observed = Observed {
+            leader_since_ms,
+            nodes: BTreeMap::new(),
+        };
+        self.dirty.clear();
+        self.since = None;
+    }
+
     /// Plans and commits once; answers package retrievals at once.
+    ///
+    /// Every step also plans as the leader's passes do, over what changed
+    /// since the previous step only (`plan::Scope::Changed`, without the
+    /// sweep), and checks that it plans exactly what a pass over every
+    /// module plans: so every scenario shows that nothing waits for the
+    /// leader's safety net.
     fn step(&mut self) -> Plan {
         let p = plan(&self.state, &self.observed, self.now, self.timing);
+        let dirty = std::mem::take(&mut self.dirty);
+        if let Some(since) = self.since {
+            let scope = crate::plan::Scope::Changed {
+                dirty: &dirty,
+                since,
+                sweep: None,
+            };
+            let scoped =
+                crate::plan::plan_scoped(&self.state, &self.observed, self.now, self.timing, scope);
+            assert_eq!(
+                scoped, p,
+                "a pass over what changed since index {since} (dirty nodes {dirty:?}) plans what a pass over every module plans"
+            );
+        }
+        self.since = Some(self.state.last_index);
         if !p.transitions.is_empty() {
             let resp = self.commit(p.transitions.clone());
             for (t, o) in p.transitions.iter().zip(&resp.outcomes) {
@@ -220,11 +259,23 @@ impl Sim {
             statuses: PackedStatuses::pack(&a.modules.iter().map(|(_, s)| *s).collect::<Vec<_>>()),
             reports: std::mem::take(&mut a.reports),
         };
-        self.observed
+        let outcome = self
+            .observed
             .nodes
             .entry(node.into())
             .or_default()
             .ingest(&hb, self.now);
+        // As `Leader::ingest` marks a node for the next pass.
+        if matches!(
+            outcome,
+            Ingest::Accepted { changed: true, .. }
+                | Ingest::Accepted {
+                    need_table: true,
+                    ..
+                }
+        ) {
+            self.dirty.insert(node.to_string());
+        }
     }
 
     fn heartbeat_all(&mut self) {

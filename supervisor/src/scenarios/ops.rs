@@ -439,10 +439,7 @@ fn removed_module_is_stopped_until_its_copy_is_stopped() {
         sim.directives("a")
     );
     // A new leader carries it on from the log: it waits for a's table.
-    sim.observed = Observed {
-        leader_since_ms: 50_000,
-        nodes: BTreeMap::new(),
-    };
+    sim.new_term(50_000);
     sim.now = 50_000;
     sim.settle();
     assert_eq!(sim.module("web").state, ModuleState::Stopped);

@@ -104,7 +104,7 @@ fn new_leader_repeats_the_prefetch_once_and_records_nothing_twice() {
     assert!(prefetched(&sim, "b").is_empty());
     let events = sim.state.events.len();
     // Leader change: observations start empty.
-    sim.observed = Observed::default();
+    sim.new_term(0);
     sim.heartbeat_all();
     assert_eq!(prefetched(&sim, "b"), ["web"]);
     let outcomes = sim.prestage("b");

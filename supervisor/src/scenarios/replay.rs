@@ -78,7 +78,11 @@ fn scoped(sim: &Sim, dirty: &std::collections::BTreeSet<String>, since: u64) -> 
         &sim.observed,
         sim.now,
         TIMING,
-        crate::plan::Scope::Nodes { dirty, since },
+        crate::plan::Scope::Changed {
+            dirty,
+            since,
+            sweep: None,
+        },
     )
 }
 
@@ -87,24 +91,25 @@ fn scoped_pass_sees_dirty_nodes_and_unsettled_modules_only() {
     use std::collections::BTreeSet;
     let mut sim = Sim::new(&["a", "b"]);
     let node = sim.running(spec("web"));
+    let since = sim.state.last_index;
     sim.deploy(spec("api"));
     sim.set_status(&node, "web", ModuleStatus::Failed);
     let none = BTreeSet::new();
-    let p = scoped(&sim, &none, 0);
+    let p = scoped(&sim, &none, since);
     assert!(
         p.transitions
             .iter()
             .all(|t| !matches!(t, Transition::FailureDetected(_))),
-        "a running module on a clean node is left to the full pass"
+        "a running module, unchanged since, on a clean node is left alone"
     );
     assert!(
         p.transitions
             .iter()
             .any(|t| matches!(t, Transition::Place(pl) if pl.module == "api")),
-        "pending modules are always planned"
+        "a module deployed since is planned"
     );
     let dirty = BTreeSet::from([node.clone()]);
-    let p = scoped(&sim, &dirty, 0);
+    let p = scoped(&sim, &dirty, since);
     assert!(
         p.transitions
             .iter()
@@ -114,6 +119,103 @@ fn scoped_pass_sees_dirty_nodes_and_unsettled_modules_only() {
         p,
         plan(&sim.state, &sim.observed, sim.now, TIMING),
         "here the scoped pass equals the full one"
+    );
+    // Looking back before web's last change, it is planned too.
+    let p = scoped(&sim, &none, 0);
+    assert!(
+        p.transitions
+            .iter()
+            .any(|t| matches!(t, Transition::FailureDetected(f) if f.module == "web"))
+    );
+}
+
+/// The sweep, the leader's safety net, looks at `count` modules after its
+/// cursor, in name order, and says where it stopped; it finds a failed
+/// module whose node's heartbeat the pass was not told about.
+#[test]
+fn sweep_looks_at_a_bounded_slice_in_name_order_and_goes_round() {
+    use crate::plan::{Scope, Sweep, plan_scoped};
+    use std::collections::BTreeSet;
+    let mut sim = Sim::new(&["a", "b"]);
+    let mut nodes = BTreeMap::new();
+    for name in ["m1", "m2", "m3", "m4", "m5"] {
+        nodes.insert(name, sim.running(spec(name)));
+    }
+    sim.set_status(&nodes["m4"], "m4", ModuleStatus::Failed);
+    let none = BTreeSet::new();
+    let since = sim.state.last_index;
+    let swept = |after: Option<&str>| {
+        let scope = Scope::Changed {
+            dirty: &none,
+            since,
+            sweep: Some(Sweep { after, count: 2 }),
+        };
+        let p = plan_scoped(&sim.state, &sim.observed, sim.now, TIMING, scope);
+        let detected = p
+            .transitions
+            .iter()
+            .any(|t| matches!(t, Transition::FailureDetected(f) if f.module == "m4"));
+        (detected, p.swept_to)
+    };
+    assert_eq!(swept(None), (false, Some("m2".to_string())));
+    assert_eq!(swept(Some("m2")), (true, Some("m4".to_string())));
+    // The last slice is short: the next one starts from the first again.
+    assert_eq!(swept(Some("m4")), (false, None));
+    // Without a sweep, nothing changed since: nothing planned.
+    assert!(scoped(&sim, &none, since).transitions.is_empty());
+}
+
+/// A quarantine may concern any module, and a window of changes that no
+/// longer reaches back to the previous pass cannot say what changed: in
+/// both cases the pass looks at every module.
+#[test]
+fn a_pass_looks_at_every_module_after_a_quarantine_or_past_the_window() {
+    use crate::state::{QuarantinePackage, TOUCHES_KEPT};
+    let mut sim = Sim::new(&["a"]);
+    sim.running(spec("web"));
+    let since = sim.state.last_index;
+    assert!(sim.state.changes_since(since).is_some());
+    sim.commit(vec![Transition::QuarantinePackage(QuarantinePackage {
+        package: PackageRef {
+            name: "other".into(),
+            version: "1.0.0".into(),
+        },
+        nodes: vec![],
+        reason: "operator".into(),
+    })]);
+    assert!(sim.state.changes_since(since).is_none());
+    let since = sim.state.last_index;
+    assert!(sim.state.changes_since(since).is_some());
+    let mut state = sim.state.clone();
+    let mut index = since;
+    for i in 0..TOUCHES_KEPT {
+        index += 1;
+        state.apply(
+            index,
+            &Batch {
+                at_ms: 1,
+                transitions: vec![Transition::Deploy(Deploy {
+                    spec: spec(&format!("w{i}")),
+                })],
+            },
+        );
+    }
+    let changes = state.changes_since(since).expect("still within the window");
+    assert_eq!(changes.modules.len(), TOUCHES_KEPT);
+    index += 1;
+    state.apply(
+        index,
+        &Batch {
+            at_ms: 1,
+            transitions: vec![Transition::Deploy(Deploy {
+                spec: spec("one-more"),
+            })],
+        },
+    );
+    assert!(state.changes_since(since).is_none());
+    assert_eq!(
+        state.changes_since(since + 1).map(|c| c.modules.len()),
+        Some(TOUCHES_KEPT)
     );
 }
 

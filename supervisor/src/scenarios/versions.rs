@@ -323,10 +323,7 @@ fn a_new_leader_finishes_a_rollout_from_the_log() {
     let epoch = sim.module("web").placement.as_ref().unwrap().epoch;
     sim.execute(&node, Running);
     // Leader change: observations are lost, the clock is new.
-    sim.observed = Observed {
-        leader_since_ms: 50_000,
-        nodes: BTreeMap::new(),
-    };
+    sim.new_term(50_000);
     sim.now = 50_000;
     let p = sim.step();
     assert!(p.transitions.is_empty(), "nothing re-decided: {p:?}");
@@ -337,10 +334,7 @@ fn a_new_leader_finishes_a_rollout_from_the_log() {
     // And a new leader reverts a rollout whose new copy fails after it.
     update(&mut sim, with_version(spec("web"), "1.0.3"));
     sim.settle();
-    sim.observed = Observed {
-        leader_since_ms: 90_000,
-        nodes: BTreeMap::new(),
-    };
+    sim.new_term(90_000);
     sim.now = 90_000;
     sim.heartbeat_all();
     sim.execute(&node, Failed);

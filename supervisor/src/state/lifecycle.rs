@@ -199,8 +199,9 @@ impl RemoveNode {
             }
             let after = module_bytes(name, &state.modules[name], state.versions.get(name));
             // `touches` names the node only: the modules changed here are
-            // measured here.
+            // measured, and filed for the planner, here.
             state.size.modules = state.size.modules.saturating_sub(before) + after;
+            state.touch(name, index);
         }
         let detail = if unplaced.is_empty() {
             vec![]

@@ -56,6 +56,7 @@
 //!   encoding; the records shown by the admin API ([`Event`], [`EventKind`],
 //!   [`ModuleState`]) live in [`proto::record`].
 
+mod attention;
 mod fleet;
 mod identity;
 mod lease;
@@ -74,6 +75,7 @@ use proto::spec::ModuleSpec;
 use proto::{Epoch, ModuleName, NodeId};
 use serde::{Deserialize, Serialize};
 
+pub use attention::{Changes, TOUCHES_KEPT};
 pub use fleet::{
     AdvanceFleetRollout, FLEET_ROLLOUTS_KEPT, FleetAction, FleetRollout, FleetRollouts, FleetState,
     SetFleetRollout, StartFleetRollout,
@@ -136,25 +138,10 @@ pub struct ClusterState {
     pub why: Why,
     /// Encoded size of the parts (kept by `apply`; not stored).
     size: StateSize,
-    /// Index of the last change that may let a module waiting for its
-    /// first placement in (kept by `apply`; not stored, and not part of the
-    /// state's value: see [`ClusterState::placeable_changed_at`]).
-    placeable: ChangeMark,
+    /// What the planner's scoped passes look at (kept by `apply`; not
+    /// stored, and not part of the state's value: see `attention`).
+    attention: attention::Attention,
 }
-
-/// A log index kept beside the state for the planner's benefit: not part
-/// of the state's value, so two states equal but for it compare equal (a
-/// decoded snapshot marks everything as changed at its own index).
-#[derive(Debug, Clone, Copy, Default)]
-struct ChangeMark(u64);
-
-impl PartialEq for ChangeMark {
-    fn eq(&self, _: &ChangeMark) -> bool {
-        true
-    }
-}
-
-impl Eq for ChangeMark {}
 
 /// [`ClusterState`] as stored: the same fields, in the same order, without
 /// the size. The events are stored without their causes
@@ -304,9 +291,10 @@ impl From<StoredState> for ClusterState {
             fleet: s.fleet,
             why: s.why,
             size: StateSize::default(),
-            placeable: ChangeMark(s.last_index),
+            attention: attention::Attention::default(),
         };
         state.size = StateSize::of(&state);
+        state.attention = attention::Attention::of(&state);
         state
     }
 }
@@ -631,25 +619,24 @@ impl ClusterState {
         if t.touches_fleet() {
             self.size.fleet = fleet_bytes(&self.fleet);
         }
-        let placeable = node.is_some()
-            || matches!(
+        if outcome.is_ok() {
+            let quarantine = matches!(
                 t,
                 Transition::QuarantinePackage(_) | Transition::LiftQuarantine(_)
             );
-        if placeable && outcome.is_ok() {
-            self.placeable = ChangeMark(index);
+            if node.is_some() || quarantine {
+                self.attention.placeable = index;
+            }
+            if quarantine {
+                self.attention.wide = index;
+            }
+        }
+        // Also when rejected: filing it again costs little, and the index
+        // stays exact whatever a rejection left.
+        if let Some(module) = module {
+            self.touch(module, index);
         }
         outcome
-    }
-
-    /// Index of the last applied change that may let a module waiting for
-    /// its first placement find a node: any change of a node's record
-    /// (registered, relabelled, health, drained, undrained, removed) or of
-    /// the package quarantines. A decoded state says its own last index.
-    /// The planner's scoped passes look at waiting modules again only after
-    /// such a change (see `plan::Scope`).
-    pub fn placeable_changed_at(&self) -> u64 {
-        self.placeable.0
     }
 
     /// Encoded size of the state, by part (an upper bound within a few
@@ -995,6 +982,8 @@ mod tests {
                 prop_assert_eq!(&s.placed, &derived);
                 // The size kept by apply equals the size measured afresh.
                 prop_assert_eq!(s.size(), StateSize::of(&s));
+                // So does the planner's index.
+                prop_assert!(s.attention_is_exact());
                 prop_assert!(s.size().total() + 1 >= proto::encode(&s).expect("encode").len() as u64);
             }
         }
