@@ -192,5 +192,18 @@ u1=$(metric supervisor_plan_micros_total)
     printf "Idle for %d s afterwards: %d control passes, %.1f ms planning per pass on average, %.0f ms of planning per second.\n",
       s, p, (p > 0 ? u / p / 1000 : 0), u / s / 1000 }'
   echo
+  # Snapshots built during the run, by every supervisor (apply waits on a
+  # replica while its state is encoded).
+  snaps=$(cat "$WORK"/dev/logs/*.log 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' | grep "snapshot built" || true)
+  if [ -z "$snaps" ]; then
+    echo "Snapshots built: none."
+  else
+    last=$(echo "$snaps" | tail -1 | grep -o 'bytes=[0-9]*' | cut -d= -f2)
+    echo "$snaps" | grep -o 'encode_ms=[0-9]*' | cut -d= -f2 | sort -n |
+      awk -v last="$last" '{ e[NR] = $1 } END {
+        printf "Snapshots built (all supervisors): %d; encoding (apply waits meanwhile) took %d ms at the median and %d ms at most; the last was %.1f MB.\n",
+          NR, e[int((NR + 1) / 2)], e[NR], last / 1e6 }'
+  fi
+  echo
   echo "Modules at the end: $(modules); Raft term at the end: $(term). Logs and wrk output: $WORK"
 } | tee -a "$RESULTS"

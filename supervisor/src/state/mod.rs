@@ -630,11 +630,11 @@ impl ClusterState {
             if quarantine {
                 self.attention.wide = index;
             }
-        }
-        // Also when rejected: filing it again costs little, and the index
-        // stays exact whatever a rejection left.
-        if let Some(module) = module {
-            self.touch(module, index);
+            // A rejected transition changed nothing (so a plan rejected
+            // again and again does not bring its module back each pass).
+            if let Some(module) = module {
+                self.touch(module, index);
+            }
         }
         outcome
     }
