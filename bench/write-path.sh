@@ -199,10 +199,14 @@ u1=$(metric supervisor_plan_micros_total)
     echo "Snapshots built: none."
   else
     last=$(echo "$snaps" | tail -1 | grep -o 'bytes=[0-9]*' | cut -d= -f2)
-    echo "$snaps" | grep -o 'encode_ms=[0-9]*' | cut -d= -f2 | sort -n |
-      awk -v last="$last" '{ e[NR] = $1 } END {
-        printf "Snapshots built (all supervisors): %d; encoding (apply waits meanwhile) took %d ms at the median and %d ms at most; the last was %.1f MB.\n",
-          NR, e[int((NR + 1) / 2)], e[NR], last / 1e6 }'
+    stat() { # stat <field>: "<median> <max>" of a field of those lines
+      echo "$snaps" | grep -o "$1=[0-9]*" | cut -d= -f2 | sort -n |
+        awk '{ e[NR] = $1 } END { printf "%d %d", e[int((NR + 1) / 2)], e[NR] }'
+    }
+    read -r l_med l_max <<<"$(stat locked_ms)"
+    read -r e_med e_max <<<"$(stat encode_ms)"
+    printf "Snapshots built (all supervisors): %d; apply waited %d ms at the median and %d ms at most (the copy); the encoding beside it took %d ms at the median and %d ms at most; the last was %.1f MB.\n" \
+      "$(echo "$snaps" | wc -l)" "$l_med" "$l_max" "$e_med" "$e_max" "$(awk -v b="$last" 'BEGIN {print b / 1e6}')"
   fi
   echo
   echo "Modules at the end: $(modules); Raft term at the end: $(term). Logs and wrk output: $WORK"

@@ -61,6 +61,12 @@ pub trait ReplicatedState: Default + Send + Sync + 'static {
     /// Encodes the whole state.
     fn snapshot(&self) -> Result<Vec<u8>, proto::Error>;
 
+    /// A copy of the state as it is now, which a snapshot encodes while
+    /// apply goes on. It is taken while apply waits, so it must be cheap:
+    /// a state kept in persistent (structurally shared) collections copies
+    /// in O(1).
+    fn frozen(&self) -> Self;
+
     /// Decodes a state made by [`ReplicatedState::snapshot`].
     fn restore(bytes: &[u8]) -> Result<Self, proto::Error>;
 }

@@ -67,6 +67,10 @@ impl raft_store::ReplicatedState for ClusterState {
         proto::encode(self)
     }
 
+    fn frozen(&self) -> ClusterState {
+        ClusterState::frozen(self)
+    }
+
     fn restore(bytes: &[u8]) -> Result<Self, proto::Error> {
         proto::decode(bytes)
     }

@@ -50,6 +50,10 @@ impl ReplicatedState for Kv {
         proto::encode(self)
     }
 
+    fn frozen(&self) -> Kv {
+        self.clone()
+    }
+
     fn restore(bytes: &[u8]) -> Result<Self, proto::Error> {
         proto::decode(bytes)
     }

@@ -401,8 +401,8 @@ impl<'a> Planner<'a> {
             let slice = match sweep.after {
                 Some(after) => state
                     .modules
-                    .range::<str, _>((Bound::Excluded(after), Bound::Unbounded)),
-                None => state.modules.range::<str, _>(..),
+                    .range::<_, str>((Bound::Excluded(after), Bound::Unbounded)),
+                None => state.modules.range::<_, str>(..),
             };
             let slice: Vec<&'a String> = slice.take(sweep.count).map(|(n, _)| n).collect();
             self.plan.swept_to = (slice.len() == sweep.count)

@@ -292,7 +292,7 @@ pub fn copies_maybe_running(state: &ClusterState, module: &str) -> Vec<NodeId> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
 
     use proptest::prelude::*;
 
@@ -398,7 +398,7 @@ mod tests {
                     after.last_index = before.last_index;
                     prop_assert_eq!(&after, &before);
                 }
-                let mut derived: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                let mut derived: super::super::SharedMap<String, super::super::SharedSet<String>> = super::super::SharedMap::new();
                 for (name, m) in &s.modules {
                     if let Some(p) = &m.placement {
                         derived.entry(p.node.clone()).or_default().insert(name.clone());

@@ -105,6 +105,15 @@ pub const EVENTS_KEPT: usize = 10_000;
 /// failure reason makes one larger).
 pub const EVENTS_MAX_BYTES: u64 = 16 << 20;
 
+/// A persistent ordered map: structurally shared, so a copy costs O(1)
+/// and a change copies only the path to it. The state's large parts are
+/// kept in these, so that a snapshot encodes a copy taken in an instant
+/// while apply goes on ([`ClusterState::frozen`]). Encoded as a
+/// `BTreeMap` is, in the same order: the stored format is unchanged.
+pub type SharedMap<K, V> = imbl::OrdMap<K, V>;
+/// A persistent ordered set (see [`SharedMap`]).
+pub type SharedSet<T> = imbl::OrdSet<T>;
+
 /// The replicated state.
 ///
 /// It is stored without [`ClusterState::size`], which is computed again
@@ -112,11 +121,11 @@ pub const EVENTS_MAX_BYTES: u64 = 16 << 20;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterState {
     pub nodes: BTreeMap<NodeId, NodeRecord>,
-    pub modules: BTreeMap<ModuleName, ModuleRecord>,
+    pub modules: SharedMap<ModuleName, ModuleRecord>,
     pub events: VecDeque<Event>,
     pub next_event: u64,
     /// Index: the modules placed on each node (kept by `apply`).
-    pub placed: BTreeMap<NodeId, BTreeSet<ModuleName>>,
+    pub placed: SharedMap<NodeId, SharedSet<ModuleName>>,
     /// Last applied log index (the epoch source).
     pub last_index: u64,
     /// The lease terms every lease still held is within (see `lease`).
@@ -127,7 +136,7 @@ pub struct ClusterState {
     pub cluster_id: u64,
     /// Each module's revisions and rollout (see `versions`; a module
     /// without an entry is at revision 1). Added after `cluster_id`.
-    pub versions: BTreeMap<ModuleName, Versions>,
+    pub versions: SharedMap<ModuleName, Versions>,
     /// Package versions that failed, and those quarantined. Added with
     /// `versions`.
     pub packages: Packages,
@@ -156,14 +165,14 @@ pub struct ClusterState {
 /// shows (`scenarios::compat`).
 struct StoredState {
     nodes: BTreeMap<NodeId, NodeRecord>,
-    modules: BTreeMap<ModuleName, ModuleRecord>,
+    modules: SharedMap<ModuleName, ModuleRecord>,
     events: VecDeque<Event>,
     next_event: u64,
-    placed: BTreeMap<NodeId, BTreeSet<ModuleName>>,
+    placed: SharedMap<NodeId, SharedSet<ModuleName>>,
     last_index: u64,
     lease: LeaseTerms,
     cluster_id: u64,
-    versions: BTreeMap<ModuleName, Versions>,
+    versions: SharedMap<ModuleName, Versions>,
     packages: Packages,
     fleet: FleetRollouts,
     causes: Vec<Option<u64>>,
@@ -639,6 +648,30 @@ impl ClusterState {
         outcome
     }
 
+    /// A copy to encode (a snapshot) while apply goes on: the stored
+    /// parts, without the planner's index. Cheap: the modules, their
+    /// revisions and causal chains and the `placed` index are shared
+    /// ([`SharedMap`]); the events (at most [`EVENTS_KEPT`]), the nodes,
+    /// the packages and the fleet rollouts are copied.
+    pub fn frozen(&self) -> ClusterState {
+        ClusterState {
+            nodes: self.nodes.clone(),
+            modules: self.modules.clone(),
+            events: self.events.clone(),
+            next_event: self.next_event,
+            placed: self.placed.clone(),
+            last_index: self.last_index,
+            lease: self.lease,
+            cluster_id: self.cluster_id,
+            versions: self.versions.clone(),
+            packages: self.packages.clone(),
+            fleet: self.fleet.clone(),
+            why: self.why.clone(),
+            size: self.size,
+            attention: attention::Attention::default(),
+        }
+    }
+
     /// Encoded size of the state, by part (an upper bound within a few
     /// bytes per entry; see [`StateSize`]). Kept by `apply`: free to ask.
     pub fn size(&self) -> StateSize {
@@ -930,6 +963,34 @@ mod tests {
         assert_eq!(decoded, s);
     }
 
+    /// A frozen copy, taken for a snapshot, encodes as the state did when
+    /// it was taken, whatever is applied to the state after.
+    #[test]
+    fn a_frozen_copy_keeps_what_it_saw() {
+        let mut s = ClusterState::default();
+        let mut index = 0;
+        let mut apply = |s: &mut ClusterState, t: Transition| {
+            index += 1;
+            s.apply(
+                index,
+                &Batch {
+                    at_ms: index,
+                    transitions: vec![t],
+                },
+            );
+        };
+        for m in ["a", "b"] {
+            apply(&mut s, Transition::Deploy(Deploy { spec: spec(m) }));
+        }
+        let frozen = s.frozen();
+        let bytes = proto::encode(&s).expect("encode");
+        apply(&mut s, Transition::Deploy(Deploy { spec: spec("c") }));
+        apply(&mut s, Transition::Remove(Remove { module: "a".into() }));
+        assert_eq!(proto::encode(&frozen).expect("encode"), bytes);
+        assert_eq!(frozen.modules.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(s.modules.keys().collect::<Vec<_>>(), ["b", "c"]);
+    }
+
     proptest! {
         /// The modules-by-node index always equals what the placements say,
         /// whatever sequence of (valid or rejected) transitions is applied.
@@ -973,7 +1034,7 @@ mod tests {
                     }
                 };
                 apply(&mut s, t);
-                let mut derived: BTreeMap<NodeId, BTreeSet<ModuleName>> = BTreeMap::new();
+                let mut derived: SharedMap<NodeId, SharedSet<ModuleName>> = SharedMap::new();
                 for (name, m) in &s.modules {
                     if let Some(p) = &m.placement {
                         derived.entry(p.node.clone()).or_default().insert(name.clone());

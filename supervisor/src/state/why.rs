@@ -37,7 +37,7 @@ pub const CHAIN_KEPT: usize = 32;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Why {
     /// Each live module's chain, oldest first.
-    pub modules: BTreeMap<ModuleName, VecDeque<Event>>,
+    pub modules: super::SharedMap<ModuleName, VecDeque<Event>>,
     /// Each node's last event about its health or draining.
     pub nodes: BTreeMap<NodeId, Event>,
 }
