@@ -24,7 +24,7 @@
 # Usage (from the workspace root, after
 # `cargo build --release --workspace --bins`):
 #   bench/write-path.sh
-# Env: SECS (10), CONNS ("1 16 64 256"), GROW_TO (100000), IDLE_SECS (5:
+# Env: SECS (10), CONNS ("1 16 64 256"), GROW_TO (250000), IDLE_SECS (5:
 # the idle planning cost measured at the end), BINS (the
 # directory of the release binaries; default $CARGO_TARGET_DIR/release or
 # target/release), WORK (a scratch dir; default a new one under /tmp).
@@ -35,7 +35,7 @@ BENCH=$ROOT/bench
 BINS=${BINS:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 SECS=${SECS:-10}
 CONNS=${CONNS:-"1 16 64 256"}
-GROW_TO=${GROW_TO:-100000}
+GROW_TO=${GROW_TO:-250000}
 WORK=${WORK:-$(mktemp -d /tmp/write-path.XXXXXX)}
 TOKEN=bench-token
 mkdir -p "$WORK"
@@ -203,10 +203,10 @@ u1=$(metric supervisor_plan_micros_total)
       echo "$snaps" | grep -o "$1=[0-9]*" | cut -d= -f2 | sort -n |
         awk '{ e[NR] = $1 } END { printf "%d %d", e[int((NR + 1) / 2)], e[NR] }'
     }
-    read -r l_med l_max <<<"$(stat locked_ms)"
+    read -r c_med c_max <<<"$(stat copy_ms)"
     read -r e_med e_max <<<"$(stat encode_ms)"
-    printf "Snapshots built (all supervisors): %d; apply waited %d ms at the median and %d ms at most (the copy); the encoding beside it took %d ms at the median and %d ms at most; the last was %.1f MB.\n" \
-      "$(echo "$snaps" | wc -l)" "$l_med" "$l_max" "$e_med" "$e_max" "$(awk -v b="$last" 'BEGIN {print b / 1e6}')"
+    printf "Snapshots built (all supervisors): %d; apply waited for the copy %d ms at the median and %d ms at most; the encoding beside it took %d ms at the median and %d ms at most; the last was %.1f MB.\n" \
+      "$(echo "$snaps" | wc -l)" "$c_med" "$c_max" "$e_med" "$e_max" "$(awk -v b="$last" 'BEGIN {print b / 1e6}')"
   fi
   echo
   echo "Modules at the end: $(modules); Raft term at the end: $(term). Logs and wrk output: $WORK"

@@ -129,8 +129,11 @@ pub struct Config {
     )]
     pub package_cache_ttl_ms: u64,
 
-    /// Build a snapshot after this many log entries.
-    #[arg(long, env = "SUPERVISOR_SNAPSHOT_LOGS", default_value_t = 5000)]
+    /// Build a snapshot after this many log entries. A snapshot encodes
+    /// the whole state (beside apply, but on a CPU core): 20,000 entries
+    /// hold 100,000 to 250,000 deploys under load. Fewer entries replay
+    /// faster at start; more spend less CPU on snapshots.
+    #[arg(long, env = "SUPERVISOR_SNAPSHOT_LOGS", default_value_t = 20000)]
     pub snapshot_logs: u64,
 
     /// Re-create the cluster from a backup (`supctl snapshot save`): an

@@ -203,7 +203,8 @@ pub fn list(s: &ClusterState, after: Option<u64>, limit: usize, filter: &Filter)
     match after {
         Some(after) => s
             .events
-            .range(first_after(s, after)..)
+            .iter()
+            .skip(first_after(s, after))
             .filter(|e| filter.matches(e))
             .take(limit)
             .map(views::event)
@@ -277,7 +278,7 @@ fn fill(s: &ClusterState, cursor: &mut u64, filter: &Filter, ready: &mut VecDequ
         }));
         *cursor = front.index - 1;
     }
-    for e in s.events.range(first_after(s, *cursor)..).take(SCAN) {
+    for e in s.events.iter().skip(first_after(s, *cursor)).take(SCAN) {
         if ready.len() >= BATCH {
             break;
         }

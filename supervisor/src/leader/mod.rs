@@ -351,13 +351,14 @@ impl Leader {
             let from = crate::http::events::first_after(s, *seen);
             *seen = s.next_event;
             let mut out = Vec::new();
-            for (pos, e) in s.events.range(from..).enumerate() {
+            for (pos, e) in s.events.iter().skip(from).enumerate() {
                 if e.kind != EventKind::FailoverCompleted {
                     continue;
                 }
                 let started = s
                     .events
-                    .range(..from + pos)
+                    .iter()
+                    .take(from + pos)
                     .rev()
                     .find(|x| x.kind == EventKind::FailoverStarted && x.module == e.module);
                 if let Some(started) = started {

@@ -117,17 +117,25 @@ pub fn next_node<'s>(state: &'s ClusterState, m: &ModuleRecord) -> Option<&'s No
 
 /// For every node, the modules that would fail over to it next and have a
 /// package retrieved for their placement (what pre-staging sends it), in
-/// module name order. One pass over the modules.
+/// module name order. One pass over the placed modules (from the `placed`
+/// index: the leader asks this under write load, and modules waiting for
+/// a node have no package).
 pub fn next_nodes(state: &ClusterState) -> BTreeMap<NodeId, Vec<proto::ModuleName>> {
     let ranking = Ranking::new(state);
     let mut out: BTreeMap<NodeId, Vec<proto::ModuleName>> = BTreeMap::new();
-    for (name, m) in &state.modules {
+    for name in state.placed.values().flatten() {
+        let Some(m) = state.modules.get(name) else {
+            continue;
+        };
         if m.package.is_none() {
             continue;
         }
         if let Some(node) = ranking.next_node(m) {
             out.entry(node.clone()).or_default().push(name.clone());
         }
+    }
+    for modules in out.values_mut() {
+        modules.sort_unstable();
     }
     out
 }
@@ -220,6 +228,15 @@ mod tests {
                     let planner = planner.filter(|_| !matches!(m.state, ModuleState::Failed | ModuleState::Stopped));
                     prop_assert_eq!(next_node(&s, m).cloned(), planner);
                 }
+                // next_nodes, from the placed index, says the same for every
+                // module with a package, in name order.
+                let mut expected: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
+                for (name, m) in &s.modules {
+                    if let Some(node) = next_node(&s, m).filter(|_| m.package.is_some()) {
+                        expected.entry(node.clone()).or_default().push(name.clone());
+                    }
+                }
+                prop_assert_eq!(next_nodes(&s), expected);
             }
         }
     }

@@ -4,7 +4,6 @@
 //! failed with a reason; a new leader carries a failover on from where the
 //! replicated state says it is.
 
-
 use proto::heartbeat::{Directive, ModuleStatus, Report, ReportKind};
 
 use super::*;
