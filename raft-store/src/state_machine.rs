@@ -184,13 +184,20 @@ where
         }
     }
 
+    /// Stores `stored` durably. Not through the write-ahead log: a
+    /// snapshot is tens of MB, and a synced WAL write that size holds up
+    /// every log append queued behind it (long enough for a follower to
+    /// miss the leader's heartbeats and call an election). The value is
+    /// flushed to its own table file instead, which RocksDB syncs, before
+    /// this returns; a crash before that leaves the previous snapshot.
     fn write_stored(&self, stored: &StoredSnapshot<C>) -> Result<(), AnyError> {
         let bytes = proto::encode(stored).map_err(any)?;
         let mut opts = WriteOptions::default();
-        opts.set_sync(true);
+        opts.disable_wal(true);
         self.db
             .put_cf_opt(self.cf(), KEY_SNAPSHOT, bytes, &opts)
-            .map_err(any)
+            .map_err(any)?;
+        self.db.flush_cf(self.cf()).map_err(any)
     }
 }
 
@@ -238,8 +245,15 @@ where
             .map_err(|e| StorageIOError::read_state_machine(any(e)))?;
         let encoded = started.elapsed();
         let stored = StoredSnapshot::<C> { meta, data };
-        self.write_stored(&stored)
-            .map_err(|e| StorageIOError::write_snapshot(Some(stored.meta.signature()), e))?;
+        // Off the runtime's threads: the write and its flush take a while.
+        let store = self.clone();
+        let stored = tokio::task::spawn_blocking(move || match store.write_stored(&stored) {
+            Ok(()) => Ok(stored),
+            Err(e) => Err((stored.meta.signature(), e)),
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, any(e)))?
+        .map_err(|(signature, e)| StorageIOError::write_snapshot(Some(signature), e))?;
         tracing::info!(
             snapshot = %stored.meta.snapshot_id,
             bytes = stored.data.len(),
