@@ -262,7 +262,7 @@ impl Leader {
                 .state
                 .read(|s| (plan_scoped(s, &observed, now, timing, scope), s.last_index))
         };
-        let previous = std::mem::replace(since, Some(index));
+        let previous = since.replace(index);
         if let Some(cursor) = sweep {
             *cursor = planned.swept_to.take();
         }
