@@ -13,7 +13,7 @@
 //!                          └──────► flusher thread ── fsync WAL (group commit)
 //!                                        │ then fires every queued callback
 //!  openraft ──apply───► StateMachineStore ──► ReplicatedState (in memory)
-//!                          └── snapshots: encoded, stored synced in RocksDB
+//!                          └── snapshots: encoded beside apply, stored in RocksDB (flushed, outside the WAL)
 //! ```
 //!
 //! ## Invariants

@@ -3,8 +3,11 @@
 //!
 //! The state is held in memory behind a [`StateHandle`] that the application
 //! reads from (admin API, control loop). A snapshot is the application's
-//! encoded state plus openraft's snapshot metadata; the current one is kept
-//! (synced) in RocksDB and reloaded when the store opens.
+//! encoded state plus openraft's snapshot metadata. It is built from a
+//! copy ([`ReplicatedState::frozen`]) taken while apply waits, encoded on a
+//! low-priority thread of its own while apply goes on, then kept in RocksDB
+//! outside the write-ahead log (flushed to its own table file, which RocksDB
+//! syncs) and reloaded when the store opens.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -187,31 +187,23 @@ fn a_pass_looks_at_every_module_after_a_quarantine_or_past_the_window() {
     let since = sim.state.last_index;
     assert!(sim.state.changes_since(since).is_some());
     let mut state = sim.state.clone();
-    let mut index = since;
-    for i in 0..TOUCHES_KEPT {
-        index += 1;
+    let deploy = |state: &mut crate::state::ClusterState, name: &str| {
+        let index = state.last_index + 1;
+        let transitions = vec![Transition::Deploy(Deploy { spec: spec(name) })];
         state.apply(
             index,
             &Batch {
                 at_ms: 1,
-                transitions: vec![Transition::Deploy(Deploy {
-                    spec: spec(&format!("w{i}")),
-                })],
+                transitions,
             },
         );
+    };
+    for i in 0..TOUCHES_KEPT {
+        deploy(&mut state, &format!("w{i}"));
     }
     let changes = state.changes_since(since).expect("still within the window");
     assert_eq!(changes.modules.len(), TOUCHES_KEPT);
-    index += 1;
-    state.apply(
-        index,
-        &Batch {
-            at_ms: 1,
-            transitions: vec![Transition::Deploy(Deploy {
-                spec: spec("one-more"),
-            })],
-        },
-    );
+    deploy(&mut state, "one-more");
     assert!(state.changes_since(since).is_none());
     assert_eq!(
         state.changes_since(since + 1).map(|c| c.modules.len()),

@@ -897,6 +897,18 @@ mod tests {
         ]
     }
 
+    /// Applies `t` alone at the next log index, stamped with it.
+    fn apply_next(s: &mut ClusterState, t: Transition) {
+        let index = s.last_index + 1;
+        s.apply(
+            index,
+            &Batch {
+                at_ms: index,
+                transitions: vec![t],
+            },
+        );
+    }
+
     /// The kept events are capped by bytes as well as by count: events
     /// with a 100 KiB detail push the oldest out once they add up to
     /// EVENTS_MAX_BYTES, long before EVENTS_KEPT; a snapshot decodes to
@@ -905,18 +917,7 @@ mod tests {
     fn events_are_capped_by_bytes_oldest_first() {
         let mut s = ClusterState::default();
         let detail = "d".repeat(100 << 10);
-        let mut index = 0;
-        let mut apply = |s: &mut ClusterState, t: Transition| {
-            index += 1;
-            s.apply(
-                index,
-                &Batch {
-                    at_ms: index,
-                    transitions: vec![t],
-                },
-            );
-        };
-        apply(
+        apply_next(
             &mut s,
             Transition::RegisterNode(RegisterNode {
                 node: "a".into(),
@@ -928,7 +929,7 @@ mod tests {
         let n = (EVENTS_MAX_BYTES / per_event) as usize + 50;
         for i in 0..n {
             let health = [NodeHealth::Suspect, NodeHealth::Ready][i % 2];
-            apply(
+            apply_next(
                 &mut s,
                 Transition::SetNodeHealth(SetNodeHealth {
                     node: "a".into(),
@@ -970,24 +971,13 @@ mod tests {
     #[test]
     fn a_frozen_copy_keeps_what_it_saw() {
         let mut s = ClusterState::default();
-        let mut index = 0;
-        let mut apply = |s: &mut ClusterState, t: Transition| {
-            index += 1;
-            s.apply(
-                index,
-                &Batch {
-                    at_ms: index,
-                    transitions: vec![t],
-                },
-            );
-        };
         for m in ["a", "b"] {
-            apply(&mut s, Transition::Deploy(Deploy { spec: spec(m) }));
+            apply_next(&mut s, Transition::Deploy(Deploy { spec: spec(m) }));
         }
         let frozen = s.frozen();
         let bytes = proto::encode(&s).expect("encode");
-        apply(&mut s, Transition::Deploy(Deploy { spec: spec("c") }));
-        apply(&mut s, Transition::Remove(Remove { module: "a".into() }));
+        apply_next(&mut s, Transition::Deploy(Deploy { spec: spec("c") }));
+        apply_next(&mut s, Transition::Remove(Remove { module: "a".into() }));
         assert_eq!(proto::encode(&frozen).expect("encode"), bytes);
         assert_eq!(frozen.modules.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(s.modules.keys().collect::<Vec<_>>(), ["b", "c"]);
@@ -1000,15 +990,8 @@ mod tests {
     fn frozen_copy_cost() {
         let mut s = ClusterState::default();
         for i in 0..200_000u64 {
-            s.apply(
-                i + 1,
-                &Batch {
-                    at_ms: i,
-                    transitions: vec![Transition::Deploy(Deploy {
-                        spec: spec(&format!("module-{i:07}")),
-                    })],
-                },
-            );
+            let spec = spec(&format!("module-{i:07}"));
+            apply_next(&mut s, Transition::Deploy(Deploy { spec }));
         }
         let t = std::time::Instant::now();
         let frozen = s.frozen();
