@@ -202,6 +202,23 @@ where
             .map_err(any)?;
         self.db.flush_cf(self.cf()).map_err(any)
     }
+
+    /// [`Self::write_stored`] on a blocking thread, off the runtime's (the
+    /// write and its flush take a while); gives `stored` back.
+    async fn store_off_runtime(
+        &self,
+        stored: StoredSnapshot<C>,
+    ) -> Result<StoredSnapshot<C>, StorageError<NodeIdOf<C>>> {
+        let store = self.clone();
+        let (stored, written) = tokio::task::spawn_blocking(move || {
+            let written = store.write_stored(&stored);
+            (stored, written)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
+        written.map_err(|e| StorageIOError::write_snapshot(Some(stored.meta.signature()), e))?;
+        Ok(stored)
+    }
 }
 
 impl<C, S> RaftSnapshotBuilder<C> for StateMachineStore<C, S>
@@ -248,15 +265,7 @@ where
             .map_err(|e| StorageIOError::read_state_machine(any(e)))?;
         let encoded = started.elapsed();
         let stored = StoredSnapshot::<C> { meta, data };
-        // Off the runtime's threads: the write and its flush take a while.
-        let store = self.clone();
-        let stored = tokio::task::spawn_blocking(move || match store.write_stored(&stored) {
-            Ok(()) => Ok(stored),
-            Err(e) => Err((stored.meta.signature(), e)),
-        })
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(None, any(e)))?
-        .map_err(|(signature, e)| StorageIOError::write_snapshot(Some(signature), e))?;
+        let stored = self.store_off_runtime(stored).await?;
         tracing::info!(
             snapshot = %stored.meta.snapshot_id,
             bytes = stored.data.len(),
@@ -340,8 +349,7 @@ where
         };
         let state = S::restore(&stored.data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
-        self.write_stored(&stored)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        self.store_off_runtime(stored).await?;
         let mut applied = self.handle.write_guard();
         applied.last_applied = meta.last_log_id.clone();
         applied.membership = meta.last_membership.clone();

@@ -374,16 +374,11 @@ impl<'a> Planner<'a> {
         // Whether a module waiting for its first placement may find a node
         // now that it did not find in the previous pass.
         let placeable = changes.placeable
-            || self.plan.transitions.iter().any(|t| {
-                matches!(
-                    t,
-                    Transition::RegisterNode(_)
-                        | Transition::RegisterNodeFromOtherCluster(_)
-                        | Transition::SetNodeHealth(_)
-                        | Transition::QuarantinePackage(_)
-                        | Transition::LiftQuarantine(_)
-                )
-            });
+            || self
+                .plan
+                .transitions
+                .iter()
+                .any(Transition::may_let_waiting_in);
         let mut names = changes.modules;
         let nodes = dirty
             .iter()
@@ -405,9 +400,12 @@ impl<'a> Planner<'a> {
                 None => state.modules.range::<_, str>(..),
             };
             let slice: Vec<&'a String> = slice.take(sweep.count).map(|(n, _)| n).collect();
-            self.plan.swept_to = (slice.len() == sweep.count)
-                .then(|| slice.last().map(|n| n.to_string()))
-                .flatten();
+            // A short slice reached the end: the next starts from the first.
+            self.plan.swept_to = if slice.len() == sweep.count {
+                slice.last().map(|n| n.to_string())
+            } else {
+                None
+            };
             names.extend(slice.into_iter().map(String::as_str));
         }
         names
