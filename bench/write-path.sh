@@ -24,7 +24,7 @@
 # Usage (from the workspace root, after
 # `cargo build --release --workspace --bins`):
 #   bench/write-path.sh
-# Env: SECS (10), CONNS ("1 16 64 256"), GROW_TO (250000), IDLE_SECS (5:
+# Env: SECS (10), CONNS ("1 16 64 256"; empty: growth only), GROW_TO (250000), IDLE_SECS (5:
 # the idle planning cost measured at the end), BINS (the
 # directory of the release binaries; default $CARGO_TARGET_DIR/release or
 # target/release), WORK (a scratch dir; default a new one under /tmp).
@@ -34,7 +34,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 BINS=${BINS:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 SECS=${SECS:-10}
-CONNS=${CONNS:-"1 16 64 256"}
+CONNS=${CONNS-"1 16 64 256"}
 GROW_TO=${GROW_TO:-250000}
 WORK=${WORK:-$(mktemp -d /tmp/write-path.XXXXXX)}
 TOKEN=bench-token
@@ -101,6 +101,21 @@ done
 [ -n "$SUP_LEADER" ] || { echo "no supervisor leader" >&2; exit 1; }
 echo "supervisor leader $SUP_LEADER" >&2
 
+# The supervisors' pids, from the lines `supctl dev` prints
+# ("supervisor N  127.0.0.1:PORT  pid P  (role)"): the leader's, and the
+# followers' (CPU per growth segment below).
+SUP_PIDS=$(grep -o "supervisor [0-9]  127.0.0.1:[0-9]*  pid [0-9]*" "$WORK/supctl-dev.log" | awk '{print $3 " " $5}')
+LEADER_PID=$(echo "$SUP_PIDS" | awk -v a="$SUP_LEADER" '$1 == a {print $2}')
+FOLLOWER_PIDS=$(echo "$SUP_PIDS" | awk -v a="$SUP_LEADER" '$1 != a {print $2}')
+cpu_ticks() { # cpu_ticks <pid>...: user+system CPU of those processes, in clock ticks
+  local t=0 p
+  for p in "$@"; do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+
 metric() { # metric <name or name{labels}>: its value on the leader (0 when absent)
   sup "$SUP_LEADER" /metrics | awk -v m="$1" '$1 == m {print $2; f=1} END {if (!f) print 0}'
 }
@@ -123,9 +138,35 @@ run_wrk() { # run_wrk <conns> <lua> <url> <prefix>
     END {gsub(/,/,"",err); printf "%s %.1f %d %s\n", rps, p, bad, (err=="" ? "none" : "yes")}'
 }
 
+# Same-run references for one connection: the disk's raw fdatasync rate
+# (128-byte writes into a preallocated file in $WORK, the pattern of a WAL
+# sync) and each server's bare request rate (one connection: the supervisor's GET /health, etcd's GET /version; etcd's /health is a quorum read).
+raw_fsync() {
+  python3 - "$WORK/fsync-probe" <<'PY'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o600)
+os.posix_fallocate(fd, 0, 64 << 20)
+os.fsync(fd)
+n, end, buf = 0, time.monotonic() + 3, b"x" * 128
+while time.monotonic() < end:
+    os.pwrite(fd, buf, (n * 128) % (64 << 20))
+    os.fdatasync(fd)
+    n += 1
+os.close(fd)
+os.unlink(sys.argv[1])
+print(round(n / 3))
+PY
+}
+RAW_FSYNC=$(raw_fsync)
+read -r SUP_HEALTH _ <<<"$(run_wrk 1 /dev/null "https://$SUP_LEADER/health" h)"
+read -r ETCD_HEALTH _ <<<"$(run_wrk 1 /dev/null "$ETCD_LEADER/version" eh)"
+
 RESULTS=$WORK/results.md
 {
   echo "Run of $(date -u +%Y-%m-%dT%H:%MZ), ${SECS} s per point, load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo
+  printf "References in this run: raw fdatasync %s/s on this disk; one connection, bare requests: supervisor GET /health (HTTPS) %.0f/s, etcd GET /version (HTTP) %.0f/s.\n" \
+    "$RAW_FSYNC" "$SUP_HEALTH" "$ETCD_HEALTH"
   echo
   echo "| connections | supervisor deploys/s | etcd puts/s | ratio | supervisor p99 | etcd p99 | modules before |"
   echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -164,8 +205,11 @@ ent_end=$(metric supervisor_proposal_entries_total)
   echo
   echo "Growth: 64 connections, ${SECS} s segments, until $GROW_TO modules."
   echo
-  echo "| segment | modules before | deploys/s | p99 |"
-  echo "| ---: | ---: | ---: | ---: |"
+  echo "Per segment: the leader's CPU and the two followers' (in cores, from"
+  echo "/proc), the leader's planning (ms per second) and deploys per log entry."
+  echo
+  echo "| segment | modules before | deploys/s | p99 | leader CPU | followers CPU | planning | deploys per entry |"
+  echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 } | tee -a "$RESULTS"
 seg=0
 while :; do
@@ -173,10 +217,21 @@ while :; do
   [ "$before" -ge "$GROW_TO" ] && break
   seg=$((seg + 1))
   [ "$seg" -gt 30 ] && break
+  # shellcheck disable=SC2086 # FOLLOWER_PIDS is a list of pids
+  l0=$(cpu_ticks $LEADER_PID) f0=$(cpu_ticks $FOLLOWER_PIDS) u0=$(metric supervisor_plan_micros_total)
+  p0=$(metric supervisor_proposals_total) n0=$(metric supervisor_proposal_entries_total) t0=$(date +%s%N)
   read -r g_rps g_p99 g_bad _ <<<"$(run_wrk 64 "$BENCH/deploy.lua" "https://$SUP_LEADER" "g$seg")"
+  # shellcheck disable=SC2086
+  l1=$(cpu_ticks $LEADER_PID) f1=$(cpu_ticks $FOLLOWER_PIDS) u1=$(metric supervisor_plan_micros_total)
+  p1=$(metric supervisor_proposals_total) n1=$(metric supervisor_proposal_entries_total) t1=$(date +%s%N)
   note=""
   [ "$g_bad" != 0 ] && note=" (non-2xx: $g_bad)"
-  printf "| %d | %s | %.0f | %s ms |%s\n" "$seg" "$before" "$g_rps" "$g_p99" "$note" | tee -a "$RESULTS"
+  awk -v seg="$seg" -v before="$before" -v rps="$g_rps" -v p99="$g_p99" -v note="$note" -v hz="$HZ" \
+    -v l="$((l1 - l0))" -v f="$((f1 - f0))" -v u="$((u1 - u0))" -v p="$((p1 - p0))" -v n="$((n1 - n0))" \
+    -v ns="$((t1 - t0))" 'BEGIN {
+      s = ns / 1e9
+      printf "| %d | %s | %.0f | %s ms | %.2f | %.2f | %.0f ms/s | %.1f |%s\n",
+        seg, before, rps, p99, l / hz / s, f / hz / s, u / 1000 / s, (n > 0 ? p / n : 0), note }' | tee -a "$RESULTS"
 done
 # The leader's planning cost with every module in the state and no load:
 # what each control pass spends planning, over IDLE_SECS seconds.

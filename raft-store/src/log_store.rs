@@ -10,9 +10,9 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -34,7 +34,11 @@ pub struct LogStore<C: StoreConfig> {
     db: Arc<DB>,
     flusher: mpsc::Sender<LogFlushed<C>>,
     syncs: Arc<AtomicU64>,
+    observer: Arc<OnceLock<SyncObserver>>,
 }
+
+/// Told how long each WAL sync took ([`LogStore::observe_syncs`]).
+type SyncObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 impl<C: StoreConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
@@ -42,6 +46,7 @@ impl<C: StoreConfig> Clone for LogStore<C> {
             db: self.db.clone(),
             flusher: self.flusher.clone(),
             syncs: self.syncs.clone(),
+            observer: self.observer.clone(),
         }
     }
 }
@@ -60,23 +65,34 @@ impl<C: StoreConfig> LogStore<C> {
     pub(crate) fn new(db: Arc<DB>) -> Self {
         let (tx, rx) = mpsc::channel::<LogFlushed<C>>();
         let syncs = Arc::new(AtomicU64::new(0));
+        let observer = Arc::new(OnceLock::new());
         // The flusher holds the DB weakly, so that dropping the last store
         // handle closes the DB at once (a reopen must not find it locked).
-        let (flush_db, flush_syncs) = (Arc::downgrade(&db), syncs.clone());
+        let (flush_db, flush_syncs, flush_observer) =
+            (Arc::downgrade(&db), syncs.clone(), observer.clone());
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flush_loop(&flush_db, &rx, &flush_syncs))
+            .spawn(move || flush_loop(&flush_db, &rx, &flush_syncs, &flush_observer))
             .expect("spawning the log flusher thread");
         LogStore {
             db,
             flusher: tx,
             syncs,
+            observer,
         }
     }
 
     /// WAL syncs performed so far (one per group of appends).
     pub fn sync_count(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Calls `observe` with the duration of every later WAL sync, on the
+    /// flusher thread (keep it short: appends wait for the sync's
+    /// callbacks). Only the first observer set is kept; returns whether
+    /// this one was.
+    pub fn observe_syncs(&self, observe: impl Fn(Duration) + Send + Sync + 'static) -> bool {
+        self.observer.set(Box::new(observe)).is_ok()
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -114,15 +130,20 @@ fn flush_loop<C: StoreConfig>(
     db: &std::sync::Weak<DB>,
     rx: &mpsc::Receiver<LogFlushed<C>>,
     syncs: &AtomicU64,
+    observer: &OnceLock<SyncObserver>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         group.extend(rx.try_iter());
+        let started = Instant::now();
         let result = match db.upgrade() {
             Some(db) => db.flush_wal(true).map_err(|e| e.into_string()),
             None => Err("the log store was closed before its entries were synced".to_string()),
         };
         syncs.fetch_add(1, Ordering::Relaxed);
+        if let Some(observe) = observer.get() {
+            observe(started.elapsed());
+        }
         for callback in group {
             callback.log_io_completed(result.clone().map_err(io::Error::other));
         }

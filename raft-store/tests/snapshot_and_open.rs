@@ -71,6 +71,14 @@ async fn snapshot_round_trip_and_reload() {
 async fn group_commit_shares_syncs_without_skipping_any() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (log, _sm) = Store::open::<KvConfig, Kv>(dir.path()).expect("open");
+    // Every sync is reported to the observer, with its duration.
+    let observed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = observed.clone();
+    assert!(log.observe_syncs(move |d| seen.lock().expect("lock").push(d)));
+    assert!(
+        !log.observe_syncs(|_| {}),
+        "only the first observer is kept"
+    );
     let tasks: Vec<_> = (0..8u64)
         .map(|t| {
             let mut log = log.clone();
@@ -89,6 +97,9 @@ async fn group_commit_shares_syncs_without_skipping_any() {
     }
     let syncs = log.sync_count();
     assert!((1..=400).contains(&syncs), "{syncs} syncs for 400 appends");
+    let observed = observed.lock().expect("lock").clone();
+    assert_eq!(observed.len() as u64, syncs, "one observation per sync");
+    assert!(observed.iter().all(|d| !d.is_zero()), "{observed:?}");
     let mut log = log;
     let state = log.get_log_state().await.expect("state");
     assert_eq!(state.last_log_id.map(|l| l.index), Some(1 + 7 * 1000 + 49));

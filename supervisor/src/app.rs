@@ -93,6 +93,8 @@ pub struct App {
     pub tls: Option<Arc<Tls>>,
     /// TLS handshakes of the listener, for `/metrics`.
     pub handshakes: Arc<HandshakeStats>,
+    /// Timings of Raft RPCs and WAL syncs, for `/metrics`.
+    pub raft_io: Arc<crate::network::RaftIo>,
     /// The dependency manager (package checks and retrieval).
     pub depmgr: depmgr::client::Client,
     /// Packages depmgr confirmed to exist (deploys check them here first).
@@ -122,6 +124,13 @@ pub struct LeaderContact {
     pub at: std::time::Instant,
 }
 
+/// What the listener and the Raft network count as they go, shared with
+/// `/metrics` ([`App::new`] keeps both).
+pub struct IoStats {
+    pub handshakes: Arc<HandshakeStats>,
+    pub raft_io: Arc<crate::network::RaftIo>,
+}
+
 impl App {
     pub fn new(
         config: Config,
@@ -129,9 +138,13 @@ impl App {
         state: StateHandle,
         depmgr: depmgr::client::Client,
         tls: Option<Arc<Tls>>,
-        handshakes: Arc<HandshakeStats>,
+        io: IoStats,
         cancel: CancellationToken,
     ) -> Arc<App> {
+        let IoStats {
+            handshakes,
+            raft_io,
+        } = io;
         let http = tls::client::http_builder(tls.as_ref(), &[Role::Supervisor])
             .connect_timeout(std::time::Duration::from_secs(2))
             .build()
@@ -149,6 +162,7 @@ impl App {
             http,
             tls: tls.clone(),
             handshakes,
+            raft_io,
             depmgr,
             packages,
             proposals,

@@ -10,13 +10,18 @@
 //! replica's `supervisor/<id>` certificate, and only a server holding a
 //! supervisor certificate of the cluster CA is accepted. The receiving
 //! side checks that the caller is a member ([`crate::http::auth`]).
+//!
+//! [`RaftIo`] times each call (by RPC) and each WAL sync of the log store,
+//! for `/metrics`: the two figures that tell a slow disk from a slow peer.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use openraft::error::{NetworkError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -26,16 +31,55 @@ use crate::raft::{SupervisorId, TypeConfig};
 /// Longest any Raft RPC may take (snapshots included).
 const MAX_RPC: Duration = Duration::from_secs(10);
 
+/// Label set of [`RaftIo::rpc_seconds`]: `rpc` = append, vote or snapshot.
+pub type RpcLabels = Vec<(String, String)>;
+type HistogramOf = fn() -> Histogram;
+
+/// Timings of this replica's Raft I/O, shared with `/metrics`.
+pub struct RaftIo {
+    /// Raft RPCs this replica sent, from sending to the decoded answer
+    /// (the peer's own work, its WAL sync for an append, included), by
+    /// RPC; failed calls are not observed.
+    pub rpc_seconds: Family<RpcLabels, Histogram, HistogramOf>,
+    /// Each WAL sync of this replica's log store (one per group of
+    /// appends; an entry is acknowledged only after the sync covering it).
+    pub wal_sync_seconds: Histogram,
+}
+
+/// 50 µs .. 1.6 s, doubling.
+fn io_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
+impl Default for RaftIo {
+    fn default() -> Self {
+        RaftIo {
+            rpc_seconds: Family::new_with_constructor(io_buckets),
+            wal_sync_seconds: io_buckets(),
+        }
+    }
+}
+
+impl RaftIo {
+    /// Times the WAL syncs of `log` from now on.
+    pub fn observe(self: &Arc<Self>, log: &raft_store::LogStore<TypeConfig>) {
+        let io = self.clone();
+        log.observe_syncs(move |d| io.wal_sync_seconds.observe(d.as_secs_f64()));
+    }
+}
+
 /// Builds one [`PeerClient`] per peer; all share one HTTP connection pool.
 #[derive(Clone)]
 pub struct Network {
     http: reqwest::Client,
     scheme: &'static str,
+    io: Arc<RaftIo>,
 }
 
 impl Network {
-    /// Plain HTTP without `tls`; with it, HTTPS to supervisors only.
-    pub fn new(tls: Option<&Arc<tls::Tls>>) -> Self {
+    /// Plain HTTP without `tls`; with it, HTTPS to supervisors only. Each
+    /// call is timed into `io`.
+    pub fn new(tls: Option<&Arc<tls::Tls>>, io: Arc<RaftIo>) -> Self {
         let http = tls::client::http_builder(tls, &[tls::Role::Supervisor])
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
@@ -45,6 +89,7 @@ impl Network {
         Network {
             http,
             scheme: tls::client::scheme(tls),
+            io,
         }
     }
 }
@@ -58,6 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             scheme: self.scheme,
             target,
             addr: node.addr.clone(),
+            io: self.io.clone(),
         }
     }
 }
@@ -68,6 +114,7 @@ pub struct PeerClient {
     scheme: &'static str,
     target: SupervisorId,
     addr: String,
+    io: Arc<RaftIo>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +133,7 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let started = Instant::now();
         let body = proto::encode(req).map_err(|e| NetworkError::new(&e))?;
         let timeout = option.hard_ttl().min(MAX_RPC);
         let url = format!("{}://{}/raft/{path}", self.scheme, self.addr);
@@ -109,6 +157,10 @@ impl PeerClient {
         }
         let result: Result<Resp, RaftError<E>> =
             proto::decode(&bytes).map_err(|e| NetworkError::new(&e))?;
+        self.io
+            .rpc_seconds
+            .get_or_create(&vec![("rpc".to_string(), path.to_string())])
+            .observe(started.elapsed().as_secs_f64());
         result.map_err(|e| {
             RemoteError::new_with_node(self.target, BasicNode::new(&self.addr), e).into()
         })

@@ -320,7 +320,9 @@ mod tests {
         let raft_config = config.raft_config().validate().expect("raft config");
         let (log, sm) = raft_store::Store::open::<TypeConfig, ClusterState>(dir).expect("store");
         let state = sm.handle();
-        let network = crate::network::Network::new(None);
+        let raft_io = Arc::new(crate::network::RaftIo::default());
+        raft_io.observe(&log);
+        let network = crate::network::Network::new(None, raft_io.clone());
         let raft = Raft::new(1, Arc::new(raft_config), network, log, sm)
             .await
             .expect("raft");
@@ -340,7 +342,10 @@ mod tests {
             state,
             depmgr,
             None,
-            Arc::new(tls::HandshakeStats::default()),
+            crate::app::IoStats {
+                handshakes: Arc::new(tls::HandshakeStats::default()),
+                raft_io,
+            },
             CancellationToken::new(),
         );
         app.bootstrap().await.expect("bootstrap");

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::network::Network;
+use crate::network::{Network, RaftIo};
 use crate::raft::Raft;
 use crate::state::ClusterState;
 
@@ -83,7 +83,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         tracing::info!(index = b.index, term = b.term, cluster_id = b.cluster_id, sha256 = %b.sha256, "restored the replicated state from a backup");
     }
     let state = sm.handle();
-    let network = Network::new(tls.as_ref());
+    let raft_io = Arc::new(RaftIo::default());
+    raft_io.observe(&log);
+    let network = Network::new(tls.as_ref(), raft_io.clone());
     let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| Error::Raft(e.to_string()))?;
@@ -93,7 +95,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         state,
         depmgr,
         tls,
-        handshakes,
+        crate::app::IoStats {
+            handshakes,
+            raft_io,
+        },
         shutdown.child_token(),
     );
     app.bootstrap().await?;

@@ -17,11 +17,12 @@ use testkit::supervisors::{Supervisors, wait_module};
 
 const T: Duration = Duration::from_secs(30);
 
-const HISTOGRAMS: [&str; 4] = [
+const HISTOGRAMS: [&str; 5] = [
     "supervisor_heartbeat_seconds",
     "supervisor_restore_order_seconds",
     "supervisor_failover_seconds",
     "supervisor_raft_commit_seconds",
+    "supervisor_wal_sync_seconds",
 ];
 
 async fn scrape(addr: &str) -> Option<Metrics> {
@@ -86,10 +87,14 @@ async fn metrics_parse_and_move_and_logs_are_json() {
     .await;
 
     // A deploy is a commit; the module runs.
-    let commits = scrape(&addr)
-        .await
-        .expect("scrape")
-        .count("supervisor_raft_commit_seconds");
+    let scraped = scrape(&addr).await.expect("scrape");
+    let commits = scraped.count("supervisor_raft_commit_seconds");
+    let syncs = scraped.count("supervisor_wal_sync_seconds");
+    let appends = |m: &Metrics| {
+        m.value("supervisor_raft_rpc_seconds_count", &[("rpc", "append")])
+            .unwrap_or(0.0)
+    };
+    let sent = appends(&scraped);
     let c = cluster.client();
     c.deploy(&spec("web", Some("a"), 1)).await.expect("deploy");
     wait_module(&c, "web", "web running on a", T, |m| {
@@ -98,6 +103,14 @@ async fn metrics_parse_and_move_and_logs_are_json() {
     .await;
     let m = scrape(&addr).await.expect("scrape");
     assert!(m.count("supervisor_raft_commit_seconds") > commits);
+    // The commit was synced to the leader's WAL and sent to the followers,
+    // and both were timed.
+    assert!(m.count("supervisor_wal_sync_seconds") > syncs);
+    assert!(appends(&m) > sent, "append RPCs timed");
+    assert!(
+        m.value("supervisor_raft_rpc_seconds_sum", &[("rpc", "append")])
+            .is_some_and(|s| s > 0.0)
+    );
     assert_eq!(
         m.value("supervisor_modules", &[("state", "running")]),
         Some(1.0)
@@ -139,6 +152,10 @@ async fn metrics_parse_and_move_and_logs_are_json() {
         .await
         .expect("follower scrape");
     assert_eq!(f.value("supervisor_is_leader", &[]), Some(0.0));
+    assert!(
+        f.count("supervisor_wal_sync_seconds") >= 1.0,
+        "a follower syncs its WAL too"
+    );
     for h in HISTOGRAMS {
         f.check_histogram(h).unwrap_or_else(|e| panic!("{e}"));
     }

@@ -218,5 +218,15 @@ pub fn registry(app: &App) -> Registry {
         "one log entry from proposal to applied on the leader (replicated to a quorum and committed)",
         app.proposals.stats.commit_seconds.clone(),
     );
+    r.register(
+        "supervisor_raft_rpc_seconds",
+        "Raft RPCs this replica sent, from sending to the decoded answer (the peer's work, its WAL sync for an append, included), by rpc",
+        app.raft_io.rpc_seconds.clone(),
+    );
+    r.register(
+        "supervisor_wal_sync_seconds",
+        "each WAL sync of this replica's Raft log (one per group of appends; an entry is acknowledged only after its sync)",
+        app.raft_io.wal_sync_seconds.clone(),
+    );
     r
 }
