@@ -343,12 +343,23 @@ where
         meta: &SnapshotMeta<NodeIdOf<C>, NodeOf<C>>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeIdOf<C>>> {
+        // Decoding a large state takes a while: on a blocking thread, off
+        // the runtime's (heartbeats and Raft RPCs go on meanwhile).
+        let started = std::time::Instant::now();
+        let data = snapshot.into_inner();
+        let bytes = data.len();
+        let (data, state) = tokio::task::spawn_blocking(move || {
+            let state = S::restore(&data);
+            (data, state)
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
+        let state =
+            state.map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
         let stored = StoredSnapshot::<C> {
             meta: meta.clone(),
-            data: snapshot.into_inner(),
+            data,
         };
-        let state = S::restore(&stored.data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
         self.store_off_runtime(stored).await?;
         let mut applied = self.handle.write_guard();
         applied.last_applied = meta.last_log_id.clone();
@@ -357,6 +368,13 @@ where
         drop(applied);
         self.handle
             .notify(meta.last_log_id.as_ref().map(|id| id.index));
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            index = meta.last_log_id.as_ref().map_or(0, |id| id.index),
+            bytes,
+            decode_and_store_ms = started.elapsed().as_millis() as u64,
+            "snapshot installed (sent by the leader)"
+        );
         Ok(())
     }
 

@@ -85,6 +85,16 @@ pub fn registry(app: &App) -> Registry {
         "last applied log index",
         gauge(m.last_applied.map_or(0, |l| l.index)),
     );
+    r.register(
+        "supervisor_snapshot_index",
+        "log index of this replica's last snapshot (0: none yet)",
+        gauge(m.snapshot.map_or(0, |l| l.index)),
+    );
+    r.register(
+        "supervisor_log_purged_index",
+        "log index up to which this replica has purged its log (0: none); a follower behind it catches up from a snapshot",
+        gauge(m.purged.map_or(0, |l| l.index)),
+    );
     let modules = Family::<Labels, Gauge>::default();
     let nodes = Family::<Labels, Gauge>::default();
     app.state.read(|s| {
