@@ -51,9 +51,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// How often a pass also sweeps a slice of all modules, the safety net
 /// (every pass looks at what changed: see `plan::Scope::Changed`).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// Modules per sweep: the safety net's cost per pass stays bounded (a few
-/// ms), and it goes round 100,000 modules in 13 s.
-const SWEEP_MODULES: usize = 8192;
+/// Modules per sweep: the safety net's cost per pass stays bounded (about
+/// 4 ms), idle modules cost the leader well under 1% of a core, and it
+/// goes round 100,000 modules in 49 s.
+const SWEEP_MODULES: usize = 2048;
 /// Longest a heartbeat reply waits for a control-loop pass.
 const PASS_WAIT: Duration = Duration::from_millis(1000);
 /// Longest a heartbeat reply waits for a leadership confirmation.
