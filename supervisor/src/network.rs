@@ -35,12 +35,18 @@ const MAX_RPC: Duration = Duration::from_secs(10);
 pub type RpcLabels = Vec<(String, String)>;
 type HistogramOf = fn() -> Histogram;
 
+/// The Raft RPCs, by the path they are posted to (`/raft/<rpc>`).
+const RPCS: [&str; 3] = ["append", "vote", "snapshot"];
+
 /// Timings of this replica's Raft I/O, shared with `/metrics`.
 pub struct RaftIo {
     /// Raft RPCs this replica sent, from sending to the decoded answer
     /// (the peer's own work, its WAL sync for an append, included), by
     /// RPC; failed calls are not observed.
     pub rpc_seconds: Family<RpcLabels, Histogram, HistogramOf>,
+    /// `rpc_seconds` of each of [`RPCS`], looked up once (a histogram's
+    /// clone observes into the same series).
+    by_rpc: [Histogram; 3],
     /// Each WAL sync of this replica's log store (one per group of
     /// appends; an entry is acknowledged only after the sync covering it).
     pub wal_sync_seconds: Histogram,
@@ -53,14 +59,25 @@ fn io_buckets() -> Histogram {
 
 impl Default for RaftIo {
     fn default() -> Self {
+        let rpc_seconds: Family<RpcLabels, Histogram, HistogramOf> =
+            Family::new_with_constructor(io_buckets);
+        let by_rpc =
+            RPCS.map(|rpc| (*rpc_seconds.get_or_create(&vec![("rpc".into(), rpc.into())])).clone());
         RaftIo {
-            rpc_seconds: Family::new_with_constructor(io_buckets),
+            rpc_seconds,
+            by_rpc,
             wal_sync_seconds: io_buckets(),
         }
     }
 }
 
 impl RaftIo {
+    /// The histogram of the RPC posted to `/raft/<path>`.
+    fn rpc(&self, path: &str) -> Option<&Histogram> {
+        let i = RPCS.iter().position(|rpc| *rpc == path)?;
+        Some(&self.by_rpc[i])
+    }
+
     /// Times the WAL syncs of `log` from now on.
     pub fn observe(self: &Arc<Self>, log: &raft_store::LogStore<TypeConfig>) {
         let io = self.clone();
@@ -157,10 +174,9 @@ impl PeerClient {
         }
         let result: Result<Resp, RaftError<E>> =
             proto::decode(&bytes).map_err(|e| NetworkError::new(&e))?;
-        self.io
-            .rpc_seconds
-            .get_or_create(&vec![("rpc".to_string(), path.to_string())])
-            .observe(started.elapsed().as_secs_f64());
+        if let Some(timed) = self.io.rpc(path) {
+            timed.observe(started.elapsed().as_secs_f64());
+        }
         result.map_err(|e| {
             RemoteError::new_with_node(self.target, BasicNode::new(&self.addr), e).into()
         })
