@@ -20,49 +20,14 @@ WORK=${WORK:-$(mktemp -d /tmp/idle.XXXXXX)}
 TOKEN=bench-token
 mkdir -p "$WORK"
 
-for c in wrk jq curl; do
-  command -v "$c" >/dev/null || { echo "installing $c (apt-get)" >&2; apt-get install -y "$c" >/dev/null; }
-done
-for b in supctl supervisor agent depmgr demo-module; do
-  [ -x "$BINS/$b" ] || { echo "$BINS/$b missing: cargo build --release --workspace --bins" >&2; exit 2; }
-done
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+need wrk wrk
+need jq jq
+need curl curl
+need_bins
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-
-SUPERVISOR_ADMIN_TOKEN=$TOKEN "$BINS/supctl" dev --dir "$WORK/dev" >"$WORK/supctl-dev.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1200); do
-  grep -q "supervisor cluster running" "$WORK/supctl-dev.log" && break
-  sleep 0.1
-done
-grep -q "supervisor cluster running" "$WORK/supctl-dev.log" || { echo "supctl dev did not start; see $WORK/supctl-dev.log" >&2; exit 1; }
-sup() { curl -sk --max-time 5 -H "Authorization: Bearer $TOKEN" "https://$1$2"; }
-SUP_LEADER=
-for a in $(jq -r '.supervisors[] | "127.0.0.1:\(.)"' "$WORK/dev/cluster.json"); do
-  SUP_LEADER=$(sup "$a" /v1/cluster | jq -r '.leader_addr // empty') && [ -n "$SUP_LEADER" ] && break
-done
-[ -n "$SUP_LEADER" ] || { echo "no supervisor leader" >&2; exit 1; }
-SUP_PIDS=$(grep -o "supervisor [0-9]  127.0.0.1:[0-9]*  pid [0-9]*" "$WORK/supctl-dev.log" | awk '{print $3 " " $5}')
-LEADER_PID=$(echo "$SUP_PIDS" | awk -v a="$SUP_LEADER" '$1 == a {print $2}')
-FOLLOWER_PIDS=$(echo "$SUP_PIDS" | awk -v a="$SUP_LEADER" '$1 != a {print $2}')
-HZ=$(getconf CLK_TCK)
-cpu_ticks() { # user+system CPU of the given pids, in clock ticks
-  local t=0 p
-  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-  echo "$t"
-}
-metric() {
-  sup "$SUP_LEADER" /metrics | awk -v m="$1" '$1 == m {print $2; f=1} END {if (!f) print 0}'
-}
-modules() { metric 'supervisor_modules{state="pending"}'; }
+start_dev
 
 # idle <label>: one markdown row of CPU over SECS seconds with no load.
 idle() {

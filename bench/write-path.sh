@@ -40,28 +40,13 @@ WORK=${WORK:-$(mktemp -d /tmp/write-path.XXXXXX)}
 TOKEN=bench-token
 mkdir -p "$WORK"
 
-need() {
-  command -v "$1" >/dev/null && return
-  echo "installing $2 (apt-get)" >&2
-  apt-get install -y "$2" >/dev/null
-}
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 need etcd etcd-server
 need etcdctl etcd-client
 need wrk wrk
 need jq jq
-for b in supctl supervisor agent depmgr demo-module; do
-  [ -x "$BINS/$b" ] || { echo "$BINS/$b missing: cargo build --release --workspace --bins" >&2; exit 2; }
-done
-
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
+need_bins
 
 # --- etcd: 3 members ---------------------------------------------------------
 ETCD_CLUSTER="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
@@ -85,41 +70,9 @@ done
 echo "etcd $(etcd --version | head -1 | awk '{print $3}'): leader $ETCD_LEADER" >&2
 
 # --- the supervisor cluster: supctl dev --------------------------------------
-SUPERVISOR_ADMIN_TOKEN=$TOKEN "$BINS/supctl" dev --dir "$WORK/dev" >"$WORK/supctl-dev.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1200); do
-  grep -q "supervisor cluster running" "$WORK/supctl-dev.log" && break
-  sleep 0.1
-done
-grep -q "supervisor cluster running" "$WORK/supctl-dev.log" || { echo "supctl dev did not start; see $WORK/supctl-dev.log" >&2; exit 1; }
-SUP_ADDRS=$(jq -r '.supervisors[] | "127.0.0.1:\(.)"' "$WORK/dev/cluster.json")
-sup() { curl -sk --max-time 5 -H "Authorization: Bearer $TOKEN" "https://$1$2"; }
-SUP_LEADER=
-for a in $SUP_ADDRS; do
-  SUP_LEADER=$(sup "$a" /v1/cluster | jq -r '.leader_addr // empty') && [ -n "$SUP_LEADER" ] && break
-done
-[ -n "$SUP_LEADER" ] || { echo "no supervisor leader" >&2; exit 1; }
+start_dev
 echo "supervisor leader $SUP_LEADER" >&2
 
-# The supervisors' pids, from the lines `supctl dev` prints
-# ("supervisor N  127.0.0.1:PORT  pid P  (role)"): the leader's, and the
-# followers' (CPU per growth segment below).
-SUP_PIDS=$(grep -o "supervisor [0-9]  127.0.0.1:[0-9]*  pid [0-9]*" "$WORK/supctl-dev.log" | awk '{print $3 " " $5}')
-LEADER_PID=$(echo "$SUP_PIDS" | awk -v a="$SUP_LEADER" '$1 == a {print $2}')
-FOLLOWER_PIDS=$(echo "$SUP_PIDS" | awk -v a="$SUP_LEADER" '$1 != a {print $2}')
-cpu_ticks() { # cpu_ticks <pid>...: user+system CPU of those processes, in clock ticks
-  local t=0 p
-  for p in "$@"; do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$t"
-}
-HZ=$(getconf CLK_TCK)
-
-metric() { # metric <name or name{labels}>: its value on the leader (0 when absent)
-  sup "$SUP_LEADER" /metrics | awk -v m="$1" '$1 == m {print $2; f=1} END {if (!f) print 0}'
-}
-modules() { metric 'supervisor_modules{state="pending"}'; }
 term() { metric supervisor_term; }
 
 # wrk's figures: "<requests/s> <p99 ms> <non-2xx> <socket errors>"

@@ -12,25 +12,9 @@ use testkit::eventually;
 use testkit::fake_depmgr::FakeDepmgr;
 use testkit::fake_supervisor::FakeSupervisor;
 use testkit::package::PackageBuilder;
-use testkit::prom::Metrics;
+use testkit::prom::scrape;
 
 const T: Duration = Duration::from_secs(10);
-
-async fn scrape(addr: &str) -> Option<Metrics> {
-    let resp = reqwest::Client::new()
-        .get(format!("http://{addr}/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .is_ok_and(|t| t.starts_with("text/plain"))
-    );
-    let text = resp.text().await.ok()?;
-    Some(Metrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}")))
-}
 
 #[tokio::test]
 async fn metrics_count_heartbeats_and_time_downloads_and_logs_are_json() {

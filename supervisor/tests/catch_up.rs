@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::spec;
 use testkit::eventually;
 use testkit::fake_depmgr::FakeDepmgr;
-use testkit::prom::Metrics;
+use testkit::prom::scrape;
 use testkit::supervisors::Supervisors;
 
 const T: Duration = Duration::from_secs(60);
@@ -18,19 +18,6 @@ const T: Duration = Duration::from_secs(60);
 /// (`max_in_snapshot_log_to_keep`), so the deploys below outrun the log.
 const SNAPSHOT_LOGS: &str = "50";
 const DEPLOYS: usize = 1_300;
-
-async fn scrape(addr: &str) -> Option<Metrics> {
-    let text = reqwest::Client::new()
-        .get(format!("http://{addr}/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    Metrics::parse(&text).ok()
-}
 
 /// Snapshot RPCs sent, summed over the replicas at `addrs` (whichever of
 /// them leads sends them).

@@ -12,7 +12,7 @@ use common::spec;
 use testkit::eventually;
 use testkit::fake_agent::FakeAgent;
 use testkit::fake_depmgr::FakeDepmgr;
-use testkit::prom::Metrics;
+use testkit::prom::{Metrics, scrape};
 use testkit::supervisors::{Supervisors, wait_module};
 
 const T: Duration = Duration::from_secs(30);
@@ -24,19 +24,6 @@ const HISTOGRAMS: [&str; 5] = [
     "supervisor_raft_commit_seconds",
     "supervisor_wal_sync_seconds",
 ];
-
-async fn scrape(addr: &str) -> Option<Metrics> {
-    let text = reqwest::Client::new()
-        .get(format!("http://{addr}/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    Some(Metrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}")))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_move_and_logs_are_json() {

@@ -4,6 +4,31 @@
 //! a counter moved, without matching whole lines.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// `GET http://<addr>/metrics`, parsed: `None` while it does not answer
+/// (a 5 s timeout); panics on a page that is not Prometheus text (its
+/// content type or its lines), which is a bug, not a moment to wait out.
+pub async fn scrape(addr: &str) -> Option<Metrics> {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let kind = resp
+        .headers()
+        .get("content-type")
+        .and_then(|t| t.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        kind.starts_with("text/plain"),
+        "/metrics content type {kind:?}"
+    );
+    let text = resp.text().await.ok()?;
+    Some(Metrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}")))
+}
 
 /// One sample line: `name{labels} value`.
 #[derive(Debug, Clone, PartialEq)]
