@@ -65,3 +65,6 @@ metric() { # metric <name or name{labels}>: its value on the leader (0 when abse
   sup "$SUP_LEADER" /metrics | awk -v m="$1" '$1 == m {print $2; f=1} END {if (!f) print 0}'
 }
 modules() { metric 'supervisor_modules{state="pending"}'; }
+rss_mb() { # rss_mb <pid>: resident memory in MB (VmRSS), 0 when gone
+  awk '/^VmRSS:/ {printf "%d", $2 / 1024; f=1} END {if (!f) print 0}' "/proc/$1/status" 2>/dev/null || echo 0
+}

@@ -217,5 +217,8 @@ u1=$(metric supervisor_plan_micros_total)
       "$(echo "$snaps" | wc -l)" "$c_med" "$c_max" "$e_med" "$e_max" "$(awk -v b="$last" 'BEGIN {print b / 1e6}')"
   fi
   echo
+  # shellcheck disable=SC2086 # FOLLOWER_PIDS is a list of pids
+  echo "Resident memory at the end: leader $(rss_mb "$LEADER_PID") MB; followers $(for p in $FOLLOWER_PIDS; do printf "%s MB " "$(rss_mb "$p")"; done)"
+  echo
   echo "Modules at the end: $(modules); Raft term at the end: $(term). Logs and wrk output: $WORK"
 } | tee -a "$RESULTS"
