@@ -29,6 +29,21 @@ need_bins
 
 start_dev
 
+# settle: waits until nothing commits (the leader's last applied index
+# holds for a second), at most 60 s.
+settle() {
+  local before now
+  before=$(metric supervisor_last_applied)
+  for _ in $(seq 60); do
+    sleep 1
+    now=$(metric supervisor_last_applied)
+    [ "$now" = "$before" ] && return
+    before=$now
+  done
+  echo "the cluster did not settle within 60 s" >&2
+  exit 1
+}
+
 # idle <label>: one markdown row of CPU over SECS seconds with no load.
 idle() {
   # shellcheck disable=SC2086 # FOLLOWER_PIDS is a list of pids
@@ -49,14 +64,14 @@ echo "Run of $(date -u +%Y-%m-%dT%H:%MZ), ${SECS} s per measurement, load averag
 echo
 echo "| idle, with | pending modules | leader CPU (% of a core) | each follower | leader planning | passes/s |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-sleep 5 # the start settles (the demo module deployed and running)
+settle
 idle "the dev cluster as started (reference)"
-# Deploy the backlog, then let it settle before measuring.
+# Deploy the backlog; measure once nothing commits any more.
 while [ "$(modules)" -lt "$MODULES" ]; do
   BENCH_PREFIX="i$(date +%s%N)" BENCH_TOKEN=$TOKEN wrk -t2 -c64 -d3s -s "$ROOT/bench/deploy.lua" \
     "https://$SUP_LEADER" >>"$WORK/wrk.log" 2>&1
 done
-sleep 5
+settle
 idle "$MODULES pending modules more"
 echo
 echo "Logs: $WORK"

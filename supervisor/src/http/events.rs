@@ -196,15 +196,18 @@ pub(crate) fn first_after(s: &ClusterState, after: u64) -> usize {
     }
 }
 
+/// The kept events with an index above `after`, oldest first (found in
+/// O(log n), not by skipping the ones before).
+pub(crate) fn events_after(s: &ClusterState, after: u64) -> impl Iterator<Item = &Event> {
+    s.events.focus().narrow(first_after(s, after)..).into_iter()
+}
+
 /// `GET /v1/events`: with `after`, the first `limit` matching events with
 /// a higher index; without it, the newest `limit` matching events. Oldest
 /// first either way.
 pub fn list(s: &ClusterState, after: Option<u64>, limit: usize, filter: &Filter) -> Vec<EventView> {
     match after {
-        Some(after) => s
-            .events
-            .iter()
-            .skip(first_after(s, after))
+        Some(after) => events_after(s, after)
             .filter(|e| filter.matches(e))
             .take(limit)
             .map(views::event)
@@ -278,7 +281,7 @@ fn fill(s: &ClusterState, cursor: &mut u64, filter: &Filter, ready: &mut VecDequ
         }));
         *cursor = front.index - 1;
     }
-    for e in s.events.iter().skip(first_after(s, *cursor)).take(SCAN) {
+    for e in events_after(s, *cursor).take(SCAN) {
         if ready.len() >= BATCH {
             break;
         }

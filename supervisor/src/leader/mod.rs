@@ -352,14 +352,15 @@ impl Leader {
             let from = crate::http::events::first_after(s, *seen);
             *seen = s.next_event;
             let mut out = Vec::new();
-            for (pos, e) in s.events.iter().skip(from).enumerate() {
+            for (pos, e) in s.events.focus().narrow(from..).into_iter().enumerate() {
                 if e.kind != EventKind::FailoverCompleted {
                     continue;
                 }
                 let started = s
                     .events
-                    .iter()
-                    .take(from + pos)
+                    .focus()
+                    .narrow(..from + pos)
+                    .into_iter()
                     .rev()
                     .find(|x| x.kind == EventKind::FailoverStarted && x.module == e.module);
                 if let Some(started) = started {
