@@ -60,6 +60,12 @@
 //! On shutdown the applier stops (after the reply it is applying, if any),
 //! then the loop stops every module and sends one last heartbeat that
 //! shows them stopped.
+//!
+//! ## Whose heartbeat
+//! The loop speaks for a [`Node`]: the real agent ([`Agent`]), or a
+//! simulated node of the fleet simulator (`fleetsim`), which so exercises
+//! this very protocol code (targets, leader search, table
+//! acknowledgement, lease renewal, the applier's queue) at fleet scale.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +77,57 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::manager::Agent;
+
+/// What the heartbeat loop needs of the node it speaks for.
+pub trait Node: Clone + Send + Sync + 'static {
+    /// Woken whenever the heartbeat should go out at once.
+    fn changed(&self) -> &tokio::sync::Notify;
+    /// The heartbeat with sequence number `seq` (the table left out when
+    /// the target acknowledged version `acked`), and how many reports it
+    /// carries.
+    fn heartbeat(&self, seq: u64, acked: Option<u64>) -> (proto::heartbeat::Heartbeat, usize);
+    /// A heartbeat carrying `reports` reports, sent at `sent_at` to
+    /// `leader`, was accepted with a lease of `lease_ms`.
+    fn accepted(
+        &self,
+        reports: usize,
+        sent_at: Instant,
+        lease_ms: u64,
+        leader: &str,
+    ) -> impl Future<Output = ()> + Send;
+    /// The supervisor cluster served (0: none yet).
+    fn cluster(&self) -> u64;
+    /// No leader is known (unreachable, or no hint).
+    fn lost_leader(&self);
+    /// Executes the directives of one accepted reply (the applier).
+    fn apply(&self, cluster: u64, directives: Vec<Directive>) -> impl Future<Output = ()> + Send;
+    /// Stops every module (before the last heartbeat).
+    fn stop_all(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl Node for Agent {
+    fn changed(&self) -> &tokio::sync::Notify {
+        Agent::changed(self)
+    }
+    fn heartbeat(&self, seq: u64, acked: Option<u64>) -> (proto::heartbeat::Heartbeat, usize) {
+        Agent::heartbeat(self, seq, acked)
+    }
+    async fn accepted(&self, reports: usize, sent_at: Instant, lease_ms: u64, leader: &str) {
+        Agent::accepted(self, reports, sent_at, lease_ms, leader).await
+    }
+    fn cluster(&self) -> u64 {
+        Agent::cluster(self)
+    }
+    fn lost_leader(&self) {
+        Agent::lost_leader(self)
+    }
+    async fn apply(&self, cluster: u64, directives: Vec<Directive>) {
+        Agent::apply(self, cluster, directives).await
+    }
+    async fn stop_all(&self) {
+        Agent::stop_all(self).await
+    }
+}
 
 /// While searching for a leader, the agent asks every
 /// `period / SEARCH_DIVISOR`.
@@ -232,7 +289,7 @@ fn next_due(
 
 /// Runs until `shutdown`, then stops the modules and sends a last
 /// heartbeat.
-pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: CancellationToken) {
+pub async fn run<N: Node>(agent: N, settings: HeartbeatSettings, shutdown: CancellationToken) {
     let client = match tls::client::http_builder(settings.tls.as_ref(), &[tls::Role::Supervisor])
         .timeout(settings.request_timeout)
         .connect_timeout(settings.request_timeout)
@@ -302,8 +359,8 @@ pub async fn run(agent: Agent, settings: HeartbeatSettings, shutdown: Cancellati
 
 /// The applier: executes the directives of each reply, in order, until
 /// `shutdown` or the loop is gone.
-async fn apply_replies(
-    agent: Agent,
+async fn apply_replies<N: Node>(
+    agent: N,
     mut queued: mpsc::Receiver<(u64, Vec<Directive>)>,
     shutdown: CancellationToken,
 ) {
@@ -320,8 +377,8 @@ async fn apply_replies(
     }
 }
 
-struct Heartbeater {
-    agent: Agent,
+struct Heartbeater<N> {
+    agent: N,
     /// To the applier (`None` once the loop ended).
     replies: Option<mpsc::Sender<(u64, Vec<Directive>)>>,
     /// Replies dropped in a row because the applier's queue was full.
@@ -343,7 +400,7 @@ struct Heartbeater {
     lost_at: Option<Instant>,
 }
 
-impl Heartbeater {
+impl<N: Node> Heartbeater<N> {
     /// Sends one heartbeat and handles the reply; `apply` = execute its
     /// directives (not on the last heartbeat).
     async fn exchange(&mut self, apply: bool) -> Next {

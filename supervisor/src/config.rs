@@ -156,6 +156,14 @@ pub struct Config {
     #[arg(long, env = "SUPERVISOR_MAX_BODY", default_value_t = 4 << 20)]
     pub max_body: usize,
 
+    /// Most HTTP connections served at once (1 to 1048576): every agent
+    /// keeps one open to the leader, so this bounds the fleet one leader
+    /// can serve. Further connections wait in the listen backlog until one
+    /// closes. At start the replica raises its open-file limit to fit
+    /// (warning when the hard limit does not allow it).
+    #[arg(long, env = "SUPERVISOR_MAX_CONNECTIONS", default_value_t = MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
     /// Largest encoded replicated state a deploy may grow it to, in bytes;
     /// a deploy beyond it is refused before it is proposed. At most the
     /// default, 256 MiB (half the largest snapshot a replica installs).
@@ -220,6 +228,12 @@ pub const MIN_LEASE_MS: u64 = 1000;
 /// cap, grown further by what deploys do not count (the packages the
 /// leader retrieves, failure reasons, nodes), still fits a snapshot.
 pub const MAX_STATE_BYTES: u64 = 256 << 20;
+/// Default of `--max-connections`: a leader serves a fleet of this many
+/// agents (each keeps one connection), with room for clients and peers.
+pub const MAX_CONNECTIONS: usize = 16_384;
+/// Open files a replica needs besides its connections (RocksDB, logs,
+/// peers' connections, the listen socket).
+pub const OTHER_FILES: u64 = 1024;
 const _: () = assert!(2 * MAX_STATE_BYTES <= crate::http::raft::MAX_SNAPSHOT);
 
 impl Config {
@@ -281,6 +295,12 @@ impl Config {
             return Err(Error::Config(format!(
                 "--max-state-bytes {} is over the limit of {MAX_STATE_BYTES} (half the largest snapshot a replica installs)",
                 self.max_state_bytes
+            )));
+        }
+        if !(1..=1 << 20).contains(&self.max_connections) {
+            return Err(Error::Config(format!(
+                "--max-connections {} is out of range: 1 to 1048576",
+                self.max_connections
             )));
         }
         if self.election_timeout_ms < 50 {
@@ -458,6 +478,22 @@ mod tests {
     /// The Raft heartbeat: a quarter of the election timeout, at least
     /// 100 ms, at most half of it; unchanged from the old rule (a quarter,
     /// at least 20 ms) for timeouts of 400 ms and more.
+    #[test]
+    fn max_connections_is_bounded_and_defaults_to_a_fleet() {
+        assert_eq!(parse(&[]).max_connections, 16_384);
+        assert_eq!(
+            parse(&["--max-connections", "20000"]).max_connections,
+            20_000
+        );
+        for bad in ["0", "1048577"] {
+            let e = problem(&["--max-connections", bad]);
+            assert!(
+                e.contains(&format!("--max-connections {bad}")) && e.contains("1 to 1048576"),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn raft_heartbeat_follows_the_election_timeout() {
         for (timeout, heartbeat) in [

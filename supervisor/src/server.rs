@@ -51,6 +51,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .raft_config()
         .validate()
         .map_err(|e| Error::Config(e.to_string()))?;
+    raise_open_files(config.max_connections as u64 + crate::config::OTHER_FILES);
     let tls = load_tls(&config)?;
     let restore = match &config.restore_from {
         Some(file) => Some(crate::backup::load(file)?),
@@ -108,8 +109,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 
     let router = crate::http::router(app.clone());
     let stop = app.cancel.clone();
+    let limits = tls::ServeLimits {
+        max_connections: app.config.max_connections,
+        ..Default::default()
+    };
     let served = listener
-        .serve(router, async move { stop.cancelled().await })
+        .serve_with(router, async move { stop.cancelled().await }, limits)
         .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "HTTP server failed");
@@ -196,4 +201,36 @@ pub fn terminated() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
+}
+
+/// Raises the soft open-file limit to `want` (at most the hard limit):
+/// every served connection holds a file. Warns when the hard limit is
+/// lower, naming both figures, and carries on: connections beyond it are
+/// refused by the kernel, not by a crash.
+fn raise_open_files(want: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("cannot read the open-file limit: {e}");
+            return;
+        }
+    };
+    if soft >= want {
+        return;
+    }
+    let new = want.min(hard);
+    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, new, hard) {
+        tracing::warn!(soft, hard, "cannot raise the open-file limit: {e}");
+        return;
+    }
+    if new < want {
+        tracing::warn!(
+            limit = new,
+            wanted = want,
+            "the open-file limit (hard {hard}) is below --max-connections plus the replica's own files: raise it (ulimit -Hn, LimitNOFILE=) or lower --max-connections"
+        );
+    } else {
+        tracing::debug!(from = soft, to = new, "raised the open-file limit");
+    }
 }

@@ -2,7 +2,8 @@
 //! where the Raft routes are open to any caller): a snapshot chunk at a
 //! forged offset, short bodies whose length prefixes claim 512 MiB on
 //! every binary endpoint, heartbeat bodies over the heartbeat limit (with
-//! and without a declared length), and deploys past the state cap.
+//! and without a declared length), deploys past the state cap, and
+//! connections past `--max-connections`.
 
 use std::time::{Duration, Instant};
 
@@ -29,12 +30,7 @@ async fn post(addr: &str, path: &str, body: Vec<u8>) -> (StatusCode, String) {
 }
 
 async fn healthy(addr: &str) -> bool {
-    reqwest::Client::new()
-        .get(format!("http://{addr}/health"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
+    healthy_within(addr, Duration::from_secs(5)).await
 }
 
 /// A chunk of a snapshot the leader of `term` (`leader`) would send.
@@ -254,4 +250,60 @@ async fn a_deploy_past_the_state_cap_is_refused_before_it_is_proposed() {
     }
     let (status, text) = deploy(addr, &name).await;
     assert_eq!(status, StatusCode::CREATED, "after a remove: {text}");
+}
+
+/// Opens `n` TCP connections to `addr` that send nothing (each one an
+/// agent's idle kept-alive connection, as far as the server can tell).
+async fn idle_connections(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} to {addr}: {e}"));
+        held.push(c);
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_served_up_to_max_connections_and_a_fleet_fits_the_default() {
+    // Two connections allowed: with two held open, a third request is not
+    // served; once they close, it is.
+    let s = Supervisors::start_with(1, "http://127.0.0.1:1", &["--max-connections", "2"]).await;
+    let addr = s.addrs[0].clone();
+    assert!(healthy(&addr).await);
+    let held = idle_connections(&addr, 2).await;
+    let started = Instant::now();
+    assert!(
+        !healthy_within(&addr, Duration::from_secs(2)).await,
+        "a third connection was served beside two held ones with --max-connections 2"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    drop(held);
+    eventually("served once the held connections closed", T, || async {
+        healthy(&addr).await.then_some(())
+    })
+    .await;
+    drop(s);
+
+    // The default serves more than a thousand agents' connections at once
+    // (the listener's own default is 1024): the 1,101st request is served
+    // while 1,100 connections are held.
+    let s = Supervisors::start_with(1, "http://127.0.0.1:1", &[]).await;
+    let addr = s.addrs[0].clone();
+    let held = idle_connections(&addr, 1100).await;
+    assert!(
+        healthy_within(&addr, Duration::from_secs(5)).await,
+        "not served beside 1,100 held connections with the default --max-connections"
+    );
+    drop(held);
+}
+
+async fn healthy_within(addr: &str, timeout: Duration) -> bool {
+    reqwest::Client::new()
+        .get(format!("http://{addr}/health"))
+        .timeout(timeout)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }
