@@ -74,7 +74,7 @@ pub struct NodeObservation {
     pub version: u64,
     /// The directives last computed for this node: (state index,
     /// observation version) they were computed at, and the directives.
-    pub directives: Option<(u64, u64, Vec<Directive>)>,
+    pub directives: Option<(u64, u64, Option<u64>, Vec<Directive>)>,
 }
 
 /// What became of a heartbeat.
@@ -221,28 +221,32 @@ impl NodeObservation {
         }
     }
 
-    /// The directives for this node, computed once per (state, observation)
-    /// pair and reused while neither changes; with `prestage` (the modules
-    /// that would fail over to this node next,
-    /// [`crate::prestage::Targets::of`]), the
-    /// `Prefetch` directives of pre-staging too ([`prefetches_for`]).
+    /// The directives for this node, computed once per (state, observation,
+    /// targets) and reused while none changes; with `prestage` (the state
+    /// index the pre-staging targets were computed at, and the modules
+    /// that would fail over to this node next, [`crate::prestage::Targets`]),
+    /// the `Prefetch` directives of pre-staging too ([`prefetches_for`]).
     pub fn directives(
         &mut self,
         state: &ClusterState,
         node: &str,
         depmgr: &str,
-        prestage: Option<&[ModuleName]>,
+        prestage: Option<(u64, &[ModuleName])>,
     ) -> Vec<Directive> {
         let Some(table) = &self.table else {
             return vec![];
         };
         match &self.directives {
-            Some((index, version, d)) if *index == state.last_index && *version == self.version => {
+            Some((index, version, targets, d))
+                if *index == state.last_index
+                    && *version == self.version
+                    && *targets == prestage.map(|(at, _)| at) =>
+            {
                 d.clone()
             }
             _ => {
                 let mut d = directives_for(state, node, table, depmgr);
-                if let Some(targets) = prestage {
+                if let Some((_, targets)) = prestage {
                     d.extend(prefetches_for(
                         state,
                         table,
@@ -251,7 +255,12 @@ impl NodeObservation {
                         depmgr,
                     ));
                 }
-                self.directives = Some((state.last_index, self.version, d.clone()));
+                self.directives = Some((
+                    state.last_index,
+                    self.version,
+                    prestage.map(|(at, _)| at),
+                    d.clone(),
+                ));
                 d
             }
         }

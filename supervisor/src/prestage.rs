@@ -5,7 +5,7 @@
 //! For each module the node the module would fail over to next is a pure
 //! function of the committed state ([`crate::plan::next_node`], the rule
 //! the planner's failover applies; [`crate::plan::next_nodes`] for all
-//! modules at once, kept per state index by [`Targets`]). That node's agent
+//! modules at once, kept by [`Targets`]). That node's agent
 //! is sent `Prefetch { module, epoch, package, depmgr }` with the package
 //! the current placement retrieved (`ModuleRecord::package`: no extra
 //! depmgr call by the leader). Level-triggered like every directive:
@@ -20,9 +20,23 @@
 //! the rest follow as the first are reported. None while the node's table
 //! names another cluster (as for every directive).
 //!
-//! Pure: functions of their arguments ([`Targets`] is a cache of one).
+//! ## Cost
+//! [`crate::plan::next_nodes`] is one pass over every placed module. The
+//! leader runs it on a blocking thread, never on a heartbeat's path, on a
+//! copy of the committed state, and no sooner than [`Targets::due`]
+//! allows after the last run (a gap of [`GAP_PER_COST`] times its cost, at
+//! least [`MIN_GAP`]): at most a fifth of a core whatever the fleet's size,
+//! and the targets trail the committed state by about one run. A heartbeat
+//! takes the latest targets; a stale target only sends a package to a node
+//! that no longer needs it, or one too few (the failover installs from
+//! depmgr then).
+//!
+//! Pure: functions of their arguments ([`Targets`] decides with the time
+//! it is given).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use proto::heartbeat::{Directive, ModuleTable, Prefetch};
 use proto::{Epoch, ModuleName, NodeId};
@@ -64,25 +78,89 @@ pub fn prefetches_for(
         .collect()
 }
 
-/// [`crate::plan::next_nodes`] of the committed state, computed once per
-/// state index (one pass over the modules) and shared by every node's
-/// directives (leader memory).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What [`crate::plan::next_nodes`] computed: node -> the modules that
+/// would fail over to it next.
+pub type TargetMap = BTreeMap<NodeId, Vec<ModuleName>>;
+
+/// Shortest gap between two computations of the targets.
+pub const MIN_GAP: Duration = Duration::from_millis(100);
+/// The gap after a computation, as a multiple of what it cost: the
+/// computations take at most 1 / (1 + this) of a core.
+pub const GAP_PER_COST: u32 = 4;
+
+/// [`crate::plan::next_nodes`] of the committed state as the leader last
+/// computed it, and when to compute it again (leader memory).
+#[derive(Debug, Clone, Default)]
 pub struct Targets {
     /// The state index it was computed at, and what it computed.
-    at: Option<(u64, BTreeMap<NodeId, Vec<ModuleName>>)>,
+    at: Option<(u64, Arc<TargetMap>)>,
+    /// A computation is under way.
+    running: bool,
+    /// When the last computation started and what it cost.
+    last: Option<(Instant, Duration)>,
 }
 
 impl Targets {
-    /// The modules that would fail over to `node` next, in `state`.
-    pub fn of(&mut self, state: &ClusterState, node: &str) -> &[ModuleName] {
-        let fresh = matches!(&self.at, Some((index, _)) if *index == state.last_index);
-        if !fresh {
-            self.at = Some((state.last_index, crate::plan::next_nodes(state)));
+    /// The latest targets and the state index they were computed at
+    /// (`None` before the first computation ended).
+    pub fn current(&self) -> Option<(u64, Arc<TargetMap>)> {
+        self.at.clone()
+    }
+
+    /// Whether a computation for the state at `index` should start at
+    /// `now`: the targets are older than `index`, none is under way, and
+    /// the gap after the last one has passed. When it says yes, one is
+    /// counted as under way until [`Targets::done`].
+    pub fn due(&mut self, index: u64, now: Instant) -> bool {
+        let stale = self.at.as_ref().is_none_or(|(at, _)| *at < index);
+        let rested = self.last.is_none_or(|(started, cost)| {
+            now.saturating_duration_since(started) >= cost + (cost * GAP_PER_COST).max(MIN_GAP)
+        });
+        let start = stale && !self.running && rested;
+        if start {
+            self.running = true;
         }
-        self.at
-            .as_ref()
-            .and_then(|(_, t)| t.get(node))
-            .map_or(&[], Vec::as_slice)
+        start
+    }
+
+    /// A computation started at `started` for the state at `index` ended
+    /// at `now` with `map`.
+    pub fn done(&mut self, index: u64, map: TargetMap, started: Instant, now: Instant) {
+        self.running = false;
+        self.last = Some((started, now.saturating_duration_since(started)));
+        if self.at.as_ref().is_none_or(|(at, _)| *at <= index) {
+            self.at = Some((index, Arc::new(map)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_computed_when_stale_one_at_a_time_and_no_more_than_the_duty_cycle_allows() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut t = Targets::default();
+        assert!(t.current().is_none());
+        assert!(t.due(5, t0), "nothing computed yet");
+        assert!(!t.due(6, t0), "one at a time");
+        // It cost 50 ms: the next may start 50 + 4 x 50 = 250 ms after.
+        t.done(5, TargetMap::new(), t0, t0 + ms(50));
+        assert_eq!(t.current().map(|(i, _)| i), Some(5));
+        assert!(!t.due(5, t0 + ms(1000)), "not stale: nothing to do");
+        assert!(
+            !t.due(6, t0 + ms(249)),
+            "stale, but too soon after the last"
+        );
+        assert!(t.due(6, t0 + ms(250)));
+        // A cheap run waits the minimum gap.
+        t.done(6, TargetMap::new(), t0 + ms(250), t0 + ms(251));
+        assert!(!t.due(7, t0 + ms(340)));
+        assert!(t.due(7, t0 + ms(351)));
+        // A result older than the one held is not taken.
+        t.done(3, TargetMap::new(), t0 + ms(351), t0 + ms(352));
+        assert_eq!(t.current().map(|(i, _)| i), Some(6));
     }
 }

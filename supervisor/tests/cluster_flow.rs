@@ -173,3 +173,39 @@ async fn whole_cluster_restart_keeps_modules_counters_and_placements() {
                 || e.event_kind() == Some(EventKind::FailoverStarted))
     );
 }
+
+/// Pre-staging through the real leader: the node a module would fail over
+/// to next is sent a `Prefetch` for it, and when a later change moves that
+/// prediction the leader's targets follow (they are computed off the
+/// heartbeat path, so they must be computed again after the state moved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_failover_node_is_told_to_prestage_and_follows_changes() {
+    let depmgr = FakeDepmgr::any_package().await;
+    let cluster = Supervisors::start(3, &depmgr.url).await;
+    let agents: Vec<FakeAgent> = ["a", "b"]
+        .iter()
+        .map(|n| FakeAgent::start(n, cluster.addrs.clone()))
+        .collect();
+    nodes_ready(&cluster, 2).await;
+    let c = cluster.client();
+    c.deploy(&spec("web", Some("a"), 3)).await.expect("deploy web");
+    wait_module(&c, "web", "web running on a", T, |m| {
+        m.state == "running" && m.node.as_deref() == Some("a")
+    })
+    .await;
+    eventually("b told to pre-stage web", T, || async {
+        agents[1].prefetched().contains("web").then_some(())
+    })
+    .await;
+    assert!(
+        !agents[0].prefetched().contains("web"),
+        "a runs web: it is not its next node"
+    );
+    // A module placed on b afterwards: its next node is a.
+    c.deploy(&spec("api", Some("b"), 3)).await.expect("deploy api");
+    eventually("a told to pre-stage api", T, || async {
+        agents[0].prefetched().contains("api").then_some(())
+    })
+    .await;
+    assert!(!agents[1].prefetched().contains("api"));
+}

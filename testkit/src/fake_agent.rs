@@ -50,6 +50,9 @@ struct AgentState {
     http_errors: u64,
     /// Heartbeats answered `Accepted`.
     accepted: u64,
+    /// Modules whose package this node was told to pre-stage, as of the
+    /// last reply that carried directives.
+    prefetched: BTreeSet<String>,
 }
 
 /// A simulated node manager: heartbeats every 100 ms with the real
@@ -221,6 +224,12 @@ impl FakeAgent {
         self.with(|s| s.http_errors)
     }
 
+    /// The modules whose package this node was told to pre-stage (a
+    /// `Prefetch` directive in any reply so far).
+    pub fn prefetched(&self) -> BTreeSet<String> {
+        self.with(|s| s.prefetched.clone())
+    }
+
     /// Heartbeats the leader accepted.
     pub fn accepted(&self) -> u64 {
         self.with(|s| s.accepted)
@@ -248,9 +257,10 @@ impl AgentState {
     }
 
     fn execute(&mut self, d: Directive) {
-        if matches!(d, Directive::Prefetch(_)) {
+        if let Directive::Prefetch(p) = d {
             // No cache here: nothing to pre-stage (the leader repeats it,
-            // harmlessly); it fences nothing either.
+            // harmlessly); it fences nothing either. Kept for the test.
+            self.prefetched.insert(p.module);
             return;
         }
         if self.stuck && matches!(d, Directive::Stop(_)) {

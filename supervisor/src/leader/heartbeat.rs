@@ -20,6 +20,8 @@ use proto::heartbeat::{Heartbeat, HeartbeatReply, ReplyOutcome};
 
 use super::Leader;
 use crate::observe::Ingest;
+use crate::prestage::TargetMap;
+use std::time::Instant;
 
 /// Longest a heartbeat waits for the leader to catch up with its term.
 const READY_WAIT: Duration = Duration::from_secs(1);
@@ -31,6 +33,38 @@ fn reply(outcome: ReplyOutcome) -> HeartbeatReply {
         need_table: false,
         lease_ms: 0,
         directives: vec![],
+    }
+}
+
+impl Leader {
+    /// The latest pre-staging targets (`None` with `--prestage false` or
+    /// before the first computation ended); starts a computation on a
+    /// blocking thread, on a copy of the committed state, when
+    /// [`crate::prestage::Targets::due`] says so. Never waits for one.
+    fn prestage_targets(self: &Arc<Self>) -> Option<(u64, Arc<TargetMap>)> {
+        if !self.app.config.prestage {
+            return None;
+        }
+        let index = self.app.state.read(|s| s.last_index);
+        let mut targets = self
+            .prestage_targets
+            .lock()
+            .expect("prestage targets lock poisoned");
+        let current = targets.current();
+        if targets.due(index, Instant::now()) {
+            drop(targets);
+            let frozen = self.app.state.read(|s| s.frozen());
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let map = crate::plan::next_nodes(&frozen);
+                me.prestage_targets
+                    .lock()
+                    .expect("prestage targets lock poisoned")
+                    .done(frozen.last_index, map, started, Instant::now());
+            });
+        }
+        current
     }
 }
 
@@ -63,17 +97,16 @@ impl Leader {
         if !self.confirm().await {
             return not_leader(app.leader_addr().map(|(_, a)| a));
         }
+        let targets = self.prestage_targets();
         let (directives, acked) = {
             let mut observed = self.lock_observed();
-            let mut targets = self
-                .prestage_targets
-                .lock()
-                .expect("prestage targets lock poisoned");
             match observed.nodes.get_mut(&hb.node) {
                 Some(obs) if obs.table.is_some() => (
                     app.state.read(|s| {
-                        let targets = app.config.prestage.then(|| targets.of(s, &hb.node));
-                        obs.directives(s, &hb.node, &app.config.depmgr, targets)
+                        let mine = targets.as_ref().map(|(at, map)| {
+                            (*at, map.get(&hb.node).map_or(&[][..], Vec::as_slice))
+                        });
+                        obs.directives(s, &hb.node, &app.config.depmgr, mine)
                     }),
                     obs.table_version,
                 ),
