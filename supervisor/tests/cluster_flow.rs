@@ -188,7 +188,9 @@ async fn the_next_failover_node_is_told_to_prestage_and_follows_changes() {
         .collect();
     nodes_ready(&cluster, 2).await;
     let c = cluster.client();
-    c.deploy(&spec("web", Some("a"), 3)).await.expect("deploy web");
+    c.deploy(&spec("web", Some("a"), 3))
+        .await
+        .expect("deploy web");
     wait_module(&c, "web", "web running on a", T, |m| {
         m.state == "running" && m.node.as_deref() == Some("a")
     })
@@ -202,7 +204,9 @@ async fn the_next_failover_node_is_told_to_prestage_and_follows_changes() {
         "a runs web: it is not its next node"
     );
     // A module placed on b afterwards: its next node is a.
-    c.deploy(&spec("api", Some("b"), 3)).await.expect("deploy api");
+    c.deploy(&spec("api", Some("b"), 3))
+        .await
+        .expect("deploy api");
     eventually("a told to pre-stage api", T, || async {
         agents[0].prefetched().contains("api").then_some(())
     })

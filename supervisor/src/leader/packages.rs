@@ -52,7 +52,16 @@ impl Leader {
         let key = (fetch.module.clone(), fetch.epoch);
         {
             let mut fetches = self.fetches.lock().expect("fetches lock poisoned");
-            fetches.retain(|(m, e), _| m != &fetch.module || *e >= fetch.epoch);
+            // Older placements of this module only: a range, not a walk
+            // over every module's entry (a walk per placement made a
+            // deploy cost grow with the number of modules).
+            let older: Vec<(String, u64)> = fetches
+                .range((fetch.module.clone(), 0)..(fetch.module.clone(), fetch.epoch))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in older {
+                fetches.remove(&k);
+            }
             let st = fetches.entry(key.clone()).or_default();
             if st.in_flight || st.next_try.is_some_and(|t| Instant::now() < t) {
                 return;
@@ -81,14 +90,16 @@ impl Leader {
                 }
             };
             let mut fetches = leader.fetches.lock().expect("fetches lock poisoned");
-            if let Some(st) = fetches.get_mut(&key) {
+            if committed {
+                // Applied: the placement holds its package and is not
+                // asked for again; the map keeps only what is under way
+                // or backing off.
+                fetches.remove(&key);
+            } else if let Some(st) = fetches.get_mut(&key) {
                 st.in_flight = false;
-                if !committed {
-                    st.failures += 1;
-                    let backoff =
-                        Duration::from_millis(100 << st.failures.min(6)).min(MAX_BACKOFF);
-                    st.next_try = Some(Instant::now() + backoff);
-                }
+                st.failures += 1;
+                let backoff = Duration::from_millis(100 << st.failures.min(6)).min(MAX_BACKOFF);
+                st.next_try = Some(Instant::now() + backoff);
             }
             drop(fetches);
             leader.passes.wake.notify_one();
