@@ -48,6 +48,10 @@ pub(super) struct Attention {
     touched: VecDeque<(u64, ModuleName)>,
     /// Changes at or below this index may have left the window.
     floor: u64,
+    /// Left out of its state ([`Attention::left_out`]: a
+    /// [`ClusterState::frozen`] copy); otherwise built for it
+    /// ([`Attention::of`], or the empty state's, kept by `apply`).
+    left_out: bool,
     unsettled: BTreeSet<ModuleName>,
     waiting: BTreeSet<ModuleName>,
 }
@@ -85,6 +89,19 @@ enum Class {
 }
 
 impl Attention {
+    /// No index: a copy of the state that leaves it out.
+    pub(super) fn left_out() -> Attention {
+        Attention {
+            left_out: true,
+            ..Attention::default()
+        }
+    }
+
+    /// Whether this index was built for its state.
+    pub(super) fn is_built(&self) -> bool {
+        !self.left_out
+    }
+
     /// The index of `state`, every change dated at its last index.
     pub(super) fn of(state: &ClusterState) -> Attention {
         let mut a = Attention {
@@ -182,6 +199,12 @@ impl ClusterState {
     /// the package quarantines. A decoded state says its own last index.
     pub fn placeable_changed_at(&self) -> u64 {
         self.attention.placeable
+    }
+
+    /// Modules that may need a step with nothing else changing (every
+    /// placed module that is not running is among them).
+    pub(super) fn attention_unsettled(&self) -> impl Iterator<Item = &str> {
+        self.attention.unsettled.iter().map(String::as_str)
     }
 
     /// Whether the planner's index equals one built afresh (for tests).
