@@ -24,26 +24,10 @@ use testkit::fake_depmgr::FakeDepmgr;
 use testkit::fake_supervisor::FakeSupervisor;
 use testkit::package::PackageBuilder;
 use testkit::process::signal;
+use testkit::procstat::{cpu_ticks, status_kib};
 
 /// /proc reports CPU times in USER_HZ, 100 on Linux.
 const USER_HZ: f64 = 100.0;
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let rest = stat.rsplit_once(')').expect("comm").1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields after the command: state is 0, utime is 11, stime is 12.
-    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -82,6 +82,18 @@ pub struct Config {
     #[arg(long, env = "AGENT_HEARTBEAT_MS", default_value_t = 300)]
     pub heartbeat_ms: u64,
 
+    /// Send heartbeats as frames on one long-lived stream per supervisor
+    /// (`GET /v1/agent/stream`, upgraded) instead of one HTTP request each.
+    /// A supervisor without the stream gets requests, and the stream is
+    /// tried again a minute later.
+    #[arg(
+        long,
+        env = "AGENT_HEARTBEAT_STREAM",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub heartbeat_stream: bool,
+
     /// Grace in milliseconds between SIGTERM and SIGKILL when a module is
     /// stopped; the lease fence starts this long before the lease ends.
     #[arg(long, env = "AGENT_STOP_GRACE_MS", default_value_t = 1000)]

@@ -1,9 +1,26 @@
 //! The heartbeat loop: the agent's only conversation with the supervisors.
 //!
 //! Every `--heartbeat-ms`, and at once when the [`Agent`] signals a change,
-//! the loop sends `POST http://<supervisor>/v1/agent/heartbeat` with
-//! `proto::encode(&Heartbeat)` and reads a `HeartbeatReply` back. One
-//! heartbeat is in flight at a time, so `seq` order is send order.
+//! the loop sends `proto::encode(&Heartbeat)` to a supervisor and reads a
+//! `HeartbeatReply` back. One heartbeat is in flight at a time, so `seq`
+//! order is send order.
+//!
+//! ## Transport
+//! With `--heartbeat-stream true` (the default) the agent opens one stream
+//! to its current target, `GET /v1/agent/stream` upgraded to
+//! [`tls::frames::PROTOCOL`], and sends each heartbeat as a frame on it,
+//! reading the reply frame back ([`tls::frames`]): a heartbeat costs a
+//! frame, not an HTTP request. The stream is kept while the target stays
+//! the same and dropped when the agent moves on. A kept stream that fails
+//! (the supervisor closed it meanwhile) is reopened once within the same
+//! exchange; an error frame (the supervisor refused the heartbeat) ends it
+//! and counts as a failed exchange. A supervisor that does not know the
+//! stream (404 or 405: an older version) gets `POST
+//! /v1/agent/heartbeat` requests, and the stream is tried again after
+//! [`UNARY_RETRY`]. Otherwise (and with `--heartbeat-stream false`) each
+//! heartbeat is a `POST http://<supervisor>/v1/agent/heartbeat`. Both
+//! carry the same bytes and get the same answer, within the same
+//! `--request-timeout-ms`.
 //!
 //! ## Trust
 //! With TLS the URL is `https://<supervisor>/...` (for `--supervisors`
@@ -71,6 +88,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::heartbeat::{Directive, HeartbeatReply, ReplyOutcome};
+use tokio::io::BufStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -243,6 +261,10 @@ impl Targets {
     }
 }
 
+/// How long an agent sends requests to a supervisor that did not know the
+/// heartbeat stream before it tries the stream again.
+pub const UNARY_RETRY: Duration = Duration::from_secs(60);
+
 /// Replies waiting for the applier; one more is dropped (the leader
 /// repeats its directives).
 pub const REPLY_QUEUE: usize = 4;
@@ -255,6 +277,8 @@ pub struct HeartbeatSettings {
     pub request_timeout: Duration,
     /// With TLS: `https://` and supervisor certificates only.
     pub tls: Option<Arc<tls::Tls>>,
+    /// Heartbeats as frames on a stream (else one request each).
+    pub stream: bool,
 }
 
 /// How one exchange ended, for the scheduling of the next.
@@ -319,6 +343,10 @@ pub async fn run<N: Node>(agent: N, settings: HeartbeatSettings, shutdown: Cance
         quick_in_row: 0,
         period: settings.period,
         lost_at: None,
+        streaming: settings.stream,
+        request_timeout: settings.request_timeout,
+        stream: None,
+        unary_until: None,
     };
     let mut due = Instant::now();
     loop {
@@ -398,6 +426,25 @@ struct Heartbeater<N> {
     /// When the last accepted heartbeat was followed by one that was not
     /// (the leader was lost); `None` while a leader accepts.
     lost_at: Option<Instant>,
+    /// `--heartbeat-stream`.
+    streaming: bool,
+    request_timeout: Duration,
+    /// The open stream, and to whom. (Not `Sync`: the loop's methods that
+    /// await take `&mut self`.)
+    stream: Option<(String, BufStream<reqwest::Upgraded>)>,
+    /// A supervisor that did not know the stream, and until when it gets
+    /// requests.
+    unary_until: Option<(String, Instant)>,
+}
+
+/// How a heartbeat on a stream failed.
+enum StreamFailure {
+    /// The supervisor has no stream endpoint (an older version).
+    Unsupported,
+    /// The connection failed (a kept stream may just have been closed).
+    Broken(Error),
+    /// Refused, timed out or answered with bytes that are no reply.
+    Failed(Error),
 }
 
 impl<N: Node> Heartbeater<N> {
@@ -414,9 +461,8 @@ impl<N: Node> Heartbeater<N> {
             }
         };
         let target = self.targets.current().to_string();
-        let url = format!("{}://{target}/v1/agent/heartbeat", self.scheme);
         let sent_at = Instant::now();
-        let reply = match self.send(&url, body).await {
+        let reply = match self.send(&target, body).await {
             Ok(r) => {
                 crate::metrics::METRICS.heartbeat(true);
                 r
@@ -519,7 +565,136 @@ impl<N: Node> Heartbeater<N> {
         }
     }
 
-    async fn send(&self, url: &str, body: Vec<u8>) -> Result<HeartbeatReply, Error> {
+    /// One heartbeat to `target`, on the stream or as a request.
+    async fn send(&mut self, target: &str, body: Vec<u8>) -> Result<HeartbeatReply, Error> {
+        if self.stream.as_ref().is_some_and(|(t, _)| t != target) {
+            // Moved on: the old stream is closed.
+            self.stream = None;
+        }
+        let unary = self
+            .unary_until
+            .as_ref()
+            .is_some_and(|(t, until)| t == target && Instant::now() < *until);
+        if self.streaming && !unary {
+            match self.send_framed(target, &body).await {
+                Ok(reply) => return Ok(reply),
+                Err(StreamFailure::Broken(e) | StreamFailure::Failed(e)) => return Err(e),
+                Err(StreamFailure::Unsupported) => {
+                    tracing::info!(supervisor = %target, "the supervisor has no heartbeat stream: heartbeats go as requests (the stream is tried again in {UNARY_RETRY:?})");
+                    self.unary_until = Some((target.to_string(), Instant::now() + UNARY_RETRY));
+                }
+            }
+        }
+        self.send_unary(target, body).await
+    }
+
+    /// One heartbeat on the stream to `target`: the kept one, reopened once
+    /// if it turns out broken, or a new one.
+    async fn send_framed(
+        &mut self,
+        target: &str,
+        body: &[u8],
+    ) -> Result<HeartbeatReply, StreamFailure> {
+        if let Some((t, mut io)) = self.stream.take() {
+            match self.on_stream(&mut io, body).await {
+                Ok(reply) => {
+                    self.stream = Some((t, io));
+                    return Ok(reply);
+                }
+                Err(StreamFailure::Broken(e)) => {
+                    tracing::debug!(supervisor = %target, "the heartbeat stream broke ({e}); reopening it");
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        let mut io = self.open_stream(target).await?;
+        let reply = self.on_stream(&mut io, body).await?;
+        self.stream = Some((target.to_string(), io));
+        Ok(reply)
+    }
+
+    /// Opens the heartbeat stream to `target`.
+    async fn open_stream(
+        &mut self,
+        target: &str,
+    ) -> Result<BufStream<reqwest::Upgraded>, StreamFailure> {
+        let url = format!("{}://{target}{}", self.scheme, tls::frames::PATH);
+        let resp = self
+            .client
+            .get(url)
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, tls::frames::PROTOCOL)
+            .send()
+            .await
+            .map_err(|e| StreamFailure::Failed(Error::HeartbeatTransport(error_chain(&e))))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            let io = resp.upgrade().await.map_err(|e| {
+                StreamFailure::Failed(Error::HeartbeatTransport(format!(
+                    "opening the heartbeat stream: {}",
+                    error_chain(&e)
+                )))
+            })?;
+            crate::metrics::METRICS.stream_opened();
+            return Ok(BufStream::new(io));
+        }
+        if matches!(
+            status,
+            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED
+        ) {
+            return Err(StreamFailure::Unsupported);
+        }
+        let bytes = read_capped(resp, MAX_REPLY_BYTES)
+            .await
+            .map_err(StreamFailure::Failed)?;
+        Err(StreamFailure::Failed(refusal(status, &bytes)))
+    }
+
+    /// Sends one heartbeat frame and reads the reply frame, within the
+    /// request timeout.
+    async fn on_stream(
+        &mut self,
+        io: &mut BufStream<reqwest::Upgraded>,
+        body: &[u8],
+    ) -> Result<HeartbeatReply, StreamFailure> {
+        use tls::frames::{self, FrameError, Kind};
+        let exchange = async {
+            frames::write(io, Kind::Heartbeat, body)
+                .await
+                .map_err(|e| StreamFailure::Broken(Error::HeartbeatTransport(e.to_string())))?;
+            match frames::read(io, MAX_REPLY_BYTES).await {
+                Ok(Some((Kind::Reply, bytes))) => proto::decode::<HeartbeatReply>(&bytes)
+                    .map_err(|e| StreamFailure::Failed(Error::HeartbeatReply(e.to_string()))),
+                Ok(Some((Kind::Error, why))) => {
+                    let why: String = String::from_utf8_lossy(&why).chars().take(500).collect();
+                    Err(StreamFailure::Failed(Error::HeartbeatTransport(format!(
+                        "the supervisor refused the heartbeat and closed the stream: {why}"
+                    ))))
+                }
+                Ok(Some((kind, _))) => Err(StreamFailure::Failed(Error::HeartbeatReply(format!(
+                    "a {kind:?} frame where a reply was expected"
+                )))),
+                Ok(None) => Err(StreamFailure::Broken(Error::HeartbeatTransport(
+                    "the supervisor closed the heartbeat stream".into(),
+                ))),
+                Err(FrameError::Io(e)) => Err(StreamFailure::Broken(Error::HeartbeatTransport(
+                    e.to_string(),
+                ))),
+                Err(e) => Err(StreamFailure::Failed(Error::HeartbeatReply(e.to_string()))),
+            }
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StreamFailure::Failed(Error::HeartbeatTransport(format!(
+                    "no reply on the heartbeat stream within {:?}",
+                    self.request_timeout
+                ))))
+            })
+    }
+
+    async fn send_unary(&mut self, target: &str, body: Vec<u8>) -> Result<HeartbeatReply, Error> {
+        let url = format!("{}://{target}/v1/agent/heartbeat", self.scheme);
         let resp = self
             .client
             .post(url)
@@ -531,13 +706,7 @@ impl<N: Node> Heartbeater<N> {
         let status = resp.status();
         let bytes = read_capped(resp, MAX_REPLY_BYTES).await?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<proto::ErrorBody>(&bytes)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            return Err(Error::HeartbeatRefused {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(refusal(status, &bytes));
         }
         proto::decode::<HeartbeatReply>(&bytes).map_err(|e| Error::HeartbeatReply(e.to_string()))
     }
@@ -555,6 +724,17 @@ impl<N: Node> Heartbeater<N> {
         self.targets.advance();
         self.quick_in_row += 1;
         Next::Now
+    }
+}
+
+/// A supervisor's refusal: its status and the message of its error body.
+fn refusal(status: reqwest::StatusCode, bytes: &[u8]) -> Error {
+    let message = serde_json::from_slice::<proto::ErrorBody>(bytes)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).chars().take(200).collect());
+    Error::HeartbeatRefused {
+        status: status.as_u16(),
+        message,
     }
 }
 

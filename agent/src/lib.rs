@@ -229,6 +229,7 @@ pub async fn run(
             period: cfg.heartbeat_period(),
             request_timeout: cfg.request_timeout(),
             tls: trust.tls.clone(),
+            stream: cfg.heartbeat_stream,
         },
         shutdown.clone(),
     ));

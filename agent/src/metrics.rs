@@ -3,6 +3,8 @@
 //!
 //! - `agent_heartbeats_total{result="sent"|"failed"}`: heartbeat
 //!   exchanges with a supervisor that got a reply, or did not;
+//! - `agent_heartbeat_streams_opened_total`: heartbeat streams opened
+//!   (one per supervisor the agent moved to, plus reopenings);
 //! - `agent_package_downloads_total{result="ok"|"failed"}`,
 //!   `agent_package_download_bytes_total` and the histogram
 //!   `agent_package_download_seconds`: archives fetched from depmgr (cache
@@ -33,6 +35,7 @@ type Labels = Vec<(String, String)>;
 #[derive(Debug)]
 pub struct AgentMetrics {
     pub heartbeats: Family<Labels, Counter>,
+    pub streams_opened: Counter,
     pub downloads: Family<Labels, Counter>,
     pub download_bytes: Counter,
     pub download_seconds: Histogram,
@@ -41,6 +44,7 @@ pub struct AgentMetrics {
 /// The agent's counters (one agent per process).
 pub static METRICS: LazyLock<AgentMetrics> = LazyLock::new(|| AgentMetrics {
     heartbeats: Family::default(),
+    streams_opened: Counter::default(),
     downloads: Family::default(),
     download_bytes: Counter::default(),
     // 10 ms .. 330 s
@@ -58,6 +62,11 @@ impl AgentMetrics {
         self.heartbeats
             .get_or_create(&label("result", result))
             .inc();
+    }
+
+    /// A heartbeat stream was opened.
+    pub fn stream_opened(&self) {
+        self.streams_opened.inc();
     }
 
     /// One archive download from depmgr, its time and (when it worked)
@@ -107,6 +116,11 @@ pub fn registry(status: &StatusView, tls: TlsCounts) -> Registry {
         "agent_heartbeats",
         "heartbeat exchanges with a supervisor, by result (sent: a reply came)",
         m.heartbeats.clone(),
+    );
+    r.register(
+        "agent_heartbeat_streams_opened",
+        "heartbeat streams opened (GET /v1/agent/stream, upgraded)",
+        m.streams_opened.clone(),
     );
     r.register(
         "agent_package_downloads",

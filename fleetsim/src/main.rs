@@ -18,6 +18,10 @@
 //! 5. catch-up: a fourth replica joins (`POST /v1/cluster/members`) while
 //!    the fleet heartbeats.
 //!
+//! Before the fleet starts it measures a same-run reference: `GET /health`
+//! on the idle leader in a closed loop (16 connections, 3 s), the HTTP
+//! ceiling of this machine for the product's server stack.
+//!
 //! It prints heartbeats offered and handled per second, heartbeat and
 //! crash-to-restore-order latencies (p50/p99/p99.9), each replica's CPU and
 //! resident memory, elections, snapshots built (size, time), storm and
@@ -78,6 +82,10 @@ struct Args {
     /// Concurrent deploy requests while setting up.
     #[arg(long, default_value_t = 64)]
     deployers: usize,
+    /// Heartbeats as frames on one stream per agent (the agent's default),
+    /// or `false`: one HTTP request each.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    heartbeat_stream: bool,
     /// Plaintext between everyone (default: mutual TLS).
     #[arg(long)]
     insecure: bool,
@@ -116,10 +124,15 @@ async fn run(args: Args) {
     let period = Duration::from_millis(args.heartbeat_ms);
     let total = args.agents * args.modules;
     println!(
-        "fleetsim: {} agents x {} modules = {total} modules, heartbeat every {} ms, {}",
+        "fleetsim: {} agents x {} modules = {total} modules, heartbeat every {} ms {}, {}",
         args.agents,
         args.modules,
         args.heartbeat_ms,
+        if args.heartbeat_stream {
+            "as frames on a stream per agent"
+        } else {
+            "as one HTTP request each"
+        },
         if args.insecure {
             "plaintext"
         } else {
@@ -152,6 +165,11 @@ async fn run(args: Args) {
         flags.join(" ")
     );
     let cluster = Cluster::new(&sups).await;
+    let reference =
+        report::health_ceiling(&sups, certs.as_ref().map(|c| c.operator()), 16, 3).await;
+    println!(
+        "reference, same run: GET /health on the idle leader, closed loop, 16 connections: {reference:.0} requests/s"
+    );
 
     // The fleet: every node its own heartbeat loop, client and certificate,
     // started over one period (as nodes of a real fleet do not start in
@@ -168,6 +186,7 @@ async fn run(args: Args) {
             period,
             request_timeout: Duration::from_secs(5),
             tls: certs.as_ref().map(|c| c.load(Role::Agent, node.name())),
+            stream: args.heartbeat_stream,
         };
         let stop = CancellationToken::new();
         let delay = period.mul_f64(i as f64 / args.agents as f64);
@@ -420,6 +439,13 @@ async fn run(args: Args) {
         "lease lapses (an accepted heartbeat sent after the node's lease ran out): {}",
         stats.lease_lapses.load(Ordering::Relaxed)
     );
+    if args.heartbeat_stream {
+        println!(
+            "heartbeat streams opened: {} for {} agents (reopened on leader changes, node loss and broken streams)",
+            agent::metrics::METRICS.streams_opened.get(),
+            args.agents
+        );
+    }
     for s in &stops {
         s.cancel();
     }

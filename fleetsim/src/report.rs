@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use admin_api::AdminClient;
+use testkit::procstat::{cpu_ticks, rss_mb};
 use testkit::prom::Metrics;
 use testkit::supervisors::Supervisors;
 use tokio::time::Instant;
@@ -166,25 +167,6 @@ fn field(line: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// User plus system CPU ticks of `pid` so far.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    n(11) + n(12)
-}
-
-/// Resident memory of `pid`, MB.
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// Figures between two samples.
 #[derive(Clone)]
 struct Mark {
@@ -310,4 +292,49 @@ pub fn pct_line(us: &[u32], expected: usize) -> String {
         p(1.0),
         v.len()
     )
+}
+
+/// Same-run reference: `GET /health` on the leader in a closed loop over
+/// `conns` connections of one client for `secs`, requests a second (this
+/// machine's HTTP ceiling for the product's server stack, with TLS when
+/// the cluster has it).
+pub async fn health_ceiling(
+    sups: &Supervisors,
+    tls: Option<Arc<tls::Tls>>,
+    conns: usize,
+    secs: u64,
+) -> f64 {
+    let leader = sups.wait_leader(Duration::from_secs(30)).await;
+    let url = format!("{}://{}/health", sups.scheme(), sups.addrs[leader]);
+    let Ok(http) = tls::client::http_builder(tls.as_ref(), &[tls::Role::Supervisor])
+        .pool_max_idle_per_host(conns)
+        .timeout(Duration::from_secs(5))
+        .build()
+    else {
+        return 0.0;
+    };
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let (http, url, count) = (http.clone(), url.clone(), count.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let ok = http
+                        .get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if ok {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }

@@ -4,7 +4,12 @@
 //! `cargo bench -p supervisor --bench heartbeats` (env: BENCH_AGENTS,
 //! default 200; BENCH_MODULES per agent, default 64; BENCH_SECS, default 10;
 //! BENCH_CONNS concurrent heartbeat senders, default 16; BENCH_TLS `both`
-//! (default), `on` or `off`).
+//! (default), `on` or `off`; BENCH_STREAM `both` (default), `on` or `off`).
+//!
+//! Heartbeats go as frames on each agent's stream (`GET /v1/agent/stream`,
+//! upgraded) or as `POST /v1/agent/heartbeat` requests: with
+//! BENCH_STREAM=both the ingest phase runs both ways, requests first, and
+//! the later phases use the stream; `on`/`off` use one way throughout.
 //!
 //! With `both`, the whole bench runs twice in the same process, first in
 //! plaintext, then with mutual TLS (a CA, a supervisor certificate per
@@ -25,9 +30,12 @@ use proto::heartbeat::{
 use testkit::Certs;
 use testkit::eventually;
 use testkit::fake_depmgr::FakeDepmgr;
+use testkit::procstat::cpu_ticks;
 use testkit::spec::ModuleSpec;
 use testkit::supervisors::Supervisors;
+use tls::frames::{self, Kind};
 use tls::{Identity, Role, Tls, TlsFiles};
+use tokio::io::BufStream;
 use tokio::sync::Mutex;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -41,6 +49,9 @@ fn env(name: &str, default: u64) -> u64 {
 /// client (its own connection; with TLS, its own certificate).
 struct SimAgent {
     http: reqwest::Client,
+    /// Heartbeats on the stream (else requests).
+    use_stream: bool,
+    stream: Option<BufStream<reqwest::Upgraded>>,
     node: String,
     seq: u64,
     table_version: u64,
@@ -108,24 +119,53 @@ impl SimAgent {
     }
 }
 
-/// `addr` is the leader's base URL (`http://` or `https://`).
-async fn send(http: &reqwest::Client, addr: &str, hb: &Heartbeat) -> Option<HeartbeatReply> {
-    let resp = http
-        .post(format!("{addr}/v1/agent/heartbeat"))
-        .timeout(Duration::from_secs(5))
-        .body(proto::encode(hb).ok()?)
-        .send()
+impl SimAgent {
+    /// One heartbeat to `addr` (the leader's base URL, `http://` or
+    /// `https://`), on the agent's stream (opened when needed) or as a
+    /// request.
+    async fn send(&mut self, addr: &str, hb: &Heartbeat) -> Option<HeartbeatReply> {
+        let body = proto::encode(hb).ok()?;
+        if !self.use_stream {
+            let resp = self
+                .http
+                .post(format!("{addr}/v1/agent/heartbeat"))
+                .timeout(Duration::from_secs(5))
+                .body(body)
+                .send()
+                .await
+                .ok()?;
+            return proto::decode(&resp.bytes().await.ok()?).ok();
+        }
+        if self.stream.is_none() {
+            let resp = self
+                .http
+                .get(format!("{addr}{}", frames::PATH))
+                .header(reqwest::header::CONNECTION, "upgrade")
+                .header(reqwest::header::UPGRADE, frames::PROTOCOL)
+                .send()
+                .await
+                .ok()?;
+            if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+                return None;
+            }
+            self.stream = Some(BufStream::new(resp.upgrade().await.ok()?));
+        }
+        let io = self.stream.as_mut()?;
+        let reply = tokio::time::timeout(Duration::from_secs(5), async {
+            frames::write(io, Kind::Heartbeat, &body).await.ok()?;
+            match frames::read(io, 64 << 20).await {
+                Ok(Some((Kind::Reply, b))) => proto::decode(&b).ok(),
+                _ => None,
+            }
+        })
         .await
-        .ok()?;
-    proto::decode(&resp.bytes().await.ok()?).ok()
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+        .ok()
+        .flatten();
+        if reply.is_none() {
+            self.stream = None;
+        }
+        reply
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -146,7 +186,7 @@ async fn round(addr: &str, agents: &Agents, conns: usize) {
                     let Some(agent) = agents.get(i) else { break };
                     let mut a = agent.lock().await;
                     let hb = a.heartbeat();
-                    if let Some(r) = send(&a.http, &addr, &hb).await {
+                    if let Some(r) = a.send(&addr, &hb).await {
                         a.take(r);
                     }
                 }
@@ -158,11 +198,49 @@ async fn round(addr: &str, agents: &Agents, conns: usize) {
     }
 }
 
+/// Every agent heartbeats as fast as the leader answers, `conns` at a time,
+/// for `secs`: heartbeats a second, and the leader's CPU in % of a core.
+async fn ingest(addr: &str, agents: &Agents, conns: usize, secs: u64, pid: u32) -> (f64, f64) {
+    let cpu0 = cpu_ticks(pid);
+    let start = Instant::now();
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = start + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..conns)
+        .map(|w| {
+            let (addr, agents, count) = (addr.to_string(), agents.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut i = w;
+                while Instant::now() < deadline {
+                    let mut a = agents[i % agents.len()].lock().await;
+                    let hb = a.heartbeat();
+                    if let Some(r) = a.send(&addr, &hb).await {
+                        a.take(r);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += conns;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(pid) - cpu0) as f64 / 100.0;
+    (
+        count.load(Ordering::Relaxed) as f64 / elapsed,
+        cpu / elapsed * 100.0,
+    )
+}
+
 /// The figures of one run, for the side-by-side comparison.
 #[derive(Debug, Clone, Copy, Default)]
 struct Figures {
     reference: f64,
+    /// Heartbeats a second on streams (or as requests with BENCH_STREAM=off).
     ingest: f64,
+    /// As requests (0 with BENCH_STREAM=on).
+    ingest_unary: f64,
     leader_cpu: f64,
     p50: f64,
     p99: f64,
@@ -198,6 +276,12 @@ async fn main() {
     let n_modules = env("BENCH_MODULES", 64) as usize;
     let secs = env("BENCH_SECS", 10);
     let conns = env("BENCH_CONNS", 16) as usize;
+    let ways: &[bool] = match std::env::var("BENCH_STREAM").as_deref().unwrap_or("both") {
+        "on" => &[true],
+        "off" => &[false],
+        "both" => &[false, true],
+        other => panic!("BENCH_STREAM={other:?}: use both, on or off"),
+    };
     let mode = std::env::var("BENCH_TLS").unwrap_or_else(|_| "both".into());
     let modes: &[bool] = match mode.as_str() {
         "on" => &[true],
@@ -212,7 +296,7 @@ async fn main() {
     for &tls in modes {
         println!();
         println!("=== {} ===", if tls { "mutual TLS" } else { "plaintext" });
-        all.push((tls, run(tls, n_agents, n_modules, secs, conns).await));
+        all.push((tls, run(tls, n_agents, n_modules, secs, conns, ways).await));
     }
     if let [(false, plain), (true, tls)] = all.as_slice() {
         let cost = |a: f64, b: f64| (b - a) / a * 100.0;
@@ -224,6 +308,14 @@ async fn main() {
             tls.reference,
             cost(plain.reference, tls.reference)
         );
+        if plain.ingest_unary > 0.0 {
+            println!(
+                "  ingest as requests: {:.0} -> {:.0} heartbeats/s ({:+.1}%)",
+                plain.ingest_unary,
+                tls.ingest_unary,
+                cost(plain.ingest_unary, tls.ingest_unary)
+            );
+        }
         println!(
             "  ingest: {:.0} -> {:.0} heartbeats/s ({:+.1}%); leader CPU {:.0}% -> {:.0}% of one core",
             plain.ingest,
@@ -243,7 +335,14 @@ async fn main() {
     }
 }
 
-async fn run(tls: bool, n_agents: usize, n_modules: usize, secs: u64, conns: usize) -> Figures {
+async fn run(
+    tls: bool,
+    n_agents: usize,
+    n_modules: usize,
+    secs: u64,
+    conns: usize,
+    ways: &[bool],
+) -> Figures {
     let mut figures = Figures::default();
     let certs = tls.then(|| Arc::new(Certs::new()));
     let depmgr = match &certs {
@@ -266,6 +365,8 @@ async fn run(tls: bool, n_agents: usize, n_modules: usize, secs: u64, conns: usi
                 let node = format!("n{i:04}");
                 Mutex::new(SimAgent {
                     http: client(certs.as_deref(), Role::Agent, &node, 2),
+                    use_stream: *ways.last().expect("a way"),
+                    stream: None,
                     node,
                     seq: 0,
                     table_version: 1,
@@ -368,47 +469,34 @@ async fn run(tls: bool, n_agents: usize, n_modules: usize, secs: u64, conns: usi
         "reference: GET /health {:.0} requests/s ({conns} connections of one client, same server)",
         figures.reference
     );
-    // Phase 1: steady-state ingest, closed loop.
+    // Phase 1: steady-state ingest, closed loop, each way asked for.
     let term_before = cluster.view(leader).await.expect("view").term;
     let pid = cluster.pid(leader).expect("leader pid");
-    let cpu0 = cpu_ticks(pid);
-    let start = Instant::now();
-    let count = Arc::new(AtomicU64::new(0));
-    let deadline = start + Duration::from_secs(secs);
-    let tasks: Vec<_> = (0..conns)
-        .map(|w| {
-            let (addr, agents, count) = (addr.clone(), agents.clone(), count.clone());
-            tokio::spawn(async move {
-                let mut i = w;
-                while Instant::now() < deadline {
-                    let mut a = agents[i % agents.len()].lock().await;
-                    let hb = a.heartbeat();
-                    if let Some(r) = send(&a.http, &addr, &hb).await {
-                        a.take(r);
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    i += conns;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu = (cpu_ticks(pid) - cpu0) as f64 / 100.0;
-    let beats = count.load(Ordering::Relaxed);
     let hb_size = proto::encode(&agents[0].lock().await.heartbeat())
         .expect("encode")
         .len();
-    let term_after = cluster.view(leader).await.expect("view").term;
-    figures.ingest = beats as f64 / elapsed;
-    figures.leader_cpu = cpu / elapsed * 100.0;
-    println!(
-        "ingest: {:.0} heartbeats/s ({beats} in {elapsed:.1}s, {hb_size} bytes each); leader CPU {:.0}% of one core; term {term_before} -> {term_after}",
-        beats as f64 / elapsed,
-        cpu / elapsed * 100.0
-    );
+    for &on_stream in ways {
+        for a in agents.iter() {
+            a.lock().await.use_stream = on_stream;
+        }
+        let (rate, cpu) = ingest(&addr, &agents, conns, secs, pid).await;
+        let term_after = cluster.view(leader).await.expect("view").term;
+        println!(
+            "ingest {}: {rate:.0} heartbeats/s ({:.2}x GET /health; {hb_size} bytes each); leader CPU {cpu:.0}% of one core; term {term_before} -> {term_after}",
+            if on_stream {
+                "on streams (frames)"
+            } else {
+                "as requests (POST)"
+            },
+            rate / figures.reference,
+        );
+        if on_stream {
+            figures.ingest = rate;
+            figures.leader_cpu = cpu;
+        } else {
+            figures.ingest_unary = rate;
+        }
+    }
 
     // Phase 2: crash-to-restore latency, one module at a time, while the
     // other agents keep heartbeating in the background.
@@ -427,7 +515,7 @@ async fn run(tls: bool, n_agents: usize, n_modules: usize, secs: u64, conns: usi
                     for i in (w..agents.len()).step_by(conns) {
                         let mut a = agents[i].lock().await;
                         let hb = a.heartbeat();
-                        if let Some(r) = send(&a.http, &addr, &hb).await {
+                        if let Some(r) = a.send(&addr, &hb).await {
                             a.take(r);
                             sent.fetch_add(1, Ordering::Relaxed);
                         }
@@ -446,7 +534,7 @@ async fn run(tls: bool, n_agents: usize, n_modules: usize, secs: u64, conns: usi
         a.modules[pos].1 = ModuleStatus::Failed;
         let hb = a.heartbeat();
         let t = Instant::now();
-        let reply = send(&a.http, &addr, &hb).await.expect("reply");
+        let reply = a.send(&addr, &hb).await.expect("reply");
         let shown = format!(
             "{:?} need_table={} directives={:?}",
             reply.outcome, reply.need_table, reply.directives

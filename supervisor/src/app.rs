@@ -31,6 +31,8 @@ use crate::vouch::Vouches;
 pub struct Metrics {
     pub heartbeats: AtomicU64,
     pub heartbeats_rejected: AtomicU64,
+    /// Heartbeat streams open now (`GET /v1/agent/stream`).
+    pub heartbeat_streams: AtomicU64,
     pub directives: AtomicU64,
     pub transitions: AtomicU64,
     pub batches: AtomicU64,
@@ -60,6 +62,7 @@ impl Default for Metrics {
         Metrics {
             heartbeats: AtomicU64::default(),
             heartbeats_rejected: AtomicU64::default(),
+            heartbeat_streams: AtomicU64::default(),
             directives: AtomicU64::default(),
             transitions: AtomicU64::default(),
             batches: AtomicU64::default(),

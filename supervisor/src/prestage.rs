@@ -123,6 +123,13 @@ impl Targets {
         start
     }
 
+    /// A computation started at `started` failed at `now` (it panicked):
+    /// none is under way, and the next waits the gap as after a success.
+    pub fn failed(&mut self, started: Instant, now: Instant) {
+        self.running = false;
+        self.last = Some((started, now.saturating_duration_since(started)));
+    }
+
     /// A computation started at `started` for the state at `index` ended
     /// at `now` with `map`.
     pub fn done(&mut self, index: u64, map: TargetMap, started: Instant, now: Instant) {
@@ -161,6 +168,14 @@ mod tests {
         assert!(t.due(7, t0 + ms(351)));
         // A result older than the one held is not taken.
         t.done(3, TargetMap::new(), t0 + ms(351), t0 + ms(352));
+        assert_eq!(t.current().map(|(i, _)| i), Some(6));
+        // A computation that failed is no longer under way: the next one
+        // starts after the gap, and the targets held stay.
+        assert!(t.due(7, t0 + ms(500)));
+        assert!(!t.due(7, t0 + ms(700)), "under way");
+        t.failed(t0 + ms(500), t0 + ms(510));
+        assert!(!t.due(7, t0 + ms(609)), "too soon after the failure");
+        assert!(t.due(7, t0 + ms(610)));
         assert_eq!(t.current().map(|(i, _)| i), Some(6));
     }
 }

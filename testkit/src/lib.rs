@@ -36,6 +36,7 @@ pub mod net;
 pub mod package;
 pub mod poll;
 pub mod process;
+pub mod procstat;
 pub mod prom;
 pub mod raw_tar;
 pub mod spec;

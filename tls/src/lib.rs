@@ -11,12 +11,15 @@
 //! - [`client`]: rustls client settings that verify the peer's chain and
 //!   its role (not its host name: identities, not addresses, are what the
 //!   cluster trusts), for reqwest;
-//! - [`policy`]: plaintext only on loopback unless `--insecure`.
+//! - [`policy`]: plaintext only on loopback unless `--insecure`;
+//! - [`frames`]: length-prefixed frames over an upgraded connection (the
+//!   agents' heartbeat stream).
 //!
 //! One crypto provider everywhere: ring.
 
 pub mod ca;
 pub mod client;
+pub mod frames;
 pub mod identity;
 pub mod keys;
 pub mod policy;
@@ -27,7 +30,7 @@ use std::sync::Arc;
 
 pub use identity::{Identity, Role};
 pub use keys::{Tls, TlsFiles};
-pub use server::{Bound, ClientAuth, HandshakeStats, Peer, ServeLimits};
+pub use server::{Bound, ClientAuth, HandshakeStats, Peer, ServeLimits, Slot};
 
 /// What can go wrong with certificates and keys. Every message names the
 /// file or the certificate concerned.

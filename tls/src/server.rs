@@ -26,7 +26,11 @@
 //!   after the header timeout, connections that send nothing delay a
 //!   waiting request by at most about that timeout; they cannot starve it.
 //! - The peer reaches the handlers as `ConnectInfo<Peer>`, a request
-//!   extension set on every request of the connection.
+//!   extension set on every request of the connection, with its [`Slot`].
+//! - A handler may take the connection over with an HTTP/1.1 upgrade (the
+//!   agents' heartbeat stream, [`crate::frames`]); it keeps the [`Slot`],
+//!   so the connection still counts against the limit, and closes it when
+//!   [`Slot::closing`] says the server stops.
 //!
 //! A request body that trickles in after a complete head is not bounded in
 //! time here: the routes bound what they read (body limits, depmgr's
@@ -83,6 +87,35 @@ impl Default for ServeLimits {
             header_read_timeout: HEADER_READ_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
         }
+    }
+}
+
+/// One served connection's place among [`ServeLimits::max_connections`],
+/// a request extension on each of its requests. A handler that takes over
+/// the connection (an HTTP upgrade) keeps a clone for as long as it uses
+/// the connection, so an upgraded connection counts against the limit and
+/// in [`HandshakeStats::open`] until it ends, and learns from
+/// [`Slot::closing`] when the server shuts down.
+#[derive(Clone)]
+pub struct Slot(Arc<Held>);
+
+struct Held {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    stats: Arc<HandshakeStats>,
+    closing: watch::Receiver<bool>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Slot {
+    /// Changes to `true` once the server stops: finish what is under way
+    /// and close.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.0.closing.clone()
     }
 }
 
@@ -409,18 +442,26 @@ where
             () = &mut shutdown => break,
             c = listener.accept() => c,
         };
-        let (http, router, stats) = (http.clone(), router.clone(), stats.clone());
+        let (http, router) = (http.clone(), router.clone());
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot(Arc::new(Held {
+            _permit: permit,
+            stats: stats.clone(),
+            closing: closing.subscribe(),
+        }));
         let mut closing = closing.subscribe();
         tokio::spawn(async move {
-            let _permit = permit;
-            stats.open.fetch_add(1, Ordering::Relaxed);
+            let request_slot = slot.clone();
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer.clone()));
+                req.extensions_mut().insert(request_slot.clone());
                 let mut router = router.clone();
                 // Router is always ready: `call` without `poll_ready` is fine.
                 async move { tower_service::Service::call(&mut router, req).await }
             });
-            let conn = http.serve_connection(TokioIo::new(io), service);
+            let conn = http
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
             tokio::pin!(conn);
             let mut draining = false;
             loop {
@@ -439,7 +480,9 @@ where
                     }
                 }
             }
-            stats.open.fetch_sub(1, Ordering::Relaxed);
+            // An upgraded connection lives on in whoever took the upgrade,
+            // with a clone of the slot.
+            drop(slot);
         });
     }
     // Stop accepting, ask every connection to finish, and wait for all:

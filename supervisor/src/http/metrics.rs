@@ -114,6 +114,11 @@ pub fn registry(app: &App) -> Registry {
         "event streams (GET /v1/events/stream) this replica serves now",
         gauge(super::events::open_streams() as u64),
     );
+    r.register(
+        "supervisor_heartbeat_streams",
+        "agents' heartbeat streams (GET /v1/agent/stream) this replica serves now",
+        gauge(app.metrics.heartbeat_streams.load(Ordering::Relaxed)),
+    );
     r.register("supervisor_modules", "modules by state", modules);
     r.register("supervisor_nodes", "nodes by status", nodes);
     let counters: [(&str, &str, &AtomicU64); 13] = [

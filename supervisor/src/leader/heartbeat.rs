@@ -54,14 +54,28 @@ impl Leader {
         if targets.due(index, Instant::now()) {
             drop(targets);
             let frozen = self.app.state.read(|s| s.frozen());
-            let me = self.clone();
-            tokio::task::spawn_blocking(move || {
-                let started = Instant::now();
+            let started = Instant::now();
+            let job = tokio::task::spawn_blocking(move || {
                 let map = crate::plan::next_nodes(&frozen);
-                me.prestage_targets
+                (frozen.last_index, map)
+            });
+            let me = self.clone();
+            tokio::spawn(async move {
+                let result = job.await;
+                let mut targets = me
+                    .prestage_targets
                     .lock()
-                    .expect("prestage targets lock poisoned")
-                    .done(frozen.last_index, map, started, Instant::now());
+                    .expect("prestage targets lock poisoned");
+                match result {
+                    Ok((index, map)) => targets.done(index, map, started, Instant::now()),
+                    Err(e) => {
+                        // Not left "under way" for the rest of the term.
+                        tracing::error!(
+                            "computing the pre-staging targets failed: {e}; trying again later"
+                        );
+                        targets.failed(started, Instant::now());
+                    }
+                }
             });
         }
         current
