@@ -62,7 +62,7 @@ pub fn history(state: &ClusterState, name: &str) -> Option<Vec<RevisionView>> {
                 good: r.good,
                 restores: r.restores,
                 failovers: r.failovers,
-                spec: r.spec.clone(),
+                spec: proto::spec::ModuleSpec::clone(&r.spec),
             })
             .collect(),
     )

@@ -611,6 +611,7 @@ async fn deploy(
 ) -> ApiResult<Response> {
     let spec = parse_spec(&headers, &body)?;
     let adds = app.state.read(|s| {
+        let spec = Arc::new(spec.clone());
         let record = ModuleRecord::pending(&spec, s.last_index + 1, 0);
         let revisions = state::Versions::first(&spec, 0);
         state::module_bytes(&spec.name, &record, Some(&revisions))

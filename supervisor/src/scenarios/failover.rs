@@ -31,11 +31,7 @@ fn restores_exhausted_fail_over_to_least_loaded_matching_node() {
     s.placement.labels.clear();
     sim.running(s);
     // web may run anywhere, but we want the failover to prefer c (east, empty) over b (loaded).
-    sim.state
-        .modules
-        .get_mut("web")
-        .unwrap()
-        .spec
+    std::sync::Arc::make_mut(&mut sim.state.modules.get_mut("web").unwrap().spec)
         .placement
         .labels
         .insert("zone".into(), "east".into());

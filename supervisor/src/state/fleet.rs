@@ -396,7 +396,7 @@ impl AdvanceFleetRollout {
                 }
                 Some(Start::Update) => {
                     f.pending.remove(i);
-                    let mut spec = state.modules[&module].spec.clone();
+                    let mut spec = proto::spec::ModuleSpec::clone(&state.modules[&module].spec);
                     spec.package.version = f.package.version.clone();
                     let update = Transition::Update(Update { spec });
                     match state.apply_one(&update, index, at) {

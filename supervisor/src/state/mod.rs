@@ -288,6 +288,16 @@ impl From<StoredState> for ClusterState {
                 e.cause = cause;
             }
         }
+        // The encoding holds each spec twice (the record's and its current
+        // revision's, as before they were shared): share them again.
+        let mut versions = s.versions;
+        for (name, m) in &s.modules {
+            if let Some(r) = versions.get_mut(name).and_then(Versions::current_mut)
+                && r.spec == m.spec
+            {
+                r.spec = m.spec.clone();
+            }
+        }
         let mut state = ClusterState {
             nodes: s.nodes,
             modules: s.modules,
@@ -297,7 +307,7 @@ impl From<StoredState> for ClusterState {
             last_index: s.last_index,
             lease: s.lease,
             cluster_id: s.cluster_id,
-            versions: s.versions,
+            versions,
             packages: s.packages,
             fleet: s.fleet,
             why: s.why,
@@ -1045,6 +1055,31 @@ mod tests {
         assert!(frozen.why.modules.ptr_eq(&s.why.modules));
         assert!(frozen.events.ptr_eq(&s.events));
         assert_eq!(frozen.events.len(), 1000);
+    }
+
+    /// A module's spec is held once, shared by its record and its current
+    /// revision: after a deploy, after an update that becomes current, and
+    /// after a round trip through the encoding (a snapshot).
+    #[test]
+    fn the_record_and_its_current_revision_share_one_spec() {
+        let shared = |s: &ClusterState, m: &str| {
+            let v = &s.versions[m];
+            let current = v.get(v.revision).expect("current revision kept");
+            std::sync::Arc::ptr_eq(&s.modules[m].spec, &current.spec)
+        };
+        let mut s = ClusterState::default();
+        apply_next(&mut s, Transition::Deploy(Deploy { spec: spec("a") }));
+        assert!(shared(&s, "a"), "after the deploy");
+        let mut next = spec("a");
+        next.package.version = "2.0.0".parse().expect("version");
+        apply_next(&mut s, Transition::Update(Update { spec: next.clone() }));
+        assert_eq!(s.versions["a"].revision, 2);
+        assert_eq!(*s.modules["a"].spec, next);
+        assert!(shared(&s, "a"), "after the update");
+        let decoded: ClusterState =
+            proto::decode(&proto::encode(&s).expect("encode")).expect("decode");
+        assert_eq!(decoded, s);
+        assert!(shared(&decoded, "a"), "after decoding");
     }
 
     proptest! {

@@ -9,6 +9,8 @@
 //! free, the preferred node is known, the package version is not
 //! quarantined. A deploy is the module's revision 1 (`versions`).
 
+use std::sync::Arc;
+
 use proto::manifest::ConfigPackage;
 use proto::spec::ModuleSpec;
 use proto::{Epoch, ModuleName, NodeId};
@@ -19,7 +21,10 @@ use super::{ClusterState, EventKind, ModuleState, Placement, Rejection, Versions
 /// A module and everything decided about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleRecord {
-    pub spec: ModuleSpec,
+    /// Shared with the current revision's record in `versions` (one copy
+    /// a module instead of two: the spec with its labels is the largest
+    /// part of both).
+    pub spec: Arc<ModuleSpec>,
     pub state: ModuleState,
     pub placement: Option<Placement>,
     /// The configuration package retrieved for the current placement.
@@ -46,7 +51,7 @@ pub struct ModuleRecord {
 
 impl ModuleRecord {
     /// The record a deploy of `spec` at log `index`, stamped `at`, adds.
-    pub fn pending(spec: &ModuleSpec, index: u64, at: u64) -> ModuleRecord {
+    pub fn pending(spec: &Arc<ModuleSpec>, index: u64, at: u64) -> ModuleRecord {
         ModuleRecord {
             spec: spec.clone(),
             state: ModuleState::Pending,
@@ -91,12 +96,13 @@ impl Deploy {
             )));
         }
         state.check_not_quarantined(&self.spec.package)?;
+        let spec = Arc::new(self.spec.clone());
         state
             .modules
-            .insert(name.clone(), ModuleRecord::pending(&self.spec, index, at));
+            .insert(name.clone(), ModuleRecord::pending(&spec, index, at));
         state
             .versions
-            .insert(name.clone(), Versions::first(&self.spec, at));
+            .insert(name.clone(), Versions::first(&spec, at));
         let pkg = self.spec.package.to_string();
         state.event(
             index,

@@ -43,6 +43,7 @@
 //! revision 1 ([`Versions::implicit`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use proto::manifest::PackageRef;
 use proto::record::EventKind;
@@ -77,7 +78,8 @@ pub struct Versions {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revision {
     pub revision: u32,
-    pub spec: ModuleSpec,
+    /// The current revision's is the module record's (`Arc` shared).
+    pub spec: Arc<ModuleSpec>,
     /// When it last became the current revision (leader's clock, ms).
     pub at_ms: u64,
     pub outcome: RevisionOutcome,
@@ -161,7 +163,7 @@ impl Rollout {
 
 impl Versions {
     /// Revision 1 of a module deployed with `spec` at `at`.
-    pub fn first(spec: &ModuleSpec, at: u64) -> Versions {
+    pub fn first(spec: &Arc<ModuleSpec>, at: u64) -> Versions {
         Versions {
             revision: 1,
             last_revision: 1,
@@ -235,7 +237,7 @@ impl Versions {
         let n = self.last_revision;
         self.history.push(Revision {
             revision: n,
-            spec: spec.clone(),
+            spec: Arc::new(spec.clone()),
             at_ms: at,
             outcome: RevisionOutcome::Superseded,
             good: false,
@@ -470,7 +472,7 @@ impl ClusterState {
         state: RolloutState,
         reason: Option<String>,
         at: u64,
-    ) -> Result<(u32, ModuleSpec), Rejection> {
+    ) -> Result<(u32, Arc<ModuleSpec>), Rejection> {
         let v = self
             .versions_mut(module)
             .ok_or_else(|| not_found("module", module))?;
@@ -518,7 +520,7 @@ impl Update {
             .modules
             .get(name)
             .ok_or_else(|| not_found("module", name))?;
-        if m.spec == self.spec {
+        if *m.spec == self.spec {
             return Ok(());
         }
         state.check_may_roll_out(name)?;
