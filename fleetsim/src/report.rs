@@ -308,33 +308,9 @@ pub async fn health_ceiling(
     let url = format!("{}://{}/health", sups.scheme(), sups.addrs[leader]);
     let Ok(http) = tls::client::http_builder(tls.as_ref(), &[tls::Role::Supervisor])
         .pool_max_idle_per_host(conns)
-        .timeout(Duration::from_secs(5))
         .build()
     else {
         return 0.0;
     };
-    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(secs);
-    let tasks: Vec<_> = (0..conns)
-        .map(|_| {
-            let (http, url, count) = (http.clone(), url.clone(), count.clone());
-            tokio::spawn(async move {
-                while Instant::now() < deadline {
-                    let ok = http
-                        .get(&url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
-                    if ok {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        let _ = t.await;
-    }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    testkit::reference::get_rate(&http, &url, conns, Duration::from_secs(secs)).await
 }

@@ -440,31 +440,13 @@ async fn run(
 
     // Reference, same run: the HTTP ceiling of this machine for the same
     // client and server stack, `GET /health` on the leader in a closed loop.
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(secs.min(5));
-    let count = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..conns)
-        .map(|_| {
-            let (http, addr, count) = (http.clone(), addr.clone(), count.clone());
-            tokio::spawn(async move {
-                while Instant::now() < deadline {
-                    let ok = http
-                        .get(format!("{addr}/health"))
-                        .timeout(Duration::from_secs(5))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
-                    if ok {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        let _ = t.await;
-    }
-    figures.reference = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    figures.reference = testkit::reference::get_rate(
+        &http,
+        &format!("{addr}/health"),
+        conns,
+        Duration::from_secs(secs.min(5)),
+    )
+    .await;
     println!(
         "reference: GET /health {:.0} requests/s ({conns} connections of one client, same server)",
         figures.reference

@@ -103,8 +103,9 @@ async fn metric(certs: &Certs, addr: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_on_a_stream_are_answered_in_order_and_refusals_end_it() {
+/// One replica with mutual TLS (nothing listens at its depmgr URL), and
+/// the index of the leader it became.
+async fn one_replica() -> (Arc<Certs>, Supervisors, usize) {
     let certs = Arc::new(Certs::new());
     let cluster = Supervisors::start_tls(
         1,
@@ -114,6 +115,12 @@ async fn heartbeats_on_a_stream_are_answered_in_order_and_refusals_end_it() {
     )
     .await;
     let leader = cluster.wait_leader(T).await;
+    (certs, cluster, leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_on_a_stream_are_answered_in_order_and_refusals_end_it() {
+    let (certs, cluster, leader) = one_replica().await;
     let addr = cluster.addrs[leader].clone();
     let a = certs.load(Role::Agent, "a");
 
@@ -212,15 +219,7 @@ async fn heartbeats_on_a_stream_are_answered_in_order_and_refusals_end_it() {
 /// `--heartbeat-stream false` none is opened and it still registers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_keeps_one_stream_for_its_heartbeats() {
-    let certs = Arc::new(Certs::new());
-    let cluster = Supervisors::start_tls(
-        1,
-        &format!("https://{}", free_addr()),
-        &[],
-        Some(certs.clone()),
-    )
-    .await;
-    let leader = cluster.wait_leader(T).await;
+    let (certs, cluster, leader) = one_replica().await;
     let addr = cluster.addrs[leader].clone();
     let dir = tempfile::tempdir().expect("tempdir");
     let agent_metric = |agent: &AgentProc, series: &'static str| {

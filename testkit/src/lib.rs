@@ -39,6 +39,7 @@ pub mod process;
 pub mod procstat;
 pub mod prom;
 pub mod raw_tar;
+pub mod reference;
 pub mod spec;
 pub mod supervisors;
 pub mod tmpfs;
