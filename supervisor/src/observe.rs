@@ -21,9 +21,12 @@
 //! - `table`, `positions`, `statuses` and `since_ms` describe the same
 //!   positions, or are all empty (the table is unknown and the leader asks
 //!   the agent for it).
-//! - `version` grows whenever the table, a status or what the node
-//!   reported pre-staged changes, so directives cached for a (state index,
-//!   version) pair are never stale.
+//! - `version` grows whenever the table or a status changes; directives cached at a state index and
+//!   a version are reused while the version stays and no change after
+//!   that index concerns the node
+//!   ([`ClusterState::directives_changed_at`]), so a commit elsewhere in
+//!   the fleet does not make every node's next reply look its modules up
+//!   again.
 //! - A new leader starts with an empty [`Observed`]: every node gets a grace
 //!   window from `leader_since_ms`.
 
@@ -72,9 +75,10 @@ pub struct NodeObservation {
     positions: BTreeMap<ModuleName, usize>,
     /// Grows whenever the table or a status changes.
     pub version: u64,
-    /// The directives last computed for this node: (state index,
-    /// observation version) they were computed at, and the directives.
-    pub directives: Option<(u64, u64, Option<u64>, Vec<Directive>)>,
+    /// The directives of [`directives_for`] last computed for this node:
+    /// the state index and observation version they were computed at,
+    /// and the directives.
+    pub directives: Option<(u64, u64, Vec<Directive>)>,
 }
 
 /// What became of a heartbeat.
@@ -111,7 +115,6 @@ impl NodeObservation {
         self.last_seen_ms = now;
         self.seq = hb.seq;
         self.incarnation = hb.incarnation;
-        let mut prestaged = false;
         for r in &hb.reports {
             if r.kind == ReportKind::Prestaged {
                 if self.prestaged.get(&r.module) != Some(&r.epoch) {
@@ -120,16 +123,11 @@ impl NodeObservation {
                     }
                     self.prestaged.insert(r.module.clone(), r.epoch);
                     self.newly_prestaged.push((r.module.clone(), r.epoch));
-                    prestaged = true;
                 }
                 continue;
             }
             self.messages
                 .insert(r.module.clone(), (r.epoch, r.kind, r.message.clone()));
-        }
-        if prestaged {
-            // The directives cached for this node are out of date.
-            self.version += 1;
         }
         let Some(statuses) = hb.statuses.to_statuses() else {
             return self.forget_table();
@@ -221,49 +219,46 @@ impl NodeObservation {
         }
     }
 
-    /// The directives for this node, computed once per (state, observation,
-    /// targets) and reused while none changes; with `prestage` (the state
-    /// index the pre-staging targets were computed at, and the modules
-    /// that would fail over to this node next, [`crate::prestage::Targets`]),
-    /// the `Prefetch` directives of pre-staging too ([`prefetches_for`]).
+    /// The directives for this node. Those of [`directives_for`] are
+    /// computed again only when the observation changed or a change to
+    /// the state after their computation concerns this node
+    /// ([`ClusterState::directives_changed_at`]); with `prestage` (the
+    /// modules that would fail over to this node next, with their epochs,
+    /// [`crate::prestage::Targets`]), the `Prefetch` directives of
+    /// pre-staging follow ([`prefetches_for`], which looks up in the state
+    /// only what is not pre-staged yet).
     pub fn directives(
         &mut self,
         state: &ClusterState,
         node: &str,
         depmgr: &str,
-        prestage: Option<(u64, &[ModuleName])>,
+        prestage: Option<&[(ModuleName, Epoch)]>,
     ) -> Vec<Directive> {
         let Some(table) = &self.table else {
             return vec![];
         };
-        match &self.directives {
-            Some((index, version, targets, d))
-                if *index == state.last_index
-                    && *version == self.version
-                    && *targets == prestage.map(|(at, _)| at) =>
+        let mut d = match &self.directives {
+            Some((index, version, d))
+                if state.directives_changed_at(node) <= *index && *version == self.version =>
             {
                 d.clone()
             }
             _ => {
-                let mut d = directives_for(state, node, table, depmgr);
-                if let Some((_, targets)) = prestage {
-                    d.extend(prefetches_for(
-                        state,
-                        table,
-                        targets,
-                        &self.prestaged,
-                        depmgr,
-                    ));
-                }
-                self.directives = Some((
-                    state.last_index,
-                    self.version,
-                    prestage.map(|(at, _)| at),
-                    d.clone(),
-                ));
+                let d = directives_for(state, node, table, depmgr);
+                self.directives = Some((state.last_index, self.version, d.clone()));
                 d
             }
+        };
+        if let Some(targets) = prestage {
+            d.extend(prefetches_for(
+                state,
+                table,
+                targets,
+                &self.prestaged,
+                depmgr,
+            ));
         }
+        d
     }
 
     /// The table entry of `module`, with its status and since when.
@@ -365,5 +360,128 @@ mod tests {
             }
         );
         assert!(o.module("x").is_none());
+    }
+
+    /// A node's directives are computed again after a change that concerns
+    /// the node (its module placed, retrieved, restored), and reused after
+    /// a change elsewhere in the fleet: the cache says which.
+    #[test]
+    fn directives_are_reused_until_a_change_concerns_the_node() {
+        use crate::state::{
+            Batch, Deploy, Place, PlaceCause, RegisterNode, RestoreOrdered, Transition,
+        };
+        let spec = |name: &str| -> proto::spec::ModuleSpec {
+            serde_json::from_value(serde_json::json!({
+                "name": name, "package": {"name": "p", "version": "1.0.0"}
+            }))
+            .expect("spec")
+        };
+        let mut s = ClusterState::default();
+        let apply = |s: &mut ClusterState, t: Transition| {
+            let index = s.last_index + 1;
+            s.apply(
+                index,
+                &Batch {
+                    at_ms: index,
+                    transitions: vec![t],
+                },
+            );
+        };
+        for n in ["a", "b"] {
+            apply(
+                &mut s,
+                Transition::RegisterNode(RegisterNode {
+                    node: n.into(),
+                    addr: format!("{n}:1"),
+                    labels: BTreeMap::new(),
+                }),
+            );
+        }
+        for (m, n) in [("x", "a"), ("y", "b")] {
+            apply(&mut s, Transition::Deploy(Deploy { spec: spec(m) }));
+            apply(
+                &mut s,
+                Transition::Place(Place {
+                    module: m.into(),
+                    node: n.into(),
+                    expect_epoch: None,
+                    cause: PlaceCause::Initial,
+                }),
+            );
+            let epoch = s.modules[m].placement.as_ref().expect("placed").epoch;
+            apply(
+                &mut s,
+                Transition::PackageRetrieved(crate::state::PackageRetrieved {
+                    module: m.into(),
+                    epoch,
+                    package: crate::scenarios::package_of(&proto::manifest::PackageRef::new(
+                        "p", "1.0.0",
+                    )),
+                }),
+            );
+        }
+        let x_epoch = s.modules["x"].placement.as_ref().expect("placed").epoch;
+        let y_epoch = s.modules["y"].placement.as_ref().expect("placed").epoch;
+        // Both run, then crash: restoring.
+        for (m, epoch) in [("x", x_epoch), ("y", y_epoch)] {
+            apply(
+                &mut s,
+                Transition::Healthy(crate::state::Healthy {
+                    module: m.into(),
+                    epoch,
+                }),
+            );
+            apply(
+                &mut s,
+                Transition::FailureDetected(crate::state::FailureDetected {
+                    module: m.into(),
+                    epoch,
+                    status: ModuleStatus::Failed,
+                }),
+            );
+        }
+        let mut o = NodeObservation {
+            table: Some(ModuleTable {
+                addr: "a:1".into(),
+                labels: BTreeMap::new(),
+                modules: vec![TableEntry {
+                    module: "x".into(),
+                    epoch: x_epoch,
+                    restore_seq: 0,
+                }],
+                cluster: 0,
+            }),
+            ..NodeObservation::default()
+        };
+        let computed_at = |o: &NodeObservation| o.directives.as_ref().map(|(i, _, _)| *i);
+        assert!(o.directives(&s, "a", "d", None).is_empty());
+        let first = computed_at(&o);
+        assert_eq!(first, Some(s.last_index));
+        // A restore of y, on b: a's directives are reused.
+        apply(
+            &mut s,
+            Transition::RestoreOrdered(RestoreOrdered {
+                module: "y".into(),
+                epoch: y_epoch,
+                seq: 1,
+            }),
+        );
+        assert!(o.directives(&s, "a", "d", None).is_empty());
+        assert_eq!(computed_at(&o), first, "computed again for a change on b");
+        // A restore of x, on a: computed again, and the restore is there.
+        apply(
+            &mut s,
+            Transition::RestoreOrdered(RestoreOrdered {
+                module: "x".into(),
+                epoch: x_epoch,
+                seq: 1,
+            }),
+        );
+        let d = o.directives(&s, "a", "d", None);
+        assert_eq!(computed_at(&o), Some(s.last_index));
+        assert!(
+            matches!(&d[..], [Directive::Restore(r)] if r.module == "x" && r.seq == 1),
+            "{d:?}"
+        );
     }
 }

@@ -48,12 +48,19 @@ pub const MAX_PREFETCHES_PER_REPLY: usize = 8;
 
 /// The `Prefetch` directives for `node`, whose agent has reported
 /// `prestaged` (module → epoch of the placement whose package it holds);
-/// `targets` are the modules that would fail over to `node` next
-/// ([`crate::plan::next_nodes`]`[node]`).
+/// `targets` are the modules that would fail over to `node` next, with
+/// the epoch of their placement when the targets were computed
+/// ([`targets_of`]`[node]`).
+///
+/// A target reported pre-staged at that epoch costs a lookup in the
+/// node's small `prestaged` map only; the others are looked up in the
+/// state, and get a directive unless pre-staged at the epoch they have
+/// now. So a reply costs lookups in the whole state only for what is
+/// left to pre-stage.
 pub fn prefetches_for(
     state: &ClusterState,
     table: &ModuleTable,
-    targets: &[ModuleName],
+    targets: &[(ModuleName, Epoch)],
     prestaged: &BTreeMap<ModuleName, Epoch>,
     depmgr: &str,
 ) -> Vec<Directive> {
@@ -62,7 +69,8 @@ pub fn prefetches_for(
     }
     targets
         .iter()
-        .filter_map(|name| {
+        .filter(|(name, epoch)| prestaged.get(name) != Some(epoch))
+        .filter_map(|(name, _)| {
             let m = state.modules.get(name)?;
             let (p, package) = (m.placement.as_ref()?, m.package.as_ref()?);
             (prestaged.get(name) != Some(&p.epoch)).then(|| {
@@ -78,9 +86,28 @@ pub fn prefetches_for(
         .collect()
 }
 
-/// What [`crate::plan::next_nodes`] computed: node -> the modules that
-/// would fail over to it next.
-pub type TargetMap = BTreeMap<NodeId, Vec<ModuleName>>;
+/// What [`targets_of`] computed: node -> the modules that would fail over
+/// to it next, with the epoch of their placement then.
+pub type TargetMap = BTreeMap<NodeId, Vec<(ModuleName, Epoch)>>;
+
+/// [`crate::plan::next_nodes`] of `state`, each module with the epoch of
+/// its placement (one pass over the placed modules, off the heartbeat
+/// path).
+pub fn targets_of(state: &ClusterState) -> TargetMap {
+    crate::plan::next_nodes(state)
+        .into_iter()
+        .map(|(node, modules)| {
+            let with_epochs = modules
+                .into_iter()
+                .filter_map(|name| {
+                    let epoch = state.modules.get(&name)?.placement.as_ref()?.epoch;
+                    Some((name, epoch))
+                })
+                .collect();
+            (node, with_epochs)
+        })
+        .collect()
+}
 
 /// Shortest gap between two computations of the targets.
 pub const MIN_GAP: Duration = Duration::from_millis(100);

@@ -56,7 +56,7 @@ impl Leader {
             let frozen = self.app.state.read(|s| s.frozen());
             let started = Instant::now();
             let job = tokio::task::spawn_blocking(move || {
-                let map = crate::plan::next_nodes(&frozen);
+                let map = crate::prestage::targets_of(&frozen);
                 (frozen.last_index, map)
             });
             let me = self.clone();
@@ -117,9 +117,9 @@ impl Leader {
             match observed.nodes.get_mut(&hb.node) {
                 Some(obs) if obs.table.is_some() => (
                     app.state.read(|s| {
-                        let mine = targets.as_ref().map(|(at, map)| {
-                            (*at, map.get(&hb.node).map_or(&[][..], Vec::as_slice))
-                        });
+                        let mine = targets
+                            .as_ref()
+                            .map(|(_, map)| map.get(&hb.node).map_or(&[][..], Vec::as_slice));
                         obs.directives(s, &hb.node, &app.config.depmgr, mine)
                     }),
                     obs.table_version,

@@ -98,7 +98,7 @@ fn spec(name: &str) -> ModuleSpec {
 }
 
 /// The configuration package depmgr would answer for `r`.
-fn package_of(r: &PackageRef) -> ConfigPackage {
+pub(crate) fn package_of(r: &PackageRef) -> ConfigPackage {
     ConfigPackage {
         manifest: Manifest::from_toml(&format!(
             "name = \"{}\"\nversion = \"{}\"\ncommand = \"bin/web\"",
@@ -344,7 +344,7 @@ impl Sim {
     fn prefetches(&self, node: &str) -> Vec<proto::heartbeat::Prefetch> {
         let obs = &self.observed.nodes[node];
         let table = obs.table.clone().expect("table");
-        let targets = crate::plan::next_nodes(&self.state)
+        let targets = crate::prestage::targets_of(&self.state)
             .remove(node)
             .unwrap_or_default();
         crate::prestage::prefetches_for(

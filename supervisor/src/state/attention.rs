@@ -13,6 +13,11 @@
 //! - `wide`: the index of the last change that may concern any module (a
 //!   package quarantine set or lifted), after which a pass looks at all.
 //!
+//! Beside it, for the heartbeat replies: the index at which each node's
+//! directives last may have changed (`directed`), so the leader reuses a
+//! node's directives until a change concerns that node, instead of until
+//! any change at all ([`ClusterState::directives_changed_at`]).
+//!
 //! A running module whose copy is settled and whose node's heartbeat does
 //! not change needs nothing, so it is in none of these: the leader finds
 //! it through the node's heartbeat (its dirty nodes) or the failure
@@ -23,9 +28,9 @@
 //! every change dated at its own index. Not part of the state's value
 //! either: two states equal but for it compare equal.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use proto::ModuleName;
+use proto::{ModuleName, NodeId};
 
 use super::{ClusterState, ModuleState};
 
@@ -54,6 +59,13 @@ pub(super) struct Attention {
     left_out: bool,
     unsettled: BTreeSet<ModuleName>,
     waiting: BTreeSet<ModuleName>,
+    /// Index of the last change that may concern a node's directives, by
+    /// node (one entry per node ever concerned: the nodes are few).
+    directed: HashMap<NodeId, u64>,
+    /// Index of the last change that may concern every node's directives
+    /// (a quarantine set or lifted, the cluster id recorded); for a
+    /// decoded state, its own last index.
+    directed_all: u64,
 }
 
 impl PartialEq for Attention {
@@ -108,6 +120,7 @@ impl Attention {
             placeable: state.last_index,
             wide: state.last_index,
             floor: state.last_index,
+            directed_all: state.last_index,
             ..Attention::default()
         };
         for name in state.modules.keys() {
@@ -164,11 +177,63 @@ pub struct Changes<'s> {
 
 impl ClusterState {
     /// Files `module`, changed at `index`, in the planner's index (every
-    /// transition that changes a module entry calls it).
+    /// transition that changes a module entry calls it), and marks the
+    /// directives of the nodes it is placed on (now) as changed.
     pub(super) fn touch(&mut self, module: &str, index: u64) {
         let class = classify(self, module);
         self.attention.record(index, module);
         self.attention.file(module, class);
+        let [node, previous] = self.directed_nodes(module);
+        for n in [node, previous].into_iter().flatten() {
+            self.attention.directed.insert(n, index);
+        }
+    }
+
+    /// The nodes whose directives `module` enters into: the node it is
+    /// placed on and the node of its previous copy, if any. Asked before
+    /// a transition changes the module (the nodes it may leave) and by
+    /// [`ClusterState::touch`] after (the nodes it may enter).
+    pub(super) fn directed_nodes(&self, module: &str) -> [Option<NodeId>; 2] {
+        match self.modules.get(module).and_then(|m| m.placement.as_ref()) {
+            Some(p) => [Some(p.node.clone()), p.previous.clone()],
+            None => [None, None],
+        }
+    }
+
+    /// Marks the directives of `nodes` as changed at `index`.
+    pub(super) fn mark_directed(&mut self, nodes: impl IntoIterator<Item = NodeId>, index: u64) {
+        for n in nodes {
+            self.attention.directed.insert(n, index);
+        }
+    }
+
+    /// Marks every node's directives as changed at `index`.
+    pub(super) fn mark_all_directed(&mut self, index: u64) {
+        self.attention.directed_all = index;
+    }
+
+    /// The log index at or after which `node`'s directives
+    /// ([`crate::directives::directives_for`], for any module table) last
+    /// may have changed: directives computed for it at a later index
+    /// still hold, but for the epoch of a `Stop`, which is the state's
+    /// last index when computed and only needs to exceed the epochs the
+    /// node was given before (every later placement's epoch exceeds it).
+    ///
+    /// Kept by `apply`: a transition marks the nodes its module was placed
+    /// on before and is placed on after (node and previous copy), the node
+    /// it names, and all nodes for a change of the quarantines or of the
+    /// cluster id. A state without the planner's index
+    /// ([`ClusterState::frozen`]) answers its last index.
+    pub fn directives_changed_at(&self, node: &str) -> u64 {
+        let a = &self.attention;
+        if !a.is_built() {
+            return self.last_index;
+        }
+        a.directed
+            .get(node)
+            .copied()
+            .unwrap_or(0)
+            .max(a.directed_all)
     }
 
     /// What a scoped pass after a pass at log index `since` must look at,

@@ -644,6 +644,7 @@ impl ClusterState {
     fn apply_one(&mut self, t: &Transition, index: u64, at: u64) -> Result<(), Rejection> {
         let (module, node) = t.touches();
         let before = self.entry_bytes(module, node);
+        let directed_before = module.map(|m| self.directed_nodes(m));
         let outcome = t.apply(self, index, at);
         let after = self.entry_bytes(module, node);
         // Exact (the property test checks it); saturating so that a
@@ -663,6 +664,14 @@ impl ClusterState {
             if t.changes_quarantines() {
                 self.attention.wide = index;
             }
+            if t.changes_quarantines() || matches!(t, Transition::RecordClusterId(_)) {
+                self.mark_all_directed(index);
+            }
+            // The nodes the module may have left, and the node named (its
+            // record, or the modules a node removal unplaced: those are
+            // touched, which marks the nodes they are on now).
+            let left = directed_before.into_iter().flatten().flatten();
+            self.mark_directed(left.chain(node.map(str::to_string)), index);
             // A rejected transition changed nothing (so a plan rejected
             // again and again does not bring its module back each pass).
             if let Some(module) = module {
@@ -931,6 +940,16 @@ mod tests {
         .expect("spec")
     }
 
+    /// `spec`, at-least-one for the odd-numbered modules of the property
+    /// tests (`m1`, `m3`: their rollouts to another node keep the old copy).
+    fn prop_spec(m: usize) -> ModuleSpec {
+        let mut spec = spec(&format!("m{m}"));
+        if m % 2 == 1 {
+            spec.fencing = proto::spec::Fencing::AtLeastOne;
+        }
+        spec
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Deploy(usize),
@@ -940,6 +959,16 @@ mod tests {
         Update(usize, u8),
         Rollback(usize),
         Failed(usize),
+        Retrieved(usize),
+        Restore(usize),
+        Healthy(usize),
+        Crashed(usize),
+        Release(usize),
+        Stop(usize),
+        RemoveNode(usize),
+        Register(usize),
+        Quarantine(u8),
+        Lift(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -951,7 +980,114 @@ mod tests {
             (0..4usize, 0..3u8).prop_map(|(m, v)| Op::Update(m, v)),
             (0..4usize).prop_map(Op::Rollback),
             (0..4usize).prop_map(Op::Failed),
+            (0..4usize).prop_map(Op::Retrieved),
+            (0..4usize).prop_map(Op::Restore),
+            (0..4usize).prop_map(Op::Healthy),
+            (0..4usize).prop_map(Op::Crashed),
+            (0..4usize).prop_map(Op::Release),
+            (0..4usize).prop_map(Op::Stop),
+            (0..3usize).prop_map(Op::RemoveNode),
+            (0..3usize).prop_map(Op::Register),
+            (0..3u8).prop_map(Op::Quarantine),
+            (0..3u8).prop_map(Op::Lift),
         ]
+    }
+
+    const PROP_NODES: [&str; 3] = ["a", "b", "c"];
+
+    /// The transition `o` stands for in state `s` (epochs and sequence
+    /// numbers as the planner would read them from `s`).
+    fn transition(s: &ClusterState, o: Op) -> Transition {
+        let nodes = PROP_NODES;
+        let name = |m: usize| format!("m{m}");
+        let placement = |m: usize| s.modules.get(&name(m)).and_then(|r| r.placement.clone());
+        let epoch = |m: usize| placement(m).map_or(0, |p| p.epoch);
+        let package = |v: u8| proto::manifest::PackageRef::new("p", format!("1.0.{v}"));
+        match o {
+            Op::Deploy(m) => Transition::Deploy(Deploy { spec: prop_spec(m) }),
+            Op::Remove(m) => Transition::Remove(Remove { module: name(m) }),
+            Op::Place(m, n, failover) => {
+                let cause = match (failover, m % 2) {
+                    (true, _) => PlaceCause::Failover { reason: "x".into() },
+                    (false, 1) if placement(m).is_some() => PlaceCause::Rollout { revision: 2 },
+                    _ => PlaceCause::Initial,
+                };
+                Transition::Place(Place {
+                    module: name(m),
+                    node: nodes[n].into(),
+                    expect_epoch: placement(m).map(|p| p.epoch),
+                    cause,
+                })
+            }
+            Op::Health(n, h) => Transition::SetNodeHealth(SetNodeHealth {
+                node: nodes[n].into(),
+                health: [NodeHealth::Ready, NodeHealth::Suspect, NodeHealth::Down][h as usize],
+                detail: String::new(),
+            }),
+            Op::Update(m, v) => {
+                let mut spec = prop_spec(m);
+                spec.package.version = format!("1.0.{v}");
+                Transition::Update(Update { spec })
+            }
+            Op::Rollback(m) => Transition::Rollback(Rollback {
+                module: name(m),
+                revision: None,
+            }),
+            Op::Failed(m) => Transition::InstallFailed(InstallFailed {
+                module: name(m),
+                epoch: epoch(m),
+                stage: FailStage::Install,
+                reason: "x".into(),
+            }),
+            Op::Retrieved(m) => {
+                let version = s
+                    .modules
+                    .get(&name(m))
+                    .map_or("1.0.0".to_string(), |r| r.spec.package.version.clone());
+                Transition::PackageRetrieved(PackageRetrieved {
+                    module: name(m),
+                    epoch: epoch(m),
+                    package: crate::scenarios::package_of(&proto::manifest::PackageRef::new(
+                        "p", version,
+                    )),
+                })
+            }
+            Op::Restore(m) => Transition::RestoreOrdered(RestoreOrdered {
+                module: name(m),
+                epoch: epoch(m),
+                seq: s.modules.get(&name(m)).map_or(0, |r| r.restore_seq) + 1,
+            }),
+            Op::Healthy(m) => Transition::Healthy(Healthy {
+                module: name(m),
+                epoch: epoch(m),
+            }),
+            Op::Crashed(m) => Transition::FailureDetected(FailureDetected {
+                module: name(m),
+                epoch: epoch(m),
+                status: proto::heartbeat::ModuleStatus::Failed,
+            }),
+            Op::Release(m) => Transition::ReleasePrevious(ReleasePrevious {
+                module: name(m),
+                epoch: epoch(m),
+            }),
+            Op::Stop(m) => Transition::StopModule(StopModule { module: name(m) }),
+            Op::RemoveNode(n) => Transition::RemoveNode(RemoveNode {
+                node: nodes[n].into(),
+            }),
+            Op::Register(n) => Transition::RegisterNode(RegisterNode {
+                node: nodes[n].into(),
+                addr: format!("{}:1", nodes[n]),
+                labels: BTreeMap::new(),
+            }),
+            Op::Quarantine(v) => Transition::QuarantinePackage(QuarantinePackage {
+                package: package(v),
+                nodes: vec!["a".into()],
+                reason: "x".into(),
+            }),
+            Op::Lift(v) => Transition::LiftQuarantine(LiftQuarantine {
+                package: package(v),
+            }),
+        }
     }
 
     /// Applies `t` alone at the next log index, stamped with it.
@@ -1098,32 +1234,7 @@ mod tests {
                 apply(&mut s, Transition::RegisterNode(RegisterNode { node: n.into(), addr: format!("{n}:1"), labels: BTreeMap::new() }));
             }
             for o in ops {
-                let t = match o {
-                    Op::Deploy(m) => Transition::Deploy(Deploy { spec: spec(&format!("m{m}")) }),
-                    Op::Remove(m) => Transition::Remove(Remove { module: format!("m{m}") }),
-                    Op::Place(m, n, failover) => {
-                        let name = format!("m{m}");
-                        let expect = s.modules.get(&name).and_then(|r| r.placement.as_ref()).map(|p| p.epoch);
-                        let cause = if failover { PlaceCause::Failover { reason: "x".into() } } else { PlaceCause::Initial };
-                        Transition::Place(Place { module: name, node: nodes[n].into(), expect_epoch: expect, cause })
-                    }
-                    Op::Health(n, h) => Transition::SetNodeHealth(SetNodeHealth {
-                        node: nodes[n].into(),
-                        health: [NodeHealth::Ready, NodeHealth::Suspect, NodeHealth::Down][h as usize],
-                        detail: String::new(),
-                    }),
-                    Op::Update(m, v) => {
-                        let mut spec = spec(&format!("m{m}"));
-                        spec.package.version = format!("1.0.{v}");
-                        Transition::Update(Update { spec })
-                    }
-                    Op::Rollback(m) => Transition::Rollback(Rollback { module: format!("m{m}"), revision: None }),
-                    Op::Failed(m) => {
-                        let name = format!("m{m}");
-                        let epoch = s.modules.get(&name).and_then(|r| r.placement.as_ref()).map_or(0, |p| p.epoch);
-                        Transition::InstallFailed(InstallFailed { module: name, epoch, stage: FailStage::Install, reason: "x".into() })
-                    }
-                };
+                let t = transition(&s, o);
                 apply(&mut s, t);
                 let mut derived: SharedMap<NodeId, SharedSet<ModuleName>> = SharedMap::new();
                 for (name, m) in &s.modules {
@@ -1139,6 +1250,75 @@ mod tests {
                 // The node loads from it equal those counted module by module.
                 prop_assert_eq!(s.load_by_node(), s.load_by_node_walk());
                 prop_assert!(s.size().total() + 1 >= proto::encode(&s).expect("encode").len() as u64);
+            }
+        }
+
+        /// A node's directives change only at an index the state marks for
+        /// that node (`directives_changed_at`): the leader's reuse of a
+        /// node's directives until then never hides one. Checked for every
+        /// node, with a module table holding copies placed there (some)
+        /// and copies placed elsewhere (some), whatever sequence of
+        /// transitions is applied; the epoch of a `Stop` is the state's
+        /// last index when computed, and is left out of the comparison.
+        #[test]
+        fn directives_change_only_where_marked(ops in proptest::collection::vec(op(), 1..80)) {
+            use proto::heartbeat::{Directive, ModuleTable, TableEntry};
+            let mut s = ClusterState::default();
+            for n in 0..PROP_NODES.len() {
+                let t = transition(&s, Op::Register(n));
+                apply_next(&mut s, t);
+            }
+            apply_next(&mut s, Transition::RecordClusterId(RecordClusterId {}));
+            // What an agent on `node` may hold: the copies placed there,
+            // every other one at the epoch it has, one old stale copy.
+            let table = |s: &ClusterState, node: &str| {
+                let modules = (0..4)
+                    .filter_map(|i| {
+                        let name = format!("m{i}");
+                        let p = s.modules.get(&name).and_then(|m| m.placement.as_ref());
+                        let here = p.is_some_and(|p| p.node == node || p.previous.as_deref() == Some(node));
+                        let epoch = match p {
+                            Some(p) if here && i % 2 == 0 => p.epoch,
+                            Some(_) if here => return None,
+                            _ if i == 3 => 1,
+                            _ => return None,
+                        };
+                        Some(TableEntry { module: name, epoch, restore_seq: 0 })
+                    })
+                    .collect();
+                ModuleTable { addr: format!("{node}:1"), labels: BTreeMap::new(), modules, cluster: s.cluster_id }
+            };
+            let stable = |d: Vec<Directive>| -> Vec<Directive> {
+                d.into_iter()
+                    .map(|d| match d {
+                        Directive::Stop(mut stop) => {
+                            stop.epoch = 0;
+                            Directive::Stop(stop)
+                        }
+                        other => other,
+                    })
+                    .collect()
+            };
+            for o in ops {
+                let t = transition(&s, o);
+                let tables: Vec<ModuleTable> = PROP_NODES.iter().map(|n| table(&s, n)).collect();
+                let before: Vec<Vec<Directive>> = PROP_NODES
+                    .iter()
+                    .zip(&tables)
+                    .map(|(n, t)| stable(crate::directives::directives_for(&s, n, t, "d")))
+                    .collect();
+                let previous = s.last_index;
+                apply_next(&mut s, t.clone());
+                for ((n, t2), d) in PROP_NODES.iter().zip(&tables).zip(&before) {
+                    if s.directives_changed_at(n) <= previous {
+                        let after = stable(crate::directives::directives_for(&s, n, t2, "d"));
+                        prop_assert_eq!(&after, d, "node {} after {:?}", n, t);
+                    }
+                }
+                // A decoded state (a snapshot installed) marks everything
+                // at its own index.
+                let decoded: ClusterState = proto::decode(&proto::encode(&s).expect("encode")).expect("decode");
+                prop_assert_eq!(decoded.directives_changed_at("a"), s.last_index);
             }
         }
     }
