@@ -23,13 +23,17 @@
 //! On the JSON side both are their snake_case names (`"failure_detected"`,
 //! `"failing_over"`), the names the outside contract lists.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, ModuleName, NodeId};
+
+/// An event's details, by key: a map kept as one sorted vector (a few
+/// entries each), encoded exactly as a `BTreeMap<String, String>` is (a
+/// map, in key order), so stored events decode unchanged.
+pub type Detail = litemap::LiteMap<String, String>;
 
 /// One recorded decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,7 +47,7 @@ pub struct Event {
     pub kind: EventKind,
     pub module: Option<ModuleName>,
     pub node: Option<NodeId>,
-    pub detail: BTreeMap<String, String>,
+    pub detail: Detail,
     /// The index of the event that led to this one (see [`Event::cause`]'s
     /// rules in the supervisor's `state::why`), `None` for an operator's
     /// request that starts a chain (a deploy) and for events recorded
@@ -65,7 +69,7 @@ pub struct StoredEvent {
     pub kind: EventKind,
     pub module: Option<ModuleName>,
     pub node: Option<NodeId>,
-    pub detail: BTreeMap<String, String>,
+    pub detail: Detail,
 }
 
 impl StoredEvent {
@@ -263,6 +267,25 @@ impl TryFrom<String> for EventKind {
     }
 }
 
+/// An event's details by key, as the supervisor keeps them ([`Detail`])
+/// or as a client decodes them (a `BTreeMap`).
+pub trait Details {
+    /// The detail under `key`.
+    fn detail(&self, key: &str) -> Option<&str>;
+}
+
+impl Details for Detail {
+    fn detail(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl Details for std::collections::BTreeMap<String, String> {
+    fn detail(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
 /// One line an operator reads at 3 a.m.: what an event of `kind` about
 /// `module` on `node` with `detail` means. Shared by the supervisor (the
 /// `text` of `GET /v1/modules/{name}/why`) and clients, so every place says
@@ -271,24 +294,24 @@ pub fn explain(
     kind: EventKind,
     module: Option<&str>,
     node: Option<&str>,
-    detail: &BTreeMap<String, String>,
+    detail: &impl Details,
 ) -> String {
     use EventKind as K;
-    let d = |key: &str| detail.get(key).map(String::as_str).unwrap_or("");
+    let d = |key: &str| detail.detail(key).unwrap_or("");
     let m = module.unwrap_or("?");
     let n = node.unwrap_or("?");
     let on = |text: String| match node {
         Some(n) => format!("{text} on {n}"),
         None => text,
     };
-    let because = |key: &str| match detail.get(key) {
+    let because = |key: &str| match detail.detail(key) {
         Some(r) if !r.is_empty() => format!(": {r}"),
         _ => String::new(),
     };
     match kind {
         K::ModuleDeployed => format!("an operator deployed {m} (package {})", d("package")),
         K::ModuleRemoved => format!("an operator removed {m}; it is gone"),
-        K::Placed if detail.contains_key("revision") => format!(
+        K::Placed if detail.detail("revision").is_some() => format!(
             "{m} placed on {n} to run revision {} (epoch {})",
             d("revision"),
             d("epoch")
@@ -466,6 +489,36 @@ impl fmt::Display for ModuleState {
 mod tests {
     use super::*;
     use crate::{decode, encode};
+    use std::collections::BTreeMap;
+
+    /// An event's details encode as the `BTreeMap` they were, in the
+    /// stored encoding and in JSON, whatever order they were added in,
+    /// and decode back from its bytes.
+    #[test]
+    fn details_encode_as_the_btreemap_they_were() {
+        let pairs = [("tried", "a,b"), ("epoch", "41"), ("reason", "crashed")];
+        let tree: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let detail: Detail = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            encode(&detail).expect("encode"),
+            encode(&tree).expect("encode")
+        );
+        assert_eq!(
+            serde_json::to_string(&detail).expect("json"),
+            serde_json::to_string(&tree).expect("json")
+        );
+        let back: Detail = decode(&encode(&tree).expect("encode")).expect("decode");
+        assert_eq!(back, detail);
+        let from_json: Detail = serde_json::from_str(r#"{"b":"2","a":"1"}"#).expect("json");
+        assert_eq!(from_json.get("a").map(String::as_str), Some("1"));
+        assert_eq!(from_json.len(), 2);
+    }
 
     /// `Event` as it was stored before `EventKind` existed.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -507,7 +560,11 @@ mod tests {
             );
             assert_eq!(
                 (&event.module, &event.node, &event.detail),
-                (&before.module, &before.node, &before.detail)
+                (
+                    &before.module,
+                    &before.node,
+                    &before.detail.clone().into_iter().collect::<Detail>()
+                )
             );
             assert_eq!(
                 encode(&StoredEvent::of(&event)).expect("encode new"),

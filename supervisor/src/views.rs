@@ -153,7 +153,11 @@ pub fn event(e: &Event) -> EventView {
         kind: e.kind.to_string(),
         module: e.module.clone(),
         node: e.node.clone(),
-        detail: e.detail.clone(),
+        detail: e
+            .detail
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         cause: e.cause,
     }
 }

@@ -59,12 +59,18 @@ fn a_failover_after_spent_restores_points_at_the_last_restore_and_the_failure() 
     let failover = &chain[0];
     let second = event(&sim, failover.cause.expect("caused"));
     assert_eq!(
-        (second.kind, second.detail["attempt"].as_str()),
+        (
+            second.kind,
+            second.detail.get("attempt").map_or("", String::as_str)
+        ),
         (EventKind::RestoreOrdered, "2")
     );
     let first = event(&sim, second.cause.expect("caused"));
     assert_eq!(
-        (first.kind, first.detail["attempt"].as_str()),
+        (
+            first.kind,
+            first.detail.get("attempt").map_or("", String::as_str)
+        ),
         (EventKind::RestoreOrdered, "1")
     );
     let failure = event(&sim, first.cause.expect("caused"));
