@@ -303,14 +303,11 @@ pub async fn health_ceiling(
     tls: Option<Arc<tls::Tls>>,
     conns: usize,
     secs: u64,
-) -> f64 {
+) -> Result<f64, reqwest::Error> {
     let leader = sups.wait_leader(Duration::from_secs(30)).await;
     let url = format!("{}://{}/health", sups.scheme(), sups.addrs[leader]);
-    let Ok(http) = tls::client::http_builder(tls.as_ref(), &[tls::Role::Supervisor])
+    let http = tls::client::http_builder(tls.as_ref(), &[tls::Role::Supervisor])
         .pool_max_idle_per_host(conns)
-        .build()
-    else {
-        return 0.0;
-    };
-    testkit::reference::get_rate(&http, &url, conns, Duration::from_secs(secs)).await
+        .build()?;
+    Ok(testkit::reference::get_rate(&http, &url, conns, Duration::from_secs(secs)).await)
 }
