@@ -36,6 +36,7 @@
 use std::collections::BTreeMap;
 
 use proto::heartbeat::{Directive, Install, ModuleTable, Restore, Stop, TableEntry};
+use proto::manifest::ConfigPackage;
 
 use proto::spec::Fencing;
 
@@ -96,7 +97,7 @@ pub fn directives_for(
                 module: name.clone(),
                 epoch: p.epoch,
                 fencing: m.spec.fencing,
-                package: package.clone(),
+                package: ConfigPackage::clone(package),
                 depmgr: depmgr.to_string(),
             })),
         }

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::heartbeat::{Directive, ModuleTable, Prefetch};
+use proto::manifest::ConfigPackage;
 use proto::{Epoch, ModuleName, NodeId};
 
 use crate::state::ClusterState;
@@ -77,7 +78,7 @@ pub fn prefetches_for(
                 Directive::Prefetch(Prefetch {
                     module: name.clone(),
                     epoch: p.epoch,
-                    package: package.clone(),
+                    package: ConfigPackage::clone(package),
                     depmgr: depmgr.to_string(),
                 })
             })

@@ -38,7 +38,7 @@ fn prestaged_node_chosen_for_the_failover() {
         .find(|p| p.module == "web")
         .expect("c is told to pre-stage web");
     assert_eq!(p.epoch, epoch_of(&sim, "web"));
-    assert_eq!(Some(&p.package), sim.module("web").package.as_ref());
+    assert_eq!(Some(&p.package), sim.module("web").package.as_deref());
     assert_eq!(p.depmgr, "http://depmgr");
 
     // c's agent reports it cached: recorded once, and no longer repeated.

@@ -27,8 +27,10 @@ pub struct ModuleRecord {
     pub spec: Arc<ModuleSpec>,
     pub state: ModuleState,
     pub placement: Option<Placement>,
-    /// The configuration package retrieved for the current placement.
-    pub package: Option<ConfigPackage>,
+    /// The configuration package retrieved for the current placement
+    /// (held apart from the record, which the state's map holds inline:
+    /// a package is most of a record's size; encoded as the package).
+    pub package: Option<Arc<ConfigPackage>>,
     /// Restores ordered since the module was last healthy.
     pub restore_attempts: u32,
     /// Restore orders issued for the current placement (never reset while

@@ -23,6 +23,8 @@
 //! module was last healthy, up to `restart.attempts`. Healthy ends the
 //! failure episode: attempts, tried nodes and episode failovers reset.
 
+use std::sync::Arc;
+
 use proto::heartbeat::ModuleStatus;
 use proto::manifest::ConfigPackage;
 use proto::{Epoch, ModuleName};
@@ -52,7 +54,7 @@ impl PackageRetrieved {
         }
         let version = self.package.manifest.version.clone();
         let artifacts = self.package.artifacts.len().to_string();
-        m.package = Some(self.package.clone());
+        m.package = Some(Arc::new(self.package.clone()));
         m.updated_ms = at;
         state.module_event(
             index,
