@@ -105,6 +105,27 @@ async fn metric(certs: &Certs, addr: &str, series: &str) -> u64 {
 
 /// One replica with mutual TLS (nothing listens at its depmgr URL), and
 /// the index of the leader it became.
+/// The value of `series` on the agent's `/metrics`, if it answers.
+async fn agent_metric(agent: &AgentProc, series: &str) -> Option<u64> {
+    let text = tls::client::http_builder(agent.reader.as_ref(), &[Role::Agent])
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?
+        .get(format!("https://{}/metrics", agent.listen))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .parse::<u64>()
+            .ok()
+    })
+}
+
 async fn one_replica() -> (Arc<Certs>, Supervisors, usize) {
     let certs = Arc::new(Certs::new());
     let cluster = Supervisors::start_tls(
@@ -222,29 +243,6 @@ async fn an_agent_keeps_one_stream_for_its_heartbeats() {
     let (certs, cluster, leader) = one_replica().await;
     let addr = cluster.addrs[leader].clone();
     let dir = tempfile::tempdir().expect("tempdir");
-    let agent_metric = |agent: &AgentProc, series: &'static str| {
-        let (listen, reader) = (agent.listen.clone(), agent.reader.clone());
-        async move {
-            let text = tls::client::http_builder(reader.as_ref(), &[Role::Agent])
-                .timeout(Duration::from_secs(5))
-                .build()
-                .ok()?
-                .get(format!("https://{listen}/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            text.lines().find_map(|l| {
-                l.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .parse::<u64>()
-                    .ok()
-            })
-        }
-    };
-
     for (node, stream) in [("streamer", true), ("poster", false)] {
         let data = dir.path().join(node);
         let mut args = AgentArgs::new(&data, &addr);
@@ -278,4 +276,65 @@ async fn an_agent_keeps_one_stream_for_its_heartbeats() {
         let nodes = cluster.client_of(leader).nodes().await.expect("nodes");
         assert!(nodes.iter().any(|n| n.id == node), "{node} registered");
     }
+}
+
+/// A replica that crashes breaks its agents' streams: the agent opens a new
+/// one once the replica is back, and heartbeats on it again, one stream,
+/// no failure, not falling back to requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_opens_a_new_stream_after_the_replica_restarts() {
+    let (certs, mut cluster, leader) = one_replica().await;
+    let addr = cluster.addrs[leader].clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("phoenix");
+    let mut args = AgentArgs::new(&data, &addr);
+    args.node = "phoenix";
+    args.certs = Some(certs.clone());
+    let agent = AgentProc::spawn(args);
+    let sent = || agent_metric(&agent, "agent_heartbeats_total{result=\"sent\"}");
+    eventually("10 heartbeats answered", T, || async {
+        (sent().await? >= 10).then_some(())
+    })
+    .await;
+    assert_eq!(
+        agent_metric(&agent, "agent_heartbeat_streams_opened_total").await,
+        Some(1)
+    );
+
+    cluster.restart(leader);
+    cluster.wait_leader(T).await;
+    // Back on a stream: the replica serves one, and heartbeats are
+    // answered again.
+    eventually("the agent is back on a stream", T, || async {
+        let streams = metric(&certs, &addr, "supervisor_heartbeat_streams").await;
+        (streams == 1).then_some(())
+    })
+    .await;
+    let opened = agent_metric(&agent, "agent_heartbeat_streams_opened_total")
+        .await
+        .expect("the agent's metrics");
+    assert!(opened >= 2, "{opened} streams opened across the restart");
+    let failed = agent_metric(&agent, "agent_heartbeats_total{result=\"failed\"}")
+        .await
+        .unwrap_or(0);
+    let before = sent().await.expect("the agent's metrics");
+    eventually("20 more heartbeats answered", T, || async {
+        (sent().await? >= before + 20).then_some(())
+    })
+    .await;
+    // Kept: no other stream opened, no heartbeat failed since.
+    assert_eq!(
+        agent_metric(&agent, "agent_heartbeat_streams_opened_total").await,
+        Some(opened)
+    );
+    assert_eq!(
+        agent_metric(&agent, "agent_heartbeats_total{result=\"failed\"}")
+            .await
+            .unwrap_or(0),
+        failed
+    );
+    assert_eq!(
+        metric(&certs, &addr, "supervisor_heartbeat_streams").await,
+        1
+    );
 }
