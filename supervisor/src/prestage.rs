@@ -51,7 +51,7 @@ pub const MAX_PREFETCHES_PER_REPLY: usize = 8;
 /// `prestaged` (module → epoch of the placement whose package it holds);
 /// `targets` are the modules that would fail over to `node` next, with
 /// the epoch of their placement when the targets were computed
-/// ([`targets_of`]`[node]`).
+/// ([`crate::plan::next_nodes`]`[node]`).
 ///
 /// A target reported pre-staged at that epoch costs a lookup in the
 /// node's small `prestaged` map only; the others are looked up in the
@@ -87,28 +87,9 @@ pub fn prefetches_for(
         .collect()
 }
 
-/// What [`targets_of`] computed: node -> the modules that would fail over
-/// to it next, with the epoch of their placement then.
+/// What [`crate::plan::next_nodes`] computed: node -> the modules that
+/// would fail over to it next, with the epoch of their placement then.
 pub type TargetMap = BTreeMap<NodeId, Vec<(ModuleName, Epoch)>>;
-
-/// [`crate::plan::next_nodes`] of `state`, each module with the epoch of
-/// its placement (one pass over the placed modules, off the heartbeat
-/// path).
-pub fn targets_of(state: &ClusterState) -> TargetMap {
-    crate::plan::next_nodes(state)
-        .into_iter()
-        .map(|(node, modules)| {
-            let with_epochs = modules
-                .into_iter()
-                .filter_map(|name| {
-                    let epoch = state.modules.get(&name)?.placement.as_ref()?.epoch;
-                    Some((name, epoch))
-                })
-                .collect();
-            (node, with_epochs)
-        })
-        .collect()
-}
 
 /// Shortest gap between two computations of the targets.
 pub const MIN_GAP: Duration = Duration::from_millis(100);

@@ -56,7 +56,7 @@ impl Leader {
             let frozen = self.app.state.read(|s| s.frozen());
             let started = Instant::now();
             let job = tokio::task::spawn_blocking(move || {
-                let map = crate::prestage::targets_of(&frozen);
+                let map = crate::plan::next_nodes(&frozen);
                 (frozen.last_index, map)
             });
             let me = self.clone();

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use proto::NodeId;
+use proto::{Epoch, NodeId};
 
 use crate::state::{ClusterState, ModuleRecord, ModuleState, NodeHealth, NodeRecord};
 
@@ -117,25 +117,21 @@ pub fn next_node<'s>(state: &'s ClusterState, m: &ModuleRecord) -> Option<&'s No
 
 /// For every node, the modules that would fail over to it next and have a
 /// package retrieved for their placement (what pre-staging sends it), in
-/// module name order. One pass over the placed modules (from the `placed`
-/// index: the leader asks this under write load, and modules waiting for
-/// a node have no package).
-pub fn next_nodes(state: &ClusterState) -> BTreeMap<NodeId, Vec<proto::ModuleName>> {
+/// module name order, each with the epoch of its placement. One walk over
+/// the modules in order (no lookup by name: the leader asks this of a
+/// million modules).
+pub fn next_nodes(state: &ClusterState) -> BTreeMap<NodeId, Vec<(proto::ModuleName, Epoch)>> {
     let ranking = Ranking::new(state);
-    let mut out: BTreeMap<NodeId, Vec<proto::ModuleName>> = BTreeMap::new();
-    for name in state.placed.values().flatten() {
-        let Some(m) = state.modules.get(name) else {
+    let mut out: BTreeMap<NodeId, Vec<(proto::ModuleName, Epoch)>> = BTreeMap::new();
+    for (name, m) in state.modules.iter() {
+        let (Some(p), Some(_)) = (&m.placement, &m.package) else {
             continue;
         };
-        if m.package.is_none() {
-            continue;
-        }
         if let Some(node) = ranking.next_node(m) {
-            out.entry(node.clone()).or_default().push(name.clone());
+            out.entry(node.clone())
+                .or_default()
+                .push((name.clone(), p.epoch));
         }
-    }
-    for modules in out.values_mut() {
-        modules.sort_unstable();
     }
     out
 }
@@ -230,10 +226,11 @@ mod tests {
                 }
                 // next_nodes, from the placed index, says the same for every
                 // module with a package, in name order.
-                let mut expected: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
+                let mut expected: BTreeMap<NodeId, Vec<(String, Epoch)>> = BTreeMap::new();
                 for (name, m) in &s.modules {
                     if let Some(node) = next_node(&s, m).filter(|_| m.package.is_some()) {
-                        expected.entry(node.clone()).or_default().push(name.clone());
+                        let epoch = m.placement.as_ref().expect("a next node needs a placement").epoch;
+                        expected.entry(node.clone()).or_default().push((name.clone(), epoch));
                     }
                 }
                 prop_assert_eq!(next_nodes(&s), expected);

@@ -344,7 +344,7 @@ impl Sim {
     fn prefetches(&self, node: &str) -> Vec<proto::heartbeat::Prefetch> {
         let obs = &self.observed.nodes[node];
         let table = obs.table.clone().expect("table");
-        let targets = crate::prestage::targets_of(&self.state)
+        let targets = crate::plan::next_nodes(&self.state)
             .remove(node)
             .unwrap_or_default();
         crate::prestage::prefetches_for(

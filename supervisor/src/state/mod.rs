@@ -891,16 +891,21 @@ impl ClusterState {
         load
     }
 
-    /// [`ClusterState::load_by_node`] by looking at every placed module.
+    /// [`ClusterState::load_by_node`] by looking at every module (what a
+    /// copy without the planner's index, [`ClusterState::frozen`], does).
     pub fn load_by_node_walk(&self) -> BTreeMap<&str, usize> {
-        let mut load: BTreeMap<&str, usize> = self.nodes.keys().map(|n| (n.as_str(), 0)).collect();
-        for node in self.placed.keys() {
-            let n = self
-                .modules_on(node)
-                .filter(|(_, m)| m.state != ModuleState::Failed)
-                .count();
-            load.insert(node.as_str(), n);
+        // One walk over the records in order, counted by node name in a
+        // hash map: no lookup of a module by name.
+        let mut counted: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for m in self.modules.values() {
+            if let Some(p) = &m.placement
+                && m.state != ModuleState::Failed
+            {
+                *counted.entry(p.node.as_str()).or_default() += 1;
+            }
         }
+        let mut load: BTreeMap<&str, usize> = self.nodes.keys().map(|n| (n.as_str(), 0)).collect();
+        load.extend(counted);
         load
     }
 
