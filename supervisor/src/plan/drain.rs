@@ -34,7 +34,7 @@ impl Planner<'_> {
             if let Some((name, m)) = next {
                 let epoch = m.placement.as_ref().map(|p| p.epoch);
                 let exclude = BTreeSet::from([node.as_str()]);
-                if let Some(target) = self.eligible(m, &exclude).into_iter().next() {
+                if let Some(target) = self.eligible(m, &exclude, 1).pop() {
                     self.place(name, target, epoch, PlaceCause::Drain);
                 }
             }

@@ -55,7 +55,10 @@ where
 }
 
 /// The `candidates` that are ready by `health`, best first: fewest modules
-/// by `load`, then name.
+/// by `load`, then name: the rule, by ranking every node. The planner keeps
+/// a ranking in step with its pass's load instead (`Planner::eligible`),
+/// tested against this one.
+#[cfg(test)]
 pub fn rank<'s>(
     candidates: impl Iterator<Item = &'s NodeId>,
     health: impl Fn(&str) -> Option<NodeHealth>,

@@ -58,16 +58,18 @@ impl Planner<'_> {
         let Some(p) = placement else {
             // Not placed yet, or reset by an operator (`pending` with the
             // placement it moves from, whose copy is fenced as usual).
-            let preferred = m.spec.placement.node.as_deref();
-            let mut candidates = self.eligible(m, &BTreeSet::new());
-            if let Some(pos) = preferred.and_then(|n| candidates.iter().position(|c| c == n)) {
-                let node = candidates.remove(pos);
-                candidates.insert(0, node);
-            }
-            if let Some(node) = candidates.into_iter().next() {
+            let none = BTreeSet::new();
+            let preferred = m
+                .spec
+                .placement
+                .node
+                .as_deref()
+                .filter(|n| self.is_eligible(m, n, &none))
+                .map(str::to_string);
+            if let Some(node) = preferred.or_else(|| self.eligible(m, &none, 1).pop()) {
                 let from = m.placement.as_ref();
-                if let Some(c) = from.and_then(|p| self.load().get_mut(&p.node)) {
-                    *c = c.saturating_sub(1);
+                if let Some(from) = from {
+                    self.shift_load(&from.node, false);
                 }
                 self.place(name, node, from.map(|p| p.epoch), PlaceCause::Initial);
             }
@@ -283,11 +285,9 @@ impl Planner<'_> {
             }));
             return;
         }
-        match self.eligible(m, &tried).into_iter().next() {
+        match self.eligible(m, &tried, 1).pop() {
             Some(node) => {
-                if let Some(c) = self.load().get_mut(from) {
-                    *c = c.saturating_sub(1);
-                }
+                self.shift_load(from, false);
                 self.place(name, node, Some(epoch), PlaceCause::Failover { reason });
             }
             None => {
@@ -315,10 +315,8 @@ impl Planner<'_> {
     /// failing.
     fn relocate(&mut self, name: &str, m: &ModuleRecord, epoch: Epoch, from: &str, reason: String) {
         let exclude = super::next_node::failover_exclude(m, from);
-        if let Some(node) = self.eligible(m, &exclude).into_iter().next() {
-            if let Some(c) = self.load().get_mut(from) {
-                *c = c.saturating_sub(1);
-            }
+        if let Some(node) = self.eligible(m, &exclude, 1).pop() {
+            self.shift_load(from, false);
             self.place(name, node, Some(epoch), PlaceCause::NodeLost { reason });
             return;
         }

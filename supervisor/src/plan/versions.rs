@@ -115,8 +115,10 @@ impl Planner<'_> {
     /// the node). With no node that suits it, it waits for one.
     fn place_rollout(&mut self, name: &str, m: &ModuleRecord, revision: u32) {
         let current = m.placement.as_ref().map(|p| p.node.clone());
-        let eligible = self.eligible(m, &BTreeSet::new());
-        let here = current.clone().filter(|c| eligible.contains(c));
+        let none = BTreeSet::new();
+        // The best two: one of them is not the current node.
+        let eligible = self.eligible(m, &none, 2);
+        let here = current.clone().filter(|c| self.is_eligible(m, c, &none));
         let node = match m.spec.fencing {
             Fencing::AtMostOne => here.or_else(|| eligible.first().cloned()),
             Fencing::AtLeastOne => eligible
@@ -128,8 +130,8 @@ impl Planner<'_> {
         let Some(node) = node else {
             return;
         };
-        if let Some(c) = current.as_ref().and_then(|c| self.load().get_mut(c)) {
-            *c = c.saturating_sub(1);
+        if let Some(c) = &current {
+            self.shift_load(c, false);
         }
         let expect = m.placement.as_ref().map(|p| p.epoch);
         self.place(name, node, expect, PlaceCause::Rollout { revision });

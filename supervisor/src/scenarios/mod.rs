@@ -50,7 +50,7 @@ use crate::observe::{Ingest, Observed};
 use crate::plan::{Fetch, Plan, QuarantinePolicy, Timing, plan};
 use crate::state::*;
 
-const TIMING: Timing = Timing {
+pub(crate) const TIMING: Timing = Timing {
     heartbeat_ttl_ms: 2000,
     lease_ms: 3000,
     drift_ms: 500,
