@@ -16,14 +16,30 @@ use crate::state::{
     NodeHealth, RegisterNode, RegisterNodeFromOtherCluster, SetNodeHealth, Transition,
 };
 
+use itertools::{EitherOrBoth, Itertools};
+
 use super::Planner;
 
 impl Planner<'_> {
     /// Registration and the failure detector.
     pub(super) fn nodes(&mut self) {
-        for (node, obs) in &self.observed.nodes {
+        // The state's nodes and the observed ones are both in name order:
+        // walked side by side, never looked up in each other (10,000 nodes
+        // at every pass).
+        let (state, observed) = (self.state, self.observed);
+        let joined = || {
+            state
+                .nodes
+                .iter()
+                .merge_join_by(observed.nodes.iter(), |(a, _), (b, _)| a.cmp(b))
+        };
+        for pair in joined() {
+            let (node, known, obs) = match pair {
+                EitherOrBoth::Both((node, record), (_, obs)) => (node, Some(record), obs),
+                EitherOrBoth::Right((node, obs)) => (node, None, obs),
+                EitherOrBoth::Left(_) => continue,
+            };
             let Some(table) = &obs.table else { continue };
-            let known = self.state.nodes.get(node);
             // A node an operator removed (it was down) is registered again
             // only when its agent is heard again, not from what this leader
             // heard of it before it went down.
@@ -54,8 +70,12 @@ impl Planner<'_> {
                 }
             }
         }
-        for (node, record) in &self.state.nodes {
-            let heard = self.observed.nodes.get(node);
+        for pair in joined() {
+            let (node, record, heard) = match pair {
+                EitherOrBoth::Both((node, record), (_, obs)) => (node, record, Some(obs)),
+                EitherOrBoth::Left((node, record)) => (node, record, None),
+                EitherOrBoth::Right(_) => continue,
+            };
             let last = heard
                 .map_or(self.observed.leader_since_ms, |o| o.last_seen_ms)
                 .max(self.observed.leader_since_ms);
