@@ -367,9 +367,7 @@ mod tests {
     /// a change elsewhere in the fleet: the cache says which.
     #[test]
     fn directives_are_reused_until_a_change_concerns_the_node() {
-        use crate::state::{
-            Batch, Deploy, Place, PlaceCause, RegisterNode, RestoreOrdered, Transition,
-        };
+        use crate::state::{Deploy, Place, PlaceCause, RegisterNode, RestoreOrdered, Transition};
         let spec = |name: &str| -> proto::spec::ModuleSpec {
             serde_json::from_value(serde_json::json!({
                 "name": name, "package": {"name": "p", "version": "1.0.0"}
@@ -377,16 +375,7 @@ mod tests {
             .expect("spec")
         };
         let mut s = ClusterState::default();
-        let apply = |s: &mut ClusterState, t: Transition| {
-            let index = s.last_index + 1;
-            s.apply(
-                index,
-                &Batch {
-                    at_ms: index,
-                    transitions: vec![t],
-                },
-            );
-        };
+        let apply = |s: &mut ClusterState, t: Transition| s.apply_next(t);
         for n in ["a", "b"] {
             apply(
                 &mut s,

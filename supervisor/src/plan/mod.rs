@@ -481,7 +481,7 @@ impl<'a> Planner<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Batch, Deploy, Drain, RegisterNode, SetNodeHealth};
+    use crate::state::{Deploy, Drain, RegisterNode, SetNodeHealth};
     use proptest::prelude::*;
 
     const NODES: [&str; 5] = ["a", "b", "c", "d", "e"];
@@ -511,10 +511,7 @@ mod tests {
             ops in proptest::collection::vec(op(), 1..60),
         ) {
             let mut s = ClusterState::default();
-            let apply = |s: &mut ClusterState, t: Transition| {
-                let index = s.last_index + 1;
-                s.apply(index, &Batch { at_ms: index, transitions: vec![t] });
-            };
+            let apply = |s: &mut ClusterState, t: Transition| s.apply_next(t);
             for (n, h) in NODES.iter().zip(&health) {
                 apply(&mut s, Transition::RegisterNode(RegisterNode { node: n.to_string(), addr: format!("{n}:1"), labels: BTreeMap::new() }));
                 let health = [NodeHealth::Ready, NodeHealth::Suspect, NodeHealth::Down][*h as usize];

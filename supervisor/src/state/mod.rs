@@ -934,6 +934,21 @@ impl ClusterState {
 }
 
 #[cfg(test)]
+impl ClusterState {
+    /// Applies `t` alone at the next log index, stamped with it (tests).
+    pub(crate) fn apply_next(&mut self, t: Transition) {
+        let index = self.last_index + 1;
+        self.apply(
+            index,
+            &Batch {
+                at_ms: index,
+                transitions: vec![t],
+            },
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -1095,16 +1110,8 @@ mod tests {
         }
     }
 
-    /// Applies `t` alone at the next log index, stamped with it.
     fn apply_next(s: &mut ClusterState, t: Transition) {
-        let index = s.last_index + 1;
-        s.apply(
-            index,
-            &Batch {
-                at_ms: index,
-                transitions: vec![t],
-            },
-        );
+        s.apply_next(t);
     }
 
     /// The kept events are capped by bytes as well as by count: events
