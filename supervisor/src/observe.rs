@@ -21,9 +21,9 @@
 //! - `table`, `positions`, `statuses` and `since_ms` describe the same
 //!   positions, or are all empty (the table is unknown and the leader asks
 //!   the agent for it).
-//! - `version` grows whenever the table or a status changes; directives cached at a state index and
-//!   a version are reused while the version stays and no change after
-//!   that index concerns the node
+//! - `version` grows whenever the table or a status changes; directives
+//!   cached at a state index and a version are reused while the version
+//!   stays and no change after that index concerns the node
 //!   ([`ClusterState::directives_changed_at`]), so a commit elsewhere in
 //!   the fleet does not make every node's next reply look its modules up
 //!   again.

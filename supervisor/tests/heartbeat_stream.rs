@@ -12,6 +12,7 @@ use proto::heartbeat::{
 };
 use reqwest::StatusCode;
 use testkit::agent_proc::{AgentArgs, AgentProc};
+use testkit::prom::Metrics;
 use testkit::supervisors::Supervisors;
 use testkit::{Certs, eventually, free_addr};
 use tls::frames::{self, Kind};
@@ -88,8 +89,8 @@ async fn ends(io: &mut Stream) {
     );
 }
 
-/// A metric of the replica at `addr` (0 when absent).
-async fn metric(certs: &Certs, addr: &str, series: &str) -> u64 {
+/// A metric of the replica at `addr`, without labels (0 when absent).
+async fn metric(certs: &Certs, addr: &str, name: &str) -> u64 {
     let text = client(&certs.operator())
         .get(format!("https://{addr}/metrics"))
         .send()
@@ -98,15 +99,13 @@ async fn metric(certs: &Certs, addr: &str, series: &str) -> u64 {
         .text()
         .await
         .expect("body");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
+    let metrics = Metrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    metrics.value(name, &[]).map_or(0, |v| v as u64)
 }
 
-/// One replica with mutual TLS (nothing listens at its depmgr URL), and
-/// the index of the leader it became.
-/// The value of `series` on the agent's `/metrics`, if it answers.
-async fn agent_metric(agent: &AgentProc, series: &str) -> Option<u64> {
+/// The value of the metric `name` with `labels` on the agent's
+/// `/metrics`, if it answers.
+async fn agent_metric(agent: &AgentProc, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
     let text = tls::client::http_builder(agent.reader.as_ref(), &[Role::Agent])
         .timeout(Duration::from_secs(5))
         .build()
@@ -118,14 +117,12 @@ async fn agent_metric(agent: &AgentProc, series: &str) -> Option<u64> {
         .text()
         .await
         .ok()?;
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .parse::<u64>()
-            .ok()
-    })
+    let metrics = Metrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    metrics.value(name, labels).map(|v| v as u64)
 }
 
+/// One replica with mutual TLS (nothing listens at its depmgr URL), and
+/// the index of the leader it became.
 async fn one_replica() -> (Arc<Certs>, Supervisors, usize) {
     let certs = Arc::new(Certs::new());
     let cluster = Supervisors::start_tls(
@@ -253,11 +250,12 @@ async fn an_agent_keeps_one_stream_for_its_heartbeats() {
         // 100 ms heartbeats, 500 ms request timeout: 30 heartbeats are
         // six timeouts long.
         eventually("30 heartbeats answered", T, || async {
-            let sent = agent_metric(&agent, "agent_heartbeats_total{result=\"sent\"}").await?;
+            let sent =
+                agent_metric(&agent, "agent_heartbeats_total", &[("result", "sent")]).await?;
             (sent >= 30).then_some(())
         })
         .await;
-        let opened = agent_metric(&agent, "agent_heartbeat_streams_opened_total")
+        let opened = agent_metric(&agent, "agent_heartbeat_streams_opened_total", &[])
             .await
             .expect("the agent's metrics");
         assert_eq!(
@@ -265,7 +263,7 @@ async fn an_agent_keeps_one_stream_for_its_heartbeats() {
             u64::from(stream),
             "{node}: streams opened for 30 heartbeats to one leader"
         );
-        let failed = agent_metric(&agent, "agent_heartbeats_total{result=\"failed\"}").await;
+        let failed = agent_metric(&agent, "agent_heartbeats_total", &[("result", "failed")]).await;
         assert_eq!(failed, Some(0), "{node}: no heartbeat failed");
         // (The previous agent's stream closes as it stops.)
         eventually("the replica serves the agent's stream only", T, || async {
@@ -291,13 +289,13 @@ async fn an_agent_opens_a_new_stream_after_the_replica_restarts() {
     args.node = "phoenix";
     args.certs = Some(certs.clone());
     let agent = AgentProc::spawn(args);
-    let sent = || agent_metric(&agent, "agent_heartbeats_total{result=\"sent\"}");
+    let sent = || agent_metric(&agent, "agent_heartbeats_total", &[("result", "sent")]);
     eventually("10 heartbeats answered", T, || async {
         (sent().await? >= 10).then_some(())
     })
     .await;
     assert_eq!(
-        agent_metric(&agent, "agent_heartbeat_streams_opened_total").await,
+        agent_metric(&agent, "agent_heartbeat_streams_opened_total", &[]).await,
         Some(1)
     );
 
@@ -310,11 +308,11 @@ async fn an_agent_opens_a_new_stream_after_the_replica_restarts() {
         (streams == 1).then_some(())
     })
     .await;
-    let opened = agent_metric(&agent, "agent_heartbeat_streams_opened_total")
+    let opened = agent_metric(&agent, "agent_heartbeat_streams_opened_total", &[])
         .await
         .expect("the agent's metrics");
     assert!(opened >= 2, "{opened} streams opened across the restart");
-    let failed = agent_metric(&agent, "agent_heartbeats_total{result=\"failed\"}")
+    let failed = agent_metric(&agent, "agent_heartbeats_total", &[("result", "failed")])
         .await
         .unwrap_or(0);
     let before = sent().await.expect("the agent's metrics");
@@ -324,11 +322,11 @@ async fn an_agent_opens_a_new_stream_after_the_replica_restarts() {
     .await;
     // Kept: no other stream opened, no heartbeat failed since.
     assert_eq!(
-        agent_metric(&agent, "agent_heartbeat_streams_opened_total").await,
+        agent_metric(&agent, "agent_heartbeat_streams_opened_total", &[]).await,
         Some(opened)
     );
     assert_eq!(
-        agent_metric(&agent, "agent_heartbeats_total{result=\"failed\"}")
+        agent_metric(&agent, "agent_heartbeats_total", &[("result", "failed")])
             .await
             .unwrap_or(0),
         failed

@@ -372,17 +372,10 @@ impl<'a> Planner<'a> {
                 .collect();
             self.ranked = Some(ranked);
         }
-        let (state, health) = (self.state, &self.health);
         self.ranked
             .iter()
             .flatten()
-            .filter(|(_, name)| {
-                health.get(name.as_str()) == Some(&NodeHealth::Ready)
-                    && state
-                        .nodes
-                        .get(name)
-                        .is_some_and(|r| next_node::admits(m, name, r, exclude))
-            })
+            .filter(|(_, name)| self.is_eligible(m, name, exclude))
             .take(n)
             .map(|(_, name)| name.clone())
             .collect()

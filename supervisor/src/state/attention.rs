@@ -183,10 +183,8 @@ impl ClusterState {
         let class = classify(self, module);
         self.attention.record(index, module);
         self.attention.file(module, class);
-        let [node, previous] = self.directed_nodes(module);
-        for n in [node, previous].into_iter().flatten() {
-            self.attention.directed.insert(n, index);
-        }
+        let now_on = self.directed_nodes(module);
+        self.mark_directed(now_on.into_iter().flatten(), index);
     }
 
     /// The nodes whose directives `module` enters into: the node it is
